@@ -1,0 +1,1 @@
+"""keyledger's application layer: the event-sourced Application, one function per command, ports, queries."""

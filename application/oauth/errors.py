@@ -1,0 +1,64 @@
+"""RFC 6749 section 5.2 error responses, one class per error code (authlib's convention)."""
+
+from typing import ClassVar
+
+
+class OAuthError(Exception):
+    """An error answered to the client in the body of RFC 6749 section 5.2.
+
+    Attributes:
+        error: the RFC error code.
+        status_code: the HTTP status (400, or 401 for invalid_client when the client used HTTP authentication).
+        description: a human-readable ``error_description``; never contains a presented secret.
+    """
+
+    error: ClassVar[str] = "invalid_request"
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidRequest(OAuthError):
+    """The request is missing a parameter, repeats one, or is otherwise malformed (RFC 6749 section 5.2)."""
+
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed (RFC 6749 section 5.2); 401 with a challenge when Basic was used."""
+
+    error = "invalid_client"
+    status_code = 401
+
+
+class InvalidGrant(OAuthError):
+    """The grant (credentials, refresh token) is invalid, expired, revoked or reused (RFC 6749 section 5.2)."""
+
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    """The authenticated client may not use this grant type (RFC 6749 section 5.2)."""
+
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    """The grant type is not supported by the server (RFC 6749 section 5.2)."""
+
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    """The requested scope is invalid, unknown, or exceeds what the client was given (RFC 6749 section 5.2)."""
+
+    error = "invalid_scope"
+
+
+class TemporarilyUnavailable(OAuthError):
+    """The server cannot answer now (RFC 6749 section 4.1.2.1), for example during a database outage."""
+
+    error = "temporarily_unavailable"
+    status_code = 503

@@ -1,0 +1,129 @@
+"""The token endpoint's grants: password (RFC 6749 section 4.3) and client_credentials (section 4.4).
+
+Every decision is taken on the event stream (the client's and the user's own aggregates), never on a read model,
+so a rotated or revoked secret is refused the instant its event is saved.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from application.oauth.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from application.oauth.tokens import Grant, IssuedTokens, TokenMint
+from application.ports import Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
+from application.store import Keyledger
+from domain.client import DASHBOARD, Client, PublicClient
+from domain.ids import DASHBOARD_CLIENT_ID, client_actor, client_aggregate_id, email_index_id, user_actor
+from domain.policy import GrantType, LifetimePolicy
+from domain.scopes import parse_scope, unknown_scopes
+from domain.user import EmailIndex, User
+
+SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A parsed token request. Secrets live here only for the duration of the request."""
+
+    grant_type: str
+    client_id: str | None = None
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEndpoint:
+    """Authenticates the client, checks the grant and issues tokens."""
+
+    app: Keyledger
+    clock: Clock
+    passwords: PasswordHasher
+    secrets: SecretHasher
+    minter: CredentialMinter
+    mint: TokenMint
+    save: Saver
+    lifetimes: LifetimePolicy
+
+    def handle(self, request: TokenRequest) -> IssuedTokens:
+        """Answers a token request or raises an OAuthError."""
+        if request.grant_type not in SUPPORTED_GRANTS:
+            raise UnsupportedGrantType("the grant type is not supported")
+        client = self.authenticate_client(request)
+        if not client.allows_grant(request.grant_type):
+            raise UnauthorizedClient("the client may not use this grant type")
+        scope = self.granted_scope(client.scopes, request.scope)
+        if request.grant_type == GrantType.PASSWORD:
+            return self.password_grant(request, scope)
+        assert isinstance(client, Client)
+        return self.client_credentials_grant(client, scope)
+
+    def authenticate_client(self, request: TokenRequest) -> Client | PublicClient:
+        """RFC 6749 section 2.3: the dashboard is public and sends no secret; project clients must."""
+        if not request.client_id:
+            raise InvalidClient("client authentication is required")
+        if request.client_id == DASHBOARD_CLIENT_ID:
+            if request.client_secret is not None:
+                raise InvalidClient("the dashboard client is public and has no secret")
+            return DASHBOARD
+        secret = request.client_secret
+        # Malformed secrets are refused before any database look-up.
+        if not secret or not self.minter.is_client_secret(secret):
+            raise InvalidClient("client authentication failed")
+        client = self.app.find(client_aggregate_id(request.client_id), Client)
+        if client is None or not client.secret_matches(self.secrets.hash(secret), self.clock.now()):
+            raise InvalidClient("client authentication failed")
+        return client
+
+    @staticmethod
+    def granted_scope(allowed: frozenset[str], requested: str | None) -> str:
+        """RFC 6749 section 3.3: the requested scope if within the client's, else all of the client's scope."""
+        scopes = parse_scope(requested)
+        if requested is not None and not scopes:
+            raise InvalidScope("the scope is empty")
+        if unknown_scopes(scopes):
+            raise InvalidScope("unknown scope: " + " ".join(unknown_scopes(scopes)))
+        if not set(scopes) <= allowed:
+            raise InvalidScope("the scope exceeds what the client was given")
+        return " ".join(scopes or sorted(allowed))
+
+    def password_grant(self, request: TokenRequest, scope: str) -> IssuedTokens:
+        """RFC 6749 section 4.3: a person logs into the dashboard with email and password."""
+        if not request.username or request.password is None:
+            raise InvalidRequest("username and password are required")
+        user = self.find_user(request.username)
+        ok = self.passwords.verify(user.password_hash if user else None, request.password)
+        if user is None or not ok or user.disabled:
+            raise InvalidGrant("the username or password is wrong")
+        now = self.clock.now()
+        grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
+                      user_id=user.id, scope=scope, actor=user_actor(user.id))
+        refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl)
+        ttl = self.lifetimes.dashboard_access_token_ttl
+        access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
+        self.save(access_agg, refresh_agg)
+        return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
+                            aggregates=(access_agg, refresh_agg))
+
+    def find_user(self, email: str) -> User | None:
+        """Returns the user registered with ``email``, through the email index."""
+        index = self.app.find(email_index_id(email), EmailIndex)
+        return None if index is None else self.app.find(index.user_id, User)
+
+    def client_credentials_grant(self, client: Client, scope: str) -> IssuedTokens:
+        """RFC 6749 section 4.4: a project's API key gets an access token for its own project."""
+        now: datetime = self.clock.now()
+        ttl = self.lifetimes.client_access_ttl(client.access_token_ttl)
+        grant = Grant(grant_type=GrantType.CLIENT_CREDENTIALS, client_id=client.client_id,
+                      project_id=client.project_id, user_id=None, scope=scope, actor=client_actor(client.client_id))
+        access, access_agg = self.mint.access_token(grant, now, ttl)
+        self.save(access_agg)
+        return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
+                            aggregates=(access_agg,))

@@ -1,0 +1,78 @@
+"""Minting tokens: RFC 9068 access-token claims, refresh tokens, and their TokenIssued events."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
+
+from application.ports import CredentialMinter, SecretHasher, TokenSigner
+from domain.ids import refresh_token_aggregate_id
+from domain.token import Token, TokenKind
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a token request was granted: who, through which client, for which project, with which scope."""
+
+    grant_type: str
+    client_id: str
+    project_id: UUID | None
+    user_id: UUID | None
+    scope: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    """The token response of RFC 6749 section 5.1 plus the aggregates to save."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None
+    aggregates: tuple[Token, ...]
+
+    def response(self) -> dict[str, str | int]:
+        """Returns the RFC 6749 section 5.1 JSON body."""
+        body: dict[str, str | int] = {"access_token": self.access_token, "token_type": "Bearer",
+                                      "expires_in": self.expires_in, "scope": self.scope}
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMint:
+    """Builds signed access tokens and opaque refresh tokens with their TokenIssued events."""
+
+    signer: TokenSigner
+    minter: CredentialMinter
+    secrets: SecretHasher
+    issuer: str
+    audience: str
+
+    def access_token(self, grant: Grant, now: datetime, ttl: int, family_id: UUID | None = None) -> tuple[str, Token]:
+        """Returns a signed RFC 9068 JWT and its Token aggregate (id = jti)."""
+        jti = uuid4()
+        issued_at = now.replace(microsecond=0)
+        expires_at = issued_at + timedelta(seconds=ttl)
+        claims: dict[str, object] = {
+            "iss": self.issuer, "aud": self.audience, "sub": str(grant.user_id or grant.client_id),
+            "client_id": grant.client_id, "iat": int(issued_at.timestamp()), "exp": int(expires_at.timestamp()),
+            "jti": str(jti), "scope": grant.scope,
+        }
+        if grant.project_id is not None:
+            claims["project_id"] = str(grant.project_id)
+        token = Token(token_id=jti, kind=TokenKind.ACCESS, project_id=grant.project_id, client_id=grant.client_id,
+                      user_id=grant.user_id, scope=grant.scope, grant_type=grant.grant_type, issued_at=issued_at,
+                      expires_at=expires_at, family_id=family_id, parent_id=None, actor=grant.actor)
+        return self.signer.sign(claims), token
+
+    def refresh_token(self, grant: Grant, now: datetime, ttl: int) -> tuple[str, Token]:
+        """Returns an opaque refresh token and its Token aggregate; the family is the token's own id."""
+        value = self.minter.refresh_token()
+        token_id = refresh_token_aggregate_id(self.secrets.hash(value))
+        token = Token(token_id=token_id, kind=TokenKind.REFRESH, project_id=grant.project_id,
+                      client_id=grant.client_id, user_id=grant.user_id, scope=grant.scope,
+                      grant_type=grant.grant_type, issued_at=now, expires_at=now + timedelta(seconds=ttl),
+                      family_id=token_id, parent_id=None, actor=grant.actor)
+        return value, token

@@ -1,0 +1,96 @@
+"""Ports: what the application needs from the outside world, as Protocols the composition root fills."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Clock(Protocol):
+    """Tells the time; tests inject a controllable one."""
+
+    def now(self) -> datetime:
+        """Returns the current UTC time."""
+        ...
+
+
+class PasswordHasher(Protocol):
+    """argon2id hashing of passwords."""
+
+    def hash(self, password: str) -> str:
+        """Returns an encoded hash."""
+        ...
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Verifies in constant time; a None hash still spends the work and fails."""
+        ...
+
+
+class SecretHasher(Protocol):
+    """Keyed hash of high-entropy opaque secrets."""
+
+    def hash(self, secret: str) -> str:
+        """Returns the keyed hash."""
+        ...
+
+
+class CredentialMinter(Protocol):
+    """Makes and checks opaque credentials and public identifiers."""
+
+    def client_secret(self) -> str:
+        """Returns a new client secret."""
+        ...
+
+    def refresh_token(self) -> str:
+        """Returns a new refresh token."""
+        ...
+
+    def client_id(self) -> str:
+        """Returns a new public client id."""
+        ...
+
+    def is_client_secret(self, value: str) -> bool:
+        """Whether ``value`` is a well-formed client secret."""
+        ...
+
+    def is_refresh_token(self, value: str) -> bool:
+        """Whether ``value`` is a well-formed refresh token."""
+        ...
+
+    def hint(self, value: str) -> str:
+        """Returns what may be shown of a credential later."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewSigningKey:
+    """A freshly generated signing key, its private part already encrypted for storage."""
+
+    kid: str
+    alg: str
+    public_jwk: dict[str, str]
+    encrypted_private_key: str
+
+
+class KeyFactory(Protocol):
+    """Generates signing keys and encrypts them at rest."""
+
+    def generate(self, alg: str) -> NewSigningKey:
+        """Returns a new key pair for ``alg``."""
+        ...
+
+
+class TokenSigner(Protocol):
+    """Signs access tokens with the active key of the key ring."""
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Returns a compact JWS with ``typ: at+jwt`` and the active ``kid``."""
+        ...
+
+
+class Saver(Protocol):
+    """Saves aggregates' pending events atomically; returns the last notification id (global position)."""
+
+    def __call__(self, *aggregates: Any) -> int:
+        """Saves ``aggregates`` in one transaction."""
+        ...

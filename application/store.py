@@ -1,0 +1,39 @@
+"""The event-sourced Application: one event store for every aggregate of keyledger."""
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+
+from domain.errors import NotFound
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class Keyledger(Application[UUID]):
+    """All of keyledger's aggregates in one store, named so its tables are ``keyledger_events``.
+
+    The repository caches aggregates and fast-forwards them with one indexed read per get, so hot look-ups (a client
+    on every client_credentials request) deserialise only the events recorded since the last get.
+    """
+
+    name = "Keyledger"
+    env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "y"}
+
+    def load(self, aggregate_id: UUID, kind: type[A]) -> A:
+        """Returns the aggregate of type ``kind``, or raises NotFound (also when the id names another type)."""
+        try:
+            aggregate: Any = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(kind.__name__) from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(kind.__name__)
+        return aggregate
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """Returns the aggregate or None."""
+        try:
+            return self.load(aggregate_id, kind)
+        except NotFound:
+            return None

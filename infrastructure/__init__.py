@@ -1,0 +1,1 @@
+"""Adapters: settings, PostgreSQL, Redis, crypto, HTTP, CLI and the embedded development servers."""

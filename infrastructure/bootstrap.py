@@ -1,0 +1,136 @@
+"""The composition root: builds every component of one keyledger process from its settings.
+
+Nothing here runs at import. ``build`` is called by the CLI or by the ASGI app's startup hook, in the process that
+will use the result, so each process owns its connection pools.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.utils import Environment
+
+from application.accounts import Accounts
+from application.keys import SigningKeys
+from application.oauth.grants import TokenEndpoint
+from application.oauth.tokens import TokenMint
+from application.store import Keyledger
+from domain.ids import keyring_id
+from domain.keyring import KeyRing
+from infrastructure.adapters import OpaqueCredentials, SystemClock
+from infrastructure.batching import GroupCommitter
+from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
+from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
+from infrastructure.crypto.keys import SigningKeyFactory
+from infrastructure.postgres import eventsourcing_env
+from infrastructure.settings import Settings, SettingsError
+from projections.base import ProjectionRunner, ReadModel
+from projections.members import MembersView
+
+logger = logging.getLogger(__name__)
+
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView,)
+MIN_SECRET_KEY_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where this process's stores are."""
+
+    database_url: str
+    redis_url: str
+
+
+@dataclass
+class Container:
+    """Everything one process needs, built once."""
+
+    settings: Settings
+    app: Keyledger
+    accounts: Accounts
+    tokens: TokenEndpoint
+    keys: KeySet
+    validator: JwtValidator
+    committer: GroupCommitter
+    views: dict[str, ReadModel]
+    redis: Any
+    runners: list[ProjectionRunner] = field(default_factory=list)
+
+    @property
+    def members(self) -> MembersView:
+        """The members read model."""
+        view = self.views[MembersView.name]
+        assert isinstance(view, MembersView)
+        return view
+
+    def start_projections(self) -> None:
+        """Runs every read model's projection in background threads of this process."""
+        for view in self.views.values():
+            runner = self.runner(view.name)
+            runner.start()
+            self.runners.append(runner)
+
+    def runner(self, name: str) -> ProjectionRunner:
+        """Returns a runner for the read model ``name`` (not started)."""
+        return ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=self.views[name])
+
+    def close(self) -> None:
+        """Stops background work and closes pools."""
+        for runner in self.runners:
+            runner.stop()
+        self.committer.close()
+        for view in self.views.values():
+            view.datastore.close()
+        self.app.close()
+        self.redis.close()
+
+
+def server_key(settings: Settings) -> bytes:
+    """Returns the server key, refusing a missing or short one."""
+    if not settings.secret_key or len(settings.secret_key) < MIN_SECRET_KEY_LENGTH:
+        raise SettingsError(f"KEYLEDGER_SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters")
+    return settings.secret_key.encode()
+
+
+def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
+    ring = app.load(keyring_id(), KeyRing)
+    assert ring.active_kid is not None
+    published = {kid: published_key(kid, str(k["alg"]), dict(k["public_jwk"]))  # type: ignore[call-overload]
+                 for kid, k in ring.published().items()}
+    active = ring.keys[ring.active_kid]
+    return KeySnapshot(published=published, active_kid=ring.active_kid,
+                       active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])))
+
+
+def build_view(view_class: type[ReadModel], env: dict[str, str]) -> ReadModel:
+    """Builds a read model on its own pool (tables created when the env says so)."""
+    factory = InfrastructureFactory.construct(Environment(view_class.name, env))
+    return factory.tracking_recorder(view_class)  # type: ignore[attr-defined,no-any-return]
+
+
+def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) -> Container:
+    """Builds a process's components. ``migrate`` creates tables and the first signing key."""
+    key = server_key(settings)
+    env = eventsourcing_env(endpoints.database_url, pool_size=settings.pool_size, create_table=migrate)
+    app = Keyledger(env=env)
+    clock, minter = SystemClock(), OpaqueCredentials()
+    hasher = HmacSecretHasher(derive_key(key, "keyledger secret hash v1"))
+    key_factory = SigningKeyFactory(derive_key(key, "keyledger signing key encryption v1"))
+    SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
+    keys = KeySet(lambda: _key_snapshot(app, key_factory))
+    committer = GroupCommitter(app.save)
+    passwords = Argon2PasswordHasher()
+    mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=hasher, issuer=settings.issuer,
+                     audience=settings.audience)
+    tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
+                           save=committer, lifetimes=settings.lifetimes)
+    accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
+                        lifetimes=settings.lifetimes)
+    views = {cls.name: build_view(cls, env) for cls in READ_MODELS}
+    client = redis.Redis.from_url(endpoints.redis_url)
+    client.ping()
+    return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, keys=keys,
+                     validator=JwtValidator(keys, settings.issuer, settings.audience), committer=committer,
+                     views=views, redis=client)

@@ -1,0 +1,131 @@
+"""The ``keyledger`` command."""
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+
+from infrastructure import embedded
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.settings import Settings, SettingsError
+
+logger = logging.getLogger("keyledger")
+
+
+@contextlib.contextmanager
+def runtime(settings: Settings) -> Iterator[tuple[Settings, Endpoints]]:
+    """Resolves where PostgreSQL and Redis are, starting embedded servers for whichever is not configured."""
+    postgres = redis_server = None
+    lock = embedded.data_dir_lock(settings.data_dir) if settings.embedded or not settings.redis_url else None
+    with lock or contextlib.nullcontext():
+        try:
+            database_url = settings.database_url
+            if database_url is None:
+                postgres, database_url = embedded.start_postgres(settings.data_dir)
+                logger.info("embedded PostgreSQL running in %s", (settings.data_dir / "postgres").resolve())
+            redis_url = settings.redis_url
+            if redis_url is None:
+                redis_server, redis_url = embedded.start_redis(settings.data_dir)
+                logger.info("embedded Redis running with %s", (settings.data_dir / "redis.rdb").resolve())
+            if settings.secret_key is None and settings.embedded:
+                settings = replace(settings, secret_key=embedded.secret_key_file(settings.data_dir))
+            yield settings, Endpoints(database_url=database_url, redis_url=redis_url)
+        finally:
+            embedded.stop(postgres, redis_server)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Runs the API with the projections (and, in one process, everything else)."""
+    import uvicorn  # noqa: PLC0415
+
+    from infrastructure.http.app import create_app  # noqa: PLC0415
+
+    with runtime(settings) as (settings, endpoints):
+        container = build(settings, endpoints, migrate=True)
+        container.start_projections()
+        try:
+            logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
+            if args.workers == 1:
+                uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port,
+                            access_log=False, log_level="warning", loop="uvloop", http="httptools")
+            else:
+                os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
+                                   "KEYLEDGER_REDIS_URL": endpoints.redis_url,
+                                   "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
+                uvicorn.run("infrastructure.http.app:app_from_env", factory=True, host=args.host, port=args.port,
+                            workers=args.workers, access_log=False, log_level="warning", loop="uvloop",
+                            http="httptools")
+        finally:
+            container.close()
+    return 0
+
+
+def _progress(name: str) -> "callable[[int], None]":  # type: ignore[valid-type]
+    def show(done: int) -> None:
+        print(f"\r{name}: {done} events processed", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def projections(args: argparse.Namespace, settings: Settings) -> int:
+    """``keyledger projections status|rebuild NAME``."""
+    with runtime(settings) as (settings, endpoints):
+        container: Container = build(settings, endpoints, migrate=True)
+        try:
+            head = container.app.recorder.max_notification_id() or 0
+            if args.action == "rebuild":
+                if args.name not in container.views:
+                    print(f"unknown projection {args.name!r}; known: {', '.join(container.views)}", file=sys.stderr)
+                    return 2
+                runner = container.runner(args.name)
+                runner.model.reset()
+                total = runner.catch_up(_progress(args.name))
+                print(f"\n{args.name}: rebuilt from {total} events, position {runner.model.position()}")
+                return 0
+            print(f"{'projection':<16} {'position':>12} {'lag':>10}")
+            for name, view in container.views.items():
+                position = view.position()
+                print(f"{name:<16} {position:>12} {head - position:>10}")
+            return 0
+        finally:
+            container.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="keyledger", description="Event-sourced OAuth2 authorization backend.")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="serve the API (embedded PostgreSQL and Redis unless configured)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--workers", type=int, default=int(os.environ.get("KEYLEDGER_WORKERS", "1")),
+                     help="API processes (default 1, or KEYLEDGER_WORKERS)")
+    run.set_defaults(func=serve)
+    proj = sub.add_parser("projections", help="read-model status and rebuilds")
+    proj.add_argument("action", choices=["status", "rebuild"])
+    proj.add_argument("name", nargs="?", default="members")
+    proj.set_defaults(func=projections)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``keyledger`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"keyledger: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return int(args.func(args, settings))
+    except (SettingsError, embedded.AlreadyRunning) as exc:
+        print(f"keyledger: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""RFC 9068 JWT access tokens: signing with the active key and strict validation.
+
+Validation refuses anything outside the allow-list (never ``none``, never HMAC: an HMAC "signed" with our public key
+must not verify), an unknown ``kid``, an algorithm other than the key's own, a ``typ`` other than ``at+jwt``, and a
+wrong iss, aud or an expired token. A kid we do not know triggers at most one key-ring reload per interval, so a key
+published by another process is picked up without letting garbage kids hammer the database.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from infrastructure.crypto.keys import ALLOWED_ALGORITHMS
+
+ACCESS_TOKEN_TYP = "at+jwt"
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id")
+_JWK_LOADERS = {"EC": ECAlgorithm.from_jwk, "OKP": OKPAlgorithm.from_jwk, "RSA": RSAAlgorithm.from_jwk}
+
+
+class InvalidToken(Exception):
+    """The bearer token is not a valid access token (RFC 6750 section 3.1 ``invalid_token``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedKey:
+    """A verification key as published in the JWKS."""
+
+    kid: str
+    alg: str
+    jwk: dict[str, str]
+    public_key: Any
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    """The key ring as one process sees it: what verifies, and what signs."""
+
+    published: dict[str, PublishedKey]
+    active_kid: str
+    active_private_key: Any
+
+
+class KeySet:
+    """Holds the current key snapshot and reloads it when a token names a kid we have not seen."""
+
+    def __init__(self, loader: Callable[[], KeySnapshot], reload_interval: float = 5.0) -> None:
+        self._loader = loader
+        self._reload_interval = reload_interval
+        self._lock = threading.Lock()
+        self._snapshot = loader()
+        self._loaded_at = time.monotonic()
+
+    @property
+    def snapshot(self) -> KeySnapshot:
+        """The current snapshot."""
+        return self._snapshot
+
+    def reload(self) -> None:
+        """Reloads the key ring from the event store."""
+        with self._lock:
+            self._snapshot = self._loader()
+            self._loaded_at = time.monotonic()
+
+    def find(self, kid: str) -> PublishedKey | None:
+        """Returns the published key ``kid``, reloading at most once per interval when it is unknown."""
+        key = self._snapshot.published.get(kid)
+        if key is None and time.monotonic() - self._loaded_at > self._reload_interval:
+            self.reload()
+            key = self._snapshot.published.get(kid)
+        return key
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        """Returns the RFC 7517 JWK Set document."""
+        return {"keys": [key.jwk for key in self._snapshot.published.values()]}
+
+
+def published_key(kid: str, alg: str, jwk: dict[str, str]) -> PublishedKey:
+    """Builds a PublishedKey from its stored public JWK."""
+    return PublishedKey(kid=kid, alg=alg, jwk=jwk, public_key=_JWK_LOADERS[jwk["kty"]](dict(jwk)))
+
+
+class JwtSigner:
+    """Signs access tokens with the key set's active key."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self._keys = keys
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Returns a compact JWS of ``claims`` with ``typ: at+jwt`` and the active kid."""
+        snap = self._keys.snapshot
+        alg = snap.published[snap.active_kid].alg
+        return jwt.encode(dict(claims), snap.active_private_key, algorithm=alg,
+                          headers={"kid": snap.active_kid, "typ": ACCESS_TOKEN_TYP})
+
+
+class JwtValidator:
+    """Validates RFC 9068 access tokens strictly."""
+
+    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+
+    def _key_for(self, token: str) -> PublishedKey:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise InvalidToken("algorithm not allowed")
+        if not isinstance(typ, str) or typ.lower() not in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP):
+            raise InvalidToken("not an access token")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("missing kid")
+        key = self._keys.find(kid)
+        if key is None or key.alg != alg:
+            raise InvalidToken("unknown key")
+        return key
+
+    def validate(self, token: str) -> dict[str, Any]:
+        """Returns the verified claims of ``token`` or raises InvalidToken."""
+        key = self._key_for(token)
+        try:
+            return jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
+                              issuer=self._issuer, leeway=self._leeway,
+                              options={"require": list(REQUIRED_CLAIMS), "verify_nbf": True})
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from exc

@@ -1,0 +1,62 @@
+"""Opaque credentials in the style of GitHub's token format.
+
+``<prefix>_<32 base62 chars of randomness><6 base62 chars of CRC32 checksum>``: the prefix lets secret scanners and
+people recognise what leaked; the checksum lets the server reject a mistyped or forged string without touching the
+database. Randomness: 32 base62 characters, about 190 bits.
+"""
+
+import secrets
+import zlib
+from enum import StrEnum
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+BODY_LENGTH = 32
+CHECKSUM_LENGTH = 6
+
+
+class CredentialType(StrEnum):
+    """Prefixes of keyledger's opaque credentials."""
+
+    CLIENT_SECRET = "klcs"  # noqa: S105 - a prefix, not a secret
+    REFRESH_TOKEN = "klrt"  # noqa: S105 - a prefix, not a secret
+
+
+def _base62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def _checksum(prefix: str, body: str) -> str:
+    return _base62(zlib.crc32(f"{prefix}_{body}".encode()), CHECKSUM_LENGTH)
+
+
+def mint(kind: CredentialType) -> str:
+    """Returns a fresh credential of ``kind``."""
+    body = "".join(secrets.choice(_ALPHABET) for _ in range(BODY_LENGTH))
+    return f"{kind.value}_{body}{_checksum(kind.value, body)}"
+
+
+def is_well_formed(value: str, kind: CredentialType) -> bool:
+    """Whether ``value`` has the shape and checksum of a credential of ``kind`` (no database look-up)."""
+    prefix = kind.value + "_"
+    if len(value) != len(prefix) + BODY_LENGTH + CHECKSUM_LENGTH or not value.startswith(prefix):
+        return False
+    rest = value[len(prefix):]
+    if any(c not in _INDEX for c in rest):
+        return False
+    body, check = rest[:BODY_LENGTH], rest[BODY_LENGTH:]
+    return secrets.compare_digest(check, _checksum(kind.value, body))
+
+
+def hint(value: str) -> str:
+    """Returns what may be shown of a credential after creation: its prefix and last four characters."""
+    return f"{value.split('_', 1)[0]}_...{value[-4:]}"
+
+
+def new_client_id() -> str:
+    """Returns a new public client identifier (not a secret)."""
+    return "klc_" + "".join(secrets.choice(_ALPHABET) for _ in range(22))

@@ -1,0 +1,1 @@
+"""The Litestar HTTP edge: OAuth endpoints, discovery documents and the management API."""

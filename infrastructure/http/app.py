@@ -1,0 +1,55 @@
+"""The Litestar application factory."""
+
+import os
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.http import oauth, v1, wellknown
+from infrastructure.http.errors import EXCEPTION_HANDLERS
+from infrastructure.settings import Settings
+
+
+@get("/healthz", tags=["ops"], sync_to_thread=True)
+def healthz(state: State) -> dict[str, Any]:
+    """Liveness and readiness: the event store and Redis answer."""
+    container: Container = state.container
+    container.redis.ping()
+    return {"status": "ok", "position": container.app.recorder.max_notification_id() or 0}
+
+
+def create_app(settings: Settings, endpoints: Endpoints, container: Container | None = None) -> Litestar:
+    """Builds the ASGI app; the container is built at startup in the serving process unless given."""
+    state = State({"container": container})
+
+    def startup(app: Litestar) -> None:
+        if app.state.container is None:
+            app.state.container = build(settings, endpoints)
+
+    def shutdown(app: Litestar) -> None:
+        if container is None and app.state.container is not None:
+            app.state.container.close()
+
+    openapi = OpenAPIConfig(
+        title="keyledger", version="0.1.0", path="/schema",
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer",
+                                                                         bearer_format="JWT")}),
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=[oauth.token, wellknown.server_metadata, wellknown.resource_metadata, wellknown.jwks,
+                        v1.signup, v1.me, v1.create_project, v1.get_project, healthz],
+        state=state, on_startup=[startup], on_shutdown=[shutdown], exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi, request_max_body_size=settings.max_body_bytes, debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """ASGI factory for ``uvicorn --factory``: each worker process reads the environment the CLI prepared."""
+    settings = Settings.from_env(os.environ)
+    endpoints = Endpoints(database_url=os.environ["KEYLEDGER_DATABASE_URL"], redis_url=os.environ["KEYLEDGER_REDIS_URL"])
+    return create_app(settings, endpoints)

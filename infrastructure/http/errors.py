@@ -1,0 +1,98 @@
+"""Error bodies: RFC 6749 section 5.2 on OAuth endpoints, RFC 9457 problem details on the management API.
+
+Messages never echo a presented secret or token. Unexpected exceptions are logged by type and answered with a
+generic problem, so nothing internal leaks.
+"""
+
+import logging
+import traceback
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from application.oauth.errors import OAuthError
+from domain.errors import Conflict, DomainError, Forbidden, InvariantViolated, NotFound
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class BearerError(Exception):
+    """An RFC 6750 section 3.1 error on a protected resource, answered with a ``WWW-Authenticate`` challenge."""
+
+    def __init__(self, status_code: int, error: str, description: str, scope: str | None = None) -> None:
+        super().__init__(description)
+        self.status_code = status_code
+        self.error = error
+        self.description = description
+        self.scope = scope
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
+    """Returns an RFC 9457 problem details response."""
+    body = {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status, "detail": detail, **extra}
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or {})
+
+
+def oauth_error_handler(request: Request[Any, Any, Any], exc: OAuthError) -> Response[Any]:
+    """RFC 6749 section 5.2 body, ``no-store``, and a Basic challenge when the client used Basic authentication."""
+    headers = dict(NO_STORE)
+    if exc.status_code == 401 and request.headers.get("authorization", "").lower().startswith("basic "):
+        headers["WWW-Authenticate"] = 'Basic realm="keyledger", charset="UTF-8"'
+    body = {"error": exc.error}
+    if exc.description:
+        body["error_description"] = exc.description
+    return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers)
+
+
+def bearer_error_handler(_: Request[Any, Any, Any], exc: BearerError) -> Response[Any]:
+    """RFC 6750 challenge plus a problem body."""
+    challenge = f'Bearer realm="keyledger", error="{exc.error}", error_description="{exc.description}"'
+    if exc.scope:
+        challenge += f', scope="{exc.scope}"'
+    return problem(exc.status_code, exc.description, headers={"WWW-Authenticate": challenge})
+
+
+def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    """Maps domain refusals to problem details."""
+    if isinstance(exc, NotFound):
+        return problem(404, "not found")
+    if isinstance(exc, Forbidden):
+        return problem(403, str(exc))
+    if isinstance(exc, Conflict | InvariantViolated):
+        return problem(409, str(exc))
+    return problem(400, str(exc))
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own 4xx (validation, size, routing) as problem details, or OAuth errors on /oauth2."""
+    if request.url.path.startswith("/oauth2/"):
+        return oauth_error_handler(request, OAuthError(exc.detail if exc.status_code < 500 else "server error"))
+    if isinstance(exc, ValidationException):
+        errors = [{"key": e.get("key"), "message": e.get("message")} for e in (exc.extra or []) if isinstance(e, dict)]
+        return problem(400, "the request body is invalid", errors=errors)
+    return problem(exc.status_code, exc.detail if exc.status_code < 500 else "internal error")
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Logs the exception type (never its arguments, which may hold input) and answers a generic 500."""
+    logger.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url.path,
+                 "".join(traceback.format_tb(exc.__traceback__)))
+    if request.url.path.startswith("/oauth2/"):
+        return Response({"error": "server_error"}, status_code=500, headers=NO_STORE)
+    return problem(500, "internal error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    OAuthError: oauth_error_handler,
+    BearerError: bearer_error_handler,
+    DomainError: domain_error_handler,
+    HTTPException: http_error_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,49 @@
+"""Strict parsing of ``application/x-www-form-urlencoded`` OAuth requests and HTTP Basic client credentials.
+
+RFC 6749 section 3.2: parameters sent without a value are treated as omitted, and request and response parameters
+MUST NOT be included more than once. Section 2.3.1: Basic credentials are form-urlencoded before base64.
+"""
+
+import base64
+import binascii
+from urllib.parse import parse_qsl, unquote_plus
+
+from application.oauth.errors import InvalidClient, InvalidRequest
+
+FORM = "application/x-www-form-urlencoded"
+MAX_FIELDS = 32
+
+
+def parse_form(content_type: str, body: bytes) -> dict[str, str]:
+    """Returns the form's parameters, refusing other media types, bad encodings and repeated parameters."""
+    if content_type.split(";", 1)[0].strip().lower() != FORM:
+        raise InvalidRequest(f"the request body must be {FORM}")
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the request body is not valid form data") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise InvalidRequest(f"the parameter {name!r} is repeated")
+        if value != "":
+            params[name] = value
+    return params
+
+
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """Returns (client_id, client_secret) from an ``Authorization: Basic`` header, None when there is none."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("unsupported authentication scheme")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("malformed Basic credentials") from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep or not client_id:
+        raise InvalidClient("malformed Basic credentials")
+    return unquote_plus(client_id), unquote_plus(secret)

@@ -1,0 +1,45 @@
+"""Discovery documents: RFC 8414 server metadata, RFC 9728 resource metadata, RFC 7517 JWKS."""
+
+from typing import Any
+
+from litestar import Response, get
+from litestar.datastructures import State
+
+from domain.scopes import SCOPES
+
+
+@get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata")
+def server_metadata(state: State) -> dict[str, Any]:
+    """RFC 8414 section 2: what this authorization server supports."""
+    issuer = state.container.settings.issuer
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": ["password", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "response_types_supported": [],
+        "scopes_supported": sorted(SCOPES),
+        "scope_descriptions": SCOPES,
+        "service_documentation": f"{issuer}/schema",
+    }
+
+
+@get("/.well-known/oauth-protected-resource/v1", tags=["discovery"], summary="RFC 9728 metadata")
+def resource_metadata(state: State) -> dict[str, Any]:
+    """RFC 9728 section 2: the management API as a protected resource."""
+    settings = state.container.settings
+    return {
+        "resource": settings.audience,
+        "authorization_servers": [settings.issuer],
+        "jwks_uri": f"{settings.issuer}/.well-known/jwks.json",
+        "scopes_supported": sorted(SCOPES),
+        "bearer_methods_supported": ["header"],
+        "resource_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+    }
+
+
+@get("/.well-known/jwks.json", tags=["discovery"], summary="RFC 7517 JSON Web Key Set")
+def jwks(state: State) -> Response[dict[str, Any]]:
+    """The public keys that verify access tokens (short cache so rotations propagate)."""
+    return Response(state.container.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})

@@ -1,0 +1,46 @@
+"""PostgreSQL: turning a database URL into eventsourcing's settings, and making sure the database exists."""
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) -> dict[str, str]:
+    """Returns the environment eventsourcing's PostgreSQL persistence module reads.
+
+    Args:
+        database_url: a libpq URL; a ``host`` that is a directory means a Unix socket (the embedded server).
+        pool_size: connections per process.
+        create_table: whether this process creates tables (only the process that migrates should).
+    """
+    info = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(info.get("dbname") or "keyledger"),
+        "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
+        "POSTGRES_PORT": str(info.get("port") or "5432"),
+        "POSTGRES_USER": str(info.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(info.get("password") or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_CONN_MAX_AGE": "",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
+        "CREATE_TABLE": "y" if create_table else "n",
+    }
+
+
+def with_database(database_url: str, dbname: str) -> str:
+    """Returns ``database_url`` pointing at another database on the same server."""
+    info = conninfo_to_dict(database_url)
+    info["dbname"] = dbname
+    return make_conninfo(**info)
+
+
+def ensure_database(database_url: str) -> None:
+    """Creates the URL's database if it does not exist (connecting to the server's ``postgres`` database)."""
+    dbname = conninfo_to_dict(database_url).get("dbname") or "keyledger"
+    with psycopg.connect(with_database(database_url, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(dbname))))

@@ -1,0 +1,79 @@
+"""Settings from ``KEYLEDGER_*`` environment variables, read once by the composition root (never at import)."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from domain.policy import LifetimePolicy
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable. See the README's configuration table."""
+
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".keyledger")
+    secret_key: str | None = None
+    signing_alg: str = "ES256"
+    lifetimes: LifetimePolicy = field(default_factory=LifetimePolicy)
+    max_body_bytes: int = 64 * 1024
+    pool_size: int = 8
+    log_level: str = "INFO"
+
+    @property
+    def audience(self) -> str:
+        """The API's resource identifier and every access token's ``aud``."""
+        return self.issuer.rstrip("/") + "/v1"
+
+    @property
+    def embedded(self) -> bool:
+        """Whether keyledger runs its own PostgreSQL (no database URL configured)."""
+        return self.database_url is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        """Reads settings from ``env`` (usually ``os.environ``)."""
+        defaults = LifetimePolicy()
+        lifetimes = LifetimePolicy(
+            dashboard_access_token_ttl=_int(env, "KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL",
+                                            defaults.dashboard_access_token_ttl),
+            client_access_token_ttl=_int(env, "KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL", defaults.client_access_token_ttl),
+            refresh_token_ttl=_int(env, "KEYLEDGER_REFRESH_TOKEN_TTL", defaults.refresh_token_ttl),
+            refresh_family_ttl=_int(env, "KEYLEDGER_REFRESH_FAMILY_TTL", defaults.refresh_family_ttl),
+            client_secret_ttl=_int(env, "KEYLEDGER_CLIENT_SECRET_TTL", defaults.client_secret_ttl),
+            max_client_secret_ttl=_int(env, "KEYLEDGER_MAX_CLIENT_SECRET_TTL", defaults.max_client_secret_ttl),
+        )
+        alg = env.get("KEYLEDGER_SIGNING_ALG", "ES256")
+        if alg not in {"ES256", "EdDSA", "RS256"}:
+            raise SettingsError("KEYLEDGER_SIGNING_ALG must be one of ES256, EdDSA, RS256")
+        return cls(
+            issuer=env.get("KEYLEDGER_ISSUER", "http://127.0.0.1:8000").rstrip("/"),
+            database_url=env.get("KEYLEDGER_DATABASE_URL") or None,
+            redis_url=env.get("KEYLEDGER_REDIS_URL") or None,
+            data_dir=Path(env.get("KEYLEDGER_DATA_DIR", ".keyledger")),
+            secret_key=env.get("KEYLEDGER_SECRET_KEY") or None,
+            signing_alg=alg,
+            lifetimes=lifetimes,
+            max_body_bytes=_int(env, "KEYLEDGER_MAX_BODY_BYTES", 64 * 1024),
+            pool_size=_int(env, "KEYLEDGER_DB_POOL_SIZE", 8),
+            log_level=env.get("KEYLEDGER_LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,1 @@
+"""Read models built from the event store, each with exactly-once tracking."""

@@ -1,0 +1,141 @@
+"""A read model and its runner.
+
+Each read model owns its tables and a tracking table. The runner reads the application's notification log in
+batches, applies the events whose topics the model cares about, and records the batch's last notification id in the
+same transaction as the row changes (exactly-once: a crash re-applies nothing and skips nothing). The tracking
+position covers every event, relevant or not, so "caught up to position N" is a meaningful wait for read-your-writes.
+"""
+
+import logging
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composable, Identifier
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "Keyledger"
+
+
+class ReadModel(PostgresTrackingRecorder):
+    """Base of read models: declares tables and topics, applies events, answers queries."""
+
+    name: ClassVar[str]
+    topics: ClassVar[frozenset[str]]
+    tables: ClassVar[tuple[str, ...]]
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.sql_create_statements.extend(self.create_statements())
+
+    @abstractmethod
+    def create_statements(self) -> list[Composable]:
+        """Returns the DDL of the model's own tables."""
+
+    @abstractmethod
+    def apply(self, curs: Cursor[DictRow], event: Any) -> None:
+        """Applies one domain event to the model's tables."""
+
+    def table(self, name: str) -> Composable:
+        """Returns the schema-qualified identifier of one of the model's tables."""
+        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+
+    def position(self) -> int:
+        """The notification id up to which the model is current."""
+        return self.max_tracking_id(APPLICATION_NAME) or 0
+
+    def apply_batch(self, events: Sequence[Any], last_id: int) -> None:
+        """Applies ``events`` and records ``last_id`` as the new position, in one transaction."""
+        with self.datastore.transaction(commit=True) as curs:
+            for event in events:
+                self.apply(curs, event)
+            self._insert_tracking(curs, Tracking(APPLICATION_NAME, last_id))
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> None:
+        """Blocks until the model is current up to ``position``; raises TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while self.position() < position:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read model {self.name} did not reach position {position}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def reset(self) -> None:
+        """Empties the model's tables and its tracking, for a rebuild from the event store."""
+        with self.datastore.transaction(commit=True) as curs:
+            for name in self.tables:
+                curs.execute(SQL("TRUNCATE {}").format(self.table(name)))
+            curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)), (APPLICATION_NAME,))
+
+
+class ProjectionRunner:
+    """Feeds one read model from the application's notification log."""
+
+    def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500) -> None:
+        self._recorder = recorder
+        self._mapper = mapper
+        self._model = model
+        self._batch_size = batch_size
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def model(self) -> ReadModel:
+        """The read model this runner feeds."""
+        return self._model
+
+    def run_once(self) -> int:
+        """Processes one batch after the model's position; returns how many notifications it covered."""
+        start = self._model.position()
+        notifications = self._recorder.select_notifications(start=start, limit=self._batch_size,
+                                                            inclusive_of_start=False)
+        if not notifications:
+            return 0
+        topics = self._model.topics
+        events = [self._mapper.to_domain_event(n) for n in notifications if n.topic in topics]
+        self._model.apply_batch(events, notifications[-1].id)
+        return len(notifications)
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        """Processes batches until the model is current; returns the number of notifications covered."""
+        total = 0
+        while (done := self.run_once()) > 0:
+            total += done
+            if progress is not None:
+                progress(total)
+        return total
+
+    def start(self) -> None:
+        """Starts processing in a background thread."""
+        self._thread = threading.Thread(target=self._loop, name=f"projection-{self._model.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops the background thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        idle = 0.001
+        while not self._stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                logger.exception("projection %s failed; retrying", self._model.name)
+                done = 0
+                idle = 0.5
+            if done:
+                idle = 0.001
+                continue
+            self._stop.wait(idle)
+            idle = min(idle * 2, 0.02)

@@ -1,0 +1,1 @@
+"""Dramatiq workers: expiry sweeps, notifications and key rotation (see workers/broker.py)."""
