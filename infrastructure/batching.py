@@ -79,7 +79,7 @@ class GroupCommitter:
             for caller_events, future in per_caller:
                 self._commit_one(caller_events, future)
             return
-        except Exception as exc:  # noqa: BLE001 - every waiting caller must learn of the failure
+        except Exception as exc:
             logger.warning("group commit of %d events failed: %s", len(events), type(exc).__name__)
             for _, future in batch:
                 future.set_exception(exc)
@@ -91,7 +91,7 @@ class GroupCommitter:
     def _commit_one(self, events: list[Any], future: Future[int]) -> None:
         try:
             recordings = self._save(*events)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             future.set_exception(exc)
             return
         future.set_result(max((r.notification.id for r in recordings), default=0))

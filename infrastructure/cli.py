@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from infrastructure import embedded
@@ -43,7 +43,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from infrastructure.http.app import create_app  # noqa: PLC0415
 
-    with runtime(settings) as (settings, endpoints):
+    with runtime(settings) as (resolved, endpoints):
+        settings = resolved
         container = build(settings, endpoints, migrate=True)
         container.start_projections()
         try:
@@ -63,7 +64,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _progress(name: str) -> "callable[[int], None]":  # type: ignore[valid-type]
+def _progress(name: str) -> Callable[[int], None]:
     def show(done: int) -> None:
         print(f"\r{name}: {done} events processed", end="", file=sys.stderr, flush=True)
 
@@ -72,8 +73,8 @@ def _progress(name: str) -> "callable[[int], None]":  # type: ignore[valid-type]
 
 def projections(args: argparse.Namespace, settings: Settings) -> int:
     """``keyledger projections status|rebuild NAME``."""
-    with runtime(settings) as (settings, endpoints):
-        container: Container = build(settings, endpoints, migrate=True)
+    with runtime(settings) as (resolved, endpoints):
+        container: Container = build(resolved, endpoints, migrate=True)
         try:
             head = container.app.recorder.max_notification_id() or 0
             if args.action == "rebuild":

@@ -51,5 +51,6 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
 def app_from_env() -> Litestar:
     """ASGI factory for ``uvicorn --factory``: each worker process reads the environment the CLI prepared."""
     settings = Settings.from_env(os.environ)
-    endpoints = Endpoints(database_url=os.environ["KEYLEDGER_DATABASE_URL"], redis_url=os.environ["KEYLEDGER_REDIS_URL"])
+    endpoints = Endpoints(database_url=os.environ["KEYLEDGER_DATABASE_URL"],
+                          redis_url=os.environ["KEYLEDGER_REDIS_URL"])
     return create_app(settings, endpoints)

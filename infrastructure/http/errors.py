@@ -42,13 +42,18 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 def oauth_error_handler(request: Request[Any, Any, Any], exc: OAuthError) -> Response[Any]:
     """RFC 6749 section 5.2 body, ``no-store``, and a Basic challenge when the client used Basic authentication."""
+    return oauth_response(request, exc.error, exc.description, exc.status_code)
+
+
+def oauth_response(request: Request[Any, Any, Any], error: str, description: str, status: int) -> Response[Any]:
+    """Builds an RFC 6749 section 5.2 error response."""
     headers = dict(NO_STORE)
-    if exc.status_code == 401 and request.headers.get("authorization", "").lower().startswith("basic "):
+    if status == 401 and request.headers.get("authorization", "").lower().startswith("basic "):
         headers["WWW-Authenticate"] = 'Basic realm="keyledger", charset="UTF-8"'
-    body = {"error": exc.error}
-    if exc.description:
-        body["error_description"] = exc.description
-    return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers)
+    body = {"error": error}
+    if description:
+        body["error_description"] = description
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def bearer_error_handler(_: Request[Any, Any, Any], exc: BearerError) -> Response[Any]:
@@ -73,7 +78,9 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Respons
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Litestar's own 4xx (validation, size, routing) as problem details, or OAuth errors on /oauth2."""
     if request.url.path.startswith("/oauth2/"):
-        return oauth_error_handler(request, OAuthError(exc.detail if exc.status_code < 500 else "server error"))
+        if exc.status_code >= 500:
+            return oauth_response(request, "server_error", "", 500)
+        return oauth_response(request, "invalid_request", exc.detail, exc.status_code)
     if isinstance(exc, ValidationException):
         errors = [{"key": e.get("key"), "message": e.get("message")} for e in (exc.extra or []) if isinstance(e, dict)]
         return problem(400, "the request body is invalid", errors=errors)

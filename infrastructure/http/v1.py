@@ -11,14 +11,15 @@ from application.accounts import NewClient, SignUp
 from application.authz import Principal, authorize
 from domain.client import Client
 from domain.errors import Forbidden, NotFound
+from domain.policy import LifetimePolicy
 from domain.project import Project
 from domain.user import User
 from infrastructure.http.auth import principal
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.schemas import (
     ClientOut,
-    MeOut,
     Membership,
+    MeOut,
     ProjectBody,
     ProjectOut,
     SignupBody,
@@ -29,13 +30,13 @@ from infrastructure.http.schemas import (
 AUTH = {"caller": Provide(principal, sync_to_thread=False)}
 
 
-def client_out(client: Client, secret: str | None = None) -> ClientOut:
-    """A client's representation; the secret only when just created."""
-    ttl = client.access_token_ttl
+def client_out(client: Client, lifetimes: LifetimePolicy, secret: str | None = None) -> ClientOut:
+    """A client's representation with its effective lifetimes; the secret only when just created."""
     return ClientOut(client_id=client.client_id, project_id=str(client.project_id), name=client.name,
                      scope=client.scope, grant_types=client.grant_types.split(), secret_hint=client.secret_hint,
                      secret_expires_at=client.secret_expires_at.isoformat(),
-                     access_token_ttl=ttl if ttl is not None else 0, created_at=client.created_on.isoformat(),
+                     access_token_ttl=lifetimes.client_access_ttl(client.access_token_ttl),
+                     created_at=client.created_on.isoformat(),
                      client_secret=secret)
 
 
@@ -51,7 +52,7 @@ def signup(data: SignupBody, state: State) -> Response[SignupOut]:
     done = state.container.accounts.sign_up(SignUp(email=data.email, password=data.password, project_name=name))
     new: NewClient = done.client
     body = SignupOut(user=UserOut(id=str(done.user.id), email=done.user.email), project=project_out(done.project),
-                     client=client_out(new.client, new.client_secret))
+                     client=client_out(new.client, state.container.settings.lifetimes, new.client_secret))
     return Response(body, status_code=201, headers=NO_STORE)
 
 

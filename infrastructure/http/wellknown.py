@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from domain.scopes import SCOPES
 
 
-@get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata")
+@get("/.well-known/oauth-authorization-server", tags=["discovery"], summary="RFC 8414 metadata", sync_to_thread=False)
 def server_metadata(state: State) -> dict[str, Any]:
     """RFC 8414 section 2: what this authorization server supports."""
     issuer = state.container.settings.issuer
@@ -25,7 +25,7 @@ def server_metadata(state: State) -> dict[str, Any]:
     }
 
 
-@get("/.well-known/oauth-protected-resource/v1", tags=["discovery"], summary="RFC 9728 metadata")
+@get("/.well-known/oauth-protected-resource/v1", tags=["discovery"], summary="RFC 9728 metadata", sync_to_thread=False)
 def resource_metadata(state: State) -> dict[str, Any]:
     """RFC 9728 section 2: the management API as a protected resource."""
     settings = state.container.settings
@@ -39,7 +39,8 @@ def resource_metadata(state: State) -> dict[str, Any]:
     }
 
 
-@get("/.well-known/jwks.json", tags=["discovery"], summary="RFC 7517 JSON Web Key Set")
+@get("/.well-known/jwks.json", tags=["discovery"], summary="RFC 7517 JSON Web Key Set",
+     sync_to_thread=False)
 def jwks(state: State) -> Response[dict[str, Any]]:
     """The public keys that verify access tokens (short cache so rotations propagate)."""
     return Response(state.container.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
