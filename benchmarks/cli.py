@@ -1,0 +1,122 @@
+"""Command line: ``python -m benchmarks --url http://127.0.0.1:8000 --scenario password --concurrency 32``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.fixtures import SetupContext, SetupError, parse_target
+from benchmarks.report import ScenarioResult, markdown_table, print_error_samples, write_json
+from benchmarks.runner import run_scenario
+from benchmarks.scenarios import SCENARIOS
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``python -m benchmarks``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Load scenarios against a running keyledger server; prints a Markdown results table.",
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="scenario to run; repeat for several (default: all, in registration order)",
+    )
+    parser.add_argument("--concurrency", type=_positive_int, default=32, help="virtual users (default 32)")
+    parser.add_argument("--duration", type=_non_negative_float, default=20.0, help="measured seconds (default 20)")
+    parser.add_argument("--warmup", type=_non_negative_float, default=2.0, help="unmeasured seconds first (default 2)")
+    parser.add_argument(
+        "--processes", type=_positive_int, default=1, help="OS processes sharing the concurrency (default 1)"
+    )
+    parser.add_argument(
+        "--users", type=_positive_int, default=8, help="bench accounts to sign up and rotate among (default 8)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per setup request (default 30)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a server that is not on loopback")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; return the process exit status (1 if setup or a scenario failed)."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        target = parse_target(args.url, allow_remote=args.allow_remote)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.processes > args.concurrency:
+        parser.error("--processes cannot exceed --concurrency (each process needs a virtual user)")
+    names: list[str] = list(dict.fromkeys(args.scenario or SCENARIOS))
+
+    context = SetupContext(target, timeout=args.timeout)
+    try:
+        asyncio.run(context.signup(args.users))
+    except SetupError as exc:
+        print(f"setup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"signed up {len(context.accounts)} bench accounts on {args.url}", file=sys.stderr)
+
+    results: list[ScenarioResult] = []
+    failed = False
+    for name in names:
+        try:
+            plan = asyncio.run(SCENARIOS[name](context))
+            result = run_scenario(
+                name,
+                target,
+                plan,
+                concurrency=args.concurrency,
+                processes=args.processes,
+                warmup=args.warmup,
+                duration=args.duration,
+            )
+        except (SetupError, RuntimeError) as exc:
+            print(f"\n[{name}] failed: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print_error_samples(result)
+        results.append(result)
+
+    if results:
+        print(markdown_table(results))
+    if args.json is not None:
+        meta = {
+            "url": args.url,
+            "started": started,
+            "python": platform.python_version(),
+            "concurrency": args.concurrency,
+            "processes": args.processes,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "users": args.users,
+        }
+        write_json(args.json, results, meta)
+    return 1 if failed else 0

@@ -1,0 +1,149 @@
+"""One worker: N virtual users sending a scenario's plan in a closed loop, and what they measured.
+
+Each virtual user owns one keep-alive connection and sends its next request as soon as the previous response
+has been read (closed loop). After the warm-up, every response completed inside the measurement window is
+counted; at the end of the window the virtual users are cancelled and their in-flight requests are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from benchmarks.httpclient import Connection, Target
+from benchmarks.report import WorkerResult
+from benchmarks.scenarios import Plan
+
+__all__ = ["Job", "Publish", "run_worker"]
+
+_MAX_SAMPLES = 20  # distinct error descriptions kept per worker
+_SAMPLE_CHARS = 200
+_ERROR_PAUSE = 0.01  # seconds a virtual user waits after a connection failure, so a dead server is no busy loop
+_PUBLISH_INTERVAL = 0.1
+
+Publish = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """The work of one worker: its share of the virtual users (picklable)."""
+
+    target: Target
+    plan: Plan
+    first_vu: int
+    vus: int
+    warmup: float
+    duration: float
+
+
+class _Stats:
+    """Counters shared by the virtual users of one worker."""
+
+    __slots__ = ("errors", "latencies", "recording", "requests", "samples")
+
+    def __init__(self) -> None:
+        self.latencies = array("d")
+        self.requests = 0
+        self.errors = 0
+        self.samples: dict[str, int] = {}
+        self.recording = False
+
+    def start_recording(self) -> None:
+        """Forget the warm-up and start counting."""
+        del self.latencies[:]
+        self.requests = self.errors = 0
+        self.samples.clear()
+        self.recording = True
+
+    def error(self, description: str) -> None:
+        """Count one error and keep its (truncated) description if it is one of the first few distinct ones."""
+        self.errors += 1
+        description = description[:_SAMPLE_CHARS]
+        if description in self.samples:
+            self.samples[description] += 1
+        elif len(self.samples) < _MAX_SAMPLES:
+            self.samples[description] = 1
+
+
+async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _Stats) -> None:
+    """Send the plan's requests round-robin (starting at ``index``) until cancelled."""
+    requests = plan.requests
+    markers = plan.expect_in_body
+    missing = "missing " + ", ".join(marker.decode("latin-1") for marker in markers)
+    count = len(requests)
+    position = index % count
+    clock = time.perf_counter
+    latencies = stats.latencies
+    while True:
+        data = requests[position]
+        position = position + 1 if position + 1 < count else 0
+        started = clock()
+        try:
+            status, body = await connection.request(data)
+        except Exception as exc:  # any failure below HTTP counts as a connection error
+            if stats.recording:
+                stats.requests += 1
+                stats.error(f"connection error: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(_ERROR_PAUSE)
+            continue
+        if stats.recording:
+            latencies.append(clock() - started)
+            stats.requests += 1
+            if not 200 <= status < 300:
+                stats.error(f"HTTP {status}: {body[:_SAMPLE_CHARS]!r}")
+            elif markers and not all(marker in body for marker in markers):
+                stats.error(f"HTTP {status} {missing}: {body[:_SAMPLE_CHARS]!r}")
+
+
+async def _preconnect(connection: Connection) -> None:
+    """Open the connection ahead of the run; failures are left for the virtual user to report."""
+    try:
+        await connection.connect()
+    except OSError:
+        connection.close()
+
+
+async def run_worker(
+    job: Job, ready: Callable[[], Awaitable[None]] | None = None, publish: Publish | None = None
+) -> WorkerResult:
+    """Run a worker's virtual users through warm-up and measurement.
+
+    Args:
+        job: The worker's share of the work.
+        ready: Awaited once the connections are open, just before the load starts (synchronises processes).
+        publish: Called about four times a second with the requests and errors counted so far.
+
+    Returns:
+        The worker's measurements.
+    """
+    connections = [Connection(job.target) for _ in range(job.vus)]
+    await asyncio.gather(*(_preconnect(connection) for connection in connections))
+    if ready is not None:
+        await ready()
+    stats = _Stats()
+    tasks = [
+        asyncio.create_task(_virtual_user(connection, job.plan, job.first_vu + offset, stats))
+        for offset, connection in enumerate(connections)
+    ]
+    try:
+        if job.warmup > 0:
+            await asyncio.sleep(job.warmup)
+        stats.start_recording()
+        started = time.perf_counter()
+        deadline = started + job.duration
+        while (remaining := deadline - time.perf_counter()) > 0:
+            await asyncio.sleep(min(remaining, _PUBLISH_INTERVAL))
+            if publish is not None:
+                publish(stats.requests, stats.errors)
+        stats.recording = False
+        elapsed = time.perf_counter() - started
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for connection in connections:
+            connection.close()
+    return WorkerResult(stats.latencies.tobytes(), stats.requests, stats.errors, elapsed, dict(stats.samples))
