@@ -21,19 +21,24 @@ class Keyledger(Application[UUID]):
     name = "Keyledger"
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "DEEPCOPY_FROM_AGGREGATE_CACHE": "y"}
 
-    def load(self, aggregate_id: UUID, kind: type[A]) -> A:
-        """Returns the aggregate of type ``kind``, or raises NotFound (also when the id names another type)."""
+    def load(self, aggregate_id: UUID, kind: type[A], *, copy: bool = True) -> A:
+        """Returns the aggregate of type ``kind``, or raises NotFound (also when the id names another type).
+
+        ``copy=False`` returns the cached instance itself: only for read-only use on hot paths (a deep copy of a
+        client costs more than the query that fast-forwards it). Anything that may change the aggregate must copy,
+        or a failed save would leave the cache ahead of the store.
+        """
         try:
-            aggregate: Any = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             raise NotFound(kind.__name__) from None
         if not isinstance(aggregate, kind):
             raise NotFound(kind.__name__)
         return aggregate
 
-    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+    def find(self, aggregate_id: UUID, kind: type[A], *, copy: bool = True) -> A | None:
         """Returns the aggregate or None."""
         try:
-            return self.load(aggregate_id, kind)
+            return self.load(aggregate_id, kind, copy=copy)
         except NotFound:
             return None

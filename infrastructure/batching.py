@@ -34,9 +34,13 @@ class GroupCommitter:
 
     def __call__(self, *aggregates: Any) -> int:
         """Saves ``aggregates`` atomically (together with other callers' aggregates) and returns the position."""
+        return self.submit(*aggregates).result(timeout=self._timeout)
+
+    def submit(self, *aggregates: Any) -> "Future[int]":
+        """Queues ``aggregates`` for the next batch; the future resolves to the position once they are committed."""
         future: Future[int] = Future()
         self._queue.put((aggregates, future))
-        return future.result(timeout=self._timeout)
+        return future
 
     def close(self) -> None:
         """Stops the committer after the queued work is saved."""

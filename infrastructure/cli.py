@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -37,10 +38,17 @@ def runtime(settings: Settings) -> Iterator[tuple[Settings, Endpoints]]:
             embedded.stop(postgres, redis_server)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Runs the API with the projections (and, in one process, everything else)."""
     import uvicorn  # noqa: PLC0415
 
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal under the handler it found: make that
+    # handler unwind the stack, so the embedded servers are stopped and the data dir unlocked.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     from infrastructure.http.app import create_app  # noqa: PLC0415
 
     with runtime(settings) as (resolved, endpoints):

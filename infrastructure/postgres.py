@@ -27,6 +27,7 @@ def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) 
         "POSTGRES_LOCK_TIMEOUT": "5",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
         "CREATE_TABLE": "y" if create_table else "n",
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.recorder:OneTripRecorder",
     }
 
 

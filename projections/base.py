@@ -80,11 +80,13 @@ class ReadModel(PostgresTrackingRecorder):
 class ProjectionRunner:
     """Feeds one read model from the application's notification log."""
 
-    def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500) -> None:
+    def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500,
+                 interval: float = 0.005) -> None:
         self._recorder = recorder
         self._mapper = mapper
         self._model = model
         self._batch_size = batch_size
+        self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,16 +96,22 @@ class ProjectionRunner:
         return self._model
 
     def run_once(self) -> int:
-        """Processes one batch after the model's position; returns how many notifications it covered."""
+        """Processes the model's events after its position, up to the store's head, in one transaction.
+
+        Only notifications of the model's topics are fetched; the position still advances to the head, so it
+        covers every event and "caught up to N" means the same for every model.
+        """
         start = self._model.position()
-        notifications = self._recorder.select_notifications(start=start, limit=self._batch_size,
-                                                            inclusive_of_start=False)
-        if not notifications:
+        head = self._recorder.max_notification_id() or 0
+        if head <= start:
             return 0
-        topics = self._model.topics
-        events = [self._mapper.to_domain_event(n) for n in notifications if n.topic in topics]
-        self._model.apply_batch(events, notifications[-1].id)
-        return len(notifications)
+        notifications = self._recorder.select_notifications(start=start, limit=self._batch_size, stop=head,
+                                                            topics=sorted(self._model.topics),
+                                                            inclusive_of_start=False)
+        # A full batch may stop short of the head: the position is then its last notification.
+        last = notifications[-1].id if len(notifications) == self._batch_size else head
+        self._model.apply_batch([self._mapper.to_domain_event(n) for n in notifications], last)
+        return last - start
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Processes batches until the model is current; returns the number of notifications covered."""
@@ -126,16 +134,13 @@ class ProjectionRunner:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        idle = 0.001
+        # Polls the head every few milliseconds: a read that waits for the model (read-your-writes) waits at most
+        # about one interval, and a busy store costs a handful of small queries per interval, not per event.
         while not self._stop.is_set():
             try:
-                done = self.run_once()
+                self.run_once()
             except Exception:
                 logger.exception("projection %s failed; retrying", self._model.name)
-                done = 0
-                idle = 0.5
-            if done:
-                idle = 0.001
+                self._stop.wait(0.5)
                 continue
-            self._stop.wait(idle)
-            idle = min(idle * 2, 0.02)
+            self._stop.wait(self._interval)

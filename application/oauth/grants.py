@@ -53,7 +53,17 @@ class TokenEndpoint:
     lifetimes: LifetimePolicy
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
-        """Answers a token request or raises an OAuthError."""
+        """Answers a token request, saving the issued tokens before returning, or raises an OAuthError."""
+        issued = self.decide(request)
+        self.save(*issued.aggregates)
+        return issued
+
+    def decide(self, request: TokenRequest) -> IssuedTokens:
+        """Decides a token request: the tokens to answer with and their unsaved aggregates, or an OAuthError.
+
+        The caller must save ``aggregates`` before sending the tokens, so that no token is ever in a client's hands
+        without its TokenIssued event in the store.
+        """
         if request.grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("the grant type is not supported")
         client = self.authenticate_client(request)
@@ -77,7 +87,7 @@ class TokenEndpoint:
         # Malformed secrets are refused before any database look-up.
         if not secret or not self.minter.is_client_secret(secret):
             raise InvalidClient("client authentication failed")
-        client = self.app.find(client_aggregate_id(request.client_id), Client)
+        client = self.app.find(client_aggregate_id(request.client_id), Client, copy=False)
         if client is None or not client.secret_matches(self.secrets.hash(secret), self.clock.now()):
             raise InvalidClient("client authentication failed")
         return client
@@ -108,14 +118,13 @@ class TokenEndpoint:
         refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl)
         ttl = self.lifetimes.dashboard_access_token_ttl
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
-        self.save(access_agg, refresh_agg)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg))
 
     def find_user(self, email: str) -> User | None:
         """Returns the user registered with ``email``, through the email index."""
-        index = self.app.find(email_index_id(email), EmailIndex)
-        return None if index is None else self.app.find(index.user_id, User)
+        index = self.app.find(email_index_id(email), EmailIndex, copy=False)
+        return None if index is None else self.app.find(index.user_id, User, copy=False)
 
     def client_credentials_grant(self, client: Client, scope: str) -> IssuedTokens:
         """RFC 6749 section 4.4: a project's API key gets an access token for its own project."""
@@ -124,6 +133,5 @@ class TokenEndpoint:
         grant = Grant(grant_type=GrantType.CLIENT_CREDENTIALS, client_id=client.client_id,
                       project_id=client.project_id, user_id=None, scope=scope, actor=client_actor(client.client_id))
         access, access_agg = self.mint.access_token(grant, now, ttl)
-        self.save(access_agg)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
                             aggregates=(access_agg,))

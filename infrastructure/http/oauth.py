@@ -1,6 +1,9 @@
 """``POST /oauth2/token`` (RFC 6749 section 3.2)."""
 
+import asyncio
 from typing import Any
+
+import anyio
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
@@ -29,9 +32,19 @@ def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
                         scope=params.get("scope"))
 
 
-@post("/oauth2/token", sync_to_thread=True, status_code=200, tags=["oauth2"],
+@post("/oauth2/token", status_code=200, tags=["oauth2"],
       summary="Token endpoint (RFC 6749): password and client_credentials grants")
-def token(request: Request[Any, Any, Any], body: bytes, state: State) -> Response[dict[str, Any]]:
-    """Issues tokens. Errors follow RFC 6749 section 5.2; every answer carries ``Cache-Control: no-store``."""
-    issued = state.container.tokens.handle(token_request(request, body))
+async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+    """Issues tokens. Errors follow RFC 6749 section 5.2; every answer carries ``Cache-Control: no-store``.
+
+    The decision runs in a worker thread (it reads the event store and, for passwords, spends argon2id work); the
+    response waits, without holding a thread, until the group commit holding its TokenIssued events is durable.
+    """
+    container = state.container
+    parsed = token_request(request, await request.body())
+    if parsed.grant_type == "password":
+        issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
+    else:
+        issued = container.tokens.decide(parsed)
+    await asyncio.wrap_future(container.committer.submit(*issued.aggregates))
     return Response(issued.response(), headers=NO_STORE)

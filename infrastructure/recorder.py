@@ -1,0 +1,50 @@
+"""An application recorder that inserts a transaction's events in one round trip.
+
+eventsourcing's recorder pipelines four statements (lock, notify, insert of a composite-type array, sync) and dumps
+each event as a composite value in Python. This one calls a PL/pgSQL function with four plain arrays, which psycopg
+dumps in C: the same lock (insert order equals commit order, so tailing readers never skip a late commit), the same
+notification, a fraction of the CPU. Everything else (reads, subscriptions, the table) is eventsourcing's own.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+
+class OneTripRecorder(PostgresApplicationRecorder):
+    """PostgreSQL application recorder with a one-round-trip insert function."""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.insert_function = f"{self.events_table_name}_insert"[: self.MAX_IDENTIFIER_LEN]
+        schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        function = Identifier(self.insert_function)
+        self.sql_create_statements.append(SQL(
+            "CREATE OR REPLACE FUNCTION {schema}.{function}("
+            "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
+            "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
+            "PERFORM set_config('lock_timeout', '{timeout}s', true); "
+            "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+            "NOTIFY {channel}; "
+            "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(ids, versions, topics, states) RETURNING notification_id; "
+            "END $body$"
+        ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
+                 timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
+        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(
+            schema=schema, function=function)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Inserts ``stored_events`` atomically and returns their notification ids, in order."""
+        if not stored_events:
+            return []
+        params = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
+                  [e.topic for e in stored_events], [e.state for e in stored_events])
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.insert_call, params, prepare=True)
+            return [row[self.insert_function] for row in curs.fetchall()]
