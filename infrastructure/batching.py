@@ -1,10 +1,12 @@
-"""Group commit: many requests' new aggregates saved in one transaction.
+"""Group commit: many requests decided and saved together, by one thread, in one transaction.
 
 eventsourcing's PostgreSQL recorder takes a table lock per insert transaction so that notification ids commit in
 order; that caps single-event transactions at about a thousand a second. Token issuance creates independent new
-aggregates, so concurrent requests can share a transaction: each caller hands its aggregates to the committer thread
-and blocks until the batch holding them is durably committed. The response is sent only after that, so a token is
-never returned before its TokenIssued event is stored.
+aggregates, so concurrent requests can share a transaction. Callers hand either aggregates to save or token requests
+to decide; the committer thread takes everything queued, reads all the batch's clients in one query, decides each
+request, saves every resulting event in one transaction and then resolves each caller's future. A token is never
+answered before its TokenIssued event is durably stored, and one thread doing the work keeps the GIL and the
+database free of per-request hand-offs.
 """
 
 import logging
@@ -12,6 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
@@ -21,11 +24,25 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 
-class GroupCommitter:
-    """Saves aggregates in batches from one background thread; callers block until their batch commits."""
+@dataclass(slots=True)
+class _Item:
+    """One caller's work: aggregates to save, or a request to decide (whose outcome carries aggregates)."""
 
-    def __init__(self, save: Callable[..., Sequence[Any]], max_batch: int = 256, timeout: float = 10.0) -> None:
+    future: Future[Any]
+    aggregates: tuple[Any, ...] = ()
+    request: Any = None
+    outcome: Any = None
+    events: list[Any] = field(default_factory=list)
+
+
+class GroupCommitter:
+    """Decides and saves in batches from one background thread; callers wait on futures."""
+
+    def __init__(self, save: Callable[..., Sequence[Any]],
+                 decide: Callable[[list[Any]], list[Any]] | None = None,
+                 max_batch: int = 256, timeout: float = 10.0) -> None:
         self._save = save
+        self._decide = decide
         self._max_batch = max_batch
         self._timeout = timeout
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -34,12 +51,20 @@ class GroupCommitter:
 
     def __call__(self, *aggregates: Any) -> int:
         """Saves ``aggregates`` atomically (together with other callers' aggregates) and returns the position."""
-        return self.submit(*aggregates).result(timeout=self._timeout)
+        return int(self.submit(*aggregates).result(timeout=self._timeout))
 
     def submit(self, *aggregates: Any) -> "Future[int]":
         """Queues ``aggregates`` for the next batch; the future resolves to the position once they are committed."""
         future: Future[int] = Future()
-        self._queue.put((aggregates, future))
+        self._queue.put(_Item(future=future, aggregates=aggregates))
+        return future
+
+    def submit_request(self, request: Any) -> "Future[Any]":
+        """Queues a request for ``decide``; the future resolves to its outcome once its aggregates are committed."""
+        if self._decide is None:
+            raise RuntimeError("this committer decides nothing")
+        future: Future[Any] = Future()
+        self._queue.put(_Item(future=future, request=request))
         return future
 
     def close(self) -> None:
@@ -47,55 +72,68 @@ class GroupCommitter:
         self._queue.put(_STOP)
         self._thread.join(timeout=self._timeout)
 
-    def _take_batch(self) -> tuple[list[tuple[tuple[Any, ...], Future[int]]], bool]:
+    def _take_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
         if first is _STOP:
             return [], True
         batch = [first]
-        stop = False
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
-                stop = True
-                break
+                return batch, True
             batch.append(item)
-        return batch, stop
+        return batch, False
 
     def _run(self) -> None:
         while True:
             batch, stop = self._take_batch()
             if batch:
-                self._commit(batch)
+                try:
+                    self._process(batch)
+                except Exception as exc:
+                    logger.warning("group commit of %d items failed: %s", len(batch), type(exc).__name__)
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[tuple[Any, ...], Future[int]]]) -> None:
-        # Collect the pending events once, so a failed batch can be retried caller by caller.
-        per_caller = [([e for agg in aggs for e in agg.collect_events()], future) for aggs, future in batch]
-        events = [e for caller_events, _ in per_caller for e in caller_events]
+    def _process(self, batch: list[_Item]) -> None:
+        self._decide_requests(batch)
+        live = [item for item in batch if not item.future.done()]
+        for item in live:
+            # Collect the pending events once, so a failed batch can be retried caller by caller.
+            item.events = [e for agg in item.aggregates for e in agg.collect_events()]
         try:
-            recordings = self._save(*events)
+            recordings = self._save(*[e for item in live for e in item.events])
         except IntegrityError:
             # One caller's aggregate conflicts: save each caller's events alone so only that caller fails.
-            for caller_events, future in per_caller:
-                self._commit_one(caller_events, future)
-            return
-        except Exception as exc:
-            logger.warning("group commit of %d events failed: %s", len(events), type(exc).__name__)
-            for _, future in batch:
-                future.set_exception(exc)
+            for item in live:
+                self._commit_one(item)
             return
         position = max((r.notification.id for r in recordings), default=0)
-        for _, future in batch:
-            future.set_result(position)
+        for item in live:
+            item.future.set_result(position if item.request is None else item.outcome)
 
-    def _commit_one(self, events: list[Any], future: Future[int]) -> None:
-        try:
-            recordings = self._save(*events)
-        except Exception as exc:
-            future.set_exception(exc)
+    def _decide_requests(self, batch: list[_Item]) -> None:
+        requests = [item for item in batch if item.request is not None]
+        if not requests or self._decide is None:
             return
-        future.set_result(max((r.notification.id for r in recordings), default=0))
+        for item, outcome in zip(requests, self._decide([item.request for item in requests]), strict=True):
+            if isinstance(outcome, Exception):
+                item.future.set_exception(outcome)
+            else:
+                item.outcome = outcome
+                item.aggregates = tuple(outcome.aggregates)
+
+    def _commit_one(self, item: _Item) -> None:
+        try:
+            recordings = self._save(*item.events)
+        except Exception as exc:
+            item.future.set_exception(exc)
+            return
+        position = max((r.notification.id for r in recordings), default=0)
+        item.future.set_result(position if item.request is None else item.outcome)

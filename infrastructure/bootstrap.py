@@ -5,6 +5,7 @@ will use the result, so each process owns its connection pools.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,15 @@ def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
                        active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])))
 
 
+def _position(app: Keyledger) -> Callable[..., int]:
+    """A Saver that saves directly (one transaction per call) and returns the last position."""
+
+    def save(*aggregates: Any) -> int:
+        return max((r.notification.id for r in app.save(*aggregates)), default=0)
+
+    return save
+
+
 def build_view(view_class: type[ReadModel], env: dict[str, str]) -> ReadModel:
     """Builds a read model on its own pool (tables created when the env says so)."""
     factory = InfrastructureFactory.construct(Environment(view_class.name, env))
@@ -120,12 +130,12 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
     key_factory = SigningKeyFactory(derive_key(key, "keyledger signing key encryption v1"))
     SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
     keys = KeySet(lambda: _key_snapshot(app, key_factory))
-    committer = GroupCommitter(app.save)
     passwords = Argon2PasswordHasher()
     mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=hasher, issuer=settings.issuer,
                      audience=settings.audience)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
-                           save=committer, lifetimes=settings.lifetimes)
+                           save=_position(app), lifetimes=settings.lifetimes)
+    committer = GroupCommitter(app.save, decide=tokens.decide_batch)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)
     views = {cls.name: build_view(cls, env) for cls in READ_MODELS}

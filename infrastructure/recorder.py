@@ -8,6 +8,7 @@ notification, a fraction of the CPU. Everything else (reads, subscriptions, the 
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -37,6 +38,20 @@ class OneTripRecorder(PostgresApplicationRecorder):
                  timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(
             schema=schema, function=function)
+        self.select_many_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
+            schema=schema, table=table)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Returns every event of the given aggregates in one query, grouped by aggregate, in version order."""
+        if not originator_ids:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_many_statement, (list(originator_ids),), prepare=True)
+            return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
+                                topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:

@@ -4,12 +4,12 @@ import asyncio
 from typing import Any
 
 import anyio
-
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from application.oauth.errors import InvalidRequest
 from application.oauth.grants import TokenRequest
+from domain.policy import GrantType
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.forms import basic_credentials, parse_form
 
@@ -37,14 +37,16 @@ def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
 async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
     """Issues tokens. Errors follow RFC 6749 section 5.2; every answer carries ``Cache-Control: no-store``.
 
-    The decision runs in a worker thread (it reads the event store and, for passwords, spends argon2id work); the
-    response waits, without holding a thread, until the group commit holding its TokenIssued events is durable.
+    Requests are decided and saved in batches by the group committer (one read of all the batch's clients, one
+    transaction for all their TokenIssued events); the response waits, without holding a thread, until that
+    transaction is durable.
     """
     container = state.container
     parsed = token_request(request, await request.body())
-    if parsed.grant_type == "password":
+    if parsed.grant_type == GrantType.PASSWORD:
+        # argon2id takes tens of milliseconds: decide in a worker thread, then join the next group commit.
         issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
+        await asyncio.wrap_future(container.committer.submit(*issued.aggregates))
     else:
-        issued = container.tokens.decide(parsed)
-    await asyncio.wrap_future(container.committer.submit(*issued.aggregates))
+        issued = await asyncio.wrap_future(container.committer.submit_request(parsed))
     return Response(issued.response(), headers=NO_STORE)

@@ -50,7 +50,7 @@ def test_genuine_token_is_accepted(http: httpx.Client, genuine: tuple[dict, str]
 
 def test_tampered_payload_is_refused(http: httpx.Client, genuine: tuple[dict, str]) -> None:
     account, token = genuine
-    header, payload, signature = token.split(".")
+    header, _, signature = token.split(".")
     claims = parts(token)[1]
     claims["scope"] = "audit:read project:read project:write"
     forged = f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
