@@ -87,6 +87,14 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return problem(exc.status_code, exc.detail if exc.status_code < 500 else "internal error")
 
 
+def timeout_handler(request: Request[Any, Any, Any], exc: TimeoutError) -> Response[Any]:
+    """A read model or the group commit did not answer in time: 503, retryable, never a 500."""
+    logger.warning("timeout on %s %s", request.method, request.url.path)
+    if request.url.path.startswith("/oauth2/"):
+        return oauth_response(request, "temporarily_unavailable", "try again shortly", 503)
+    return problem(503, "the service is catching up; try again shortly", headers={"Retry-After": "1"})
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Logs the exception type (never its arguments, which may hold input) and answers a generic 500."""
     logger.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url.path,
@@ -101,5 +109,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     BearerError: bearer_error_handler,
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
+    TimeoutError: timeout_handler,
     Exception: internal_error_handler,
 }

@@ -1,0 +1,25 @@
+"""What every event carries: its tenant, its actor and its time.
+
+Events of a project's own stream carry the project as their originator id; events of clients and tokens carry a
+``project_id`` attribute; platform-level events (users, the email index, the key ring, dashboard tokens) belong to
+no project and answer None. Every event has an ``actor`` (``user:<id>``, ``client:<client_id>`` or ``system``) and
+eventsourcing's ``timestamp``.
+"""
+
+from typing import Any
+from uuid import UUID
+
+from domain.project import Project
+
+
+def tenant_of(event: Any) -> UUID | None:
+    """Returns the project an event belongs to, or None for platform-level events."""
+    if isinstance(event, Project.Event):
+        return UUID(str(event.originator_id))
+    project_id = getattr(event, "project_id", None)
+    return None if project_id is None else UUID(str(project_id))
+
+
+def actor_of(event: Any) -> str:
+    """Returns who caused an event."""
+    return str(event.actor)
