@@ -4,6 +4,7 @@ Nothing here runs at import. ``build`` is called by the CLI or by the ASGI app's
 will use the result, so each process owns its connection pools.
 """
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from infrastructure.batching import GroupCommitter
 from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
-from infrastructure.postgres import eventsourcing_env
+from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.settings import Settings, SettingsError
 from projections.base import ProjectionRunner, ReadModel
 from projections.members import MembersView
@@ -121,15 +122,36 @@ def build_view(view_class: type[ReadModel], env: dict[str, str]) -> ReadModel:
 
 
 def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) -> Container:
-    """Builds a process's components. ``migrate`` creates tables and the first signing key."""
+    """Builds a process's components. ``migrate`` creates tables and the first signing key (under a lock)."""
     key = server_key(settings)
     env = eventsourcing_env(endpoints.database_url, pool_size=settings.pool_size, create_table=migrate)
-    app = Keyledger(env=env)
-    clock, minter = SystemClock(), OpaqueCredentials()
-    hasher = HmacSecretHasher(derive_key(key, "keyledger secret hash v1"))
+    lock = migration_lock(endpoints.database_url) if migrate else contextlib.nullcontext()
+    clock = SystemClock()
     key_factory = SigningKeyFactory(derive_key(key, "keyledger signing key encryption v1"))
-    SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
-    keys = KeySet(lambda: _key_snapshot(app, key_factory))
+    opened: list[Any] = []
+    try:
+        with lock:
+            app = Keyledger(env=env)
+            opened.append(app)
+            views = {cls.name: build_view(cls, env) for cls in READ_MODELS}
+            opened.extend(view.datastore for view in views.values())
+            SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
+        keys = KeySet(lambda: _key_snapshot(app, key_factory))
+        client = redis.Redis.from_url(endpoints.redis_url)
+        opened.append(client)
+        client.ping()
+    except BaseException:
+        for resource in reversed(opened):
+            with contextlib.suppress(Exception):
+                resource.close()
+        raise
+    return _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key)
+
+
+def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,
+              secret_key: bytes) -> Container:
+    clock, minter = SystemClock(), OpaqueCredentials()
+    hasher = HmacSecretHasher(derive_key(secret_key, "keyledger secret hash v1"))
     passwords = Argon2PasswordHasher()
     mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=hasher, issuer=settings.issuer,
                      audience=settings.audience)
@@ -138,9 +160,6 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
     committer = GroupCommitter(app.save, decide=tokens.decide_batch)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)
-    views = {cls.name: build_view(cls, env) for cls in READ_MODELS}
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.ping()
     return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, keys=keys,
                      validator=JwtValidator(keys, settings.issuer, settings.audience), committer=committer,
-                     views=views, redis=client)
+                     views=views, redis=redis_client)

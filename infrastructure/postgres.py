@@ -1,5 +1,8 @@
 """PostgreSQL: turning a database URL into eventsourcing's settings, and making sure the database exists."""
 
+import contextlib
+from collections.abc import Iterator
+
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -45,3 +48,21 @@ def ensure_database(database_url: str) -> None:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(dbname))))
+
+
+MIGRATION_LOCK_KEY = 0x6B6C6467  # "kldg": one advisory lock for keyledger's schema changes
+
+
+@contextlib.contextmanager
+def migration_lock(database_url: str) -> Iterator[None]:
+    """Serialises schema creation across processes.
+
+    ``CREATE TABLE IF NOT EXISTS`` is not safe against a concurrent identical statement (PostgreSQL can raise a
+    unique violation on its catalogue), so processes starting together on a fresh database take turns.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))

@@ -1,0 +1,28 @@
+"""Fixtures of the integration tests that need a database of their own."""
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.settings import Settings
+from tests.conftest import fresh_database
+
+
+@contextlib.contextmanager
+def isolated_container(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+    """A whole process on a fresh database, projections NOT running (the test drives them)."""
+    with fresh_database(server_url) as url:
+        built = build(settings, Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        try:
+            yield built
+        finally:
+            built.close()
+
+
+@pytest.fixture(scope="module")
+def quiet_container(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+    """A container on a database no other test writes to, with no background projection."""
+    with isolated_container(server_url, redis_url, settings) as built:
+        yield built

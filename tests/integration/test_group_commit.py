@@ -1,0 +1,142 @@
+"""GroupCommitter on the real store: batching, per-caller failure, and decided token requests."""
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from application.oauth.errors import InvalidClient, InvalidScope
+from application.oauth.grants import TokenRequest
+from application.oauth.tokens import IssuedTokens
+from domain.ids import email_index_id
+from domain.project import Project
+from domain.token import Token, TokenKind
+from domain.user import EmailIndex
+from infrastructure.batching import GroupCommitter
+from infrastructure.bootstrap import Container
+from tests.integration.support import GatedSave, sign_up
+
+pytestmark = pytest.mark.integration
+
+CALLERS = 30
+
+
+def new_project(name: str = "Batched") -> Project:
+    owner = uuid.uuid4()
+    return Project(project_id=uuid.uuid4(), name=name, owner_id=owner, actor=f"user:{owner}")
+
+
+@pytest.fixture
+def gated(container: Container) -> Iterator[tuple[GroupCommitter, GatedSave]]:
+    """A committer on the real store whose first transaction waits for the test to open the gate."""
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save, decide=container.tokens.decide_batch)
+    committer.submit(new_project("Gate"))
+    assert save.entered.wait(timeout=10), "the committer never started its first transaction"
+    yield committer, save
+    save.gate.set()
+    committer.close()
+
+
+def test_concurrent_callers_share_one_transaction(container: Container,
+                                                  gated: tuple[GroupCommitter, GatedSave]) -> None:
+    committer, save = gated
+    projects = [new_project() for _ in range(CALLERS)]
+    queued = threading.Barrier(CALLERS + 1)
+    positions: dict[int, Any] = {}
+
+    def caller(i: int) -> None:
+        future = committer.submit(projects[i])
+        queued.wait(timeout=10)
+        positions[i] = future.result(timeout=10)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    queued.wait(timeout=10)
+    save.gate.set()
+    for thread in threads:
+        thread.join(timeout=15)
+
+    assert save.calls == [1, CALLERS], "the queued callers were not saved in one transaction"
+    found = container.app.find_many([p.id for p in projects], Project)
+    assert set(found) == {p.id for p in projects}
+    stored = {p.id: container.app.recorder.select_events(p.id) for p in projects}
+    assert all(len(events) == 1 for events in stored.values())
+    assert len(set(positions.values())) == 1, "callers of one batch got different positions"
+
+
+def test_a_conflicting_caller_fails_alone(container: Container, gated: tuple[GroupCommitter, GatedSave]) -> None:
+    committer, save = gated
+    existing = sign_up(container)
+    email = existing.user.email
+    good = [new_project() for _ in range(3)]
+    clash = EmailIndex(email=email.upper(), user_id=uuid.uuid4(), actor="user:intruder")
+    futures: list[Future[int]] = [committer.submit(good[0]), committer.submit(clash),
+                                  committer.submit(good[1]), committer.submit(good[2])]
+    save.gate.set()
+
+    with pytest.raises(IntegrityError):
+        futures[1].result(timeout=10)
+    for future in (futures[0], futures[2], futures[3]):
+        assert future.result(timeout=10) > 0
+    assert save.calls[1] == 4, "the four callers were not first tried as one batch"
+    assert set(container.app.find_many([p.id for p in good], Project)) == {p.id for p in good}
+    assert container.app.load(email_index_id(email), EmailIndex).user_id == existing.user.id
+    assert len(container.app.recorder.select_events(email_index_id(email))) == 1
+
+
+def test_decided_requests_are_stored_before_their_futures_resolve(container: Container,
+                                                                  gated: tuple[GroupCommitter, GatedSave]) -> None:
+    committer, save = gated
+    signed = sign_up(container)
+    client_id, secret = signed.client.client.client_id, signed.client.client_secret
+    wrong_secret = container.tokens.minter.client_secret()
+    good = [TokenRequest(grant_type="client_credentials", client_id=client_id, client_secret=secret)
+            for _ in range(4)]
+    refused = {
+        "wrong secret": (TokenRequest(grant_type="client_credentials", client_id=client_id,
+                                      client_secret=wrong_secret), InvalidClient),
+        "unknown client": (TokenRequest(grant_type="client_credentials", client_id="klc_nobody",
+                                        client_secret=secret), InvalidClient),
+        "unknown scope": (TokenRequest(grant_type="client_credentials", client_id=client_id, client_secret=secret,
+                                       scope="everything:forever"), InvalidScope),
+    }
+    good_futures = [committer.submit_request(request) for request in good[:2]]
+    refused_futures = {name: committer.submit_request(request) for name, (request, _) in refused.items()}
+    good_futures += [committer.submit_request(request) for request in good[2:]]
+    save.gate.set()
+
+    jtis = []
+    for future in good_futures:
+        issued = future.result(timeout=10)
+        assert isinstance(issued, IssuedTokens)
+        jti = UUID(container.validator.validate(issued.access_token)["jti"])
+        # Read straight from the store, at the moment the caller is answered.
+        assert [e.topic for e in container.app.recorder.select_events(jti)] == ["domain.token:Token.TokenIssued"]
+        jtis.append(jti)
+    for name, future in refused_futures.items():
+        with pytest.raises(refused[name][1]):
+            future.result(timeout=10)
+    assert save.calls[1] == len(good), "the good requests were not saved in one transaction with each other"
+    tokens = container.app.find_many(jtis, Token)
+    assert len(tokens) == len(good)
+    assert all(t.kind == TokenKind.ACCESS and t.project_id == signed.project.id for t in tokens.values())
+
+
+def test_the_containers_committer_issues_durable_tokens(container: Container) -> None:
+    signed = sign_up(container)
+    request = TokenRequest(grant_type="client_credentials", client_id=signed.client.client.client_id,
+                           client_secret=signed.client.client_secret)
+    issued = container.committer.submit_request(request).result(timeout=10)
+    jti = UUID(container.validator.validate(issued.access_token)["jti"])
+    token = container.app.load(jti, Token)
+    assert token.client_id == signed.client.client.client_id and token.project_id == signed.project.id
+    with pytest.raises(InvalidClient):
+        container.committer.submit_request(TokenRequest(grant_type="client_credentials", client_id="klc_nobody",
+                                                        client_secret=signed.client.client_secret)).result(10)

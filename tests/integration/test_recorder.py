@@ -1,0 +1,98 @@
+"""OneTripRecorder: one-round-trip inserts, atomic refusal of duplicates, and reading many aggregates at once."""
+
+import uuid
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from domain.client import Client
+from domain.project import Project
+from domain.scopes import Role
+from infrastructure.bootstrap import Container
+from infrastructure.recorder import OneTripRecorder
+from tests.integration.support import head, notifications, sign_up
+
+pytestmark = pytest.mark.integration
+
+
+def project_with_members(members: int) -> Project:
+    owner = uuid.uuid4()
+    project = Project(project_id=uuid.uuid4(), name=f"p{members}", owner_id=owner, actor=f"user:{owner}")
+    for _ in range(members):
+        project.add_member(user_id=uuid.uuid4(), role=Role.DEVELOPER, actor=f"user:{owner}")
+    return project
+
+
+def stored(container: Container, aggregate: Any) -> list[StoredEvent]:
+    return [container.app.mapper.to_stored_event(e) for e in aggregate.collect_events()]
+
+
+def test_the_application_uses_the_one_trip_recorder(container: Container) -> None:
+    assert isinstance(container.app.recorder, OneTripRecorder)
+
+
+def test_insert_returns_notification_ids_in_order(container: Container) -> None:
+    recorder = container.app.recorder
+    events = stored(container, project_with_members(2)) + stored(container, project_with_members(1))
+    before = head(container)
+    ids = recorder.insert_events(events)
+    assert ids is not None and len(ids) == len(events)
+    assert list(ids) == list(range(ids[0], ids[0] + len(events))) and ids[0] > before
+    read = [n for n in notifications(container, after=before) if n.id in set(ids)]
+    assert [(n.id, n.originator_id, n.originator_version) for n in read] == \
+        [(i, e.originator_id, e.originator_version) for i, e in zip(ids, events, strict=True)]
+
+
+def test_a_duplicate_version_refuses_the_whole_transaction(container: Container) -> None:
+    recorder = container.app.recorder
+    existing = project_with_members(0)
+    recorder.insert_events(stored(container, existing))
+    newcomer = project_with_members(1)
+    duplicate = StoredEvent(originator_id=existing.id, originator_version=1, topic="domain.project:Project.Dup",
+                            state=b'{"actor": "system"}')
+    before = head(container)
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([*stored(container, newcomer), duplicate])
+    assert recorder.select_events(newcomer.id) == []
+    assert [e.topic for e in recorder.select_events(existing.id)] == ["domain.project:Project.ProjectCreated"]
+    assert head(container) == before
+
+
+def test_a_duplicate_inside_one_transaction_is_refused(container: Container) -> None:
+    recorder = container.app.recorder
+    fresh = project_with_members(0)
+    events = stored(container, fresh)
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([events[0], events[0]])
+    assert recorder.select_events(fresh.id) == []
+
+
+def test_select_events_of_groups_aggregates_in_version_order(container: Container) -> None:
+    recorder = container.app.recorder
+    projects = [project_with_members(n) for n in (3, 0, 2)]
+    for project in projects:
+        container.app.save(project)
+    unknown = uuid.uuid4()
+    rows = recorder.select_events_of([projects[2].id, unknown, projects[0].id, projects[1].id])
+    assert [(e.originator_id, e.originator_version) for e in rows] == \
+        sorted((p.id, v) for p in projects for v in range(1, p.version + 1))
+    assert len(rows) == 4 + 1 + 3
+    for project in projects:
+        assert [e.state for e in rows if e.originator_id == project.id] == \
+            [e.state for e in recorder.select_events(project.id)]
+    assert recorder.select_events_of([]) == []
+
+
+def test_find_many_returns_aggregates_of_the_asked_type_only(container: Container) -> None:
+    signed = sign_up(container)
+    projects = [project_with_members(n) for n in (1, 2)]
+    container.app.save(*projects)
+    found = container.app.find_many([signed.project.id, projects[0].id, projects[1].id, signed.client.client.id,
+                                     signed.user.id, uuid.uuid4(), projects[0].id], Project)
+    assert set(found) == {signed.project.id, projects[0].id, projects[1].id}
+    for project in projects:
+        assert found[project.id].members == project.members and found[project.id].version == project.version
+    clients = container.app.find_many([signed.client.client.id, signed.project.id], Client)
+    assert list(clients) == [signed.client.client.id]
+    assert clients[signed.client.client.id].secret_hash == signed.client.client.secret_hash
