@@ -50,7 +50,11 @@ class LifetimePolicy:
         return max(MIN_ACCESS_TOKEN_TTL, min(MAX_ACCESS_TOKEN_TTL, override))
 
     def secret_ttl(self, requested: int | None) -> int:
-        """Returns a new client secret's lifetime: the requested one if allowed, else the default."""
-        if requested is None:
-            return self.client_secret_ttl
-        return min(requested, self.max_client_secret_ttl)
+        """Returns a new client secret's lifetime: the requested one (or the default), never above the maximum.
+
+        Raises:
+            ValueError: a requested lifetime that is not positive.
+        """
+        if requested is not None and requested <= 0:
+            raise ValueError("a secret lifetime must be positive")
+        return min(self.client_secret_ttl if requested is None else requested, self.max_client_secret_ttl)

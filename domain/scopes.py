@@ -68,7 +68,7 @@ def user_permissions(role: Role | None, token_scopes: tuple[str, ...]) -> frozen
         return frozenset()
     granted = ROLE_PERMISSIONS[role]
     scopes = frozenset(token_scopes)
-    allowed = granted & scopes
+    allowed = granted & scopes & ALL_SCOPES  # a scope string naming a role-only permission grants nothing
     if MANAGE_OWNERS in granted and "members:write" in scopes:
         allowed |= {MANAGE_OWNERS}
     if DELETE_PROJECT in granted and "project:write" in scopes:

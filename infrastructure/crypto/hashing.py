@@ -4,6 +4,7 @@ Secrets are high-entropy, so one HMAC-SHA256 under a server key kept outside the
 database alone cannot confirm a guess. Passwords are low-entropy and get argon2id (RFC 9106).
 """
 
+import contextlib
 import hashlib
 import hmac
 
@@ -43,8 +44,12 @@ class Argon2PasswordHasher:
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """Verifies ``password`` in constant time; a None hash still spends the same work and fails."""
+        if not password_hash:
+            # Spend the same work, then fail whatever the password.
+            with contextlib.suppress(VerificationError, InvalidHashError):
+                self._hasher.verify(self._dummy, password)
+            return False
         try:
-            ok = self._hasher.verify(password_hash or self._dummy, password)
+            return bool(self._hasher.verify(password_hash, password))
         except (VerificationError, InvalidHashError):
             return False
-        return ok and password_hash is not None

@@ -146,7 +146,7 @@ class JwtValidator:
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed token") from exc
         alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise InvalidToken("algorithm not allowed")
         if not isinstance(typ, str) or typ.lower() not in (ACCESS_TOKEN_TYP, "application/" + ACCESS_TOKEN_TYP):
             raise InvalidToken("not an access token")

@@ -5,7 +5,6 @@ MUST NOT be included more than once. Section 2.3.1: Basic credentials are form-u
 """
 
 import base64
-import binascii
 from urllib.parse import parse_qsl, unquote_plus
 
 from application.oauth.errors import InvalidClient, InvalidRequest
@@ -20,13 +19,16 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
         raise InvalidRequest(f"the request body must be {FORM}")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS,
+                          encoding="utf-8", errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the request body is not valid form data") from None
     params: dict[str, str] = {}
+    seen: set[str] = set()
     for name, value in pairs:
-        if name in params:
+        if name in seen:
             raise InvalidRequest(f"the parameter {name!r} is repeated")
+        seen.add(name)
         if value != "":
             params[name] = value
     return params
@@ -41,7 +43,7 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
         raise InvalidClient("unsupported authentication scheme")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError; so is non-ASCII input
         raise InvalidClient("malformed Basic credentials") from None
     client_id, sep, secret = decoded.partition(":")
     if not sep or not client_id:

@@ -1,0 +1,123 @@
+"""Unit-test fixtures: the application on eventsourcing's in-memory store, real crypto adapters, a fixed clock.
+
+Nothing here does I/O: no PostgreSQL, no Redis, no network.
+"""
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from application.accounts import Accounts, SignedUp, SignUp
+from application.keys import SigningKeys
+from application.oauth.grants import TokenEndpoint
+from application.oauth.tokens import TokenMint
+from application.store import Keyledger
+from domain.keyring import KeyRing
+from infrastructure.adapters import OpaqueCredentials
+from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
+from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
+from infrastructure.crypto.keys import SigningKeyFactory
+from infrastructure.settings import Settings
+
+SERVER_KEY = b"unit-test-server-key-" + b"x" * 32
+# Fixed for the session, a minute in the past: tokens minted "at T0" validate against the real time PyJWT uses.
+T0 = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=1)
+PASSWORD = "correct horse battery staple"
+
+
+class FixedClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+def in_memory_app() -> Keyledger:
+    return Keyledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+def fast_passwords() -> Argon2PasswordHasher:
+    return Argon2PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def snapshot_of(ring: KeyRing, factory: SigningKeyFactory) -> KeySnapshot:
+    """The key snapshot a process would build from the ring (as the composition root does)."""
+    assert ring.active_kid is not None
+    published = {kid: published_key(kid, str(k["alg"]), dict(k["public_jwk"]))  # type: ignore[call-overload]
+                 for kid, k in ring.published().items()}
+    active = ring.keys[ring.active_kid]
+    return KeySnapshot(published=published, active_kid=ring.active_kid,
+                       active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])))
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The unverified header and claims of a compact JWS."""
+    header, payload, _ = token.split(".")
+    return (json.loads(base64.urlsafe_b64decode(header + "==")), json.loads(base64.urlsafe_b64decode(payload + "==")))
+
+
+@dataclass
+class World:
+    """One keyledger process's application components, on the in-memory store."""
+
+    app: Keyledger
+    clock: FixedClock
+    settings: Settings
+    secrets: HmacSecretHasher
+    passwords: Argon2PasswordHasher
+    minter: OpaqueCredentials
+    accounts: Accounts
+    tokens: TokenEndpoint
+    keys: KeySet
+    validator: JwtValidator
+
+    def sign_up(self, email: str, password: str = PASSWORD, project_name: str = "Acme") -> SignedUp:
+        return self.accounts.sign_up(SignUp(email=email, password=password, project_name=project_name))
+
+    def position(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+
+def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test") -> World:
+    app, clock = in_memory_app(), FixedClock()
+    settings = Settings(issuer=issuer, secret_key=SERVER_KEY.decode(), signing_alg=alg)
+    secrets = HmacSecretHasher(derive_key(SERVER_KEY, "keyledger secret hash v1"))
+    factory = SigningKeyFactory(derive_key(SERVER_KEY, "keyledger signing key encryption v1"))
+    ring = SigningKeys(app=app, keys=factory, clock=clock, algorithm=alg).ensure_active_key()
+    keys = KeySet(lambda: snapshot_of(app.load(ring.id, KeyRing), factory))
+    passwords, minter = fast_passwords(), OpaqueCredentials()
+    mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=secrets, issuer=settings.issuer,
+                     audience=settings.audience)
+
+    def save(*aggregates: Any) -> int:
+        return max((r.notification.id for r in app.save(*aggregates)), default=0)
+
+    tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter, mint=mint,
+                           save=save, lifetimes=settings.lifetimes)
+    accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter,
+                        lifetimes=settings.lifetimes)
+    validator = JwtValidator(keys, settings.issuer, settings.audience)
+    return World(app=app, clock=clock, settings=settings, secrets=secrets, passwords=passwords, minter=minter,
+                 accounts=accounts, tokens=tokens, keys=keys, validator=validator)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    built = build_world()
+    yield built
+    built.app.close()

@@ -1,0 +1,152 @@
+"""Client secrets (expiry, rotation grace, revocation) and Token life."""
+
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from domain.client import DASHBOARD, Client
+from domain.errors import InvariantViolated
+from domain.ids import client_aggregate_id
+from domain.token import Token, TokenKind
+from tests.unit.conftest import T0
+
+DAY = timedelta(days=1)
+
+
+def new_client(expires_in: timedelta = 10 * DAY) -> Client:
+    return Client(client_id="klc_abc", project_id=uuid4(), name="ci", scope="project:read tokens:read",
+                  secret_hash="h1", secret_hint="klcs_...AAAA", secret_expires_at=T0 + expires_in,
+                  access_token_ttl=None, actor="user:u")
+
+
+def rotate(client: Client, new_hash: str, at_grace_end: timedelta, new_expiry: timedelta = 100 * DAY) -> None:
+    client.rotate_secret(secret_hash=new_hash, secret_hint="klcs_...BBBB", secret_expires_at=T0 + new_expiry,
+                         previous_secret_expires_at=T0 + at_grace_end, actor="user:u")
+
+
+def test_client_id_gives_a_deterministic_aggregate_id() -> None:
+    client = new_client()
+    assert client.id == Client.create_id("klc_abc") == client_aggregate_id("klc_abc")
+    assert Client.create_id("klc_abd") != client.id
+
+
+def test_current_secret_matches_until_it_expires() -> None:
+    client = new_client(expires_in=10 * DAY)
+    assert client.secret_matches("h1", T0)
+    assert client.secret_matches("h1", T0 + 10 * DAY - timedelta(microseconds=1))
+    assert not client.secret_matches("h1", T0 + 10 * DAY)
+    assert not client.secret_matches("h1", T0 + 11 * DAY)
+
+
+def test_a_wrong_hash_does_not_match() -> None:
+    client = new_client()
+    assert not client.secret_matches("h2", T0)
+    assert not client.secret_matches("", T0)
+    assert not client.secret_matches("h1" + "0", T0)
+
+
+def test_previous_secret_works_during_the_grace_period_only() -> None:
+    client = new_client(expires_in=10 * DAY)
+    rotate(client, "h2", at_grace_end=2 * DAY)
+    assert client.secret_matches("h1", T0 + DAY)
+    assert client.secret_matches("h2", T0 + DAY)
+    assert not client.secret_matches("h1", T0 + 2 * DAY)
+    assert not client.secret_matches("h1", T0 + 50 * DAY)
+    assert client.secret_matches("h2", T0 + 50 * DAY)
+    assert client.secret_hint == "klcs_...BBBB"
+
+
+def test_grace_never_extends_the_old_secrets_own_expiry() -> None:
+    client = new_client(expires_in=10 * DAY)
+    rotate(client, "h2", at_grace_end=30 * DAY)
+    assert client.previous_secret_expires_at == T0 + 10 * DAY
+    assert client.secret_matches("h1", T0 + 9 * DAY)
+    assert not client.secret_matches("h1", T0 + 10 * DAY)
+    assert not client.secret_matches("h1", T0 + 20 * DAY)
+
+
+def test_rotation_without_grace_cuts_the_old_secret_at_once() -> None:
+    client = new_client()
+    rotate(client, "h2", at_grace_end=timedelta(0))
+    assert not client.secret_matches("h1", T0)
+    assert client.secret_matches("h2", T0)
+
+
+def test_a_second_rotation_forgets_the_first_secret() -> None:
+    client = new_client(expires_in=10 * DAY)
+    rotate(client, "h2", at_grace_end=5 * DAY)
+    rotate(client, "h3", at_grace_end=5 * DAY)
+    assert not client.secret_matches("h1", T0 + DAY)
+    assert client.secret_matches("h2", T0 + DAY)
+    assert client.secret_matches("h3", T0 + DAY)
+
+
+def test_a_revoked_client_matches_nothing() -> None:
+    client = new_client()
+    rotate(client, "h2", at_grace_end=5 * DAY)
+    client.revoke(actor="user:u")
+    assert not client.secret_matches("h1", T0)
+    assert not client.secret_matches("h2", T0)
+
+
+def test_a_revoked_client_cannot_be_rotated_or_revoked_again() -> None:
+    client = new_client()
+    client.revoke(actor="user:u")
+    client.collect_events()
+    with pytest.raises(InvariantViolated):
+        rotate(client, "h2", at_grace_end=DAY)
+    with pytest.raises(InvariantViolated):
+        client.revoke(actor="user:u")
+    assert client.collect_events() == []
+    assert client.secret_hash == "h1"
+
+
+def test_client_events_carry_actor_and_project_and_no_secret() -> None:
+    client = new_client()
+    rotate(client, "h2", at_grace_end=DAY)
+    client.revoke(actor="system")
+    events = client.collect_events()
+    assert [type(e).__name__ for e in events] == ["ClientCreated", "ClientSecretRotated", "ClientRevoked"]
+    assert [e.actor for e in events] == ["user:u", "user:u", "system"]  # type: ignore[attr-defined]
+    assert all(e.project_id == client.project_id for e in events)  # type: ignore[attr-defined]
+
+
+def test_grant_rules_of_project_clients_and_the_dashboard() -> None:
+    client = new_client()
+    assert client.allows_grant("client_credentials")
+    assert not client.allows_grant("password")
+    assert not client.allows_grant("refresh_token")
+    assert client.scopes == {"project:read", "tokens:read"}
+    assert DASHBOARD.client_id == "dashboard"
+    assert DASHBOARD.allows_grant("password")
+    assert DASHBOARD.allows_grant("refresh_token")
+    assert not DASHBOARD.allows_grant("client_credentials")
+
+
+def new_token() -> Token:
+    return Token(token_id=uuid4(), kind=TokenKind.ACCESS, project_id=uuid4(), client_id="klc_abc", user_id=None,
+                 scope="project:read", grant_type="client_credentials", issued_at=T0,
+                 expires_at=T0 + timedelta(hours=1), family_id=None, parent_id=None, actor="client:klc_abc",
+                 family_expires_at=None)
+
+
+def test_token_is_live_until_it_expires() -> None:
+    token = new_token()
+    assert token.is_live(T0)
+    assert token.is_live(T0 + timedelta(minutes=59, seconds=59))
+    assert not token.is_live(T0 + timedelta(hours=1))
+
+
+def test_a_revoked_token_is_not_live_and_cannot_be_revoked_twice() -> None:
+    token = new_token()
+    token.collect_events()
+    token.revoke(reason="user request", actor="user:u")
+    assert not token.is_live(T0)
+    with pytest.raises(InvariantViolated):
+        token.revoke(reason="again", actor="user:u")
+    events = token.collect_events()
+    assert [type(e).__name__ for e in events] == ["TokenRevoked"]
+    assert events[0].reason == "user request"  # type: ignore[attr-defined]
+    assert events[0].actor == "user:u"  # type: ignore[attr-defined]
+    assert events[0].project_id == token.project_id  # type: ignore[attr-defined]

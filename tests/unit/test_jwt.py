@@ -1,0 +1,238 @@
+"""RFC 9068 access tokens: JwtSigner output, JwtValidator's refusals, KeySet reloads."""
+
+import hashlib
+import hmac
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+from uuid import uuid4
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from infrastructure.crypto import jwt as jwt_module
+from infrastructure.crypto.jwt import InvalidToken, JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
+from infrastructure.crypto.keys import SigningKeyFactory
+from tests.unit.conftest import b64url, jwt_parts
+
+ISSUER = "https://auth.example.test"
+AUDIENCE = ISSUER + "/v1"
+ALGS = ("ES256", "EdDSA", "RS256")
+
+
+class Material:
+    def __init__(self) -> None:
+        factory = SigningKeyFactory(b"k" * 32)
+        self.new = {alg: factory.generate(alg) for alg in ALGS}
+        self.kid = {alg: key.kid for alg, key in self.new.items()}
+        self.private = {alg: factory.decrypt(key.kid, key.encrypted_private_key) for alg, key in self.new.items()}
+        self.published = {key.kid: published_key(key.kid, key.alg, key.public_jwk) for key in self.new.values()}
+
+    def snapshot(self, active: str, published: tuple[str, ...] = ALGS) -> KeySnapshot:
+        keys = {self.kid[alg]: self.published[self.kid[alg]] for alg in published}
+        return KeySnapshot(published=keys, active_kid=self.kid[active], active_private_key=self.private[active])
+
+
+@pytest.fixture(scope="module")
+def material() -> Material:
+    return Material()
+
+
+@pytest.fixture
+def validator(material: Material) -> JwtValidator:
+    snapshot = material.snapshot("ES256")
+    return JwtValidator(KeySet(lambda: snapshot, reload_interval=3600), ISSUER, AUDIENCE)
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "klc_x", "client_id": "klc_x", "iat": now, "exp": now + 300,
+            "jti": str(uuid4()), "scope": "project:read", "project_id": str(uuid4())}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def sign_raw(header: dict[str, Any], body: dict[str, Any], alg: str, private_key: Any) -> str:
+    """A compact JWS with exactly ``header`` (PyJWT's encode would vet it), signed by PyJWT's algorithm."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(body).encode())}"
+    signature = pyjwt.get_algorithm_by_name(alg).sign(signing_input.encode(), private_key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def forge(material: Material, alg: str = "ES256", body: dict[str, Any] | None = None, **header: Any) -> str:
+    """A token signed with one of our private keys; header members default to a genuine token's (None: omitted)."""
+    headers = {"alg": alg, "kid": material.kid[alg], "typ": "at+jwt", **header}
+    headers = {k: v for k, v in headers.items() if v is not None}
+    return sign_raw(headers, body if body is not None else claims(), alg, material.private[alg])
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_signed_token_validates_and_pyjwt_agrees(alg: str, material: Material) -> None:
+    keys = KeySet(lambda: material.snapshot(alg))
+    body = claims()
+    token = JwtSigner(keys).sign(body)
+    header, _ = jwt_parts(token)
+    assert header == {"alg": alg, "kid": material.kid[alg], "typ": "at+jwt"}
+    assert JwtValidator(keys, ISSUER, AUDIENCE).validate(token) == body
+    public = material.private[alg].public_key()
+    assert pyjwt.decode(token, public, algorithms=[alg], audience=AUDIENCE, issuer=ISSUER) == body
+
+
+def test_a_genuine_forge_validates(validator: JwtValidator, material: Material) -> None:
+    # The control for the refusals below: they fail for the one thing each one changes.
+    for alg in ALGS:
+        assert validator.validate(forge(material, alg))["iss"] == ISSUER
+    assert validator.validate(forge(material, typ="application/at+jwt"))["aud"] == AUDIENCE
+    assert validator.validate(forge(material, typ="AT+JWT"))["aud"] == AUDIENCE
+
+
+def test_alg_none_is_refused(validator: JwtValidator, material: Material) -> None:
+    header = {"alg": "none", "kid": material.kid["ES256"], "typ": "at+jwt"}
+    token = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims()).encode())}."
+    with pytest.raises(InvalidToken):
+        validator.validate(token)
+
+
+def test_hs256_signed_with_the_public_key_pem_is_refused(validator: JwtValidator, material: Material) -> None:
+    pem = material.private["ES256"].public_key().public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = {"alg": "HS256", "kid": material.kid["ES256"], "typ": "at+jwt"}
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims()).encode())}"
+    signature = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    with pytest.raises(InvalidToken):
+        validator.validate(f"{signing_input}.{b64url(signature)}")
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "at+jwt+x", "", None, 1])
+def test_wrong_or_missing_typ_is_refused(typ: Any, validator: JwtValidator, material: Material) -> None:
+    token = forge(material, typ=typ)
+    assert jwt_parts(token)[0].get("typ") == typ
+    with pytest.raises(InvalidToken):
+        validator.validate(token)
+
+
+@pytest.mark.parametrize("kid", [None, "", "unknown-kid", 42])
+def test_missing_or_unknown_kid_is_refused(kid: Any, validator: JwtValidator, material: Material) -> None:
+    with pytest.raises(InvalidToken):
+        validator.validate(forge(material, kid=kid))
+
+
+def test_header_alg_must_be_the_keys_own(validator: JwtValidator, material: Material) -> None:
+    # RS256 by the RSA private key, but naming the ES256 key's kid.
+    with pytest.raises(InvalidToken):
+        validator.validate(forge(material, "RS256", kid=material.kid["ES256"]))
+    with pytest.raises(InvalidToken):
+        validator.validate(forge(material, "EdDSA", kid=material.kid["RS256"]))
+
+
+def test_signature_by_another_key_of_the_same_alg_is_refused(validator: JwtValidator, material: Material) -> None:
+    header = {"alg": "ES256", "kid": material.kid["ES256"], "typ": "at+jwt"}
+    token = sign_raw(header, claims(), "ES256", ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(InvalidToken):
+        validator.validate(token)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"iss": "https://evil.example"}, {"iss": ISSUER + "/"}, {"aud": ISSUER}, {"aud": "https://other.example/v1"},
+     {"exp": int(time.time()) - 10}, {"nbf": int(time.time()) + 600},
+     {"jti": None}, {"client_id": None}, {"sub": None}, {"exp": None}, {"iat": None}, {"iss": None}, {"aud": None}],
+    ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_bad_claims_are_refused(changes: dict[str, Any], validator: JwtValidator, material: Material) -> None:
+    with pytest.raises(InvalidToken):
+        validator.validate(forge(material, body=claims(**changes)))
+
+
+def test_tampered_payload_or_signature_is_refused(validator: JwtValidator, material: Material) -> None:
+    token = JwtSigner(KeySet(lambda: material.snapshot("ES256"))).sign(claims())
+    header, payload, signature = token.split(".")
+    forged_claims = {**jwt_parts(token)[1], "scope": "project:read project:write audit:read"}
+    with pytest.raises(InvalidToken):
+        validator.validate(f"{header}.{b64url(json.dumps(forged_claims).encode())}.{signature}")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(InvalidToken):
+        validator.validate(f"{header}.{payload}.{flipped}")
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "...", "eyJhbGciOiJFUzI1NiJ9..", "\u00e9.\u00e9.\u00e9"])
+def test_garbage_is_refused(garbage: str, validator: JwtValidator) -> None:
+    with pytest.raises(InvalidToken):
+        validator.validate(garbage)
+
+
+def test_jwks_publishes_only_public_keys(material: Material) -> None:
+    document = KeySet(lambda: material.snapshot("ES256")).jwks()
+    assert {key["kid"] for key in document["keys"]} == set(material.kid.values())
+    assert all(not {"d", "p", "q"} & set(key) for key in document["keys"])
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_unknown_kid_reloads_only_after_the_interval(material: Material, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeMonotonic()
+    monkeypatch.setattr(jwt_module, "time", SimpleNamespace(monotonic=clock))
+    calls: list[int] = []
+
+    def loader() -> KeySnapshot:
+        calls.append(1)
+        # The EdDSA key is published by "another process" after the first load.
+        return material.snapshot("ES256", ("ES256",) if len(calls) == 1 else ("ES256", "EdDSA"))
+
+    keys = KeySet(loader, reload_interval=5.0)
+    validator = JwtValidator(keys, ISSUER, AUDIENCE)
+    new_token = forge(material, "EdDSA")
+    assert len(calls) == 1
+    with pytest.raises(InvalidToken):
+        validator.validate(new_token)
+    clock.now += 4.9
+    assert keys.find("garbage-kid") is None
+    assert keys.find(material.kid["EdDSA"]) is None
+    assert len(calls) == 1
+    assert keys.find(material.kid["ES256"]) is not None  # a known kid never reloads
+    clock.now += 0.2
+    assert validator.validate(new_token)["iss"] == ISSUER
+    assert len(calls) == 2
+    for _ in range(3):
+        assert keys.find("garbage-kid") is None
+    assert len(calls) == 2
+    clock.now += 5.1
+    assert keys.find("garbage-kid") is None
+    assert len(calls) == 3
+
+
+def test_signer_follows_the_active_key_after_a_reload(material: Material) -> None:
+    snapshots = iter([material.snapshot("ES256"), material.snapshot("EdDSA")])
+    keys = KeySet(lambda: next(snapshots))
+    signer, validator = JwtSigner(keys), JwtValidator(keys, ISSUER, AUDIENCE)
+    first = signer.sign(claims())
+    keys.reload()
+    second = signer.sign(claims())
+    assert jwt_parts(first)[0]["kid"] == material.kid["ES256"]
+    assert jwt_parts(second)[0] == {"alg": "EdDSA", "kid": material.kid["EdDSA"], "typ": "at+jwt"}
+    assert validator.validate(first)["iss"] == validator.validate(second)["iss"] == ISSUER
+
+
+@pytest.mark.parametrize("alg", [["ES256"], {"ES256": 1}])
+def test_an_unhashable_alg_is_refused_as_invalid_token(alg: Any, validator: JwtValidator, material: Material) -> None:
+    # Anything else than InvalidToken escapes the bearer-token check and becomes a 500.
+    header = {"alg": alg, "kid": material.kid["ES256"], "typ": "at+jwt"}
+    token = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims()).encode())}.AAAA"
+    with pytest.raises(InvalidToken):
+        validator.validate(token)
+
+
+@pytest.mark.parametrize("body", [[1, 2], "claims", {"exp": "soon"}, {"iss": [ISSUER]}, {"aud": 7}, {"iat": "x"}])
+def test_oddly_typed_but_signed_payloads_are_refused(body: Any, validator: JwtValidator, material: Material) -> None:
+    payload = body if not isinstance(body, dict) else claims(**body)
+    with pytest.raises(InvalidToken):
+        validator.validate(forge(material, body=payload))
