@@ -44,6 +44,7 @@ class Token(Aggregate):
         family_id: UUID | None,
         parent_id: UUID | None,
         actor: str,
+        family_expires_at: datetime | None,
     ) -> None:
         self.kind = TokenKind(kind)
         self.project_id = project_id
@@ -55,11 +56,49 @@ class Token(Aggregate):
         self.expires_at = expires_at
         self.family_id = family_id
         self.parent_id = parent_id
+        self.family_expires_at = family_expires_at
         self.revoked = False
+        self.used = False
+        self.expired = False
+        self.children: tuple[UUID, ...] = ()
 
     def is_live(self, now: datetime) -> bool:
-        """Whether the token may still be used at ``now``."""
-        return not self.revoked and now < self.expires_at
+        """Whether the token may still be used at ``now`` (a used refresh token is not)."""
+        return not self.revoked and not self.used and now < self.expires_at
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why a refresh with this token must be refused at ``now``, or None if it may be used."""
+        if self.kind != TokenKind.REFRESH:
+            return "not a refresh token"
+        if self.used:
+            return "reused"
+        if self.revoked:
+            return "revoked"
+        if now >= self.expires_at or (self.family_expires_at is not None and now >= self.family_expires_at):
+            return "expired"
+        return None
+
+    def refresh(self, *, refresh_id: UUID, access_id: UUID, now: datetime, actor: str) -> None:
+        """RFC 6749 section 6 with rotation: this refresh token is used up, its children are a new pair."""
+        reason = self.refusal(now)
+        if reason is not None:
+            raise InvariantViolated(f"the refresh token cannot be used: {reason}")
+        self._refresh(refresh_id=refresh_id, access_id=access_id, project_id=self.project_id, actor=actor)
+
+    @event("TokenRefreshed")
+    def _refresh(self, *, refresh_id: UUID, access_id: UUID, project_id: UUID | None, actor: str) -> None:
+        self.used = True
+        self.children = (refresh_id, access_id)
+
+    def detect_reuse(self, *, actor: str, source: str | None) -> None:
+        """Records that this already used refresh token was presented again (its family is to be revoked)."""
+        if not self.used:
+            raise InvariantViolated("only a used refresh token can be reused")
+        self._reuse(project_id=self.project_id, family_id=self.family_id, source=source, actor=actor)
+
+    @event("RefreshTokenReuseDetected")
+    def _reuse(self, *, project_id: UUID | None, family_id: UUID | None, source: str | None, actor: str) -> None:
+        pass
 
     def revoke(self, *, reason: str, actor: str) -> None:
         """Revokes the token (RFC 7009); revoking twice is refused so the history stays exact."""
@@ -74,3 +113,7 @@ class Token(Aggregate):
         """Raises if the token is revoked."""
         if self.revoked:
             raise InvariantViolated("the token is revoked")
+
+    def revocable(self, now: datetime) -> bool:
+        """Whether revoking still changes anything: not revoked, not expired (a used refresh token still is)."""
+        return not self.revoked and not self.expired and now < self.expires_at

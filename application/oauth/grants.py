@@ -139,7 +139,8 @@ class TokenEndpoint:
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
                       user_id=user.id, scope=scope, actor=user_actor(user.id))
-        refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl)
+        refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
+                                                       family_ttl=self.lifetimes.refresh_family_ttl)
         ttl = self.lifetimes.dashboard_access_token_ttl
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,

@@ -50,7 +50,8 @@ class TokenMint:
     issuer: str
     audience: str
 
-    def access_token(self, grant: Grant, now: datetime, ttl: int, family_id: UUID | None = None) -> tuple[str, Token]:
+    def access_token(self, grant: Grant, now: datetime, ttl: int, family_id: UUID | None = None,
+                     parent_id: UUID | None = None) -> tuple[str, Token]:
         """Returns a signed RFC 9068 JWT and its Token aggregate (id = jti)."""
         jti = uuid4()
         issued_at = now.replace(microsecond=0)
@@ -64,15 +65,28 @@ class TokenMint:
             claims["project_id"] = str(grant.project_id)
         token = Token(token_id=jti, kind=TokenKind.ACCESS, project_id=grant.project_id, client_id=grant.client_id,
                       user_id=grant.user_id, scope=grant.scope, grant_type=grant.grant_type, issued_at=issued_at,
-                      expires_at=expires_at, family_id=family_id, parent_id=None, actor=grant.actor)
+                      expires_at=expires_at, family_id=family_id, parent_id=parent_id, actor=grant.actor,
+                      family_expires_at=None)
         return self.signer.sign(claims), token
 
-    def refresh_token(self, grant: Grant, now: datetime, ttl: int) -> tuple[str, Token]:
-        """Returns an opaque refresh token and its Token aggregate; the family is the token's own id."""
+    def refresh_token(self, grant: Grant, now: datetime, ttl: int, *, family_ttl: int,
+                      parent: Token | None = None) -> tuple[str, Token]:
+        """Returns an opaque refresh token and its Token aggregate.
+
+        A login starts a family (its id is the first refresh token's id) with an absolute lifetime; a rotation's
+        child inherits the family and its end, and never outlives it.
+        """
         value = self.minter.refresh_token()
         token_id = refresh_token_aggregate_id(self.secrets.hash(value))
+        if parent is None:
+            family_id, family_end, parent_id = token_id, now + timedelta(seconds=family_ttl), None
+        else:
+            family_id, family_end, parent_id = parent.family_id, parent.family_expires_at, parent.id
+        expires_at = now + timedelta(seconds=ttl)
+        if family_end is not None:
+            expires_at = min(expires_at, family_end)
         token = Token(token_id=token_id, kind=TokenKind.REFRESH, project_id=grant.project_id,
                       client_id=grant.client_id, user_id=grant.user_id, scope=grant.scope,
-                      grant_type=grant.grant_type, issued_at=now, expires_at=now + timedelta(seconds=ttl),
-                      family_id=token_id, parent_id=None, actor=grant.actor)
+                      grant_type=grant.grant_type, issued_at=now, expires_at=expires_at,
+                      family_id=family_id, parent_id=parent_id, actor=grant.actor, family_expires_at=family_end)
         return value, token
