@@ -94,3 +94,32 @@ class Saver(Protocol):
     def __call__(self, *aggregates: Any) -> int:
         """Saves ``aggregates`` in one transaction."""
         ...
+
+
+class TokenIndex(Protocol):
+    """The token lookup read model, as commands that revoke and queries that validate need it."""
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> None:
+        """Blocks until the model has applied every event up to ``position``."""
+        ...
+
+    def is_revoked(self, token_id: Any) -> bool:
+        """Whether the token was revoked (or used up)."""
+        ...
+
+    def live_in_family(self, family_id: Any) -> list[Any]:
+        """Ids of a refresh family's active tokens."""
+        ...
+
+    def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,
+                      token_id: Any = None, now: datetime) -> list[Any]:
+        """Ids of a project's active tokens matching one filter."""
+        ...
+
+
+class AccessTokenReader(Protocol):
+    """Reads our own access tokens."""
+
+    def claims(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
+        """Returns the verified claims, or raises ValueError for anything not a valid token of ours."""
+        ...

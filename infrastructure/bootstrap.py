@@ -17,6 +17,8 @@ from eventsourcing.utils import Environment
 from application.accounts import Accounts
 from application.keys import SigningKeys
 from application.oauth.grants import TokenEndpoint
+from application.oauth.introspection import IntrospectionEndpoint
+from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinder
 from application.oauth.tokens import TokenMint
 from application.store import Keyledger
 from domain.ids import keyring_id
@@ -30,10 +32,11 @@ from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.settings import Settings, SettingsError
 from projections.base import ProjectionRunner, ReadModel
 from projections.members import MembersView
+from projections.token_lookup import TokenLookupView
 
 logger = logging.getLogger(__name__)
 
-READ_MODELS: tuple[type[ReadModel], ...] = (MembersView,)
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -53,6 +56,9 @@ class Container:
     app: Keyledger
     accounts: Accounts
     tokens: TokenEndpoint
+    revoker: Revoker
+    revocation: RevocationEndpoint
+    introspection: IntrospectionEndpoint
     keys: KeySet
     validator: JwtValidator
     committer: GroupCommitter
@@ -65,6 +71,13 @@ class Container:
         """The members read model."""
         view = self.views[MembersView.name]
         assert isinstance(view, MembersView)
+        return view
+
+    @property
+    def lookup(self) -> TokenLookupView:
+        """The token lookup read model."""
+        view = self.views[TokenLookupView.name]
+        assert isinstance(view, TokenLookupView)
         return view
 
     def start_projections(self) -> None:
@@ -155,11 +168,18 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     passwords = Argon2PasswordHasher()
     mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=hasher, issuer=settings.issuer,
                      audience=settings.audience)
+    lookup = views[TokenLookupView.name]
+    assert isinstance(lookup, TokenLookupView)
+    validator = JwtValidator(keys, settings.issuer, settings.audience)
+    revoker = Revoker(app=app, clock=clock, index=lookup)
+    finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
-                           save=_position(app), lifetimes=settings.lifetimes)
+                           save=_position(app), lifetimes=settings.lifetimes, revoker=revoker)
     committer = GroupCommitter(app.save, decide=tokens.decide_batch)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)
-    return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, keys=keys,
-                     validator=JwtValidator(keys, settings.issuer, settings.audience), committer=committer,
-                     views=views, redis=redis_client)
+    return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, revoker=revoker,
+                     revocation=RevocationEndpoint(finder=finder, revoker=revoker),
+                     introspection=IntrospectionEndpoint(finder=finder, clock=clock, issuer=settings.issuer,
+                                                         audience=settings.audience),
+                     keys=keys, validator=validator, committer=committer, views=views, redis=redis_client)

@@ -18,16 +18,26 @@ from application.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from application.oauth.revocation import Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint
 from application.ports import Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
 from application.store import Keyledger
 from domain.client import DASHBOARD, Client, PublicClient
-from domain.ids import DASHBOARD_CLIENT_ID, client_actor, client_aggregate_id, email_index_id, user_actor
+from domain.ids import (
+    DASHBOARD_CLIENT_ID,
+    SYSTEM_ACTOR,
+    client_actor,
+    client_aggregate_id,
+    email_index_id,
+    refresh_token_aggregate_id,
+    user_actor,
+)
 from domain.policy import GrantType, LifetimePolicy
 from domain.scopes import parse_scope, unknown_scopes
+from domain.token import Token, TokenKind
 from domain.user import EmailIndex, User
 
-SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS})
+SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS, GrantType.REFRESH_TOKEN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,8 @@ class TokenRequest:
     username: str | None = None
     password: str | None = None
     scope: str | None = None
+    refresh_token: str | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,7 @@ class TokenEndpoint:
     mint: TokenMint
     save: Saver
     lifetimes: LifetimePolicy
+    revoker: Revoker
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
         """Answers a token request, saving the issued tokens before returning, or raises an OAuthError."""
@@ -78,6 +91,8 @@ class TokenEndpoint:
         scope = self.granted_scope(client.scopes, request.scope)
         if request.grant_type == GrantType.PASSWORD:
             return self.password_grant(request, scope)
+        if request.grant_type == GrantType.REFRESH_TOKEN:
+            return self.refresh_grant(request, client)
         assert isinstance(client, Client)
         return self.client_credentials_grant(client, scope)
 
@@ -145,6 +160,54 @@ class TokenEndpoint:
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg))
+
+    def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
+        """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).
+
+        The presented token is used up and a new access and refresh token are issued in its family. Presenting a
+        used token again is reuse: the whole family is revoked and RefreshTokenReuseDetected recorded. Two
+        concurrent refreshes of one token both append to its stream at the same version, so exactly one commits.
+        """
+        value = request.refresh_token
+        if not value:
+            raise InvalidRequest("refresh_token is required")
+        if not self.minter.is_refresh_token(value):
+            raise InvalidGrant("the refresh token is invalid")
+        token = self.app.find(refresh_token_aggregate_id(self.secrets.hash(value)), Token)
+        if token is None or token.kind != TokenKind.REFRESH or token.client_id != client.client_id:
+            raise InvalidGrant("the refresh token is invalid")
+        now = self.clock.now()
+        refusal = token.refusal(now)
+        if refusal == "reused":
+            self.refuse_reuse(token, request.source)
+        if refusal is not None:
+            raise InvalidGrant(f"the refresh token is {refusal}")
+        scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
+        user = self.app.find(token.user_id, User, copy=False) if token.user_id else None
+        if token.user_id is not None and (user is None or user.disabled):
+            raise InvalidGrant("the user can no longer log in")
+        grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
+                      user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
+                      else client_actor(client.client_id))
+        refresh, child = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
+                                                 family_ttl=self.lifetimes.refresh_family_ttl, parent=token)
+        ttl = self.lifetimes.dashboard_access_token_ttl
+        access, access_agg = self.mint.access_token(grant, now, ttl, family_id=token.family_id, parent_id=token.id)
+        token.refresh(refresh_id=child.id, access_id=access_agg.id, now=now, actor=grant.actor)
+        return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
+                            aggregates=(token, child, access_agg))
+
+    def refuse_reuse(self, token: Token, source: str | None) -> None:
+        """Records the reuse and revokes the token's whole family, in one transaction."""
+
+        def reuse_event() -> list[Token]:
+            fresh = self.app.load(token.id, Token)
+            fresh.detect_reuse(actor=SYSTEM_ACTOR, source=source)
+            return [fresh]
+
+        assert token.family_id is not None
+        self.revoker.revoke_family(token.family_id, reason="refresh token reuse detected", actor=SYSTEM_ACTOR,
+                                   extra=reuse_event)
 
     def find_user(self, email: str) -> User | None:
         """Returns the user registered with ``email``, through the email index."""

@@ -27,7 +27,7 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id")
 _JWK_LOADERS = {"EC": ECAlgorithm.from_jwk, "OKP": OKPAlgorithm.from_jwk, "RSA": RSAAlgorithm.from_jwk}
 
 
-class InvalidToken(Exception):
+class InvalidToken(ValueError):
     """The bearer token is not a valid access token (RFC 6750 section 3.1 ``invalid_token``)."""
 
 
@@ -159,10 +159,15 @@ class JwtValidator:
 
     def validate(self, token: str) -> dict[str, Any]:
         """Returns the verified claims of ``token`` or raises InvalidToken."""
+        return self.claims(token)
+
+    def claims(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
+        """Returns the verified claims; ``verify_exp=False`` only for revocation, where expiry does not matter."""
         key = self._key_for(token)
         try:
             return jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
                               issuer=self._issuer, leeway=self._leeway,
-                              options={"require": list(REQUIRED_CLAIMS), "verify_nbf": True})
+                              options={"require": list(REQUIRED_CLAIMS), "verify_nbf": True,
+                                       "verify_exp": verify_exp})
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from exc

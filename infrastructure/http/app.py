@@ -41,7 +41,8 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[oauth.token, wellknown.server_metadata, wellknown.resource_metadata, wellknown.jwks,
+        route_handlers=[oauth.token, oauth.revoke, oauth.introspect, wellknown.server_metadata,
+                        wellknown.resource_metadata, wellknown.jwks,
                         v1.signup, v1.me, v1.create_project, v1.get_project, healthz],
         state=state, on_startup=[startup], on_shutdown=[shutdown], exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi, request_max_body_size=settings.max_body_bytes, debug=False,

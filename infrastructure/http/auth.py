@@ -35,4 +35,8 @@ def principal(request: Request[Any, Any, Any], state: State) -> Principal:
         claims = state.container.validator.validate(token.strip())
     except InvalidToken:
         raise BearerError(401, "invalid_token", "the access token is invalid") from None
-    return _principal(claims)
+    caller = _principal(claims)
+    # Every request checks revocation: revocations are acknowledged only once this model has applied them.
+    if state.container.lookup.is_revoked(caller.token_id):
+        raise BearerError(401, "invalid_token", "the access token is invalid")
+    return caller

@@ -1,52 +1,104 @@
-"""``POST /oauth2/token`` (RFC 6749 section 3.2)."""
+"""OAuth endpoints: token (RFC 6749 section 3.2), revocation (RFC 7009), introspection (RFC 7662)."""
 
 import asyncio
 from typing import Any
 
 import anyio
+from eventsourcing.persistence import IntegrityError
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from application.oauth.errors import InvalidRequest
+from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest
 from application.oauth.grants import TokenRequest
+from application.oauth.revocation import RevocationRequest
+from domain.client import Client, PublicClient
 from domain.policy import GrantType
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.forms import basic_credentials, parse_form
 
+THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
+
+
+def client_credentials(request: Request[Any, Any, Any], params: dict[str, str]) -> tuple[str | None, str | None]:
+    """RFC 6749 section 2.3.1: client_secret_basic or client_secret_post, never both."""
+    basic = basic_credentials(request.headers.get("authorization"))
+    client_id, client_secret = params.get("client_id"), params.get("client_secret")
+    if basic is None:
+        return client_id, client_secret
+    if client_secret is not None:
+        raise InvalidRequest("use one client authentication method, not two")
+    if client_id is not None and client_id != basic[0]:
+        raise InvalidRequest("client_id does not match the authenticated client")
+    return basic
+
 
 def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
-    """Builds a TokenRequest from the form and the client's authentication (Basic or post, never both)."""
+    """Builds a TokenRequest from the form and the client's authentication."""
     params = parse_form(request.headers.get("content-type", ""), body)
-    basic = basic_credentials(request.headers.get("authorization"))
     if "grant_type" not in params:
         raise InvalidRequest("grant_type is required")
-    client_id, client_secret = params.get("client_id"), params.get("client_secret")
-    if basic is not None:
-        if client_secret is not None:
-            raise InvalidRequest("use one client authentication method, not two")
-        if client_id is not None and client_id != basic[0]:
-            raise InvalidRequest("client_id does not match the authenticated client")
-        client_id, client_secret = basic
+    client_id, client_secret = client_credentials(request, params)
     return TokenRequest(grant_type=params["grant_type"], client_id=client_id, client_secret=client_secret,
                         username=params.get("username"), password=params.get("password"),
-                        scope=params.get("scope"))
+                        scope=params.get("scope"), refresh_token=params.get("refresh_token"),
+                        source=request.client.host if request.client else None)
 
 
 @post("/oauth2/token", status_code=200, tags=["oauth2"],
-      summary="Token endpoint (RFC 6749): password and client_credentials grants")
+      summary="Token endpoint (RFC 6749): password, client_credentials and refresh_token grants")
 async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
     """Issues tokens. Errors follow RFC 6749 section 5.2; every answer carries ``Cache-Control: no-store``.
 
-    Requests are decided and saved in batches by the group committer (one read of all the batch's clients, one
-    transaction for all their TokenIssued events); the response waits, without holding a thread, until that
-    transaction is durable.
+    client_credentials requests are decided and saved in batches by the group committer (one read of all the
+    batch's clients, one transaction for all their TokenIssued events). Password and refresh requests are decided
+    in a worker thread (argon2id; reuse detection) and join the next group commit. The response waits, without
+    holding a thread, until that transaction is durable.
     """
     container = state.container
     parsed = token_request(request, await request.body())
-    if parsed.grant_type == GrantType.PASSWORD:
-        # argon2id takes tens of milliseconds: decide in a worker thread, then join the next group commit.
-        issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
-        await asyncio.wrap_future(container.committer.submit(*issued.aggregates))
-    else:
-        issued = await asyncio.wrap_future(container.committer.submit_request(parsed))
+    try:
+        if parsed.grant_type in THREADED_GRANTS:
+            issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
+            await asyncio.wrap_future(container.committer.submit(*issued.aggregates))
+        else:
+            issued = await asyncio.wrap_future(container.committer.submit_request(parsed))
+    except IntegrityError:
+        # Another request changed the same refresh token first: exactly one rotation wins.
+        raise InvalidGrant("the refresh token was already used") from None
     return Response(issued.response(), headers=NO_STORE)
+
+
+def authenticated_client(state: State, request: Request[Any, Any, Any],
+                         params: dict[str, str]) -> Client | PublicClient:
+    """Authenticates the calling client as the token endpoint does."""
+    client_id, client_secret = client_credentials(request, params)
+    return state.container.tokens.authenticate_client(
+        TokenRequest(grant_type="", client_id=client_id, client_secret=client_secret))
+
+
+@post("/oauth2/revoke", status_code=200, tags=["oauth2"], sync_to_thread=True,
+      summary="Token revocation (RFC 7009)")
+def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> Response[None]:
+    """Revokes an access or refresh token issued to the calling client (a refresh token takes its family).
+
+    Answers 200 once every API process would refuse the token; 200 too for unknown or already revoked tokens
+    (RFC 7009 section 2.2). ``token_type_hint`` is accepted and not trusted.
+    """
+    params = parse_form(request.headers.get("content-type", ""), body)
+    client = authenticated_client(state, request, params)
+    state.container.revocation.handle(client, RevocationRequest(token=params.get("token"),
+                                                                token_type_hint=params.get("token_type_hint")))
+    return Response(None, status_code=200, headers=NO_STORE)
+
+
+@post("/oauth2/introspect", status_code=200, tags=["oauth2"], sync_to_thread=True,
+      summary="Token introspection (RFC 7662)")
+def introspect(request: Request[Any, Any, Any], body: bytes, state: State) -> Response[dict[str, Any]]:
+    """Tells a project's client whether a token of its own project is active (RFC 7662 section 2.2)."""
+    params = parse_form(request.headers.get("content-type", ""), body)
+    client = authenticated_client(state, request, params)
+    if not isinstance(client, Client):
+        raise InvalidClient("introspection needs a confidential client")
+    if "token" not in params:
+        raise InvalidRequest("the token parameter is required")
+    return Response(state.container.introspection.handle(client, params["token"]), headers=NO_STORE)

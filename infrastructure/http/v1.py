@@ -27,7 +27,7 @@ from infrastructure.http.schemas import (
     UserOut,
 )
 
-AUTH = {"caller": Provide(principal, sync_to_thread=False)}
+AUTH = {"caller": Provide(principal, sync_to_thread=True)}
 
 
 def client_out(client: Client, lifetimes: LifetimePolicy, secret: str | None = None) -> ClientOut:

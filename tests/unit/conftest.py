@@ -15,9 +15,11 @@ import pytest
 from application.accounts import Accounts, SignedUp, SignUp
 from application.keys import SigningKeys
 from application.oauth.grants import TokenEndpoint
+from application.oauth.revocation import Revoker
 from application.oauth.tokens import TokenMint
 from application.store import Keyledger
 from domain.keyring import KeyRing
+from domain.token import Token
 from infrastructure.adapters import OpaqueCredentials
 from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
@@ -93,6 +95,34 @@ class World:
         return self.app.recorder.max_notification_id() or 0
 
 
+class StoreIndex:
+    """The token index computed from the in-memory store's events on every call (always current)."""
+
+    def __init__(self, app: Keyledger, clock: "FixedClock") -> None:
+        self._app = app
+        self._clock = clock
+
+    def _tokens(self) -> list[Token]:
+        ids = {n.originator_id for n in self._app.recorder.select_notifications(start=1, limit=10**9)}
+        found = [self._app.find(i, Token) for i in ids]
+        return [t for t in found if t is not None]
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> None:
+        return None
+
+    def is_revoked(self, token_id: Any) -> bool:
+        token = self._app.find(token_id, Token)
+        return token is not None and (token.revoked or token.used)
+
+    def live_in_family(self, family_id: Any) -> list[Any]:
+        return [t.id for t in self._tokens() if t.family_id == family_id and not t.revoked and not t.used]
+
+    def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,
+                      token_id: Any = None, now: datetime) -> list[Any]:
+        return [t.id for t in self._tokens() if t.project_id == project_id and t.is_live(now)
+                and (t.id == token_id or t.client_id == client_id or (user_id and t.user_id == user_id))]
+
+
 def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test") -> World:
     app, clock = in_memory_app(), FixedClock()
     settings = Settings(issuer=issuer, secret_key=SERVER_KEY.decode(), signing_alg=alg)
@@ -107,8 +137,9 @@ def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test") -
     def save(*aggregates: Any) -> int:
         return max((r.notification.id for r in app.save(*aggregates)), default=0)
 
+    revoker = Revoker(app=app, clock=clock, index=StoreIndex(app, clock))
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter, mint=mint,
-                           save=save, lifetimes=settings.lifetimes)
+                           save=save, lifetimes=settings.lifetimes, revoker=revoker)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter,
                         lifetimes=settings.lifetimes)
     validator = JwtValidator(keys, settings.issuer, settings.audience)

@@ -1,0 +1,124 @@
+"""Revocation: RFC 7009's endpoint, refresh-family revocation, and the bulk revocations of the management API.
+
+A revocation is acknowledged only after the token lookup model has applied it, so every process that validates
+against that model refuses the token from the moment the caller hears "revoked" (invariant 1 of DESIGN.md).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from application.oauth.errors import InvalidGrant, InvalidRequest
+from application.ports import AccessTokenReader, Clock, CredentialMinter, SecretHasher, TokenIndex
+from application.store import Keyledger
+from domain.client import Client, PublicClient
+from domain.ids import refresh_token_aggregate_id
+from domain.token import Token, TokenKind
+
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Revoker:
+    """Revokes sets of tokens decided on a read model that is first brought up to the store's head."""
+
+    app: Keyledger
+    clock: Clock
+    index: TokenIndex
+
+    def head(self) -> int:
+        """The store's last position."""
+        return self.app.recorder.max_notification_id() or 0
+
+    def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
+                   extra: Callable[[], Sequence[object]] | None = None) -> int:
+        """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
+
+        Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
+        ``extra`` is called again on each attempt, so its aggregates are fresh. Returns how many tokens this call
+        revoked.
+        """
+        for _ in range(ATTEMPTS):
+            self.index.wait_for(self.head())
+            now = self.clock.now()
+            tokens = [t for t in (self.app.find(i, Token) for i in select()) if t is not None and t.revocable(now)]
+            for token in tokens:
+                token.revoke(reason=reason, actor=actor)
+            others = extra() if extra is not None else ()
+            if not tokens and not others:
+                return 0
+            try:
+                recordings = self.app.save(*others, *tokens)
+            except IntegrityError:
+                continue
+            self.index.wait_for(max(r.notification.id for r in recordings))
+            return len(tokens)
+        raise TimeoutError("tokens kept changing while being revoked")
+
+    def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
+                      extra: Callable[[], Sequence[object]] | None = None) -> int:
+        """Revokes every live access and refresh token of a login's family."""
+        return self.revoke_ids(lambda: self.index.live_in_family(family_id), reason=reason, actor=actor,
+                               extra=extra)
+
+    def revoke_one(self, token: Token, *, reason: str, actor: str) -> int:
+        """Revokes one token; a refresh token takes its family (and the family's access tokens) with it."""
+        if token.kind == TokenKind.REFRESH and token.family_id is not None:
+            return self.revoke_family(token.family_id, reason=reason, actor=actor)
+        return self.revoke_ids(lambda: [token.id], reason=reason, actor=actor)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRequest:
+    """RFC 7009 section 2.1."""
+
+    token: str | None
+    token_type_hint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFinder:
+    """Finds the Token aggregate behind a presented credential, without trusting the type hint."""
+
+    app: Keyledger
+    minter: CredentialMinter
+    secrets: SecretHasher
+    access_tokens: AccessTokenReader
+
+    def find(self, value: str, *, verify_exp: bool = True) -> Token | None:
+        """Returns the token's aggregate, or None when the string is not a token of ours."""
+        if self.minter.is_refresh_token(value):
+            return self.app.find(refresh_token_aggregate_id(self.secrets.hash(value)), Token)
+        try:
+            claims = self.access_tokens.claims(value, verify_exp=verify_exp)
+            token_id = UUID(str(claims["jti"]))
+        except (ValueError, KeyError):
+            return None
+        return self.app.find(token_id, Token)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEndpoint:
+    """RFC 7009: a client revokes a token issued to it."""
+
+    finder: TokenFinder
+    revoker: Revoker
+
+    def handle(self, client: Client | PublicClient, request: RevocationRequest) -> None:
+        """Revokes the token, or does nothing for unknown, invalid or already revoked tokens (section 2.2).
+
+        Raises:
+            InvalidRequest: no token parameter.
+            InvalidGrant: the token was issued to another client (section 2.1: the request is refused).
+        """
+        if not request.token:
+            raise InvalidRequest("the token parameter is required")
+        # Expired tokens need no revocation; unknown ones answer 200 like revoked ones.
+        token = self.finder.find(request.token, verify_exp=False)
+        if token is None:
+            return
+        if token.client_id != client.client_id:
+            raise InvalidGrant("the token was not issued to this client")
+        self.revoker.revoke_one(token, reason="revoked by client", actor=f"client:{client.client_id}")

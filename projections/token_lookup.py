@@ -1,0 +1,123 @@
+"""Token lookup read model: "is this token live, whose is it", for validation, introspection and listing.
+
+One row per token (access or refresh), keyed by its id and carrying its project (the tenant; NULL for dashboard
+tokens, which are platform-wide). Commands that revoke wait until this model has applied their events before they
+answer, so every API process that reads it refuses a revoked token from the moment the revocation is acknowledged.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composable
+
+from domain.token import Token
+from projections.base import ReadModel
+
+COLUMNS = ("token_id", "project_id", "kind", "client_id", "user_id", "family_id", "parent_id", "scope",
+           "grant_type", "issued_at", "expires_at", "status", "ended_at", "ended_reason", "ended_by")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A token's metadata (never its value)."""
+
+    token_id: UUID
+    project_id: UUID | None
+    kind: str
+    client_id: str
+    user_id: UUID | None
+    family_id: UUID | None
+    parent_id: UUID | None
+    scope: str
+    grant_type: str
+    issued_at: datetime
+    expires_at: datetime
+    status: str
+    ended_at: datetime | None
+    ended_reason: str | None
+    ended_by: str | None
+
+    def effective_status(self, now: datetime) -> str:
+        """``active`` turns into ``expired`` at the expiry instant, whether or not a sweep recorded it."""
+        if self.status == "active" and now >= self.expires_at:
+            return "expired"
+        return self.status
+
+
+class TokenLookupView(ReadModel):
+    """``token_lookup``: one row per token."""
+
+    name = "token_lookup"
+    tables = ("token_lookup",)
+    topics = frozenset(get_topic(cls) for cls in (Token.TokenIssued, Token.TokenRevoked, Token.TokenRefreshed))
+
+    def create_statements(self) -> list[Composable]:
+        """The table and the indexes of its queries."""
+        table = self.table("token_lookup")
+        return [
+            SQL("CREATE TABLE IF NOT EXISTS {} (token_id uuid PRIMARY KEY, project_id uuid, kind text NOT NULL, "
+                "client_id text NOT NULL, user_id uuid, family_id uuid, parent_id uuid, scope text NOT NULL, "
+                "grant_type text NOT NULL, issued_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, "
+                "status text NOT NULL, ended_at timestamptz, ended_reason text, ended_by text)").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS token_lookup_family_idx ON {} (family_id) WHERE status = 'active'")
+            .format(table),
+            SQL("CREATE INDEX IF NOT EXISTS token_lookup_project_idx ON {} (project_id, issued_at, token_id)")
+            .format(table),
+            SQL("CREATE INDEX IF NOT EXISTS token_lookup_user_idx ON {} (user_id, issued_at, token_id)").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS token_lookup_client_idx ON {} (client_id, status)").format(table),
+        ]
+
+    def apply(self, curs: Cursor[DictRow], event: Any) -> None:
+        """Applies a token event."""
+        table = self.table("token_lookup")
+        if isinstance(event, Token.TokenIssued):
+            curs.execute(SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', NULL, "
+                             "NULL, NULL) ON CONFLICT (token_id) DO NOTHING").format(table),
+                         (event.originator_id, event.project_id, str(event.kind), event.client_id, event.user_id,
+                          event.family_id, event.parent_id, event.scope, event.grant_type, event.issued_at,
+                          event.expires_at))
+        elif isinstance(event, Token.TokenRefreshed):
+            curs.execute(SQL("UPDATE {} SET status = 'used', ended_at = %s, ended_reason = 'refreshed', "
+                             "ended_by = %s WHERE token_id = %s AND status = 'active'").format(table),
+                         (event.timestamp, event.actor, event.originator_id))
+        else:
+            curs.execute(SQL("UPDATE {} SET status = 'revoked', ended_at = %s, ended_reason = %s, ended_by = %s "
+                             "WHERE token_id = %s AND status IN ('active', 'used')").format(table),
+                         (event.timestamp, event.reason, event.actor, event.originator_id))
+
+    def _select(self, where: Composable, params: tuple[Any, ...]) -> list[TokenRow]:
+        query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)),
+                                                     self.table("token_lookup")) + where
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(query, params, prepare=True)
+            return [TokenRow(**row) for row in curs.fetchall()]
+
+    def get(self, token_id: UUID) -> TokenRow | None:
+        """Returns one token's row."""
+        rows = self._select(SQL("token_id = %s"), (token_id,))
+        return rows[0] if rows else None
+
+    def is_revoked(self, token_id: UUID) -> bool:
+        """Whether the token has been revoked (or used up); an unknown token is not, it may be just issued."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT status FROM {} WHERE token_id = %s").format(self.table("token_lookup")),
+                         (token_id,), prepare=True)
+            row = curs.fetchone()
+        return row is not None and row["status"] in ("revoked", "used")
+
+    def live_in_family(self, family_id: UUID) -> list[UUID]:
+        """Ids of the family's tokens that are still active."""
+        return [r.token_id for r in self._select(SQL("family_id = %s AND status = 'active'"), (family_id,))]
+
+    def live_matching(self, *, project_id: UUID, client_id: str | None = None, user_id: UUID | None = None,
+                      token_id: UUID | None = None, now: datetime) -> list[UUID]:
+        """Ids of the project's active, unexpired tokens matching exactly one of the filters."""
+        column, value = ("token_id", token_id) if token_id else ("client_id", client_id) if client_id else (
+            "user_id", user_id)
+        where = SQL("project_id = %s AND {} = %s AND status = 'active' AND expires_at > %s").format(SQL(column))
+        return [r.token_id for r in self._select(where, (project_id, value, now))]
