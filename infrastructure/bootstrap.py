@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.utils import Environment
 
 from application.accounts import Accounts
 from application.keys import SigningKeys
@@ -96,8 +94,6 @@ class Container:
         for runner in self.runners:
             runner.stop()
         self.committer.close()
-        for view in self.views.values():
-            view.datastore.close()
         self.app.close()
         self.redis.close()
 
@@ -128,10 +124,13 @@ def _position(app: Keyledger) -> Callable[..., int]:
     return save
 
 
-def build_view(view_class: type[ReadModel], env: dict[str, str]) -> ReadModel:
-    """Builds a read model on its own pool (tables created when the env says so)."""
-    factory = InfrastructureFactory.construct(Environment(view_class.name, env))
-    return factory.tracking_recorder(view_class)  # type: ignore[attr-defined,no-any-return]
+def build_view(view_class: type[ReadModel], app: Keyledger, *, migrate: bool) -> ReadModel:
+    """Builds a read model on the application's connection pool (one pool per process keeps PostgreSQL's
+    connection count at ``pool_size`` per process, however many read models there are)."""
+    view = view_class(datastore=app.recorder.datastore, tracking_table_name=f"{view_class.name}_tracking")
+    if migrate:
+        view.create_table()
+    return view
 
 
 def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) -> Container:
@@ -146,8 +145,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
         with lock:
             app = Keyledger(env=env)
             opened.append(app)
-            views = {cls.name: build_view(cls, env) for cls in READ_MODELS}
-            opened.extend(view.datastore for view in views.values())
+            views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory))
         client = redis.Redis.from_url(endpoints.redis_url)
