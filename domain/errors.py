@@ -19,3 +19,7 @@ class Conflict(DomainError):
 
 class Forbidden(DomainError):
     """The caller may see the thing but lacks the permission for the command."""
+
+
+class InvalidArgument(DomainError):
+    """The command itself is malformed (answered 400)."""

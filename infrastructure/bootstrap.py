@@ -19,6 +19,7 @@ from application.oauth.introspection import IntrospectionEndpoint
 from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinder
 from application.oauth.tokens import TokenMint
 from application.store import Keyledger
+from application.token_admin import TokenAdmin
 from domain.ids import keyring_id
 from domain.keyring import KeyRing
 from infrastructure.adapters import OpaqueCredentials, SystemClock
@@ -57,6 +58,7 @@ class Container:
     revoker: Revoker
     revocation: RevocationEndpoint
     introspection: IntrospectionEndpoint
+    token_admin: TokenAdmin
     keys: KeySet
     validator: JwtValidator
     committer: GroupCommitter
@@ -180,4 +182,5 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      revocation=RevocationEndpoint(finder=finder, revoker=revoker),
                      introspection=IntrospectionEndpoint(finder=finder, clock=clock, issuer=settings.issuer,
                                                          audience=settings.audience),
+                     token_admin=TokenAdmin(app=app, revoker=revoker, index=lookup),
                      keys=keys, validator=validator, committer=committer, views=views, redis=redis_client)

@@ -49,6 +49,44 @@ class TokenRow:
         return self.status
 
 
+STATUS_FILTERS = {
+    "active": SQL("status = 'active' AND expires_at > %(now)s"),
+    "expired": SQL("(status = 'expired' OR (status = 'active' AND expires_at <= %(now)s))"),
+    "revoked": SQL("status = 'revoked'"),
+    "used": SQL("status = 'used'"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenQuery:
+    """One page of a project's tokens, newest first, after the cursor ``(issued_at, token_id)`` when given."""
+
+    project_id: UUID
+    now: datetime
+    limit: int
+    status: str | None = None
+    client_id: str | None = None
+    user_id: UUID | None = None
+    after: tuple[datetime, UUID] | None = None
+
+    def where(self) -> tuple[Composable, dict[str, Any]]:
+        """The WHERE clause and its parameters."""
+        clauses: list[Composable] = [SQL("project_id = %(project_id)s")]
+        params: dict[str, Any] = {"project_id": self.project_id, "now": self.now}
+        if self.status is not None:
+            clauses.append(STATUS_FILTERS[self.status])
+        if self.client_id is not None:
+            clauses.append(SQL("client_id = %(client_id)s"))
+            params["client_id"] = self.client_id
+        if self.user_id is not None:
+            clauses.append(SQL("user_id = %(user_id)s"))
+            params["user_id"] = self.user_id
+        if self.after is not None:
+            clauses.append(SQL("(issued_at, token_id) < (%(after_at)s, %(after_id)s)"))
+            params["after_at"], params["after_id"] = self.after
+        return SQL(" AND ").join(clauses), params
+
+
 class TokenLookupView(ReadModel):
     """``token_lookup``: one row per token."""
 
@@ -70,6 +108,8 @@ class TokenLookupView(ReadModel):
             .format(table),
             SQL("CREATE INDEX IF NOT EXISTS token_lookup_user_idx ON {} (user_id, issued_at, token_id)").format(table),
             SQL("CREATE INDEX IF NOT EXISTS token_lookup_client_idx ON {} (client_id, status)").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS token_lookup_project_client_idx ON {} (project_id, client_id, issued_at, "
+                "token_id)").format(table),
         ]
 
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
@@ -90,7 +130,7 @@ class TokenLookupView(ReadModel):
                              "WHERE token_id = %s AND status IN ('active', 'used')").format(table),
                          (event.timestamp, event.reason, event.actor, event.originator_id))
 
-    def _select(self, where: Composable, params: tuple[Any, ...]) -> list[TokenRow]:
+    def _select(self, where: Composable, params: tuple[Any, ...] | dict[str, Any]) -> list[TokenRow]:
         query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)),
                                                      self.table("token_lookup")) + where
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -121,3 +161,9 @@ class TokenLookupView(ReadModel):
             "user_id", user_id)
         where = SQL("project_id = %s AND {} = %s AND status = 'active' AND expires_at > %s").format(SQL(column))
         return [r.token_id for r in self._select(where, (project_id, value, now))]
+
+    def page(self, query: TokenQuery) -> list[TokenRow]:
+        """A page of the project's tokens (metadata only), newest first."""
+        where, params = query.where()
+        params["limit"] = query.limit
+        return self._select(where + SQL(" ORDER BY issued_at DESC, token_id DESC LIMIT %(limit)s"), params)

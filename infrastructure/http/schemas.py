@@ -1,6 +1,7 @@
 """msgspec Structs at the edge: request bodies (strict: unknown fields refused) and response shapes."""
 
 from typing import Annotated
+from uuid import UUID
 
 import msgspec
 
@@ -73,3 +74,47 @@ class MeOut(msgspec.Struct):
     id: str
     email: str
     memberships: list[Membership]
+
+
+ClientIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class RevokeTokensBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/projects/{id}/tokens/revoke``: exactly one filter."""
+
+    token_id: UUID | None = None
+    client_id: ClientIdField | None = None
+    user_id: UUID | None = None
+
+
+class RevokedOut(msgspec.Struct):
+    """How many live tokens a command revoked."""
+
+    revoked: int
+
+
+class TokenOut(msgspec.Struct, omit_defaults=True):
+    """A token's metadata: never its value."""
+
+    token_id: str
+    kind: str
+    client_id: str
+    scope: str
+    grant_type: str
+    issued_at: str
+    expires_at: str
+    status: str
+    project_id: str | None = None
+    user_id: str | None = None
+    family_id: str | None = None
+    parent_id: str | None = None
+    ended_at: str | None = None
+    ended_reason: str | None = None
+    ended_by: str | None = None
+
+
+class TokenPage(msgspec.Struct):
+    """A page of tokens; ``next_cursor`` is null on the last page."""
+
+    items: list[TokenOut]
+    next_cursor: str | None

@@ -1,0 +1,107 @@
+"""Bulk revocation and client deletion on the in-memory store."""
+
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from application.accounts import SignedUp
+from application.oauth.errors import InvalidClient
+from application.oauth.grants import TokenRequest
+from application.token_admin import DeleteClient, RevokeTokens, TokenAdmin
+from domain.client import Client
+from domain.errors import InvalidArgument, NotFound
+from domain.ids import client_aggregate_id
+from domain.token import Token
+from tests.unit.conftest import World
+
+ACTOR = "user:00000000-0000-0000-0000-000000000001"
+
+
+@pytest.fixture
+def admin(world: World) -> TokenAdmin:
+    revoker = world.tokens.revoker
+    return TokenAdmin(app=world.app, revoker=revoker, index=revoker.index)
+
+
+def issue(world: World, signed: SignedUp) -> UUID:
+    issued = world.tokens.handle(TokenRequest(grant_type="client_credentials", client_id=signed.client.client.client_id,
+                                              client_secret=signed.client.client_secret))
+    return UUID(str(world.validator.validate(issued.access_token)["jti"]))
+
+
+class SaveCounter:
+    """Counts the application's save transactions."""
+
+    def __init__(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = world.app.save
+
+        def counting(*aggregates: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*aggregates, **kwargs)
+
+        monkeypatch.setattr(world.app, "save", counting)
+
+
+@pytest.mark.parametrize("filters", [{}, {"token_id": uuid4(), "client_id": "x"},
+                                     {"client_id": "x", "user_id": uuid4()}])
+def test_exactly_one_filter_is_required(admin: TokenAdmin, filters: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArgument):
+        admin.revoke_tokens(RevokeTokens(project_id=uuid4(), actor=ACTOR, **filters))
+
+
+def test_revoking_by_client_revokes_its_live_tokens_in_one_transaction(world: World, admin: TokenAdmin,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    acme = world.sign_up("owner@acme.test")
+    ids = [issue(world, acme) for _ in range(3)]
+    counter = SaveCounter(world, monkeypatch)
+    revoked = admin.revoke_tokens(RevokeTokens(project_id=acme.project.id, actor=ACTOR,
+                                               client_id=acme.client.client.client_id))
+    assert revoked == 3
+    assert counter.calls == 1
+    for token_id in ids:
+        token = world.app.load(token_id, Token)
+        assert token.revoked
+    assert admin.revoke_tokens(RevokeTokens(project_id=acme.project.id, actor=ACTOR,
+                                            client_id=acme.client.client.client_id)) == 0
+
+
+def test_revocation_is_confined_to_the_named_project(world: World, admin: TokenAdmin) -> None:
+    acme, other = world.sign_up("owner@acme.test"), world.sign_up("owner@other.test", project_name="Other")
+    theirs = issue(world, other)
+    for filters in ({"token_id": theirs}, {"client_id": other.client.client.client_id}):
+        assert admin.revoke_tokens(RevokeTokens(project_id=acme.project.id, actor=ACTOR, **filters)) == 0
+    assert not world.app.load(theirs, Token).revoked
+
+
+def test_expired_tokens_are_not_counted(world: World, admin: TokenAdmin) -> None:
+    acme = world.sign_up("owner@acme.test")
+    issue(world, acme)
+    world.clock.advance(days=1)
+    assert admin.revoke_tokens(RevokeTokens(project_id=acme.project.id, actor=ACTOR,
+                                            client_id=acme.client.client.client_id)) == 0
+
+
+def test_deleting_a_client_revokes_it_and_its_tokens_together(world: World, admin: TokenAdmin,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    acme = world.sign_up("owner@acme.test")
+    ids = [issue(world, acme) for _ in range(2)]
+    client_id = acme.client.client.client_id
+    counter = SaveCounter(world, monkeypatch)
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR)) == 2
+    assert counter.calls == 1
+    assert world.app.load(client_aggregate_id(client_id), Client).revoked
+    assert {list(world.app.events.get(i))[-1].reason for i in ids} == {"client deleted"}
+    with pytest.raises(InvalidClient):
+        issue(world, acme)
+    with pytest.raises(NotFound):
+        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
+
+
+def test_a_client_of_another_project_is_not_found(world: World, admin: TokenAdmin) -> None:
+    acme, other = world.sign_up("owner@acme.test"), world.sign_up("owner@other.test", project_name="Other")
+    for client_id in (other.client.client.client_id, "kl_unknown"):
+        with pytest.raises(NotFound):
+            admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
+    assert not world.app.load(client_aggregate_id(other.client.client.client_id), Client).revoked
