@@ -31,3 +31,14 @@ def test_readme_walkthrough_works(live_server: str) -> None:
     assert re.search(r'"memberships":\[\{"project_id":"[0-9a-f-]{36}","role":"owner"\}\]', result.stdout)
     assert sum('"name":"Engine"' in line for line in lines) == 3  # signup, and the project read by both tokens
     assert '"keys":[' in result.stdout
+    # Lifecycle: rotation works, reuse revokes the login, revocation is seen at once, bulk revocation counts.
+    assert "rotated token: 200" in lines
+    assert re.search(r'\{"error":"invalid_grant","error_description":"the refresh token is [a-z ]+"\}', result.stdout)
+    assert "after reuse: 401" in lines
+    assert sum(line.startswith('{"active":true,') for line in lines) == 1
+    assert '{"active":false}' in lines
+    assert "revoked key token: 401" in lines
+    listing = next(line for line in lines if line.startswith('{"items":['))
+    assert '"status":"revoked"' in listing
+    assert '"ended_reason":"revoked by client"' in listing
+    assert '{"revoked":1}' in lines
