@@ -12,8 +12,11 @@ import ipaddress
 import json
 import secrets
 import string
+import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 from benchmarks.httpclient import Connection, HttpProtocolError, Target, build_request
@@ -21,6 +24,9 @@ from benchmarks.httpclient import Connection, HttpProtocolError, Target, build_r
 __all__ = ["Account", "SetupContext", "SetupError", "basic_auth", "form", "parse_target"]
 
 DASHBOARD_CLIENT_ID = "dashboard"
+_FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+_SETUP_PARALLEL = 16  # connections used by bulk setup requests
+_PROGRESS_INTERVAL = 0.5
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -97,12 +103,21 @@ class SetupContext:
     Attributes:
         target: The server.
         timeout: Seconds allowed for each setup request.
+        concurrency: Virtual users the scenario will run with (across all processes); scenarios with per-user
+            state build one session per virtual user.
+        window: Seconds of load the scenario will run (warm-up plus measurement), to size consumable pools.
+        revoke_rate: Estimated revocations per second, to size the ``revoke`` scenario's token pool.
         accounts: Accounts created by :meth:`signup`.
+        progress: Where bulk setup shows its progress.
     """
 
     target: Target
     timeout: float = 30.0
+    concurrency: int = 1
+    window: float = 0.0
+    revoke_rate: float = 400.0
     accounts: list[Account] = field(default_factory=list)
+    progress: TextIO = field(default=sys.stderr, repr=False)
     _tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def call(
@@ -183,3 +198,129 @@ class SetupContext:
                 raise SetupError(f"password grant for {account.email}: no access_token in {json.dumps(data)[:300]}")
             self._tokens[account.email] = data
         return self._tokens[account.email]
+
+    async def fetch_many(
+        self, requests: Sequence[bytes], *, label: str, parallel: int = _SETUP_PARALLEL
+    ) -> list[tuple[int, bytes]]:
+        """Send many setup requests over ``parallel`` keep-alive connections, showing progress on stderr.
+
+        Args:
+            requests: Prebuilt requests.
+            label: Shown in the progress line, e.g. ``"[revoke] issuing tokens"``.
+            parallel: Connections to use.
+
+        Returns:
+            ``(status, body)`` of each request, in the order of ``requests``.
+
+        Raises:
+            SetupError: A request could not be sent or was not answered in time.
+        """
+        results: list[tuple[int, bytes]] = [(0, b"")] * len(requests)
+        pending = iter(range(len(requests)))
+        done = 0
+
+        async def lane() -> None:
+            nonlocal done
+            connection = Connection(self.target)
+            try:
+                for index in pending:  # shared by the lanes: each index is taken once
+                    async with asyncio.timeout(self.timeout):
+                        results[index] = await connection.request(requests[index])
+                    done += 1
+            except (OSError, asyncio.IncompleteReadError, HttpProtocolError, TimeoutError) as exc:
+                raise SetupError(f"{label}: {type(exc).__name__}: {exc}") from exc
+            finally:
+                connection.close()
+
+        started = time.perf_counter()
+        lanes = [asyncio.create_task(lane()) for _ in range(min(parallel, len(requests)))]
+        try:
+            while lanes and not all(task.done() for task in lanes):
+                await asyncio.wait(lanes, timeout=_PROGRESS_INTERVAL, return_when=asyncio.FIRST_EXCEPTION)
+                if any(task.done() and task.exception() for task in lanes):
+                    break
+                self.progress.write(f"\r{label}: {done}/{len(requests)}")
+                self.progress.flush()
+            for task in lanes:
+                if task.done():
+                    task.result()  # raises the first failure
+        finally:
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        self.progress.write(f"\r{label}: {done}/{len(requests)} in {time.perf_counter() - started:.1f} s\n")
+        self.progress.flush()
+        return results
+
+    async def client_tokens(self, wanted: Sequence[tuple[Account, int]], *, label: str) -> list[list[str]]:
+        """Issue client_credentials access tokens (client_secret_basic) in bulk.
+
+        Args:
+            wanted: ``(account, count)`` pairs; an account may appear more than once.
+            label: Progress label.
+
+        Returns:
+            For each pair, ``count`` access tokens of that account's client.
+
+        Raises:
+            SetupError: A grant failed.
+        """
+        requests = [
+            build_request(
+                self.target,
+                "POST",
+                "/oauth2/token",
+                {**_FORM_HEADERS, "Authorization": basic_auth(account.client_id, account.client_secret)},
+                form({"grant_type": "client_credentials"}),
+            )
+            for account, count in wanted
+            for _ in range(count)
+        ]
+        tokens = iter([_token_field(status, body, "access_token") for status, body in
+                       await self.fetch_many(requests, label=label)])
+        return [[next(tokens) for _ in range(count)] for _, count in wanted]
+
+    async def refresh_logins(self, accounts: Sequence[Account], *, label: str) -> list[str]:
+        """Log each account in (once per entry, not cached) with the password grant; return the refresh tokens.
+
+        Each entry starts a refresh-token family of its own, so one chain's rotations never touch another's.
+
+        Raises:
+            SetupError: A grant failed.
+        """
+        requests = [
+            build_request(
+                self.target,
+                "POST",
+                "/oauth2/token",
+                _FORM_HEADERS,
+                form(
+                    {
+                        "grant_type": "password",
+                        "username": account.email,
+                        "password": account.password,
+                        "client_id": DASHBOARD_CLIENT_ID,
+                    }
+                ),
+            )
+            for account in accounts
+        ]
+        # argon2id makes password grants CPU-bound on the server: a few connections are enough.
+        responses = await self.fetch_many(requests, label=label, parallel=4)
+        return [_token_field(status, body, "refresh_token") for status, body in responses]
+
+
+def _token_field(status: int, body: bytes, name: str) -> str:
+    """Return the string field ``name`` of a 200 token response.
+
+    Raises:
+        SetupError: The status is not 200 or the field is missing.
+    """
+    if status == 200:
+        try:
+            value = json.loads(body).get(name)
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str):
+            return value
+    raise SetupError(f"POST /oauth2/token: expected 200 with {name}, got {status}: {body[:300]!r}")

@@ -3,18 +3,20 @@
 A scenario is one async function that, given the :class:`~benchmarks.fixtures.SetupContext` (target and
 bench accounts), does whatever unmeasured setup it needs and returns a :class:`Plan`: a pool of prebuilt
 requests that the virtual users send round-robin, and what a successful response looks like. To add a
-scenario (introspection, refresh, ``/v1`` reads...), write one function decorated with
-``@scenario("name")``.
+scenario, write one function decorated with ``@scenario("name")``. A scenario whose requests depend on earlier
+responses (``refresh``, ``revoke``) gives each virtual user a :class:`~benchmarks.sessions.Session` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, basic_auth, form
 from benchmarks.httpclient import build_request
+from benchmarks.sessions import RefreshChain, RevokeQueue, Session, json_object
 
 __all__ = ["SCENARIOS", "Plan", "ScenarioBuilder", "scenario"]
 
@@ -29,11 +31,22 @@ class Plan:
         requests: Prebuilt request bytes; each virtual user cycles through them, starting at its own index.
         expect_in_body: Byte strings a successful body must contain; a 2xx response lacking one counts as an
             error.
+        status: The status a success must have; None accepts any 2xx.
+        check: Called with a successful body; returns an error description, or None if the body is right.
+            Must be picklable (a module-level function).
+        sessions: Instead of ``requests``: one session per virtual user (at least ``concurrency`` of them);
+            virtual user ``i``, numbered across all processes, uses ``sessions[i]``, which judges its responses.
     """
 
     requests: tuple[bytes, ...]
     expect_in_body: tuple[bytes, ...] = ()
+    status: int | None = None
+    check: Callable[[bytes], str | None] | None = None
+    sessions: tuple[Session, ...] = ()
 
+
+_TOKENS_PER_CLIENT = 4  # access tokens per project client for the introspection and v1_read scenarios
+_REVOKE_POOL_MARGIN = 1.25  # pool = estimated rate x window x margin
 
 ScenarioBuilder = Callable[[SetupContext], Awaitable[Plan]]
 
@@ -100,3 +113,74 @@ async def me(ctx: SetupContext) -> Plan:
         for token in tokens
     )
     return Plan(requests)
+
+
+def _active(body: bytes) -> str | None:
+    """An introspection answer is a success only if it says ``"active": true``."""
+    data = json_object(body)
+    return None if data is not None and data.get("active") is True else f"not active: {body[:200]!r}"
+
+
+@scenario("introspection")
+async def introspection(ctx: SetupContext) -> Plan:
+    """``POST /oauth2/introspect`` of a client_credentials access token, authenticated as the token's own client."""
+    wanted = [(account, _TOKENS_PER_CLIENT) for account in ctx.accounts]
+    issued = await ctx.client_tokens(wanted, label="[introspection] setup: issuing access tokens")
+    requests = tuple(
+        build_request(
+            ctx.target,
+            "POST",
+            "/oauth2/introspect",
+            {**_FORM, "Authorization": basic_auth(account.client_id, account.client_secret)},
+            form({"token": token}),
+        )
+        for round_ in range(_TOKENS_PER_CLIENT)
+        for account, tokens in zip(ctx.accounts, issued, strict=True)
+        for token in tokens[round_ : round_ + 1]  # interleave clients so neighbouring users differ
+    )
+    return Plan(requests, status=200, check=_active)
+
+
+@scenario("refresh")
+async def refresh(ctx: SetupContext) -> Plan:
+    """``POST /oauth2/token`` with the refresh_token grant; each virtual user rotates its own login's chain."""
+    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    tokens = await ctx.refresh_logins(accounts, label="[refresh] setup: one password login per virtual user")
+    sessions = tuple(
+        RefreshChain(ctx.target, account.email, account.password, token)
+        for account, token in zip(accounts, tokens, strict=True)
+    )
+    return Plan((), sessions=sessions)
+
+
+@scenario("v1_read")
+async def v1_read(ctx: SetupContext) -> Plan:
+    """``GET /v1/projects/{id}`` with a project client's bearer access token (full validation on every call)."""
+    wanted = [(account, _TOKENS_PER_CLIENT) for account in ctx.accounts]
+    issued = await ctx.client_tokens(wanted, label="[v1_read] setup: issuing access tokens")
+    requests = tuple(
+        build_request(
+            ctx.target, "GET", f"/v1/projects/{account.project_id}", {"Authorization": f"Bearer {tokens[round_]}"}
+        )
+        for round_ in range(_TOKENS_PER_CLIENT)
+        for account, tokens in zip(ctx.accounts, issued, strict=True)
+    )
+    return Plan(requests, expect_in_body=(b'"id"',), status=200)
+
+
+@scenario("revoke")
+async def revoke(ctx: SetupContext) -> Plan:
+    """``POST /oauth2/revoke`` of a fresh client_credentials access token; only the revocation is measured.
+
+    Setup issues a pool of ``revoke_rate x window x 1.25`` tokens, split between the virtual users; a virtual
+    user whose share runs out issues further tokens itself, unmeasured (reported as helper requests).
+    """
+    per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
+    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    label = f"[revoke] setup: issuing {per_vu * ctx.concurrency} access tokens to revoke"
+    pools = await ctx.client_tokens([(account, per_vu) for account in accounts], label=label)
+    sessions = tuple(
+        RevokeQueue(ctx.target, basic_auth(account.client_id, account.client_secret), pool)
+        for account, pool in zip(accounts, pools, strict=True)
+    )
+    return Plan((), sessions=sessions)

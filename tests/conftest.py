@@ -182,3 +182,30 @@ def client_login(http: httpx.Client, account: dict[str, Any], **extra: str) -> h
     client = account["client"]
     return http.post("/oauth2/token", data={"grant_type": "client_credentials", **extra},
                      auth=(client["client_id"], client["client_secret"]))
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of an RFC 6750 bearer request."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def refresh_login(http: httpx.Client, refresh_token: str, **extra: str) -> httpx.Response:
+    """The dashboard's refresh_token grant (public client: client_id in the form, no secret)."""
+    return http.post("/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token,
+                                            "client_id": "dashboard", **extra})
+
+
+def revoke_token(http: httpx.Client, token: str, account: dict[str, Any] | None = None, **extra: str) -> httpx.Response:
+    """RFC 7009 revocation: as the dashboard without ``account``, else as the account's project client (Basic)."""
+    if account is None:
+        return http.post("/oauth2/revoke", data={"token": token, "client_id": "dashboard", **extra})
+    client = account["client"]
+    return http.post("/oauth2/revoke", data={"token": token, **extra},
+                     auth=(client["client_id"], client["client_secret"]))
+
+
+def introspect_token(http: httpx.Client, account: dict[str, Any], token: str, **extra: str) -> httpx.Response:
+    """RFC 7662 introspection as the account's project client (Basic)."""
+    client = account["client"]
+    return http.post("/oauth2/introspect", data={"token": token, **extra},
+                     auth=(client["client_id"], client["client_secret"]))
