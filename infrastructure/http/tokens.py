@@ -4,8 +4,6 @@ Every route takes a project: the caller's right in it is decided on the project'
 (``authorize``), and every query and command is confined to that project.
 """
 
-import base64
-import binascii
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -20,12 +18,10 @@ from application.token_admin import DeleteClient, RevokeTokens
 from domain.errors import InvalidArgument
 from domain.ids import client_actor, user_actor
 from infrastructure.http.errors import NO_STORE
+from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
 from infrastructure.http.schemas import ClientIdField, RevokedOut, RevokeTokensBody, TokenOut, TokenPage
 from infrastructure.http.v1 import AUTH
 from projections.token_lookup import TokenQuery, TokenRow
-
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
 
 
 class TokenStatus(StrEnum):
@@ -42,23 +38,12 @@ def actor(caller: Principal) -> str:
     return user_actor(caller.user_id) if caller.user_id is not None else client_actor(caller.client_id)
 
 
-def encode_cursor(row: TokenRow) -> str:
-    """An opaque cursor: the position of the page's last row in ``(issued_at, token_id)`` order."""
-    raw = f"{row.issued_at.isoformat()}|{row.token_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """Reads a cursor made by ``encode_cursor``.
-
-    Raises:
-        InvalidArgument: the cursor was not made by this server.
-    """
+def token_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The position a tokens cursor names."""
+    at, key = decode_cursor(cursor)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        issued_at, token_id = raw.split("|")
-        return datetime.fromisoformat(issued_at), UUID(token_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return at, UUID(key)
+    except ValueError:
         raise InvalidArgument("the cursor is invalid") from None
 
 
@@ -95,11 +80,12 @@ def list_tokens(
     container.lookup.wait_for(container.app.recorder.max_notification_id() or 0)
     now = container.tokens.clock.now()
     query = TokenQuery(project_id=project_id, now=now, limit=limit + 1, status=status, client_id=client_id,
-                       user_id=user_id, after=decode_cursor(cursor) if cursor else None)
+                       user_id=user_id, after=token_cursor(cursor) if cursor else None)
     rows = container.lookup.page(query)
     more = len(rows) > limit
     rows = rows[:limit]
-    return TokenPage(items=[token_out(r, now) for r in rows], next_cursor=encode_cursor(rows[-1]) if more else None)
+    next_cursor = encode_cursor(rows[-1].issued_at, str(rows[-1].token_id)) if more else None
+    return TokenPage(items=[token_out(r, now) for r in rows], next_cursor=next_cursor)
 
 
 @post("/v1/projects/{project_id:uuid}/tokens/revoke", sync_to_thread=True, status_code=200, dependencies=AUTH,

@@ -1,5 +1,7 @@
 """The management API's token routes over HTTP: listing, bulk revocation, deleting a client, with two tenants."""
 
+import base64
+import json
 from typing import Any
 
 import httpx
@@ -20,6 +22,12 @@ def owner_token(http: httpx.Client, account: dict[str, Any]) -> str:
 
 def client_tokens(http: httpx.Client, account: dict[str, Any], n: int) -> list[str]:
     return [client_login(http, account).json()["access_token"] for _ in range(n)]
+
+
+def jti(token: str) -> str:
+    """The token id of one of our JWTs (read without verification: the server verifies)."""
+    payload = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
 
 
 def works(http: httpx.Client, account: dict[str, Any], token: str) -> bool:
@@ -90,8 +98,7 @@ def test_bulk_revocation_by_token_and_by_client_takes_effect_at_once(http: httpx
     owner = owner_token(http, acme)
     url = f"/v1/projects/{acme['project']['id']}/tokens/revoke"
     one, *rest = client_tokens(http, acme, 4)
-    listed = http.get(f"/v1/projects/{acme['project']['id']}/tokens", headers=bearer(owner)).json()["items"]
-    one_id = next(t["token_id"] for t in listed if t["issued_at"] == min(x["issued_at"] for x in listed))
+    one_id = jti(one)
     answer = http.post(url, json={"token_id": one_id}, headers=bearer(owner))
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"revoked": 1}
