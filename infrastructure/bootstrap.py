@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from application.accounts import Accounts
+from application.clients import Clients
 from application.keys import SigningKeys
 from application.oauth.grants import TokenEndpoint
 from application.oauth.introspection import IntrospectionEndpoint
@@ -30,12 +31,13 @@ from infrastructure.crypto.keys import SigningKeyFactory
 from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.settings import Settings, SettingsError
 from projections.base import ProjectionRunner, ReadModel
+from projections.clients import ClientsView
 from projections.members import MembersView
 from projections.token_lookup import TokenLookupView
 
 logger = logging.getLogger(__name__)
 
-READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView)
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -59,6 +61,7 @@ class Container:
     revocation: RevocationEndpoint
     introspection: IntrospectionEndpoint
     token_admin: TokenAdmin
+    clients: Clients
     keys: KeySet
     validator: JwtValidator
     committer: GroupCommitter
@@ -71,6 +74,13 @@ class Container:
         """The members read model."""
         view = self.views[MembersView.name]
         assert isinstance(view, MembersView)
+        return view
+
+    @property
+    def clients_view(self) -> ClientsView:
+        """The clients read model."""
+        view = self.views[ClientsView.name]
+        assert isinstance(view, ClientsView)
         return view
 
     @property
@@ -183,4 +193,6 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      introspection=IntrospectionEndpoint(finder=finder, clock=clock, issuer=settings.issuer,
                                                          audience=settings.audience),
                      token_admin=TokenAdmin(app=app, revoker=revoker, index=lookup),
+                     clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,
+                                     lifetimes=settings.lifetimes),
                      keys=keys, validator=validator, committer=committer, views=views, redis=redis_client)

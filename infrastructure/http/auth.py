@@ -5,6 +5,7 @@ from uuid import UUID
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import Provide
 
 from application.authz import Principal
 from domain.ids import DASHBOARD_CLIENT_ID
@@ -40,3 +41,6 @@ def principal(request: Request[Any, Any, Any], state: State) -> Principal:
     if state.container.lookup.is_revoked(caller.token_id):
         raise BearerError(401, "invalid_token", "the access token is invalid")
     return caller
+
+
+AUTH = {"caller": Provide(principal, sync_to_thread=True)}

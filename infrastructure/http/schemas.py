@@ -50,6 +50,11 @@ class ClientOut(msgspec.Struct, omit_defaults=True):
     secret_expires_at: str
     access_token_ttl: int
     created_at: str
+    status: str | None = None
+    secret_rotated_at: str | None = None
+    previous_secret_expires_at: str | None = None
+    last_used_at: str | None = None
+    revoked_at: str | None = None
     client_secret: str | None = None
 
 
@@ -118,3 +123,29 @@ class TokenPage(msgspec.Struct):
 
     items: list[TokenOut]
     next_cursor: str | None
+
+
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=10**9)]
+
+
+class ClientBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/projects/{id}/clients``: lifetimes in seconds (bounds checked by the lifetime policy)."""
+
+    name: Name
+    scope: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    access_token_ttl: Seconds | None = None
+    secret_ttl: Seconds | None = None
+
+
+class RotateSecretBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST .../clients/{client_id}/rotate-secret``."""
+
+    grace_period: Seconds = 0
+
+
+class ClientPage(msgspec.Struct):
+    """A page of clients; ``next_cursor`` is null on the last page."""
+
+    items: list[ClientOut]
+    next_cursor: str | None
+

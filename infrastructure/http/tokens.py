@@ -17,10 +17,10 @@ from application.authz import Principal, authorize
 from application.token_admin import DeleteClient, RevokeTokens
 from domain.errors import InvalidArgument
 from domain.ids import client_actor, user_actor
+from infrastructure.http.auth import AUTH
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
 from infrastructure.http.schemas import ClientIdField, RevokedOut, RevokeTokensBody, TokenOut, TokenPage
-from infrastructure.http.v1 import AUTH
 from projections.token_lookup import TokenQuery, TokenRow
 
 

@@ -5,19 +5,16 @@ from uuid import UUID
 
 from litestar import Response, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
 
 from application.accounts import NewClient, SignUp
 from application.authz import Principal, authorize
-from domain.client import Client
 from domain.errors import Forbidden, NotFound
-from domain.policy import LifetimePolicy
 from domain.project import Project
 from domain.user import User
-from infrastructure.http.auth import principal
+from infrastructure.http.auth import AUTH
+from infrastructure.http.clients import client_out
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.schemas import (
-    ClientOut,
     Membership,
     MeOut,
     ProjectBody,
@@ -26,18 +23,6 @@ from infrastructure.http.schemas import (
     SignupOut,
     UserOut,
 )
-
-AUTH = {"caller": Provide(principal, sync_to_thread=True)}
-
-
-def client_out(client: Client, lifetimes: LifetimePolicy, secret: str | None = None) -> ClientOut:
-    """A client's representation with its effective lifetimes; the secret only when just created."""
-    return ClientOut(client_id=client.client_id, project_id=str(client.project_id), name=client.name,
-                     scope=client.scope, grant_types=client.grant_types.split(), secret_hint=client.secret_hint,
-                     secret_expires_at=client.secret_expires_at.isoformat(),
-                     access_token_ttl=lifetimes.client_access_ttl(client.access_token_ttl),
-                     created_at=client.created_on.isoformat(),
-                     client_secret=secret)
 
 
 def project_out(project: Project) -> ProjectOut:

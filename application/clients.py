@@ -1,0 +1,127 @@
+"""A project's clients (API keys): create, rotate the secret with a grace period.
+
+Deleting a client lives in ``application.token_admin`` because it is first of all a bulk revocation.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from application.accounts import Accounts, CreateClient, NewClient
+from application.ports import Clock, CredentialMinter, SecretHasher
+from application.store import Keyledger
+from domain.client import Client
+from domain.errors import Conflict, Forbidden, InvalidArgument, NotFound
+from domain.ids import client_aggregate_id
+from domain.policy import MAX_ACCESS_TOKEN_TTL, MIN_ACCESS_TOKEN_TTL, LifetimePolicy
+from domain.scopes import DEFAULT_CLIENT_SCOPE, parse_scope, unknown_scopes
+
+MAX_GRACE_PERIOD = 30 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class AddClient:
+    """Create a client in a project, with at most the scope its creator holds there."""
+
+    project_id: UUID
+    name: str
+    actor: str
+    creator_permissions: frozenset[str]
+    scope: str | None = None
+    access_token_ttl: int | None = None
+    secret_ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RotateSecret:
+    """Replace a client's secret; the old one keeps working for ``grace_period`` seconds, never after."""
+
+    project_id: UUID
+    client_id: str
+    actor: str
+    grace_period: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedSecret:
+    """The client after rotation and its new secret, shown once."""
+
+    client: Client
+    client_secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """Handlers of the client commands; each decides on the client's own stream."""
+
+    app: Keyledger
+    accounts: Accounts
+    clock: Clock
+    secrets: SecretHasher
+    minter: CredentialMinter
+    lifetimes: LifetimePolicy
+
+    def add(self, command: AddClient) -> NewClient:
+        """Creates the client.
+
+        Raises:
+            InvalidArgument: an unknown scope, or a lifetime outside the server's bounds.
+            Forbidden: the scope exceeds what the creator holds in the project (no escalation through a key).
+        """
+        scope = self.check_scope(command)
+        self.check_lifetimes(command)
+        new = self.accounts.new_client(CreateClient(project_id=command.project_id, name=command.name,
+                                                    actor=command.actor, scope=scope,
+                                                    access_token_ttl=command.access_token_ttl,
+                                                    secret_ttl=command.secret_ttl))
+        self.app.save(new.client)
+        return new
+
+    def rotate(self, command: RotateSecret) -> RotatedSecret:
+        """Rotates the secret; raises NotFound for a client that is not live in this project, Conflict on a race."""
+        if not 0 <= command.grace_period <= MAX_GRACE_PERIOD:
+            raise InvalidArgument(f"grace_period must be between 0 and {MAX_GRACE_PERIOD} seconds")
+        client = self.live_client(command.project_id, command.client_id)
+        secret, now = self.minter.client_secret(), self.clock.now()
+        client.rotate_secret(secret_hash=self.secrets.hash(secret), secret_hint=self.minter.hint(secret),
+                             secret_expires_at=now + timedelta(seconds=self.lifetimes.secret_ttl(None)),
+                             previous_secret_expires_at=now + timedelta(seconds=command.grace_period),
+                             actor=command.actor)
+        try:
+            self.app.save(client)
+        except IntegrityError:
+            raise Conflict("the client changed meanwhile; try again") from None
+        return RotatedSecret(client=client, client_secret=secret)
+
+    def live_client(self, project_id: UUID, client_id: str) -> Client:
+        """The project's client, if it exists and is not revoked (another project's client is not found)."""
+        client = self.app.find(client_aggregate_id(client_id), Client)
+        if client is None or client.project_id != project_id or client.revoked:
+            raise NotFound("client")
+        return client
+
+    @staticmethod
+    def check_scope(command: AddClient) -> tuple[str, ...]:
+        """The requested scope (default: read-only), known and within the creator's permissions."""
+        scope = parse_scope(command.scope) if command.scope is not None else DEFAULT_CLIENT_SCOPE
+        if not scope:
+            raise InvalidArgument("scope must name at least one scope")
+        unknown = unknown_scopes(scope)
+        if unknown:
+            raise InvalidArgument(f"unknown scope: {' '.join(unknown)}")
+        beyond = sorted(set(scope) - command.creator_permissions)
+        if beyond:
+            raise Forbidden(f"you cannot give a client scope you do not hold: {' '.join(beyond)}")
+        return scope
+
+    def check_lifetimes(self, command: AddClient) -> None:
+        """Refuses lifetimes outside the bounds rather than silently clamping what the caller asked for."""
+        ttl = command.access_token_ttl
+        if ttl is not None and not MIN_ACCESS_TOKEN_TTL <= ttl <= MAX_ACCESS_TOKEN_TTL:
+            raise InvalidArgument(f"access_token_ttl must be between {MIN_ACCESS_TOKEN_TTL} and "
+                                  f"{MAX_ACCESS_TOKEN_TTL} seconds")
+        secret_ttl = command.secret_ttl
+        if secret_ttl is not None and not 1 <= secret_ttl <= self.lifetimes.max_client_secret_ttl:
+            raise InvalidArgument(f"secret_ttl must be between 1 and {self.lifetimes.max_client_secret_ttl} seconds")
