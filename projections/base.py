@@ -12,16 +12,28 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Identifier, Literal
 
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "Keyledger"
+TENANT_ROLE = "keyledger_tenant"
+TENANT_SETTING = "keyledger.project_id"
+
+# The role the request path queries tenant tables as. It owns nothing and is not a superuser, so PostgreSQL applies
+# row-level security to it; roles are cluster-wide, so a concurrent creation by another database is tolerated.
+_CREATE_TENANT_ROLE = SQL(
+    "DO $$ BEGIN "
+    "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN "
+    "CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS; END IF; "
+    "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+).format(name=Literal(TENANT_ROLE), role=Identifier(TENANT_ROLE))
 
 
 class ReadModel(PostgresTrackingRecorder):
@@ -30,10 +42,46 @@ class ReadModel(PostgresTrackingRecorder):
     name: ClassVar[str]
     topics: ClassVar[frozenset[str]]
     tables: ClassVar[tuple[str, ...]]
+    # Tables of tenant data: each has a ``project_id`` column and a row-level security policy confining the
+    # tenant role to the project named by the transaction's ``keyledger.project_id`` setting.
+    tenant_tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self.sql_create_statements.extend(self.create_statements())
+        self.sql_create_statements.extend(self.security_statements())
+
+    def security_statements(self) -> list[Composable]:
+        """Row-level security on the tenant tables, and the tenant role's read access to them."""
+        if not self.tenant_tables:
+            return []
+        schema = Identifier(self.datastore.schema)
+        statements: list[Composable] = [_CREATE_TENANT_ROLE,
+                                        SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, Identifier(TENANT_ROLE))]
+        for name in self.tenant_tables:
+            table, policy = self.table(name), Identifier(f"{name}_tenant")
+            statements += [
+                SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(table),
+                SQL("GRANT SELECT ON {} TO {}").format(table, Identifier(TENANT_ROLE)),
+                SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = {s} AND tablename = {t} "
+                    "AND policyname = {p}) THEN CREATE POLICY {policy} ON {table} FOR SELECT TO {role} USING "
+                    "(project_id = NULLIF(current_setting({setting}, true), '')::uuid); END IF; END $$").format(
+                    s=Literal(self.datastore.schema), t=Literal(name), p=Literal(f"{name}_tenant"), policy=policy,
+                    table=table, role=Identifier(TENANT_ROLE), setting=Literal(TENANT_SETTING)),
+            ]
+        return statements
+
+    def tenant_select(self, project_id: UUID, query: Composable, params: Any) -> list[DictRow]:
+        """Runs a read of tenant tables for one request, as the tenant role confined to ``project_id``.
+
+        The query's own ``WHERE project_id = ...`` is the first line of defence; this is the second: even a query
+        that forgot it, or named another project, sees only the rows of the request's project.
+        """
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SET LOCAL ROLE {}").format(Identifier(TENANT_ROLE)))
+            curs.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, str(project_id)))
+            curs.execute(query, params)
+            return curs.fetchall()
 
     @abstractmethod
     def create_statements(self) -> list[Composable]:

@@ -46,6 +46,7 @@ class ClientsView(ReadModel):
 
     name = "clients"
     tables = ("client_view",)
+    tenant_tables = ("client_view",)
     topics = frozenset(get_topic(cls) for cls in (Client.ClientCreated, Client.ClientSecretRotated,
                                                   Client.ClientRevoked, Token.TokenIssued))
 
@@ -107,6 +108,4 @@ class ClientsView(ReadModel):
         query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)),
                                                      self.table("client_view"))
         query += where + SQL(" ORDER BY created_at DESC, client_id DESC LIMIT %s")
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, (*params, limit), prepare=True)
-            return [ClientRow(**row) for row in curs.fetchall()]
+        return [ClientRow(**row) for row in self.tenant_select(project_id, query, (*params, limit))]

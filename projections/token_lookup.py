@@ -92,6 +92,7 @@ class TokenLookupView(ReadModel):
 
     name = "token_lookup"
     tables = ("token_lookup",)
+    tenant_tables = ("token_lookup",)
     topics = frozenset(get_topic(cls) for cls in (Token.TokenIssued, Token.TokenRevoked, Token.TokenRefreshed))
 
     def create_statements(self) -> list[Composable]:
@@ -130,7 +131,7 @@ class TokenLookupView(ReadModel):
                              "WHERE token_id = %s AND status IN ('active', 'used')").format(table),
                          (event.timestamp, event.reason, event.actor, event.originator_id))
 
-    def _select(self, where: Composable, params: tuple[Any, ...] | dict[str, Any]) -> list[TokenRow]:
+    def _select(self, where: Composable, params: tuple[Any, ...]) -> list[TokenRow]:
         query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)),
                                                      self.table("token_lookup")) + where
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -166,4 +167,6 @@ class TokenLookupView(ReadModel):
         """A page of the project's tokens (metadata only), newest first."""
         where, params = query.where()
         params["limit"] = query.limit
-        return self._select(where + SQL(" ORDER BY issued_at DESC, token_id DESC LIMIT %(limit)s"), params)
+        select = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)), self.table("token_lookup"))
+        order = SQL(" ORDER BY issued_at DESC, token_id DESC LIMIT %(limit)s")
+        return [TokenRow(**row) for row in self.tenant_select(query.project_id, select + where + order, params)]
