@@ -72,9 +72,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _progress(name: str) -> Callable[[int], None]:
-    def show(done: int) -> None:
-        print(f"\r{name}: {done} events processed", end="", file=sys.stderr, flush=True)
+def _progress(name: str, head: int) -> Callable[[int], None]:
+    def show(position: int) -> None:
+        percent = 100 * position // head if head else 100
+        print(f"\r{name}: replayed up to position {position} of {head} ({percent}%)", end="", file=sys.stderr,
+              flush=True)
 
     return show
 
@@ -89,10 +91,9 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
                 if args.name not in container.views:
                     print(f"unknown projection {args.name!r}; known: {', '.join(container.views)}", file=sys.stderr)
                     return 2
-                runner = container.runner(args.name)
-                runner.model.reset()
-                total = runner.catch_up(_progress(args.name))
-                print(f"\n{args.name}: rebuilt from {total} events, position {runner.model.position()}")
+                # One transaction: API processes keep answering from the previous content until the commit.
+                position = container.runner(args.name).rebuild(_progress(args.name, head))
+                print(f"\n{args.name}: rebuilt up to position {position}")
                 return 0
             print(f"{'projection':<16} {'position':>12} {'lag':>10}")
             for name, view in container.views.items():

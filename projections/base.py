@@ -6,11 +6,12 @@ same transaction as the row changes (exactly-once: a crash re-applies nothing an
 position covers every event, relevant or not, so "caught up to position N" is a meaningful wait for read-your-writes.
 """
 
+import hashlib
 import logging
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -99,12 +100,55 @@ class ReadModel(PostgresTrackingRecorder):
         """The notification id up to which the model is current."""
         return self.max_tracking_id(APPLICATION_NAME) or 0
 
-    def apply_batch(self, events: Sequence[Any], last_id: int) -> None:
-        """Applies ``events`` and records ``last_id`` as the new position, in one transaction."""
+    def lock(self, curs: Cursor[DictRow]) -> None:
+        """Takes the model's transaction-scoped advisory lock: one writer at a time (runners of several processes,
+        a rebuild), so no two apply the same events or race on the tracking position."""
+        digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest, "big", signed=True),))
+
+    def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
+        """Applies a batch of events inside the caller's transaction (models may coalesce)."""
+        for event in events:
+            self.apply(curs, event)
+
+    def apply_batch(self, events: Sequence[Any], last_id: int, *, after: int | None = None) -> bool:
+        """Applies ``events`` and records ``last_id`` as the new position, in one transaction.
+
+        With ``after``, applies nothing and returns False unless the position is still ``after`` once the lock is
+        held: another writer (another process's runner, a rebuild) got there first, and the caller re-reads.
+        """
         with self.datastore.transaction(commit=True) as curs:
-            for event in events:
-                self.apply(curs, event)
+            self.lock(curs)
+            if after is not None and (self._max_tracking_id(APPLICATION_NAME, curs) or 0) != after:
+                return False
+            self.apply_events(curs, events)
             self._insert_tracking(curs, Tracking(APPLICATION_NAME, last_id))
+        return True
+
+    def rebuild(self, pages: Iterable[tuple[Sequence[Any], int]],
+                progress: Callable[[int], None] | None = None) -> int:
+        """Replaces the model's content by replaying ``pages`` of ``(events, last_id)``, in ONE transaction.
+
+        Readers keep seeing the previous, complete content (MVCC) until the commit swaps in the rebuilt one, so a
+        revoked token is never taken for live during a rebuild; the model's lock holds the live runners off, so
+        a revocation made meanwhile waits (and answers 503 if the rebuild outlasts its wait) rather than being
+        acknowledged early. Returns the new position.
+        """
+        last = 0
+        with self.datastore.transaction(commit=True) as curs:
+            self.lock(curs)
+            for name in self.tables:
+                curs.execute(SQL("DELETE FROM {}").format(self.table(name)))
+            curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)), (APPLICATION_NAME,))
+            for events, last_id in pages:
+                self.apply_events(curs, events)
+                last = last_id
+                if progress is not None:
+                    progress(last)
+            if last:
+                self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
+        return last
 
     def wait_for(self, position: int, timeout: float = 5.0) -> None:
         """Blocks until the model is current up to ``position``; raises TimeoutError after ``timeout`` seconds."""
@@ -117,12 +161,8 @@ class ReadModel(PostgresTrackingRecorder):
             delay = min(delay * 2, 0.05)
 
     def reset(self) -> None:
-        """Empties the model's tables and its tracking, for a rebuild from the event store."""
-        with self.datastore.transaction(commit=True) as curs:
-            for name in self.tables:
-                curs.execute(SQL("TRUNCATE {}").format(self.table(name)))
-            curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
-                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)), (APPLICATION_NAME,))
+        """Empties the model's tables and its tracking (tests; ``rebuild`` is the safe way on a live system)."""
+        self.rebuild(())
 
 
 class ProjectionRunner:
@@ -158,8 +198,24 @@ class ProjectionRunner:
                                                             inclusive_of_start=False)
         # A full batch may stop short of the head: the position is then its last notification.
         last = notifications[-1].id if len(notifications) == self._batch_size else head
-        self._model.apply_batch([self._mapper.to_domain_event(n) for n in notifications], last)
+        if not self._model.apply_batch([self._mapper.to_domain_event(n) for n in notifications], last, after=start):
+            return 0
         return last - start
+
+    def pages(self) -> Iterator[tuple[list[Any], int]]:
+        """The model's events from the beginning up to the store's head (read again until reached), in batches."""
+        position = 0
+        while (head := self._recorder.max_notification_id() or 0) > position:
+            notifications = self._recorder.select_notifications(start=position, limit=self._batch_size, stop=head,
+                                                                topics=sorted(self._model.topics),
+                                                                inclusive_of_start=False)
+            last = notifications[-1].id if len(notifications) == self._batch_size else head
+            yield [self._mapper.to_domain_event(n) for n in notifications], last
+            position = last
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuilds the model from the whole event store in one transaction; returns the new position."""
+        return self._model.rebuild(self.pages(), progress)
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Processes batches until the model is current; returns the number of notifications covered."""

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -18,7 +17,7 @@ from psycopg.sql import SQL, Composable
 
 from domain.client import Client
 from domain.token import Token
-from projections.base import APPLICATION_NAME, ReadModel
+from projections.base import ReadModel
 
 COLUMNS = ("project_id", "client_id", "name", "scope", "secret_hint", "secret_expires_at", "access_token_ttl",
            "created_at", "secret_rotated_at", "revoked_at", "last_used_at")
@@ -64,22 +63,19 @@ class ClientsView(ReadModel):
             .format(table),
         ]
 
-    def apply_batch(self, events: Sequence[Any], last_id: int) -> None:
+    def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
         """Applies client events one by one and the batch's token events as one update per client."""
         last_used: dict[tuple[UUID, str], datetime] = {}
-        with self.datastore.transaction(commit=True) as curs:
-            for event in events:
-                if isinstance(event, Token.TokenIssued):
-                    if event.project_id is not None:
-                        key = (event.project_id, event.client_id)
-                        last_used[key] = max(event.issued_at, last_used.get(key, event.issued_at))
-                else:
-                    self.apply(curs, event)
-            for (project_id, client_id), used_at in last_used.items():
-                curs.execute(SQL("UPDATE {} SET last_used_at = GREATEST(last_used_at, %s) WHERE project_id = %s "
-                                 "AND client_id = %s").format(self.table("client_view")),
-                             (used_at, project_id, client_id))
-            self._insert_tracking(curs, Tracking(APPLICATION_NAME, last_id))
+        for event in events:
+            if isinstance(event, Token.TokenIssued):
+                if event.project_id is not None:
+                    key = (event.project_id, event.client_id)
+                    last_used[key] = max(event.issued_at, last_used.get(key, event.issued_at))
+            else:
+                self.apply(curs, event)
+        for (project_id, client_id), used_at in last_used.items():
+            curs.execute(SQL("UPDATE {} SET last_used_at = GREATEST(last_used_at, %s) WHERE project_id = %s "
+                             "AND client_id = %s").format(self.table("client_view")), (used_at, project_id, client_id))
 
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
         """Applies one client event."""
