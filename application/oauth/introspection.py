@@ -1,4 +1,9 @@
-"""Token introspection, RFC 7662: a project's client asks whether a token is active, and whose it is."""
+"""Token introspection, RFC 7662: a project's client asks whether a token is active, and whose it is.
+
+A project's client may see its own project's tokens and the dashboard tokens (access and refresh) of the project's
+current members: those are the credentials that can act on the project, so the project's resource servers must be
+able to check them. Anything else is ``{"active": false}``, exactly as an unknown token.
+"""
 
 from dataclasses import dataclass
 from typing import Any
@@ -6,6 +11,7 @@ from typing import Any
 from application.oauth.revocation import TokenFinder
 from application.ports import Clock
 from domain.client import Client
+from domain.project import Project
 from domain.token import Token, TokenKind
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -29,11 +35,19 @@ class IntrospectionEndpoint:
         if not token:
             return dict(INACTIVE)
         found = self.finder.find(token)
-        if found is None or found.project_id is None or found.project_id != client.project_id:
-            return dict(INACTIVE)
-        if not found.is_live(self.clock.now()):
+        if found is None or not found.is_live(self.clock.now()) or not self.visible_to(client, found):
             return dict(INACTIVE)
         return self.describe(found)
+
+    def visible_to(self, client: Client, token: Token) -> bool:
+        """Whether ``client`` may learn about ``token``: a token of its project, or a current member's login
+        (decided on the project's own stream, so a removed member's tokens turn inactive for it at once)."""
+        if token.project_id is not None:
+            return token.project_id == client.project_id
+        if token.user_id is None:
+            return False
+        project = self.finder.app.find(client.project_id, Project, copy=False)
+        return project is not None and project.role_of(token.user_id) is not None
 
     def describe(self, token: Token) -> dict[str, Any]:
         """The active token's metadata (section 2.2)."""
@@ -48,8 +62,9 @@ class IntrospectionEndpoint:
             "iss": self.issuer,
             "aud": self.audience,
             "token_type": "Bearer" if is_access else "refresh_token",
-            "project_id": str(token.project_id),
         }
+        if token.project_id is not None:
+            body["project_id"] = str(token.project_id)
         if is_access:
             body["jti"] = str(token.id)
         return body

@@ -212,14 +212,25 @@ def test_introspection_describes_a_live_access_token(live_server: str, http: htt
     }
 
 
-def test_dashboard_tokens_are_not_introspectable_by_project_clients(http: httpx.Client) -> None:
-    """Dashboard access and refresh tokens belong to no project, so even the owner's own project client gets
-    exactly ``{"active": false}`` for them (application/oauth/introspection.py)."""
-    account = signup(http)
+def test_a_projects_client_sees_its_members_logins_and_no_one_elses(http: httpx.Client) -> None:
+    """A member's dashboard tokens (access and refresh) can act on the project, so its clients may introspect
+    them; a non-member's dashboard tokens answer exactly ``{"active": false}``."""
+    account, stranger = signup(http), signup(http)
     pair = login(http, account)
-    for token in (pair["access_token"], pair["refresh_token"]):
+    access = no_store(introspect_token(http, account, pair["access_token"])).json()
+    assert access["active"] is True
+    assert access["sub"] == account["user"]["id"]
+    assert access["client_id"] == "dashboard"
+    assert access["token_type"] == "Bearer"
+    assert "project_id" not in access
+    refresh = no_store(introspect_token(http, account, pair["refresh_token"])).json()
+    assert refresh["active"] is True
+    assert refresh["token_type"] == "refresh_token"
+    assert "jti" not in refresh
+    theirs = login(http, stranger)
+    for token in (theirs["access_token"], theirs["refresh_token"]):
         assert no_store(introspect_token(http, account, token)).json() == INACTIVE
-    assert me_status(http, pair["access_token"]) == 200
+    assert me_status(http, theirs["access_token"]) == 200
 
 
 def test_inactive_tokens_answer_only_active_false(http: httpx.Client) -> None:
