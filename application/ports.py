@@ -1,9 +1,11 @@
 """Ports: what the application needs from the outside world, as Protocols the composition root fills."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from application.oauth.limits import AttemptBudget, AttemptKey
 
 
 class Clock(Protocol):
@@ -122,4 +124,27 @@ class AccessTokenReader(Protocol):
 
     def claims(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
         """Returns the verified claims, or raises ValueError for anything not a valid token of ours."""
+        ...
+
+
+class AttemptLimiter(Protocol):
+    """Counts failed authentication attempts per key and locks a key that reached its limit (see
+    ``application.oauth.limits``). Shared by every API process; an unavailable store raises
+    ``TemporarilyUnavailable`` from ``reserve`` and ``budget`` (fail closed), never from ``release`` or ``settle``."""
+
+    def reserve(self, keys: Sequence[AttemptKey]) -> int | None:
+        """Atomically: if any key is locked, counts nothing and returns the seconds until its lock ends; otherwise
+        counts one attempt against every key, as a failure unless it is released, and returns None."""
+        ...
+
+    def release(self, keys: Sequence[AttemptKey], *, reset: Sequence[AttemptKey] = ()) -> None:
+        """A reserved attempt did not fail: uncounts it from ``keys`` and clears the counters of ``reset``."""
+        ...
+
+    def budget(self, keys: Iterable[AttemptKey]) -> AttemptBudget:
+        """Reads the counters of ``keys`` in one round trip, for a batch of attempts decided together."""
+        ...
+
+    def settle(self, budget: AttemptBudget) -> None:
+        """Writes a batch's failures and resets in one round trip; writes nothing when there are none."""
         ...

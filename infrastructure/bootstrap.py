@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from application.accounts import Accounts
 from application.clients import Clients
@@ -29,6 +31,7 @@ from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
 from infrastructure.postgres import eventsourcing_env, migration_lock
+from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
 from projections.base import ProjectionRunner, ReadModel
 from projections.clients import ClientsView
@@ -160,7 +163,9 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory))
-        client = redis.Redis.from_url(endpoints.redis_url)
+        # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
+        client = redis.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2, socket_timeout=2,
+                                      retry=Retry(NoBackoff(), 1))
         opened.append(client)
         client.ping()
     except BaseException:
@@ -168,11 +173,12 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             with contextlib.suppress(Exception):
                 resource.close()
         raise
-    return _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key)
+    return _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
+                     limit_prefix=settings.rate_limit_prefix or default_prefix(endpoints.database_url))
 
 
 def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,
-              secret_key: bytes) -> Container:
+              secret_key: bytes, limit_prefix: str) -> Container:
     clock, minter = SystemClock(), OpaqueCredentials()
     hasher = HmacSecretHasher(derive_key(secret_key, "keyledger secret hash v1"))
     passwords = Argon2PasswordHasher()
@@ -184,7 +190,9 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     revoker = Revoker(app=app, clock=clock, index=lookup)
     finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
-                           save=_position(app), lifetimes=settings.lifetimes, revoker=revoker)
+                           save=_position(app), lifetimes=settings.lifetimes, revoker=revoker,
+                           limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=limit_prefix,
+                                                       key=derive_key(secret_key, "keyledger attempt limit keys v1")))
     committer = GroupCommitter(app.save, decide=tokens.decide_batch)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 from infrastructure import embedded
 from infrastructure.bootstrap import Container, Endpoints, build
@@ -51,6 +52,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     from infrastructure.http.app import create_app  # noqa: PLC0415
 
+    # uvicorn would trust X-Forwarded-For from 127.0.0.1 by default: only the configured proxies may set the
+    # client address that per-address abuse limits count against.
+    proxies: dict[str, Any] = {"proxy_headers": bool(settings.trusted_proxies),
+                               "forwarded_allow_ips": list(settings.trusted_proxies) or None}
     with runtime(settings) as (resolved, endpoints):
         settings = resolved
         container = build(settings, endpoints, migrate=True)
@@ -59,14 +64,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
             if args.workers == 1:
                 uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port,
-                            access_log=False, log_level="warning", loop="uvloop", http="httptools")
+                            access_log=False, log_level="warning", loop="uvloop", http="httptools", **proxies)
             else:
                 os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
                                    "KEYLEDGER_REDIS_URL": endpoints.redis_url,
                                    "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
                 uvicorn.run("infrastructure.http.app:app_from_env", factory=True, host=args.host, port=args.port,
                             workers=args.workers, access_log=False, log_level="warning", loop="uvloop",
-                            http="httptools")
+                            http="httptools", **proxies)
         finally:
             container.close()
     return 0

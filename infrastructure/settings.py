@@ -1,9 +1,11 @@
 """Settings from ``KEYLEDGER_*`` environment variables, read once by the composition root (never at import)."""
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from application.oauth.limits import AttemptLimits
 from domain.policy import LifetimePolicy
 
 
@@ -24,6 +26,28 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses or networks (CIDR), each checked."""
+    items = tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name} must list IP addresses or networks, got {item!r}") from None
+    return items
+
+
+def _attempt_limits(env: Mapping[str, str]) -> AttemptLimits:
+    defaults = AttemptLimits()
+    return AttemptLimits(
+        per_account=_int(env, "KEYLEDGER_MAX_FAILURES_PER_ACCOUNT", defaults.per_account),
+        per_client=_int(env, "KEYLEDGER_MAX_FAILURES_PER_CLIENT", defaults.per_client),
+        per_address=_int(env, "KEYLEDGER_MAX_FAILURES_PER_ADDRESS", defaults.per_address),
+        window=_int(env, "KEYLEDGER_FAILURE_WINDOW", defaults.window),
+        lockout=_int(env, "KEYLEDGER_LOCKOUT", defaults.lockout),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable. See the README's configuration table."""
@@ -38,6 +62,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     pool_size: int = 8
     log_level: str = "INFO"
+    attempt_limits: AttemptLimits = field(default_factory=AttemptLimits)
+    rate_limit_prefix: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def audience(self) -> str:
@@ -76,4 +103,7 @@ class Settings:
             max_body_bytes=_int(env, "KEYLEDGER_MAX_BODY_BYTES", 64 * 1024),
             pool_size=_int(env, "KEYLEDGER_DB_POOL_SIZE", 8),
             log_level=env.get("KEYLEDGER_LOG_LEVEL", "INFO").upper(),
+            attempt_limits=_attempt_limits(env),
+            rate_limit_prefix=env.get("KEYLEDGER_RATE_LIMIT_PREFIX") or None,
+            trusted_proxies=_networks(env, "KEYLEDGER_TRUSTED_PROXIES"),
         )

@@ -62,3 +62,20 @@ class TemporarilyUnavailable(OAuthError):
 
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class TooManyAttempts(OAuthError):
+    """Too many failed authentications of this account, client or source address: 429 with ``Retry-After``.
+
+    RFC 6749 section 5.2 has no code for this. We answer HTTP 429 (RFC 6585) with ``Retry-After`` in seconds and
+    ``temporarily_unavailable``, the code RFC 6749 registers for "try again later" (section 4.1.2.1), rather than
+    ``invalid_grant``: a client reading only the body learns to wait instead of to ask the person for their password
+    again, and the answer is the same whether or not the account exists, and whichever key is locked.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, retry_after: int, description: str = "too many failed attempts; try again later") -> None:
+        super().__init__(description)
+        self.retry_after = max(1, int(retry_after))

@@ -4,9 +4,10 @@ Every decision is taken on the event stream (the client's and the user's own agg
 so a rotated or revoked secret is refused the instant its event is saved.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 from application.oauth.errors import (
@@ -15,12 +16,15 @@ from application.oauth.errors import (
     InvalidRequest,
     InvalidScope,
     OAuthError,
+    TemporarilyUnavailable,
+    TooManyAttempts,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint
-from application.ports import Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
+from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
 from application.store import Keyledger
 from domain.client import DASHBOARD, Client, PublicClient
 from domain.ids import (
@@ -39,6 +43,8 @@ from domain.user import EmailIndex, User
 
 SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS, GrantType.REFRESH_TOKEN})
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
@@ -56,7 +62,12 @@ class TokenRequest:
 
 @dataclass(frozen=True, slots=True)
 class TokenEndpoint:
-    """Authenticates the client, checks the grant and issues tokens."""
+    """Authenticates the client, checks the grant and issues tokens.
+
+    Failed password logins and failed client authentications are counted by ``limiter`` (see
+    ``application.oauth.limits``): past the limit the attempt is refused with ``TooManyAttempts`` before its
+    credential is looked at.
+    """
 
     app: Keyledger
     clock: Clock
@@ -67,6 +78,7 @@ class TokenEndpoint:
     save: Saver
     lifetimes: LifetimePolicy
     revoker: Revoker
+    limiter: AttemptLimiter
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
         """Answers a token request, saving the issued tokens before returning, or raises an OAuthError."""
@@ -80,12 +92,13 @@ class TokenEndpoint:
         The caller must save ``aggregates`` before sending the tokens, so that no token is ever in a client's hands
         without its TokenIssued event in the store.
         """
-        return self._decide(request, None)
+        return self._decide(request, None, None)
 
-    def _decide(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None) -> IssuedTokens:
+    def _decide(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None,
+                budget: AttemptBudget | None) -> IssuedTokens:
         if request.grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("the grant type is not supported")
-        client = self.authenticate_client(request, preloaded)
+        client = self.authenticate_client(request, preloaded, budget)
         if not client.allows_grant(request.grant_type):
             raise UnauthorizedClient("the client may not use this grant type")
         scope = self.granted_scope(client.scopes, request.scope)
@@ -99,37 +112,95 @@ class TokenEndpoint:
     def decide_batch(self, requests: Sequence[TokenRequest]) -> list[IssuedTokens | OAuthError]:
         """Decides many token requests with one read of all their clients (the group-commit hot path).
 
-        Each request gets its own outcome: tokens, or the OAuthError it alone caused.
+        Each request gets its own outcome: tokens, or the OAuthError it alone caused. Abuse limits cost one read of
+        the batch's counters and, only if some client authentication failed (or cleared earlier failures), one
+        write: never a round trip per request.
         """
         ids = [client_aggregate_id(r.client_id) for r in requests if r.client_id and r.client_id != DASHBOARD_CLIENT_ID]
+        try:
+            budget = self.limiter.budget(key for r in requests for key in self.client_attempt_keys(r))
+        except TemporarilyUnavailable as error:
+            return [TemporarilyUnavailable(error.description) for _ in requests]
         clients = self.app.find_many(ids, Client) if ids else {}
         outcomes: list[IssuedTokens | OAuthError] = []
         for request in requests:
             try:
-                outcomes.append(self._decide(request, clients))
+                outcomes.append(self._decide(request, clients, budget))
             except OAuthError as error:
                 outcomes.append(error)
+        if budget.dirty:
+            self.limiter.settle(budget)
         return outcomes
 
-    def authenticate_client(self, request: TokenRequest,
-                            preloaded: Mapping[UUID, Client] | None = None) -> Client | PublicClient:
-        """RFC 6749 section 2.3: the dashboard is public and sends no secret; project clients must."""
+    @staticmethod
+    def client_attempt_keys(request: TokenRequest) -> tuple[AttemptKey, ...]:
+        """The abuse-limit keys of a request's client authentication (none for the public dashboard)."""
+        if not request.client_id or request.client_id == DASHBOARD_CLIENT_ID:
+            return ()
+        return client_keys(request.client_id, request.source)
+
+    def authenticate_client(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None = None,
+                            budget: AttemptBudget | None = None) -> Client | PublicClient:
+        """RFC 6749 section 2.3: the dashboard is public and sends no secret; project clients must.
+
+        A project client's authentication is limited per client and per source address: counted before the
+        secret is checked (``reserve``), or, in a batch, against the batch's ``budget``. A success clears the
+        client's failures, never the address's.
+        """
         if not request.client_id:
             raise InvalidClient("client authentication is required")
         if request.client_id == DASHBOARD_CLIENT_ID:
             if request.client_secret is not None:
                 raise InvalidClient("the dashboard client is public and has no secret")
             return DASHBOARD
+        keys = client_keys(request.client_id, request.source)
+        if budget is None:
+            client = self.limited_attempt(keys, keys[0], lambda: self.verify_client(request, None))
+        else:
+            wait = budget.refusal(keys)
+            if wait is not None:
+                raise TooManyAttempts(wait)
+            client = self.verify_client(request, preloaded)
+            if client is None:
+                budget.fail(keys)
+            else:
+                budget.succeed(keys[0])
+        if client is None:
+            raise InvalidClient("client authentication failed")
+        return client
+
+    def verify_client(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None) -> Client | None:
+        """The project client if the presented secret is one of its current secrets, else None."""
         secret = request.client_secret
         # Malformed secrets are refused before any database look-up.
-        if not secret or not self.minter.is_client_secret(secret):
-            raise InvalidClient("client authentication failed")
+        if not request.client_id or not secret or not self.minter.is_client_secret(secret):
+            return None
         client_key = client_aggregate_id(request.client_id)
         found = preloaded.get if preloaded is not None else lambda key: self.app.find(key, Client, copy=False)
         client = found(client_key)
         if client is None or not client.secret_matches(self.secrets.hash(secret), self.clock.now()):
-            raise InvalidClient("client authentication failed")
+            return None
         return client
+
+    def limited_attempt(self, keys: Sequence[AttemptKey], reset: AttemptKey,
+                        verify: Callable[[], T | None]) -> T | None:
+        """Runs ``verify`` as one attempt counted against ``keys`` before it runs, so that concurrent attempts
+        cannot all pass the limit check; refused with TooManyAttempts while a key is locked.
+
+        ``verify`` returns the authenticated party, or None for a failure (which stays counted). A success
+        uncounts the attempt and clears ``reset``'s counter; an unexpected error uncounts it (no verdict).
+        """
+        wait = self.limiter.reserve(keys)
+        if wait is not None:
+            raise TooManyAttempts(wait)
+        try:
+            result = verify()
+        except BaseException:
+            self.limiter.release(keys)
+            raise
+        if result is not None:
+            self.limiter.release(keys, reset=(reset,))
+        return result
 
     @staticmethod
     def granted_scope(allowed: frozenset[str], requested: str | None) -> str:
@@ -147,9 +218,17 @@ class TokenEndpoint:
         """RFC 6749 section 4.3: a person logs into the dashboard with email and password."""
         if not request.username or request.password is None:
             raise InvalidRequest("username and password are required")
-        user = self.find_user(request.username)
-        ok = self.passwords.verify(user.password_hash if user else None, request.password)
-        if user is None or not ok or user.disabled:
+        username, password = request.username, request.password
+
+        def check() -> User | None:
+            user = self.find_user(username)
+            ok = self.passwords.verify(user.password_hash if user else None, password)
+            return user if user is not None and ok and not user.disabled else None
+
+        # Unknown emails are counted like registered ones: the answer never tells whether an account exists.
+        keys = account_keys(username, request.source)
+        user = self.limited_attempt(keys, keys[0], check)
+        if user is None:
             raise InvalidGrant("the username or password is wrong")
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,

@@ -11,7 +11,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from application.oauth.errors import OAuthError
+from application.oauth.errors import OAuthError, TooManyAttempts
 from domain.errors import Conflict, DomainError, Forbidden, InvariantViolated, NotFound
 
 logger = logging.getLogger(__name__)
@@ -41,13 +41,16 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 
 def oauth_error_handler(request: Request[Any, Any, Any], exc: OAuthError) -> Response[Any]:
-    """RFC 6749 section 5.2 body, ``no-store``, and a Basic challenge when the client used Basic authentication."""
-    return oauth_response(request, exc.error, exc.description, exc.status_code)
+    """RFC 6749 section 5.2 body, ``no-store``, a Basic challenge when the client used Basic authentication, and
+    ``Retry-After`` (seconds) on a 429 for too many failed attempts."""
+    extra = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
+    return oauth_response(request, exc.error, exc.description, exc.status_code, extra)
 
 
-def oauth_response(request: Request[Any, Any, Any], error: str, description: str, status: int) -> Response[Any]:
+def oauth_response(request: Request[Any, Any, Any], error: str, description: str, status: int,
+                   extra_headers: dict[str, str] | None = None) -> Response[Any]:
     """Builds an RFC 6749 section 5.2 error response."""
-    headers = dict(NO_STORE)
+    headers = {**NO_STORE, **(extra_headers or {})}
     if status == 401 and request.headers.get("authorization", "").lower().startswith("basic "):
         headers["WWW-Authenticate"] = 'Basic realm="keyledger", charset="UTF-8"'
     body = {"error": error}

@@ -32,6 +32,12 @@ def client_credentials(request: Request[Any, Any, Any], params: dict[str, str]) 
     return basic
 
 
+def source_address(request: Request[Any, Any, Any]) -> str | None:
+    """The peer's address, the key of per-address abuse limits. ``X-Forwarded-For`` counts only from the proxies
+    listed in ``KEYLEDGER_TRUSTED_PROXIES`` (uvicorn applies it to the peer address before we see it)."""
+    return request.client.host if request.client else None
+
+
 def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
     """Builds a TokenRequest from the form and the client's authentication."""
     params = parse_form(request.headers.get("content-type", ""), body)
@@ -41,7 +47,7 @@ def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
     return TokenRequest(grant_type=params["grant_type"], client_id=client_id, client_secret=client_secret,
                         username=params.get("username"), password=params.get("password"),
                         scope=params.get("scope"), refresh_token=params.get("refresh_token"),
-                        source=request.client.host if request.client else None)
+                        source=source_address(request))
 
 
 @post("/oauth2/token", status_code=200, tags=["oauth2"],
@@ -73,7 +79,7 @@ def authenticated_client(state: State, request: Request[Any, Any, Any],
     """Authenticates the calling client as the token endpoint does."""
     client_id, client_secret = client_credentials(request, params)
     return state.container.tokens.authenticate_client(
-        TokenRequest(grant_type="", client_id=client_id, client_secret=client_secret))
+        TokenRequest(grant_type="", client_id=client_id, client_secret=client_secret, source=source_address(request)))
 
 
 @post("/oauth2/revoke", status_code=200, tags=["oauth2"], sync_to_thread=True,

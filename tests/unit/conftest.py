@@ -5,7 +5,8 @@ Nothing here does I/O: no PostgreSQL, no Redis, no network.
 
 import base64
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 
 from application.accounts import Accounts, SignedUp, SignUp
 from application.keys import SigningKeys
+from application.oauth.errors import TemporarilyUnavailable
 from application.oauth.grants import TokenEndpoint
+from application.oauth.limits import AttemptBudget, AttemptKey, AttemptLimits
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import TokenMint
 from application.store import Keyledger
@@ -43,6 +46,83 @@ class FixedClock:
 
     def advance(self, **delta: float) -> None:
         self.current += timedelta(**delta)
+
+
+class MemoryLimiter:
+    """The attempt limiter's semantics (see infrastructure/ratelimit.py) in a dict, on the fixed clock.
+
+    ``calls`` records each port call's name, so tests can count round trips; ``down`` makes the store unavailable.
+    """
+
+    def __init__(self, clock: FixedClock, limits: AttemptLimits) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.counters: dict[AttemptKey, tuple[int, datetime]] = {}
+        self.calls: list[str] = []
+        self.down = False
+
+    def count(self, key: AttemptKey) -> int:
+        return self._live(key)[0]
+
+    def _live(self, key: AttemptKey) -> tuple[int, datetime]:
+        count, expires = self.counters.get(key, (0, self.clock.now()))
+        if expires <= self.clock.now():
+            self.counters.pop(key, None)
+            return 0, self.clock.now()
+        return count, expires
+
+    def _wait(self, key: AttemptKey) -> int:
+        return math.ceil((self._live(key)[1] - self.clock.now()).total_seconds())
+
+    def _add(self, key: AttemptKey, delta: int) -> None:
+        before, expires = self._live(key)
+        count, limit = before + delta, self.limits.limit(key)
+        if before == 0:
+            expires = self.clock.now() + timedelta(seconds=self.limits.window)
+        if before < limit <= count:
+            expires = self.clock.now() + timedelta(seconds=self.limits.lockout)
+        self.counters[key] = (count, expires)
+
+    def _check(self, name: str) -> None:
+        self.calls.append(name)
+        if self.down:
+            raise TemporarilyUnavailable("authentication is temporarily unavailable; try again shortly")
+
+    def reserve(self, keys: Sequence[AttemptKey]) -> int | None:
+        self._check("reserve")
+        waits = [self._wait(k) for k in keys if self.count(k) >= self.limits.limit(k)]
+        if waits:
+            return max(waits)
+        for key in keys:
+            self._add(key, 1)
+        return None
+
+    def release(self, keys: Sequence[AttemptKey], *, reset: Sequence[AttemptKey] = ()) -> None:
+        self.calls.append("release")
+        for key in keys:
+            if key in reset:
+                self.counters.pop(key, None)
+            elif self.count(key) > 0:
+                count, expires = self._live(key)
+                self.counters[key] = (count - 1, expires)
+
+    def budget(self, keys: Iterable[AttemptKey]) -> AttemptBudget:
+        self._check("budget")
+        budget = AttemptBudget(self.limits)
+        for key in keys:
+            if self.count(key):
+                budget.counts[key] = self.count(key)
+                if self.count(key) >= self.limits.limit(key):
+                    budget.waits[key] = self._wait(key)
+        return budget
+
+    def settle(self, budget: AttemptBudget) -> None:
+        self.calls.append("settle")
+        for key in budget.resets:
+            self.counters.pop(key, None)
+        for key, n in budget.failures.items():
+            if n > 0:
+                self._add(key, n)
 
 
 def in_memory_app() -> Keyledger:
@@ -87,6 +167,7 @@ class World:
     tokens: TokenEndpoint
     keys: KeySet
     validator: JwtValidator
+    limiter: MemoryLimiter
 
     def sign_up(self, email: str, password: str = PASSWORD, project_name: str = "Acme") -> SignedUp:
         return self.accounts.sign_up(SignUp(email=email, password=password, project_name=project_name))
@@ -123,8 +204,10 @@ class StoreIndex:
                 and (t.id == token_id or t.client_id == client_id or (user_id and t.user_id == user_id))]
 
 
-def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test") -> World:
+def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test",
+                limits: AttemptLimits | None = None) -> World:
     app, clock = in_memory_app(), FixedClock()
+    limiter = MemoryLimiter(clock, limits or AttemptLimits())
     settings = Settings(issuer=issuer, secret_key=SERVER_KEY.decode(), signing_alg=alg)
     secrets = HmacSecretHasher(derive_key(SERVER_KEY, "keyledger secret hash v1"))
     factory = SigningKeyFactory(derive_key(SERVER_KEY, "keyledger signing key encryption v1"))
@@ -139,12 +222,12 @@ def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test") -
 
     revoker = Revoker(app=app, clock=clock, index=StoreIndex(app, clock))
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter, mint=mint,
-                           save=save, lifetimes=settings.lifetimes, revoker=revoker)
+                           save=save, lifetimes=settings.lifetimes, revoker=revoker, limiter=limiter)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter,
                         lifetimes=settings.lifetimes)
     validator = JwtValidator(keys, settings.issuer, settings.audience)
     return World(app=app, clock=clock, settings=settings, secrets=secrets, passwords=passwords, minter=minter,
-                 accounts=accounts, tokens=tokens, keys=keys, validator=validator)
+                 accounts=accounts, tokens=tokens, keys=keys, validator=validator, limiter=limiter)
 
 
 @pytest.fixture

@@ -1,0 +1,114 @@
+"""Abuse limits on authentication: failed attempts counted per account, per client and per source address.
+
+A key is ``(kind, value)``: an account (the normalised email, whether or not it is registered, so a refusal never
+tells whether an account exists), a project client (its ``client_id``) or a source address. Each kind has its own
+limit of failures per window; the failure that reaches the limit locks the key for ``lockout`` seconds, and while
+any of an attempt's keys is locked the attempt is refused before its credential is even looked at, so even the
+right password or secret is refused until the lock ends.
+
+The counters live behind the ``AttemptLimiter`` port (Redis in production, shared by every API process). Two ways
+to use it:
+
+* one attempt at a time (the password grant, and client authentication on the revocation and introspection
+  endpoints): ``reserve`` counts the attempt atomically *before* the credential is verified, so N concurrent wrong
+  guesses cannot all pass the check; ``release`` uncounts it when it succeeds;
+* a batch (client_credentials, decided by the group committer in one thread): ``budget`` reads every key of the
+  batch in one round trip, the batch spends it locally (exact within a process), and ``settle`` writes the batch's
+  failures back in one round trip, only when there are any. Successful requests cost no write.
+"""
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from domain.ids import normalize_email
+
+ACCOUNT = "account"
+CLIENT = "client"
+ADDRESS = "address"
+
+AttemptKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """The abuse policy. Counts are failures per ``window`` seconds; ``lockout`` is in seconds.
+
+    Attributes:
+        per_account: failed password logins of one account (normalised email) before it is locked.
+        per_client: failed authentications of one project client (``client_id``) before it is locked.
+        per_address: failed authentications of any kind from one source address before it is refused.
+        window: seconds from a key's first counted failure during which its failures add up.
+        lockout: seconds a key stays locked after the failure that reached its limit.
+    """
+
+    per_account: int = 10
+    per_client: int = 10
+    per_address: int = 50
+    window: int = 15 * 60
+    lockout: int = 15 * 60
+
+    def limit(self, key: AttemptKey) -> int:
+        """The number of failures that locks ``key``."""
+        kind = key[0]
+        if kind == ACCOUNT:
+            return self.per_account
+        if kind == CLIENT:
+            return self.per_client
+        return self.per_address
+
+
+def account_keys(username: str, source: str | None) -> tuple[AttemptKey, ...]:
+    """The keys a password login is counted against: the account, then the source address if known."""
+    return ((ACCOUNT, normalize_email(username)), *_address(source))
+
+
+def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
+    """The keys a client authentication is counted against: the client, then the source address if known."""
+    return ((CLIENT, client_id), *_address(source))
+
+
+def _address(source: str | None) -> tuple[AttemptKey, ...]:
+    return ((ADDRESS, source),) if source else ()
+
+
+@dataclass(slots=True)
+class AttemptBudget:
+    """What a batch of attempts may still fail, read once for the whole batch and settled once.
+
+    Attributes:
+        limits: the policy the counts are measured against.
+        counts: each key's failures in the store when the budget was read.
+        waits: seconds until the lock ends, for keys that were locked when read.
+        failures: failures spent by the batch, to be added to the store.
+        resets: keys whose counter a success in the batch clears (applied before ``failures``).
+    """
+
+    limits: AttemptLimits
+    counts: dict[AttemptKey, int] = field(default_factory=dict)
+    waits: dict[AttemptKey, int] = field(default_factory=dict)
+    failures: Counter[AttemptKey] = field(default_factory=Counter)
+    resets: set[AttemptKey] = field(default_factory=set)
+
+    def refusal(self, keys: Iterable[AttemptKey]) -> int | None:
+        """Seconds to wait if any of ``keys`` has no failure left (locked before, or spent by this batch)."""
+        waits = [self.waits.get(key) or self.limits.lockout for key in keys
+                 if self.counts.get(key, 0) + self.failures[key] >= self.limits.limit(key)]
+        return max(waits) if waits else None
+
+    def fail(self, keys: Iterable[AttemptKey]) -> None:
+        """Spends one failure of each key."""
+        for key in keys:
+            self.failures[key] += 1
+
+    def succeed(self, key: AttemptKey) -> None:
+        """Clears ``key``'s counter (a write at settle time only if it had failures)."""
+        if self.counts.get(key) or self.failures[key]:
+            self.resets.add(key)
+        self.counts[key] = 0
+        self.failures[key] = 0
+
+    @property
+    def dirty(self) -> bool:
+        """Whether settling has anything to write."""
+        return bool(self.resets) or any(self.failures.values())
