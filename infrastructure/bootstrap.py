@@ -17,6 +17,7 @@ from redis.retry import Retry
 from application.accounts import Accounts
 from application.clients import Clients
 from application.keys import SigningKeys
+from application.members import Members
 from application.oauth.grants import TokenEndpoint
 from application.oauth.introspection import IntrospectionEndpoint
 from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinder
@@ -65,6 +66,7 @@ class Container:
     introspection: IntrospectionEndpoint
     token_admin: TokenAdmin
     clients: Clients
+    members_admin: Members
     keys: KeySet
     validator: JwtValidator
     committer: GroupCommitter
@@ -201,6 +203,7 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      introspection=IntrospectionEndpoint(finder=finder, clock=clock, issuer=settings.issuer,
                                                          audience=settings.audience),
                      token_admin=TokenAdmin(app=app, revoker=revoker, index=lookup),
+                     members_admin=Members(app=app),
                      clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,
                                      lifetimes=settings.lifetimes),
                      keys=keys, validator=validator, committer=committer, views=views, redis=redis_client)

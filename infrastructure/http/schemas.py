@@ -149,3 +149,35 @@ class ClientPage(msgspec.Struct):
     items: list[ClientOut]
     next_cursor: str | None
 
+
+
+RoleName = Annotated[str, msgspec.Meta(pattern="^(owner|admin|developer|auditor)$")]
+
+
+class MemberBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/projects/{id}/members``: a registered user's email and a role."""
+
+    email: Email
+    role: RoleName
+
+
+class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``PATCH /v1/projects/{id}/members/{user_id}``."""
+
+    role: RoleName
+
+
+class MemberOut(msgspec.Struct):
+    """A member of a project."""
+
+    user_id: str
+    email: str
+    role: str
+    since: str
+
+
+class MemberPage(msgspec.Struct):
+    """A page of members; ``next_cursor`` is null on the last page."""
+
+    items: list[MemberOut]
+    next_cursor: str | None
