@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--users", type=_positive_int, default=8, help="bench accounts to sign up and rotate among (default 8)"
     )
+    parser.add_argument(
+        "--revoke-rate",
+        type=_non_negative_float,
+        default=400.0,
+        metavar="R",
+        help="estimated revocations/s: the revoke scenario pre-issues R x (warm-up + duration) x 1.25 tokens; "
+        "if they run out, further ones are issued on the fly, unmeasured (default 400)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per setup request (default 30)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--allow-remote", action="store_true", help="allow a server that is not on loopback")
@@ -76,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--processes cannot exceed --concurrency (each process needs a virtual user)")
     names: list[str] = list(dict.fromkeys(args.scenario or SCENARIOS))
 
-    context = SetupContext(target, timeout=args.timeout)
+    context = SetupContext(
+        target,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        window=args.warmup + args.duration,
+        revoke_rate=args.revoke_rate,
+    )
     try:
         asyncio.run(context.signup(args.users))
     except SetupError as exc:
@@ -117,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "duration_s": args.duration,
             "users": args.users,
+            "revoke_rate": args.revoke_rate,
         }
         write_json(args.json, results, meta)
     return 1 if failed else 0

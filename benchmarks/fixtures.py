@@ -276,8 +276,12 @@ class SetupContext:
             for account, count in wanted
             for _ in range(count)
         ]
-        tokens = iter([_token_field(status, body, "access_token") for status, body in
-                       await self.fetch_many(requests, label=label)])
+        tokens = iter(
+            [
+                _token_field(status, body, "access_token")
+                for status, body in await self.fetch_many(requests, label=label)
+            ]
+        )
         return [[next(tokens) for _ in range(count)] for _, count in wanted]
 
     async def refresh_logins(self, accounts: Sequence[Account], *, label: str) -> list[str]:

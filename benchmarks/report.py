@@ -25,6 +25,8 @@ class WorkerResult:
         errors: Non-2xx responses, 2xx responses missing an expected field, and connection failures.
         elapsed: Length of the measurement window in seconds.
         error_samples: Distinct error descriptions (the first few) with their counts.
+        helper_requests: Unmeasured requests that sessions sent during the window (e.g. tokens issued because
+            a pre-issued pool ran out); they loaded the server but are not in ``requests``.
     """
 
     latencies: bytes
@@ -32,6 +34,7 @@ class WorkerResult:
     errors: int
     elapsed: float
     error_samples: dict[str, int] = field(default_factory=dict)
+    helper_requests: int = 0
 
 
 @dataclass(slots=True)
@@ -50,6 +53,7 @@ class ScenarioResult:
     p99_ms: float | None
     max_ms: float | None
     error_samples: dict[str, int] = field(default_factory=dict)
+    helper_requests: int = 0
 
 
 def _percentile(ordered: array[float] | list[float], fraction: float) -> float | None:
@@ -99,6 +103,7 @@ def merge(scenario: str, concurrency: int, parts: list[WorkerResult]) -> Scenari
         p99_ms=_ms(_percentile(ordered, 0.99)),
         max_ms=_ms(ordered[-1] if ordered else None),
         error_samples=samples,
+        helper_requests=sum(part.helper_requests for part in parts),
     )
 
 
@@ -137,8 +142,17 @@ def markdown_table(results: list[ScenarioResult]) -> str:
 
 
 def print_error_samples(result: ScenarioResult, stream: TextIO = sys.stderr, limit: int = 5) -> None:
-    """Print the first ``limit`` distinct errors of a scenario (already truncated) with their counts."""
+    """Print the first ``limit`` distinct errors of a scenario (already truncated) with their counts.
+
+    Also notes the unmeasured helper requests sent during the measurement, if any.
+    """
+    if result.helper_requests:
+        stream.write(
+            f"[{result.scenario}] note: {result.helper_requests} unmeasured helper requests during the measurement "
+            "(not counted as requests; they loaded the server)\n"
+        )
     if not result.errors:
+        stream.flush()
         return
     stream.write(f"[{result.scenario}] {result.errors} errors; first distinct ones:\n")
     for description, count in list(result.error_samples.items())[:limit]:

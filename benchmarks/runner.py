@@ -172,7 +172,12 @@ def run_scenario(
 
     Returns:
         The merged result.
+
+    Raises:
+        RuntimeError: The plan has fewer sessions than virtual users, or a worker process failed.
     """
+    if plan.sessions and len(plan.sessions) < concurrency:
+        raise RuntimeError(f"the plan has {len(plan.sessions)} sessions for {concurrency} virtual users")
     share, extra = divmod(concurrency, processes)
     jobs: list[Job] = []
     for slot in range(processes):

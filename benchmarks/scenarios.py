@@ -132,11 +132,10 @@ async def introspection(ctx: SetupContext) -> Plan:
             "POST",
             "/oauth2/introspect",
             {**_FORM, "Authorization": basic_auth(account.client_id, account.client_secret)},
-            form({"token": token}),
+            form({"token": tokens[round_]}),
         )
-        for round_ in range(_TOKENS_PER_CLIENT)
+        for round_ in range(_TOKENS_PER_CLIENT)  # clients interleaved: neighbouring virtual users differ
         for account, tokens in zip(ctx.accounts, issued, strict=True)
-        for token in tokens[round_ : round_ + 1]  # interleave clients so neighbouring users differ
     )
     return Plan(requests, status=200, check=_active)
 

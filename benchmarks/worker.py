@@ -1,8 +1,9 @@
 """One worker: N virtual users sending a scenario's plan in a closed loop, and what they measured.
 
 Each virtual user owns one keep-alive connection and sends its next request as soon as the previous response
-has been read (closed loop). After the warm-up, every response completed inside the measurement window is
-counted; at the end of the window the virtual users are cancelled and their in-flight requests are dropped.
+has been read (closed loop); in a scenario with sessions, a virtual user first does its session's unmeasured
+step. After the warm-up, every response completed inside the measurement window is counted; at the end of the
+window the virtual users are cancelled and their in-flight requests are dropped.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from benchmarks.httpclient import Connection, Target
 from benchmarks.report import WorkerResult
 from benchmarks.scenarios import Plan
+from benchmarks.sessions import Session
 
 __all__ = ["Job", "Publish", "run_worker"]
 
@@ -42,19 +45,20 @@ class Job:
 class _Stats:
     """Counters shared by the virtual users of one worker."""
 
-    __slots__ = ("errors", "latencies", "recording", "requests", "samples")
+    __slots__ = ("errors", "helpers", "latencies", "recording", "requests", "samples")
 
     def __init__(self) -> None:
         self.latencies = array("d")
         self.requests = 0
         self.errors = 0
+        self.helpers = 0
         self.samples: dict[str, int] = {}
         self.recording = False
 
     def start_recording(self) -> None:
         """Forget the warm-up and start counting."""
         del self.latencies[:]
-        self.requests = self.errors = 0
+        self.requests = self.errors = self.helpers = 0
         self.samples.clear()
         self.recording = True
 
@@ -68,11 +72,20 @@ class _Stats:
             self.samples[description] = 1
 
 
+def _judge(plan: Plan, status: int, body: bytes, missing: str) -> str | None:
+    """Return why a stateless plan's response is an error, or None if it is a success."""
+    if not 200 <= status < 300 or (plan.status is not None and status != plan.status):
+        return f"HTTP {status}: {body[:_SAMPLE_CHARS]!r}"
+    markers = plan.expect_in_body
+    if markers and not all(marker in body for marker in markers):
+        return f"HTTP {status} {missing}: {body[:_SAMPLE_CHARS]!r}"
+    return plan.check(body) if plan.check is not None else None
+
+
 async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _Stats) -> None:
     """Send the plan's requests round-robin (starting at ``index``) until cancelled."""
     requests = plan.requests
-    markers = plan.expect_in_body
-    missing = "missing " + ", ".join(marker.decode("latin-1") for marker in markers)
+    missing = "missing " + ", ".join(marker.decode("latin-1") for marker in plan.expect_in_body)
     count = len(requests)
     position = index % count
     clock = time.perf_counter
@@ -92,10 +105,49 @@ async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _
         if stats.recording:
             latencies.append(clock() - started)
             stats.requests += 1
-            if not 200 <= status < 300:
-                stats.error(f"HTTP {status}: {body[:_SAMPLE_CHARS]!r}")
-            elif markers and not all(marker in body for marker in markers):
-                stats.error(f"HTTP {status} {missing}: {body[:_SAMPLE_CHARS]!r}")
+            if (problem := _judge(plan, status, body, missing)) is not None:
+                stats.error(problem)
+
+
+async def _session_user(connection: Connection, session: Session, stats: _Stats) -> None:
+    """Run one virtual user's session until cancelled: unmeasured ``prepare``, then one measured request."""
+    clock = time.perf_counter
+    latencies = stats.latencies
+    while True:
+        try:
+            helpers = await session.prepare(connection)
+        except Exception as exc:  # the unmeasured step failed: one error, then try again
+            if stats.recording:
+                stats.requests += 1
+                stats.error(f"unmeasured step failed: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(_ERROR_PAUSE)
+            continue
+        if stats.recording:
+            stats.helpers += helpers
+        data = session.next_request()
+        started = clock()
+        try:
+            status, body = await connection.request(data)
+        except Exception as exc:  # any failure below HTTP counts as a connection error
+            session.lost()
+            if stats.recording:
+                stats.requests += 1
+                stats.error(f"connection error: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(_ERROR_PAUSE)
+            continue
+        problem = session.outcome(status, body)
+        if stats.recording:
+            latencies.append(clock() - started)
+            stats.requests += 1
+            if problem is not None:
+                stats.error(problem)
+
+
+def _user_task(connection: Connection, plan: Plan, index: int, stats: _Stats) -> Coroutine[Any, Any, None]:
+    """Return the coroutine of virtual user ``index`` (numbered across all processes)."""
+    if plan.sessions:
+        return _session_user(connection, plan.sessions[index], stats)
+    return _virtual_user(connection, plan, index, stats)
 
 
 async def _preconnect(connection: Connection) -> None:
@@ -125,7 +177,7 @@ async def run_worker(
         await ready()
     stats = _Stats()
     tasks = [
-        asyncio.create_task(_virtual_user(connection, job.plan, job.first_vu + offset, stats))
+        asyncio.create_task(_user_task(connection, job.plan, job.first_vu + offset, stats))
         for offset, connection in enumerate(connections)
     ]
     try:
@@ -146,4 +198,6 @@ async def run_worker(
         await asyncio.gather(*tasks, return_exceptions=True)
         for connection in connections:
             connection.close()
-    return WorkerResult(stats.latencies.tobytes(), stats.requests, stats.errors, elapsed, dict(stats.samples))
+    return WorkerResult(
+        stats.latencies.tobytes(), stats.requests, stats.errors, elapsed, dict(stats.samples), stats.helpers
+    )

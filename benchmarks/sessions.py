@@ -1,0 +1,170 @@
+"""Per-virtual-user state, for scenarios whose next request depends on an earlier response.
+
+Most scenarios send prebuilt requests round-robin. A scenario that cannot (a refresh token is used up by each
+request; a revoked token cannot be revoked again) gives each virtual user its own :class:`Session` instead. A
+session may do unmeasured work on its connection before each measured request (:meth:`Session.prepare`), then
+builds the measured request and judges its response. Sessions are picklable: the whole tuple goes to every
+worker process, and virtual user ``i`` (numbered across all processes) uses session ``i`` only, so no two
+virtual users ever share one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.fixtures import DASHBOARD_CLIENT_ID, form
+from benchmarks.httpclient import Connection, Target, build_request
+
+__all__ = ["RefreshChain", "RevokeQueue", "Session", "SessionStepError", "describe_http_error", "json_object"]
+
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+_SAMPLE_CHARS = 200
+
+
+class SessionStepError(Exception):
+    """An unmeasured step of a session failed; the virtual user counts one error and tries again."""
+
+
+def describe_http_error(status: int, body: bytes, what: str = "") -> str:
+    """Describe an unexpected response the way the worker does (status, optional note, truncated body)."""
+    note = f" {what}" if what else ""
+    return f"HTTP {status}{note}: {body[:_SAMPLE_CHARS]!r}"
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """Return ``body`` parsed as a JSON object, or None if it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Session:
+    """One virtual user's state. Subclasses implement :meth:`next_request` and :meth:`outcome`."""
+
+    __slots__ = ()
+
+    async def prepare(self, connection: Connection) -> int:
+        """Do unmeasured work on ``connection`` before the next measured request.
+
+        Returns:
+            How many unmeasured (helper) requests were sent.
+
+        Raises:
+            SessionStepError: The step failed; the virtual user counts an error and calls this again.
+            OSError: The connection broke (also counted as an error).
+        """
+        return 0
+
+    def next_request(self) -> bytes:
+        """Return the bytes of the next measured request."""
+        raise NotImplementedError
+
+    def outcome(self, status: int, body: bytes) -> str | None:
+        """Digest the measured response; return an error description, or None if it is a success."""
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        """The measured request failed below HTTP: whether the server acted on it is unknown."""
+
+
+@dataclass(slots=True)
+class RefreshChain(Session):
+    """A login of its own whose refresh token is rotated by every measured request (``refresh_token`` grant).
+
+    After any failure the chain's current token may already be used up (and presenting it again would be reuse,
+    which revokes the family), so the session logs in again with the password grant, unmeasured, first.
+    """
+
+    target: Target
+    email: str
+    password: str
+    refresh_token: str
+    broken: bool = False
+
+    async def prepare(self, connection: Connection) -> int:
+        """Log in again (password grant) if the previous rotation failed."""
+        if not self.broken:
+            return 0
+        fields = {
+            "grant_type": "password",
+            "username": self.email,
+            "password": self.password,
+            "client_id": DASHBOARD_CLIENT_ID,
+        }
+        request = build_request(self.target, "POST", "/oauth2/token", FORM_HEADERS, form(fields))
+        status, body = await connection.request(request)
+        token = (json_object(body) or {}).get("refresh_token") if status == 200 else None
+        if not isinstance(token, str):
+            raise SessionStepError("re-login after a failed refresh: " + describe_http_error(status, body))
+        self.refresh_token, self.broken = token, False
+        return 1
+
+    def next_request(self) -> bytes:
+        """The refresh grant with the chain's current refresh token."""
+        fields = {"grant_type": "refresh_token", "client_id": DASHBOARD_CLIENT_ID, "refresh_token": self.refresh_token}
+        return build_request(self.target, "POST", "/oauth2/token", FORM_HEADERS, form(fields))
+
+    def outcome(self, status: int, body: bytes) -> str | None:
+        """Keep the new refresh token; anything but 200 with a refresh token is an error."""
+        if status != 200:
+            self.broken = True
+            return describe_http_error(status, body)
+        token = (json_object(body) or {}).get("refresh_token")
+        if not isinstance(token, str):
+            self.broken = True
+            return describe_http_error(status, body, "without refresh_token")
+        self.refresh_token = token
+        return None
+
+    def lost(self) -> None:
+        """The token may have been used up by a request whose answer was lost."""
+        self.broken = True
+
+
+@dataclass(slots=True)
+class RevokeQueue(Session):
+    """Revokes one fresh access token per measured request (RFC 7009), authenticated as the issuing client.
+
+    The tokens come from a pool issued during setup. If the pool runs out, each further token is issued on the
+    virtual user's connection by a client_credentials grant before the revocation: unmeasured, but it loads the
+    server, so the run reports how many such helper requests there were.
+    """
+
+    target: Target
+    authorization: str
+    tokens: list[str]
+    current: str = field(default="", init=False)
+
+    async def prepare(self, connection: Connection) -> int:
+        """Take the next pooled token, or issue one if the pool is empty."""
+        if self.tokens:
+            self.current = self.tokens.pop()
+            return 0
+        request = build_request(
+            self.target,
+            "POST",
+            "/oauth2/token",
+            {**FORM_HEADERS, "Authorization": self.authorization},
+            form({"grant_type": "client_credentials"}),
+        )
+        status, body = await connection.request(request)
+        token = (json_object(body) or {}).get("access_token") if status == 200 else None
+        if not isinstance(token, str):
+            raise SessionStepError("issuing a token to revoke: " + describe_http_error(status, body))
+        self.current = token
+        return 1
+
+    def next_request(self) -> bytes:
+        """``POST /oauth2/revoke`` for the current token."""
+        body = form({"token": self.current, "token_type_hint": "access_token"})
+        return build_request(
+            self.target, "POST", "/oauth2/revoke", {**FORM_HEADERS, "Authorization": self.authorization}, body
+        )
+
+    def outcome(self, status: int, body: bytes) -> str | None:
+        """Only 200 is a success."""
+        return None if status == 200 else describe_http_error(status, body)
