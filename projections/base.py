@@ -51,6 +51,20 @@ class ReadModel(PostgresTrackingRecorder):
         super().__init__(datastore, **kwargs)
         self.sql_create_statements.extend(self.create_statements())
         self.sql_create_statements.extend(self.security_statements())
+        # The position this process's runner last read or wrote, and the waiters on it: with a runner running,
+        # read-your-writes waits cost no query of their own (the runner re-reads the position every interval,
+        # whichever process applied the events).
+        self._seen = 0
+        self._changed = threading.Condition()
+        self.wake = threading.Event()
+        self.runner_active = False
+
+    def observe(self, position: int) -> None:
+        """Records a position read or written by this process's runner and wakes the waiters it satisfies."""
+        with self._changed:
+            if position > self._seen:
+                self._seen = position
+                self._changed.notify_all()
 
     def security_statements(self) -> list[Composable]:
         """Row-level security on the tenant tables, and the tenant role's read access to them."""
@@ -148,11 +162,30 @@ class ReadModel(PostgresTrackingRecorder):
                     progress(last)
             if last:
                 self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
+        with self._changed:
+            self._seen = last
         return last
+
+    def release_waiters(self) -> None:
+        """Wakes every waiter so it re-checks (used when the runner stops: they then read the position)."""
+        with self._changed:
+            self._changed.notify_all()
 
     def wait_for(self, position: int, timeout: float = 5.0) -> None:
         """Blocks until the model is current up to ``position``; raises TimeoutError after ``timeout`` seconds."""
+        if self._seen >= position:
+            return
         deadline = time.monotonic() + timeout
+        if self.runner_active:
+            self.wake.set()  # the runner polls now rather than at the end of its interval
+            with self._changed:
+                while self._seen < position:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self.runner_active:
+                        break
+                    self._changed.wait(remaining)
+            if self._seen >= position:
+                return
         delay = 0.002
         while self.position() < position:
             if time.monotonic() > deadline:
@@ -190,6 +223,7 @@ class ProjectionRunner:
         covers every event and "caught up to N" means the same for every model.
         """
         start = self._model.position()
+        self._model.observe(start)
         head = self._recorder.max_notification_id() or 0
         if head <= start:
             return 0
@@ -200,6 +234,7 @@ class ProjectionRunner:
         last = notifications[-1].id if len(notifications) == self._batch_size else head
         if not self._model.apply_batch([self._mapper.to_domain_event(n) for n in notifications], last, after=start):
             return 0
+        self._model.observe(last)
         return last - start
 
     def pages(self) -> Iterator[tuple[list[Any], int]]:
@@ -229,13 +264,17 @@ class ProjectionRunner:
     def start(self) -> None:
         """Starts processing in a background thread."""
         self._thread = threading.Thread(target=self._loop, name=f"projection-{self._model.name}", daemon=True)
+        self._model.runner_active = True
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops the background thread."""
+        """Stops the background thread; waiters fall back to reading the position themselves."""
         self._stop.set()
+        self._model.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._model.runner_active = False
+        self._model.release_waiters()
 
     def _loop(self) -> None:
         # Polls the head every few milliseconds: a read that waits for the model (read-your-writes) waits at most
@@ -247,4 +286,5 @@ class ProjectionRunner:
                 logger.exception("projection %s failed; retrying", self._model.name)
                 self._stop.wait(0.5)
                 continue
-            self._stop.wait(self._interval)
+            self._model.wake.wait(self._interval)
+            self._model.wake.clear()
