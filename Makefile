@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean compat
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "keyledger needs Python 3.11 or newer: make PYTHON=python3.11")'
@@ -34,3 +34,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+## A strict JavaScript OAuth2 client (oauth4webapi) against a running server; needs Node.js 20+ and npm:
+## make compat ISSUER=http://127.0.0.1:8000
+ISSUER ?= http://127.0.0.1:8000
+compat:
+	cd compat/oauth4webapi && npm install --no-package-lock --silent && node flow.mjs $(ISSUER)

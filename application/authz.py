@@ -10,7 +10,7 @@ from uuid import UUID
 from application.store import Keyledger
 from domain.errors import Forbidden, NotFound
 from domain.project import Project
-from domain.scopes import Role, user_permissions
+from domain.scopes import ALL_SCOPES, Role, user_permissions
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,19 @@ def authorize(app: Keyledger, principal: Principal, project_id: UUID, permission
     project = app.find(project_id, Project)
     if project is None:
         raise NotFound("project")
+    return authorize_on(project, principal, permission)
+
+
+def authorize_on(project: Project, principal: Principal, permission: str) -> Authorization:
+    """Checks ``permission`` on a project already loaded.
+
+    A command that decides on this same version of the project's stream and saves it with optimistic concurrency
+    acts only if the caller's right still held when it was saved: a concurrent change of their role fails the save.
+
+    Raises:
+        NotFound: the caller may not see the project (never 403, so existence does not leak).
+        Forbidden: the caller sees the project but lacks ``permission``.
+    """
     if principal.is_user:
         assert principal.user_id is not None
         role = project.role_of(principal.user_id)
@@ -55,9 +68,10 @@ def authorize(app: Keyledger, principal: Principal, project_id: UUID, permission
             raise NotFound("project")
         permissions = user_permissions(role, tuple(principal.scopes))
     else:
-        if principal.project_id != project_id:
+        if principal.project_id != project.id:
             raise NotFound("project")
-        role, permissions = None, principal.scopes
+        # Only the vocabulary's scopes: role-only permissions (owners:manage, project:delete) never reach a client.
+        role, permissions = None, principal.scopes & ALL_SCOPES
     if permission not in permissions:
         raise Forbidden(f"requires the {permission!r} permission")
     return Authorization(project=project, role=role, permissions=permissions)

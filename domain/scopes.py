@@ -74,3 +74,15 @@ def user_permissions(role: Role | None, token_scopes: tuple[str, ...]) -> frozen
     if DELETE_PROJECT in granted and "project:write" in scopes:
         allowed |= {DELETE_PROJECT}
     return frozenset(allowed)
+
+
+def needed_to_change_member(current: Role | None, new: Role | None) -> frozenset[str]:
+    """Returns the permissions a command moving a member from role ``current`` to role ``new`` needs.
+
+    Adding is ``None -> role``, removing is ``role -> None``. Every change needs ``members:write``; one that touches
+    the owner role on either side (adding an owner, promoting to or demoting from owner, removing an owner) also needs
+    ``owners:manage``, which only owners hold: only owners manage owners.
+    """
+    if Role.OWNER in (current, new):
+        return frozenset({"members:write", MANAGE_OWNERS})
+    return frozenset({"members:write"})
