@@ -49,8 +49,14 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="keyledger-group-commit", daemon=True)
         self._thread.start()
 
+    def bind(self, decide: Callable[[list[Any]], list[Any]]) -> None:
+        """Sets the request decider (built after the committer when the decider itself saves through it)."""
+        self._decide = decide
+
     def __call__(self, *aggregates: Any) -> int:
         """Saves ``aggregates`` atomically (together with other callers' aggregates) and returns the position."""
+        if threading.current_thread() is self._thread:  # called while deciding a batch: waiting would deadlock
+            return max((r.notification.id for r in self._save(*aggregates)), default=0)
         return int(self.submit(*aggregates).result(timeout=self._timeout))
 
     def submit(self, *aggregates: Any) -> "Future[int]":

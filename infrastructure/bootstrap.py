@@ -189,13 +189,14 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     lookup = views[TokenLookupView.name]
     assert isinstance(lookup, TokenLookupView)
     validator = JwtValidator(keys, settings.issuer, settings.audience)
-    revoker = Revoker(app=app, clock=clock, index=lookup)
+    committer = GroupCommitter(app.save)
+    revoker = Revoker(app=app, clock=clock, index=lookup, save=committer)
     finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
                            save=_position(app), lifetimes=settings.lifetimes, revoker=revoker,
                            limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=limit_prefix,
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")))
-    committer = GroupCommitter(app.save, decide=tokens.decide_batch)
+    committer.bind(tokens.decide_batch)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)
     return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, revoker=revoker,

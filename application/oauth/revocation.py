@@ -11,7 +11,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from application.oauth.errors import InvalidGrant, InvalidRequest
-from application.ports import AccessTokenReader, Clock, CredentialMinter, SecretHasher, TokenIndex
+from application.ports import AccessTokenReader, Clock, CredentialMinter, Saver, SecretHasher, TokenIndex
 from application.store import Keyledger
 from domain.client import Client, PublicClient
 from domain.ids import refresh_token_aggregate_id
@@ -27,6 +27,7 @@ class Revoker:
     app: Keyledger
     clock: Clock
     index: TokenIndex
+    save: Saver  # the group committer in a server: concurrent revocations share a transaction
 
     def head(self) -> int:
         """The store's last position."""
@@ -51,10 +52,10 @@ class Revoker:
             if not tokens and not others:
                 return 0
             try:
-                recordings = self.app.save(*others, *tokens)
+                position = self.save(*others, *tokens)
             except IntegrityError:
                 continue
-            self.index.wait_for(max(r.notification.id for r in recordings))
+            self.index.wait_for(position)
             return len(tokens)
         raise TimeoutError("tokens kept changing while being revoked")
 

@@ -220,7 +220,7 @@ def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test",
     def save(*aggregates: Any) -> int:
         return max((r.notification.id for r in app.save(*aggregates)), default=0)
 
-    revoker = Revoker(app=app, clock=clock, index=StoreIndex(app, clock))
+    revoker = Revoker(app=app, clock=clock, index=StoreIndex(app, clock), save=save)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter, mint=mint,
                            save=save, lifetimes=settings.lifetimes, revoker=revoker, limiter=limiter)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter,
