@@ -9,6 +9,7 @@ from uuid import UUID
 
 from application.store import Keyledger
 from domain.errors import Forbidden, NotFound
+from domain.ids import client_actor, user_actor
 from domain.project import Project
 from domain.scopes import ALL_SCOPES, Role, user_permissions
 
@@ -28,6 +29,11 @@ class Principal:
         """Whether a person is behind the token."""
         return self.user_id is not None
 
+    @property
+    def actor(self) -> str:
+        """The actor recorded on the events the caller's commands raise."""
+        return user_actor(self.user_id) if self.user_id is not None else client_actor(self.client_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Authorization:
@@ -41,11 +47,15 @@ class Authorization:
 def authorize(app: Keyledger, principal: Principal, project_id: UUID, permission: str) -> Authorization:
     """Loads the project and checks ``permission``.
 
+    The returned project is the repository's cached instance, fast-forwarded to the stream's head: read it, never
+    change it (a command loads its own copy). Copying it would cost more than the check itself for a project of
+    1,000 members.
+
     Raises:
         NotFound: the project does not exist or the caller may not see it (never 403, so existence does not leak).
         Forbidden: the caller sees the project but lacks ``permission``.
     """
-    project = app.find(project_id, Project)
+    project = app.find(project_id, Project, copy=False)
     if project is None:
         raise NotFound("project")
     return authorize_on(project, principal, permission)
@@ -61,17 +71,25 @@ def authorize_on(project: Project, principal: Principal, permission: str) -> Aut
         NotFound: the caller may not see the project (never 403, so existence does not leak).
         Forbidden: the caller sees the project but lacks ``permission``.
     """
+    role, permissions = access(project, principal)
+    if permission not in permissions:
+        raise Forbidden(f"requires the {permission!r} permission")
+    return Authorization(project=project, role=role, permissions=permissions)
+
+
+def access(project: Project, principal: Principal) -> tuple[Role | None, frozenset[str]]:
+    """Returns the caller's role in ``project`` (None for a client) and their permissions there.
+
+    Raises:
+        NotFound: the caller may not see the project: a person who is not a member, a client of another project.
+    """
     if principal.is_user:
         assert principal.user_id is not None
         role = project.role_of(principal.user_id)
         if role is None:
             raise NotFound("project")
-        permissions = user_permissions(role, tuple(principal.scopes))
-    else:
-        if principal.project_id != project.id:
-            raise NotFound("project")
-        # Only the vocabulary's scopes: role-only permissions (owners:manage, project:delete) never reach a client.
-        role, permissions = None, principal.scopes & ALL_SCOPES
-    if permission not in permissions:
-        raise Forbidden(f"requires the {permission!r} permission")
-    return Authorization(project=project, role=role, permissions=permissions)
+        return role, user_permissions(role, tuple(principal.scopes))
+    if principal.project_id != project.id:
+        raise NotFound("project")
+    # Only the vocabulary's scopes: role-only permissions (owners:manage, project:delete) never reach a client.
+    return None, principal.scopes & ALL_SCOPES

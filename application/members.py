@@ -1,8 +1,11 @@
 """A project's members and their roles: add, change, remove.
 
-Each command decides on the project's own stream (the Project aggregate holds its members), so the last-owner
-invariant and "only owners manage owners" hold however many requests race: the loser of a concurrent change is
-re-decided on the fresh stream, and answered 409 if it keeps losing.
+Members live inside the Project aggregate, so each command loads the project's stream, decides on that one
+version (the caller's own rights included) and saves it with optimistic concurrency. Deciding the caller's rights
+on the same version the change is saved on is what makes "only owners manage owners" and "a project keeps an owner"
+hold under concurrent requests: if anything changed the members meanwhile (the caller's own role among them), the
+save fails and the command is decided again on the fresh stream, or answered 409 if it keeps losing. A change takes
+effect for tokens already issued because every request decides its rights on the stream, not on a token claim.
 """
 
 from collections.abc import Callable
@@ -11,47 +14,71 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from application.authz import Principal, access
 from application.store import Keyledger
 from domain.errors import Conflict, Forbidden, NotFound
 from domain.ids import email_index_id
 from domain.project import Project
-from domain.scopes import MANAGE_OWNERS, Role
-from domain.user import EmailIndex
+from domain.scopes import MANAGE_OWNERS, Role, needed_to_change_member
+from domain.user import EmailIndex, User
 
+# Saves tried before a command that keeps losing to concurrent changes of the same project is answered 409.
 ATTEMPTS = 3
+# What leaving a project takes: not a role's permission (every member may leave) but the token's consent.
+LEAVE_SCOPE = "members:write"
+
+
+class UnknownUser(NotFound):
+    """No registered (and enabled) user has the email a command names."""
 
 
 @dataclass(frozen=True, slots=True)
 class AddMember:
-    """Add a registered user to a project with a role."""
+    """Add the registered user with ``email`` to a project with ``role``.
+
+    People are named by email because that is what a colleague knows of them; the email index (not a read model)
+    resolves it, so a user who registered a moment ago can be added at once.
+    """
 
     project_id: UUID
     email: str
     role: Role
-    actor: str
-    caller_permissions: frozenset[str]
+    caller: Principal
 
 
 @dataclass(frozen=True, slots=True)
 class ChangeMemberRole:
-    """Give a member another role."""
+    """Give a member of a project another role."""
 
     project_id: UUID
     user_id: UUID
     role: Role
-    actor: str
-    caller_permissions: frozenset[str]
+    caller: Principal
 
 
 @dataclass(frozen=True, slots=True)
 class RemoveMember:
-    """Remove a member (a member may always leave, unless they are the last owner)."""
+    """Remove a member from a project, or, when the caller names themself, leave it."""
 
     project_id: UUID
     user_id: UUID
-    actor: str
-    caller_permissions: frozenset[str]
-    caller_id: UUID | None
+    caller: Principal
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanged:
+    """What a membership command did.
+
+    Attributes:
+        user_id: the member the command concerned.
+        role: their role now; None once removed.
+        position: the store position of the command's last event (0 when it recorded none), so a reply can wait for
+            the members read model to show the change (read-your-writes).
+    """
+
+    user_id: UUID
+    role: Role | None
+    position: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,63 +87,126 @@ class Members:
 
     app: Keyledger
 
-    def add(self, command: AddMember) -> UUID:
-        """Adds the member; returns their user id.
+    def add(self, command: AddMember) -> MemberChanged:
+        """Adds the member.
+
+        The caller's rights are checked before the email is looked up, so only a ``members:write`` holder (with
+        ``owners:manage`` to add an owner) learns whether an email is registered.
 
         Raises:
-            NotFound: no registered user has this email.
-            Forbidden: making someone an owner needs ``owners:manage``.
+            NotFound: the caller may not see the project.
+            Forbidden: the caller lacks ``members:write``, or ``owners:manage`` to add an owner.
+            UnknownUser: no registered user has this email.
             InvariantViolated: the user is already a member (409).
+            Conflict: concurrent changes kept winning.
         """
-        index = self.app.find(email_index_id(command.email), EmailIndex, copy=False)
-        if index is None:
-            raise NotFound("no registered user with this email")
-        if command.role == Role.OWNER:
-            check_manages_owners(command.caller_permissions)
-        user_id = index.user_id
-        self._change(command.project_id,
-                     lambda p: p.add_member(user_id=user_id, role=command.role, actor=command.actor))
-        return user_id
 
-    def change_role(self, command: ChangeMemberRole) -> None:
-        """Changes the member's role; an owner's role, or a promotion to owner, needs ``owners:manage``."""
+        def decide(project: Project) -> UUID:
+            require(project, command.caller, needed_to_change_member(None, command.role))
+            user_id = self.registered_user(command.email)
+            project.add_member(user_id=user_id, role=command.role, actor=command.caller.actor)
+            return user_id
 
-        def change(project: Project) -> None:
+        user_id, position = self._decide(command.project_id, decide)
+        return MemberChanged(user_id=user_id, role=command.role, position=position)
+
+    def change_role(self, command: ChangeMemberRole) -> MemberChanged:
+        """Changes the member's role; giving the role they already have records nothing.
+
+        Raises:
+            NotFound: the caller may not see the project, or the user is not a member of it.
+            Forbidden: the caller lacks ``members:write``, or ``owners:manage`` to promote to or demote from owner.
+            InvariantViolated: the member is the project's last owner and would no longer be one (409).
+            Conflict: concurrent changes kept winning.
+        """
+
+        def decide(project: Project) -> UUID:
+            require(project, command.caller, frozenset({"members:write"}))
             current = project.role_of(command.user_id)
-            if Role.OWNER in (current, command.role):
-                check_manages_owners(command.caller_permissions)
-            project.change_member_role(user_id=command.user_id, role=command.role, actor=command.actor)
+            if current is None:
+                raise NotFound("member")
+            require(project, command.caller, needed_to_change_member(current, command.role))
+            if current != command.role:
+                project.change_member_role(user_id=command.user_id, role=command.role, actor=command.caller.actor)
+            return command.user_id
 
-        self._change(command.project_id, change)
+        _, position = self._decide(command.project_id, decide)
+        return MemberChanged(user_id=command.user_id, role=command.role, position=position)
 
-    def remove(self, command: RemoveMember) -> None:
-        """Removes the member: leaving needs no permission, removing someone else needs ``members:write`` (checked
-        by the caller) and, for an owner, ``owners:manage``. The last owner can do neither."""
+    def remove(self, command: RemoveMember) -> MemberChanged:
+        """Removes the member.
 
-        def change(project: Project) -> None:
-            leaving = command.caller_id == command.user_id
-            if project.role_of(command.user_id) == Role.OWNER and not leaving:
-                check_manages_owners(command.caller_permissions)
-            project.remove_member(user_id=command.user_id, actor=command.actor)
+        Any member may leave (remove themself) whatever their role, because holding someone in a project against
+        their will protects nothing; the token must carry the ``members:write`` scope, the person's consent for
+        this token to change memberships. Removing someone else needs ``members:write``, and ``owners:manage`` for
+        an owner. The last owner can neither leave nor be removed: a project always keeps an owner.
 
-        self._change(command.project_id, change)
+        Raises:
+            NotFound: the caller may not see the project, or the user is not a member of it.
+            Forbidden: the caller lacks the permission (or, leaving, the scope) described above.
+            InvariantViolated: the member is the project's last owner (409).
+            Conflict: concurrent changes kept winning.
+        """
 
-    def _change(self, project_id: UUID, change: Callable[[Project], None]) -> None:
-        """Applies ``change`` to the project's current state and saves it, re-deciding after a concurrent change."""
+        def decide(project: Project) -> UUID:
+            caller = command.caller
+            if caller.user_id == command.user_id:
+                access(project, caller)
+                if LEAVE_SCOPE not in caller.scopes:
+                    raise Forbidden(f"leaving a project needs a token with the {LEAVE_SCOPE!r} scope")
+            else:
+                require(project, caller, frozenset({"members:write"}))
+                current = project.role_of(command.user_id)
+                if current is None:
+                    raise NotFound("member")
+                require(project, caller, needed_to_change_member(current, None))
+            project.remove_member(user_id=command.user_id, actor=caller.actor)
+            return command.user_id
+
+        _, position = self._decide(command.project_id, decide)
+        return MemberChanged(user_id=command.user_id, role=None, position=position)
+
+    def registered_user(self, email: str) -> UUID:
+        """The id of the enabled user registered with ``email``, found through the email index's stream.
+
+        A disabled account cannot be added: it could never use the membership.
+
+        Raises:
+            UnknownUser: no such user.
+        """
+        index = self.app.find(email_index_id(email), EmailIndex, copy=False)
+        user = self.app.find(index.user_id, User, copy=False) if index is not None else None
+        if user is None or user.disabled:
+            raise UnknownUser("no registered user with this email")
+        return user.id
+
+    def _decide(self, project_id: UUID, decide: Callable[[Project], UUID]) -> tuple[UUID, int]:
+        """Runs ``decide`` on the project's current version and saves what it raised, deciding again after a
+        concurrent change (the store refuses a second event at the same version); returns what ``decide`` returned
+        and the position of the saved events."""
         for _ in range(ATTEMPTS):
-            project = self.app.find(project_id, Project)
+            project = self.app.find(project_id, Project)  # a copy: a refused save leaves the cache as it was
             if project is None:
                 raise NotFound("project")
-            change(project)
+            result = decide(project)
             try:
-                self.app.save(project)
+                recordings = self.app.save(project)
             except IntegrityError:
                 continue
-            return
+            return result, max((r.notification.id for r in recordings), default=0)
         raise Conflict("the project's members changed meanwhile; try again")
 
 
-def check_manages_owners(permissions: frozenset[str]) -> None:
-    """Only owners (with the members:write scope) add, promote, demote or remove owners."""
-    if MANAGE_OWNERS not in permissions:
-        raise Forbidden("only owners manage owners")
+def require(project: Project, caller: Principal, needed: frozenset[str]) -> None:
+    """Checks that the caller holds every permission of ``needed`` in the project.
+
+    Raises:
+        NotFound: the caller may not see the project (before any 403, so existence does not leak).
+        Forbidden: a permission is missing.
+    """
+    _, permissions = access(project, caller)
+    missing = needed - permissions
+    if MANAGE_OWNERS in missing and "members:write" in permissions:
+        raise Forbidden(f"only owners manage owners: requires the {MANAGE_OWNERS!r} permission")
+    if missing:
+        raise Forbidden(f"requires the {' and '.join(repr(p) for p in sorted(missing))} permission")

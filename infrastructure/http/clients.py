@@ -21,7 +21,6 @@ from infrastructure.http.auth import AUTH
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
 from infrastructure.http.schemas import ClientBody, ClientIdField, ClientOut, ClientPage, RotateSecretBody
-from infrastructure.http.tokens import actor
 from projections.clients import ClientRow
 
 
@@ -73,7 +72,7 @@ def create_client(project_id: UUID, data: ClientBody, caller: Principal, state: 
     """Creates an API key; its secret is in this answer and never again. Its scope may not exceed the caller's."""
     container = state.container
     granted = authorize(container.app, caller, project_id, "clients:write")
-    new = container.clients.add(AddClient(project_id=project_id, name=data.name, actor=actor(caller),
+    new = container.clients.add(AddClient(project_id=project_id, name=data.name, actor=caller.actor,
                                           creator_permissions=granted.permissions, scope=data.scope,
                                           access_token_ttl=data.access_token_ttl, secret_ttl=data.secret_ttl))
     return Response(client_out(new.client, container.settings.lifetimes, new.client_secret), status_code=201,
@@ -97,7 +96,7 @@ def rotate_secret(project_id: UUID, client_id: Annotated[ClientIdField, Paramete
     """Issues a new secret (shown once); the old one keeps working for ``grace_period`` seconds and never after."""
     container = state.container
     authorize(container.app, caller, project_id, "clients:write")
-    rotated = container.clients.rotate(RotateSecret(project_id=project_id, client_id=client_id, actor=actor(caller),
+    rotated = container.clients.rotate(RotateSecret(project_id=project_id, client_id=client_id, actor=caller.actor,
                                                     grace_period=data.grace_period))
     return Response(client_out(rotated.client, container.settings.lifetimes, rotated.client_secret),
                     headers=NO_STORE)

@@ -16,7 +16,6 @@ from litestar.params import Parameter
 from application.authz import Principal, authorize
 from application.token_admin import DeleteClient, RevokeTokens
 from domain.errors import InvalidArgument
-from domain.ids import client_actor, user_actor
 from infrastructure.http.auth import AUTH
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
@@ -31,11 +30,6 @@ class TokenStatus(StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     USED = "used"
-
-
-def actor(caller: Principal) -> str:
-    """The actor recorded on the events a caller's command raises."""
-    return user_actor(caller.user_id) if caller.user_id is not None else client_actor(caller.client_id)
 
 
 def token_cursor(cursor: str) -> tuple[datetime, UUID]:
@@ -96,7 +90,7 @@ def revoke_tokens(project_id: UUID, data: RevokeTokensBody, caller: Principal, s
     One command, one transaction; the answer comes once every API process refuses the revoked tokens.
     """
     authorize(state.container.app, caller, project_id, "tokens:revoke")
-    command = RevokeTokens(project_id=project_id, actor=actor(caller), token_id=data.token_id,
+    command = RevokeTokens(project_id=project_id, actor=caller.actor, token_id=data.token_id,
                            client_id=data.client_id, user_id=data.user_id)
     revoked = state.container.token_admin.revoke_tokens(command)
     return Response(RevokedOut(revoked=revoked), headers=NO_STORE)
@@ -109,5 +103,5 @@ def delete_client(project_id: UUID, client_id: Annotated[ClientIdField, Paramete
     """Revokes the client (its secrets stop working) and every live token it was issued."""
     authorize(state.container.app, caller, project_id, "clients:write")
     revoked = state.container.token_admin.delete_client(DeleteClient(project_id=project_id, client_id=client_id,
-                                                                      actor=actor(caller)))
+                                                                      actor=caller.actor))
     return Response(RevokedOut(revoked=revoked), headers=NO_STORE)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def dump(view: MembersView) -> list[tuple[Any, ...]]:
     with view.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(SQL("SELECT project_id, user_id, role, since FROM {} ORDER BY project_id, user_id").format(
+        curs.execute(SQL("SELECT project_id, user_id, role, since, email FROM {} ORDER BY project_id, user_id").format(
             view.table("member_view")))
         return [tuple(row.values()) for row in curs.fetchall()]
 
@@ -64,6 +64,7 @@ def test_rebuild_from_the_store_gives_the_same_table(quiet_container: Container)
     assert view.position() == head(quiet_container)
     before = dump(view)
     assert {row[2] for row in before} == {"owner", "admin"}, "the fixture did not exercise every event kind"
+    assert all(row[4] and "@" in row[4] for row in before), "a member row lacks its user's email"
 
     view.reset()
     assert dump(view) == [] and view.position() == 0
