@@ -1,6 +1,7 @@
 """The event-sourced Application: one event store for every aggregate of keyledger."""
 
 from collections.abc import Sequence
+from copy import deepcopy
 from itertools import groupby
 from typing import Any, TypeVar
 from uuid import UUID
@@ -31,12 +32,29 @@ class Keyledger(Application[UUID]):
         or a failed save would leave the cache ahead of the store.
         """
         try:
-            aggregate: Any = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
+            aggregate: Any = self.repository.get(aggregate_id, deepcopy_from_cache=False)
         except AggregateNotFoundError:
             raise NotFound(kind.__name__) from None
+        if copy:
+            aggregate = self._copy(aggregate_id, aggregate)
         if not isinstance(aggregate, kind):
             raise NotFound(kind.__name__)
         return aggregate
+
+    def _copy(self, aggregate_id: UUID, aggregate: Any) -> Any:
+        """Deep-copies a cached aggregate while no other thread fast-forwards it in place.
+
+        eventsourcing 9.5 fast-forwards the cached instance under a per-aggregate lock but copies it after releasing
+        that lock, so a copy could race another thread's fast-forward: a 500 ("dictionary changed size during
+        iteration") or, worse, a torn copy a command would decide on. Copying under the same lock rules both out.
+        """
+        repository: Any = self.repository
+        lock = repository._use_fastforward_lock(aggregate_id)
+        try:
+            with lock:
+                return deepcopy(aggregate)
+        finally:
+            repository._disuse_fastforward_lock(aggregate_id)
 
     def find(self, aggregate_id: UUID, kind: type[A], *, copy: bool = True) -> A | None:
         """Returns the aggregate or None."""

@@ -89,3 +89,24 @@ def test_decide_batch_reads_all_clients_in_one_query(world: World, monkeypatch: 
     assert [isinstance(o, IssuedTokens) for o in outcomes] == [True, True, True, False]
     assert [world.validator.validate(o.access_token)["project_id"] for o in outcomes[:3]] == [
         str(s.project.id) for s in signed]
+
+
+def test_a_command_copy_is_taken_under_the_fast_forward_lock(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread fast-forwards the cached aggregate in place under this lock: a copy taken outside it could
+    be torn or raise "dictionary changed size during iteration" (seen as 500s under parallel member additions)."""
+    import application.store as store  # noqa: PLC0415
+
+    signed = world.sign_up("owner@acme.test")
+    world.app.load(signed.project.id, Project)  # cached now
+    held: list[bool] = []
+    original = store.deepcopy
+
+    def checking(value: Any) -> Any:
+        lock, _ = world.app.repository._fastforward_locks_inuse[signed.project.id]
+        held.append(lock.locked())
+        return original(value)
+
+    monkeypatch.setattr(store, "deepcopy", checking)
+    copied = world.app.load(signed.project.id, Project)
+    assert held == [True]
+    assert copied is not world.app.load(signed.project.id, Project, copy=False)
