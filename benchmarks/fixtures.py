@@ -17,17 +17,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 from benchmarks.httpclient import Connection, HttpProtocolError, Target, build_request
 
-__all__ = ["Account", "SetupContext", "SetupError", "basic_auth", "form", "parse_target"]
+__all__ = ["Account", "PagedProject", "SetupContext", "SetupError", "basic_auth", "form", "parse_target"]
 
 DASHBOARD_CLIENT_ID = "dashboard"
 _FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+_JSON_HEADERS = {"Content-Type": "application/json"}
 _SETUP_PARALLEL = 16  # connections used by bulk setup requests
 _PROGRESS_INTERVAL = 0.5
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
+_MEMBER_ADD_PARALLEL = 4  # member additions all decide on the one project's stream: fewer lanes, fewer conflicts
+_CONFLICT_PASSES = 12  # passes over member additions refused with 409 (concurrent change on the project's stream)
+_MAX_PAGES = 10_000  # guard against a server whose cursors never end
 
 
 class SetupError(Exception):
@@ -96,6 +100,21 @@ class Account:
     client_secret: str
 
 
+@dataclass(frozen=True, slots=True)
+class PagedProject:
+    """One project with many members and many clients, seeded once and shared by the page-read scenarios.
+
+    Attributes:
+        owner: The project's owner (signed up for it; not one of the rotating bench accounts).
+        members: Members besides the owner (each a developer).
+        clients: Clients (API keys) in all, the one created at signup included.
+    """
+
+    owner: Account
+    members: int
+    clients: int
+
+
 @dataclass(slots=True)
 class SetupContext:
     """State shared by scenario builders: the target, the bench accounts and cached tokens.
@@ -119,6 +138,7 @@ class SetupContext:
     accounts: list[Account] = field(default_factory=list)
     progress: TextIO = field(default=sys.stderr, repr=False)
     _tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _paged_projects: dict[tuple[int, int], PagedProject | SetupError] = field(default_factory=dict)
 
     async def call(
         self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
@@ -161,12 +181,12 @@ class SetupContext:
         self.accounts.extend(await asyncio.gather(*(self._signup_one() for _ in range(count))))
         return self.accounts
 
-    async def _signup_one(self) -> Account:
+    async def _signup_one(self, prefix: str = "bench") -> Account:
         """Sign up one random user."""
-        email = f"bench-{secrets.token_hex(8)}@example.com"
-        password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(20))
-        body = json.dumps({"email": email, "password": password, "project_name": "bench"}).encode()
-        data = await self.call_json("POST", "/v1/signup", 201, {"Content-Type": "application/json"}, body)
+        email = f"{prefix}-{secrets.token_hex(8)}@example.com"
+        password = _random_password()
+        body = json.dumps({"email": email, "password": password, "project_name": prefix}).encode()
+        data = await self.call_json("POST", "/v1/signup", 201, _JSON_HEADERS, body)
         try:
             return Account(
                 email=email,
@@ -186,18 +206,155 @@ class SetupContext:
             SetupError: The grant failed or answered without an ``access_token``.
         """
         if account.email not in self._tokens:
-            fields = {
-                "grant_type": "password",
-                "username": account.email,
-                "password": account.password,
-                "client_id": DASHBOARD_CLIENT_ID,
-            }
-            headers = {"Content-Type": "application/x-www-form-urlencoded"}
-            data = await self.call_json("POST", "/oauth2/token", 200, headers, form(fields))
-            if not isinstance(data.get("access_token"), str):
-                raise SetupError(f"password grant for {account.email}: no access_token in {json.dumps(data)[:300]}")
-            self._tokens[account.email] = data
+            self._tokens[account.email] = await self.fresh_password_tokens(account)
         return self._tokens[account.email]
+
+    async def fresh_password_tokens(self, account: Account) -> dict[str, Any]:
+        """Return the token response of a new password grant for ``account`` (not cached: a fresh access token).
+
+        Raises:
+            SetupError: The grant failed or answered without an ``access_token``.
+        """
+        fields = {
+            "grant_type": "password",
+            "username": account.email,
+            "password": account.password,
+            "client_id": DASHBOARD_CLIENT_ID,
+        }
+        data = await self.call_json("POST", "/oauth2/token", 200, _FORM_HEADERS, form(fields))
+        if not isinstance(data.get("access_token"), str):
+            raise SetupError(f"password grant for {account.email}: no access_token in {json.dumps(data)[:300]}")
+        return data
+
+    async def paged_project(self, members: int, clients: int) -> PagedProject:
+        """Return a project with ``members`` developers besides its owner and ``clients`` clients in all.
+
+        Seeded on first use (slow: every member is signed up, and each signup hashes a password with argon2id),
+        then cached, so every scenario of the run that asks for the same sizes reads the same project. A failed
+        seeding is remembered too, and not tried again within the run.
+
+        Raises:
+            SetupError: A seeding request failed.
+        """
+        key = (members, clients)
+        if key not in self._paged_projects:
+            try:
+                self._paged_projects[key] = await self._seed_paged_project(members, clients)
+            except SetupError as exc:  # remembered: the next scenario fails at once instead of seeding again
+                self._paged_projects[key] = exc
+        found = self._paged_projects[key]
+        if isinstance(found, SetupError):
+            raise SetupError(f"seeding the paged project failed: {found}")
+        return found
+
+    async def _seed_paged_project(self, members: int, clients: int) -> PagedProject:
+        """Sign up an owner and ``members`` users, add them to the owner's project, create the other clients."""
+        label = "[paged project] setup"
+        owner = await self._signup_one("bench-paged")
+        password = _random_password()
+        emails = [f"bench-member-{secrets.token_hex(8)}@example.com" for _ in range(members)]
+        signups = [
+            build_request(
+                self.target,
+                "POST",
+                "/v1/signup",
+                _JSON_HEADERS,
+                json.dumps({"email": email, "password": password, "project_name": "bench-member"}).encode(),
+            )
+            for email in emails
+        ]
+        _expect_status(
+            await self.fetch_many(signups, label=f"{label}: signing up {members} users (argon2id)"), 201, "signup"
+        )
+        members_path = f"/v1/projects/{owner.project_id}/members"
+        headers = {**_JSON_HEADERS, "Authorization": f"Bearer {await self._access_token(owner)}"}
+        adds = [
+            build_request(
+                self.target, "POST", members_path, headers, json.dumps({"email": e, "role": "developer"}).encode()
+            )
+            for e in emails
+        ]
+        await self._fetch_retrying_conflicts(adds, label=f"{label}: adding {members} members to one project")
+        clients_path = f"/v1/projects/{owner.project_id}/clients"
+        headers = {**_JSON_HEADERS, "Authorization": f"Bearer {await self._access_token(owner)}"}  # a fresh one
+        creates = [
+            build_request(self.target, "POST", clients_path, headers, json.dumps({"name": f"bench-{n}"}).encode())
+            for n in range(1, clients)  # signup created the first
+        ]
+        _expect_status(
+            await self.fetch_many(creates, label=f"{label}: creating {len(creates)} more clients"), 201, "client"
+        )
+        return PagedProject(owner=owner, members=members, clients=clients)
+
+    async def _access_token(self, account: Account) -> str:
+        """A fresh access token of ``account`` (dashboard tokens live 15 minutes: one per seeding phase)."""
+        return str((await self.fresh_password_tokens(account))["access_token"])
+
+    async def _fetch_retrying_conflicts(self, requests: Sequence[bytes], *, label: str) -> None:
+        """Send member additions that must answer 201, sending again those refused with 409 or answered 5xx.
+
+        A 409 is usually a concurrent addition that changed the project first; one that says the user is already
+        a member means an earlier attempt went through, which counts as done. 5xx answers are sent again too
+        (nothing was added), but counted and reported on the progress stream: they are server errors to look at.
+
+        Raises:
+            SetupError: A request got another status, or was still refused after the last pass.
+        """
+        pending = list(range(len(requests)))
+        server_errors = 0
+        for attempt in range(1, _CONFLICT_PASSES + 1):
+            responses = await self.fetch_many(
+                [requests[index] for index in pending],
+                label=label if attempt == 1 else f"{label} (pass {attempt}, sending again)",
+                parallel=_MEMBER_ADD_PARALLEL,
+            )
+            retry = [_retryable(status, body, attempt) for status, body in responses]
+            server_errors += sum(1 for status, _ in responses if status >= 500)
+            done = [
+                (201, b"") if _already_member(r, attempt) else r
+                for r, again in zip(responses, retry, strict=True)
+                if not again
+            ]
+            _expect_status(done, 201, label)
+            pending = [index for index, again in zip(pending, retry, strict=True) if again]
+            if not pending:
+                break
+        if server_errors:
+            self.progress.write(f"{label}: warning: {server_errors} answers were 5xx (sent again; see server log)\n")
+            self.progress.flush()
+        if pending:
+            raise SetupError(f"{label}: {len(pending)} requests still refused after {_CONFLICT_PASSES} passes")
+
+    async def page_cursors(self, path: str, headers: dict[str, str], *, limit: int, wanted: int) -> list[str]:
+        """Walk a paginated listing from its first page; return ``wanted`` cursors of full pages deep in it.
+
+        Args:
+            path: The listing, without query string.
+            headers: Request headers (the bearer token).
+            limit: Page size.
+            wanted: How many cursors to return: spread evenly over the listing's full pages after the first, the
+                deepest one included.
+
+        Raises:
+            SetupError: A page did not answer 200 with ``items``, or the listing has no second full page.
+        """
+        full: list[str] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            query = f"?limit={limit}" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
+            data = await self.call_json("GET", path + query, 200, headers)
+            items, following = data.get("items"), data.get("next_cursor")
+            if not isinstance(items, list):
+                raise SetupError(f"GET {path}: no items in {json.dumps(data)[:300]}")
+            if cursor and len(items) == limit:
+                full.append(cursor)
+            if not isinstance(following, str) or not following:
+                break
+            cursor = following
+        if not full:
+            raise SetupError(f"GET {path}: no full page after the first (is the project seeded?)")
+        picks = sorted({max(0, round((k + 1) * len(full) / wanted) - 1) for k in range(wanted)})
+        return [full[index] for index in picks]
 
     async def fetch_many(
         self, requests: Sequence[bytes], *, label: str, parallel: int = _SETUP_PARALLEL
@@ -312,6 +469,34 @@ class SetupContext:
         # argon2id makes password grants CPU-bound on the server: a few connections are enough.
         responses = await self.fetch_many(requests, label=label, parallel=4)
         return [_token_field(status, body, "refresh_token") for status, body in responses]
+
+
+def _random_password() -> str:
+    """A random 20-character password."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(20))
+
+
+def _already_member(response: tuple[int, bytes], attempt: int) -> bool:
+    """Whether a member addition sent again was refused because an earlier attempt had added the user."""
+    status, body = response
+    return attempt > 1 and status == 409 and b"already a member" in body
+
+
+def _retryable(status: int, body: bytes, attempt: int) -> bool:
+    """Whether a member addition should be sent again: a 5xx, or a 409 other than "already a member"."""
+    return status >= 500 or (status == 409 and not _already_member((status, body), attempt))
+
+
+def _expect_status(responses: Sequence[tuple[int, bytes]], expect: int, what: str) -> None:
+    """Raise for the first response whose status is not ``expect``.
+
+    Raises:
+        SetupError: Names ``what``, the status, how many failed and the first body.
+    """
+    failed = [(status, body) for status, body in responses if status != expect]
+    if failed:
+        status, body = failed[0]
+        raise SetupError(f"{what}: {len(failed)} of {len(responses)} not {expect}; first: {status} {body[:300]!r}")
 
 
 def _token_field(status: int, body: bytes, name: str) -> str:

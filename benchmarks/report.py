@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 __all__ = ["ScenarioResult", "WorkerResult", "markdown_table", "merge", "print_error_samples", "write_json"]
 
-COLUMNS = ("scenario", "concurrency", "duration s", "requests", "req/s", "p50 ms", "p99 ms", "errors")
+COLUMNS = ("scenario", "concurrency", "duration s", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
 
 
 @dataclass(slots=True)
@@ -50,6 +50,7 @@ class ScenarioResult:
     rps: float
     p50_ms: float | None
     p90_ms: float | None
+    p95_ms: float | None
     p99_ms: float | None
     max_ms: float | None
     error_samples: dict[str, int] = field(default_factory=dict)
@@ -100,6 +101,7 @@ def merge(scenario: str, concurrency: int, parts: list[WorkerResult]) -> Scenari
         rps=requests / elapsed if elapsed > 0 else 0.0,
         p50_ms=_ms(_percentile(ordered, 0.50)),
         p90_ms=_ms(_percentile(ordered, 0.90)),
+        p95_ms=_ms(_percentile(ordered, 0.95)),
         p99_ms=_ms(_percentile(ordered, 0.99)),
         max_ms=_ms(ordered[-1] if ordered else None),
         error_samples=samples,
@@ -120,6 +122,7 @@ def _cells(result: ScenarioResult) -> tuple[str, ...]:
         str(result.requests),
         f"{result.rps:.1f}",
         ms(result.p50_ms),
+        ms(result.p95_ms),
         ms(result.p99_ms),
         str(result.errors),
     )

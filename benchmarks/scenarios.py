@@ -13,8 +13,9 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, basic_auth, form
+from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, SetupError, basic_auth, form
 from benchmarks.httpclient import build_request
 from benchmarks.sessions import RefreshChain, RevokeQueue, Session, json_object
 
@@ -47,6 +48,11 @@ class Plan:
 
 _TOKENS_PER_CLIENT = 4  # access tokens per project client for the introspection and v1_read scenarios
 _REVOKE_POOL_MARGIN = 1.25  # pool = estimated rate x window x margin
+_PAGED_MEMBERS = 1_000  # members (besides the owner) of the project the page scenarios read
+_PAGED_CLIENTS = 1_000  # clients of that project
+_PAGE_LIMIT = 50
+_DEEP_CURSORS = 4  # cursors of deeper pages; half the requests read the first page, half follow one of these
+_TOKEN_MARGIN = 30.0  # seconds the owner's access token must outlive the scenario's window
 
 ScenarioBuilder = Callable[[SetupContext], Awaitable[Plan]]
 
@@ -183,3 +189,44 @@ async def revoke(ctx: SetupContext) -> Plan:
         for account, pool in zip(accounts, pools, strict=True)
     )
     return Plan((), sessions=sessions)
+
+
+async def _page_plan(ctx: SetupContext, collection: str) -> Plan:
+    """Reads of one page of ``/v1/projects/{id}/{collection}`` in the seeded project, as its owner.
+
+    Half the requests read the first page; the other half follow cursors of full pages deeper in the listing
+    (keyset pagination far from the start), collected by walking the pages.
+    """
+    project = await ctx.paged_project(_PAGED_MEMBERS, _PAGED_CLIENTS)
+    token = await ctx.fresh_password_tokens(project.owner)  # fresh: dashboard access tokens live 15 minutes
+    lifetime = token.get("expires_in")
+    if isinstance(lifetime, int | float) and ctx.window + _TOKEN_MARGIN > lifetime:
+        raise SetupError(
+            f"warm-up + duration ({ctx.window:g} s) must stay {_TOKEN_MARGIN:g} s below the owner's access-token "
+            f"lifetime ({lifetime} s)"
+        )
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    path = f"/v1/projects/{project.owner.project_id}/{collection}"
+    cursors = await ctx.page_cursors(path, headers, limit=_PAGE_LIMIT, wanted=_DEEP_CURSORS)
+    first = build_request(ctx.target, "GET", f"{path}?limit={_PAGE_LIMIT}", headers)
+    requests = tuple(
+        request
+        for cursor in cursors
+        for request in (
+            first,
+            build_request(ctx.target, "GET", f"{path}?limit={_PAGE_LIMIT}&cursor={quote(cursor, safe='')}", headers),
+        )
+    )
+    return Plan(requests, expect_in_body=(b'"items"', b'"next_cursor"'), status=200)
+
+
+@scenario("members_page")
+async def members_page(ctx: SetupContext) -> Plan:
+    """``GET /v1/projects/{id}/members?limit=50`` of a project with 1,000 members, first and deeper pages."""
+    return await _page_plan(ctx, "members")
+
+
+@scenario("clients_page")
+async def clients_page(ctx: SetupContext) -> Plan:
+    """``GET /v1/projects/{id}/clients?limit=50`` of a project with 1,000 clients, first and deeper pages."""
+    return await _page_plan(ctx, "clients")
