@@ -17,7 +17,9 @@ from domain.client import Client, PublicClient
 from domain.ids import refresh_token_aggregate_id
 from domain.token import Token, TokenKind
 
-ATTEMPTS = 5
+# Each retry resolves one of the racing revocations of the same tokens (the group commit saves them one by one
+# after a conflict): a refresh token presented by many requests at once needs as many rounds as it has racers.
+ATTEMPTS = 16
 
 
 @dataclass(frozen=True, slots=True)
