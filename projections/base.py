@@ -202,7 +202,7 @@ class ProjectionRunner:
     """Feeds one read model from the application's notification log."""
 
     def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500,
-                 interval: float = 0.005) -> None:
+                 interval: float = 0.05) -> None:
         self._recorder = recorder
         self._mapper = mapper
         self._model = model
@@ -277,9 +277,12 @@ class ProjectionRunner:
         self._model.release_waiters()
 
     def _loop(self) -> None:
-        # Polls the head every few milliseconds: a read that waits for the model (read-your-writes) waits at most
-        # about one interval, and a busy store costs a handful of small queries per interval, not per event.
+        # Polls the head every interval, and at once when a request waits for the model (read-your-writes): the
+        # interval only bounds how stale an unwaited read may be, so it can be long and a busy store costs a few
+        # small queries per interval, not per event. The wake-up is cleared before a pass, never after, so one
+        # raised during the pass is not lost.
         while not self._stop.is_set():
+            self._model.wake.clear()
             try:
                 self.run_once()
             except Exception:
@@ -287,4 +290,3 @@ class ProjectionRunner:
                 self._stop.wait(0.5)
                 continue
             self._model.wake.wait(self._interval)
-            self._model.wake.clear()
