@@ -1,10 +1,9 @@
-"""Clients read model: a project's API keys for listings, with ``last_used_at`` derived from the token events.
+"""Clients read model: a project's API keys for listings.
 
-``last_used_at`` is the issue time of the client's newest token: no event per use is recorded, and a batch of
-token events costs one update per client, not one per token.
+``last_used_at`` is the issue time of the client's newest token: no event per use is recorded; the token lookup
+model, which decodes every TokenIssued anyway, keeps it in its ``client_last_used`` table, joined here.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,6 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable
 
 from domain.client import Client
-from domain.token import Token
 from projections.base import ReadModel
 
 COLUMNS = ("project_id", "client_id", "name", "scope", "secret_hint", "secret_expires_at", "access_token_ttl",
@@ -47,7 +45,7 @@ class ClientsView(ReadModel):
     tables = ("client_view",)
     tenant_tables = ("client_view",)
     topics = frozenset(get_topic(cls) for cls in (Client.ClientCreated, Client.ClientSecretRotated,
-                                                  Client.ClientRevoked, Token.TokenIssued))
+                                                  Client.ClientRevoked))
 
     def create_statements(self) -> list[Composable]:
         """The table and the index of its page query."""
@@ -57,31 +55,18 @@ class ClientsView(ReadModel):
                 "name text NOT NULL, "
                 "scope text NOT NULL, secret_hint text NOT NULL, secret_expires_at timestamptz NOT NULL, "
                 "access_token_ttl integer, created_at timestamptz NOT NULL, secret_rotated_at timestamptz, "
-                "revoked_at timestamptz, last_used_at timestamptz, PRIMARY KEY (project_id, client_id))")
+                "revoked_at timestamptz, PRIMARY KEY (project_id, client_id))")
             .format(table),
             SQL("CREATE UNIQUE INDEX IF NOT EXISTS client_view_page_idx ON {} (project_id, created_at, client_id)")
             .format(table),
         ]
 
-    def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
-        """Applies client events one by one and the batch's token events as one update per client."""
-        last_used: dict[tuple[UUID, str], datetime] = {}
-        for event in events:
-            if isinstance(event, Token.TokenIssued):
-                if event.project_id is not None:
-                    key = (event.project_id, event.client_id)
-                    last_used[key] = max(event.issued_at, last_used.get(key, event.issued_at))
-            else:
-                self.apply(curs, event)
-        for (project_id, client_id), used_at in last_used.items():
-            curs.execute(SQL("UPDATE {} SET last_used_at = GREATEST(last_used_at, %s) WHERE project_id = %s "
-                             "AND client_id = %s").format(self.table("client_view")), (used_at, project_id, client_id))
-
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
         """Applies one client event."""
         table = self.table("client_view")
         if isinstance(event, Client.ClientCreated):
-            curs.execute(SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL) "
+            curs.execute(SQL("INSERT INTO {} (project_id, client_id, id, name, scope, secret_hint, secret_expires_at, "
+                             "access_token_ttl, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                              "ON CONFLICT DO NOTHING").format(table),
                          (event.project_id, event.client_id, event.originator_id, event.name, event.scope,
                           event.secret_hint, event.secret_expires_at, event.access_token_ttl, event.timestamp))
@@ -101,7 +86,8 @@ class ClientsView(ReadModel):
         if after is not None:
             where += SQL(" AND (created_at, client_id) < (%s, %s)")
             params.extend(after)
-        query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)),
-                                                     self.table("client_view"))
+        own = SQL(", ").join(SQL("c.{}").format(SQL(c)) for c in COLUMNS if c != "last_used_at")
+        query = SQL("SELECT {}, u.last_used_at FROM {} c LEFT JOIN {} u USING (project_id, client_id) WHERE ").format(
+            own, self.table("client_view"), self.table("client_last_used"))
         query += where + SQL(" ORDER BY created_at DESC, client_id DESC LIMIT %s")
         return [ClientRow(**row) for row in self.tenant_select(project_id, query, (*params, limit))]

@@ -57,8 +57,9 @@ def list_clients(project_id: UUID, caller: Principal, state: State, *,
     """The project's clients, newest first, with ``last_used_at`` (issue time of the client's newest token)."""
     container = state.container
     authorize(container.app, caller, project_id, "clients:read")
-    view = container.clients_view
-    view.wait_for(container.app.recorder.max_notification_id() or 0)
+    view, head = container.clients_view, container.app.recorder.max_notification_id() or 0
+    view.wait_for(head)
+    container.lookup.wait_for(head)  # last_used_at comes from the token lookup model
     rows = view.page(project_id, limit=limit + 1, after=decode_cursor(cursor) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
     lifetimes = container.settings.lifetimes

@@ -29,7 +29,8 @@ def two_projects(container: Container) -> tuple[object, object]:
     return a, b
 
 
-TENANT_TABLES = [("token_lookup", "token_lookup"), ("clients", "client_view"), ("members", "member_view")]
+TENANT_TABLES = [("token_lookup", "token_lookup"), ("token_lookup", "client_last_used"), ("clients", "client_view"),
+                 ("members", "member_view")]
 
 
 @pytest.mark.parametrize(("view_name", "table"), TENANT_TABLES)
