@@ -96,11 +96,8 @@ class Clients:
         return RotatedSecret(client=client, client_secret=secret)
 
     def live_client(self, project_id: UUID, client_id: str) -> Client:
-        """The project's client, if it exists and is not revoked (another project's client is not found)."""
-        client = self.app.find(client_aggregate_id(client_id), Client)
-        if client is None or client.project_id != project_id or client.revoked:
-            raise NotFound("client")
-        return client
+        """The project's live client (see ``live_client``)."""
+        return live_client(self.app, project_id, client_id)
 
     @staticmethod
     def check_scope(command: AddClient) -> tuple[str, ...]:
@@ -125,3 +122,15 @@ class Clients:
         secret_ttl = command.secret_ttl
         if secret_ttl is not None and not 1 <= secret_ttl <= self.lifetimes.max_client_secret_ttl:
             raise InvalidArgument(f"secret_ttl must be between 1 and {self.lifetimes.max_client_secret_ttl} seconds")
+
+
+def live_client(app: Keyledger, project_id: UUID, client_id: str) -> Client:
+    """A fresh copy of the project's client, if it exists and is not revoked.
+
+    Raises:
+        NotFound: no such client, a revoked one, or another project's (its existence does not leak).
+    """
+    client = app.find(client_aggregate_id(client_id), Client)
+    if client is None or client.project_id != project_id or client.revoked:
+        raise NotFound("client")
+    return client

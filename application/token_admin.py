@@ -9,12 +9,12 @@ half-done.
 from dataclasses import dataclass
 from uuid import UUID
 
+from application.clients import live_client
 from application.oauth.revocation import Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
 from domain.client import Client
-from domain.errors import InvalidArgument, NotFound
-from domain.ids import client_aggregate_id
+from domain.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +68,10 @@ class TokenAdmin:
         Raises:
             NotFound: no such live client in this project (a client of another project is not found either).
         """
-        self._client_of(command.project_id, command.client_id)
+        live_client(self.app, command.project_id, command.client_id)
 
         def revoked_client() -> list[Client]:
-            client = self._client_of(command.project_id, command.client_id)
+            client = live_client(self.app, command.project_id, command.client_id)
             client.revoke(actor=command.actor)
             return [client]
 
@@ -80,9 +80,3 @@ class TokenAdmin:
                                             now=self.revoker.clock.now())
 
         return self.revoker.revoke_ids(select, reason="client deleted", actor=command.actor, extra=revoked_client)
-
-    def _client_of(self, project_id: UUID, client_id: str) -> Client:
-        client = self.app.find(client_aggregate_id(client_id), Client)
-        if client is None or client.project_id != project_id or client.revoked:
-            raise NotFound("client")
-        return client

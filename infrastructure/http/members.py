@@ -5,7 +5,6 @@ and the member a command answers with, come from the members read model once it 
 before (read-your-writes), confined to the project by row-level security.
 """
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -16,25 +15,16 @@ from litestar.params import Parameter
 
 from application.authz import Principal, authorize
 from application.members import AddMember, ChangeMemberRole, MemberChanged, RemoveMember, UnknownUser
-from domain.errors import InvalidArgument, NotFound
+from domain.errors import NotFound
 from domain.scopes import Role
 from infrastructure.http.auth import AUTH
 from infrastructure.http.errors import NO_STORE
-from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
+from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_uuid_cursor, encode_cursor
 from infrastructure.http.schemas import MemberBody, MemberOut, MemberPage, RoleBody
 from projections.members import MemberRow
 
 MEMBERS = "/v1/projects/{project_id:uuid}/members"
 MEMBER = MEMBERS + "/{user_id:uuid}"
-
-
-def member_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """The position a members cursor names."""
-    at, key = decode_cursor(cursor)
-    try:
-        return at, UUID(key)
-    except ValueError:
-        raise InvalidArgument("the cursor is invalid") from None
 
 
 def member_out(row: MemberRow) -> MemberOut:
@@ -66,7 +56,7 @@ def list_members(project_id: UUID, caller: Principal, state: State, *,
     authorize(container.app, caller, project_id, "members:read")
     view = container.members
     view.wait_for(container.app.recorder.max_notification_id() or 0)
-    rows = view.page(project_id, limit=limit + 1, after=member_cursor(cursor) if cursor else None)
+    rows = view.page(project_id, limit=limit + 1, after=decode_uuid_cursor(cursor) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
     return MemberPage(items=[member_out(r) for r in rows],
                       next_cursor=encode_cursor(rows[-1].since, str(rows[-1].user_id)) if more else None)

@@ -3,6 +3,7 @@
 import base64
 import binascii
 from datetime import datetime
+from uuid import UUID
 
 from domain.errors import InvalidArgument
 
@@ -30,3 +31,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if parsed.tzinfo is None or not key:
         raise InvalidArgument("the cursor is invalid")
     return parsed, key
+
+
+def decode_uuid_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """Reads a cursor whose key is a UUID (tokens, members).
+
+    Raises:
+        InvalidArgument: the cursor was not made by this server.
+    """
+    at, key = decode_cursor(cursor)
+    try:
+        return at, UUID(key)
+    except ValueError:
+        raise InvalidArgument("the cursor is invalid") from None

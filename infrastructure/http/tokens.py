@@ -15,10 +15,9 @@ from litestar.params import Parameter
 
 from application.authz import Principal, authorize
 from application.token_admin import DeleteClient, RevokeTokens
-from domain.errors import InvalidArgument
 from infrastructure.http.auth import AUTH
 from infrastructure.http.errors import NO_STORE
-from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
+from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_uuid_cursor, encode_cursor
 from infrastructure.http.schemas import ClientIdField, RevokedOut, RevokeTokensBody, TokenOut, TokenPage
 from projections.token_lookup import TokenQuery, TokenRow
 
@@ -30,15 +29,6 @@ class TokenStatus(StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     USED = "used"
-
-
-def token_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """The position a tokens cursor names."""
-    at, key = decode_cursor(cursor)
-    try:
-        return at, UUID(key)
-    except ValueError:
-        raise InvalidArgument("the cursor is invalid") from None
 
 
 def token_out(row: TokenRow, now: datetime) -> TokenOut:
@@ -74,7 +64,7 @@ def list_tokens(
     container.lookup.wait_for(container.app.recorder.max_notification_id() or 0)
     now = container.tokens.clock.now()
     query = TokenQuery(project_id=project_id, now=now, limit=limit + 1, status=status, client_id=client_id,
-                       user_id=user_id, after=token_cursor(cursor) if cursor else None)
+                       user_id=user_id, after=decode_uuid_cursor(cursor) if cursor else None)
     rows = container.lookup.page(query)
     more = len(rows) > limit
     rows = rows[:limit]

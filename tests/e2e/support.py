@@ -5,11 +5,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import password_login, signup
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import bearer, password_login, signup
 
 
 def login(http: httpx.Client, account: dict[str, Any], **extra: str) -> str:

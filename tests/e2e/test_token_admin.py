@@ -7,13 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import client_login, password_login, signup
+from tests.conftest import bearer, client_login, password_login, signup
 
 pytestmark = pytest.mark.e2e
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def owner_token(http: httpx.Client, account: dict[str, Any]) -> str:
