@@ -72,6 +72,7 @@ class Container:
     committer: GroupCommitter
     views: dict[str, ReadModel]
     redis: Any
+    namespace: str  # this deployment's prefix in Redis (abuse limits, Dramatiq queues, scheduler slots)
     runners: list[ProjectionRunner] = field(default_factory=list)
 
     @property
@@ -176,11 +177,11 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
                 resource.close()
         raise
     return _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
-                     limit_prefix=settings.rate_limit_prefix or default_prefix(endpoints.database_url))
+                     namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url))
 
 
 def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,
-              secret_key: bytes, limit_prefix: str) -> Container:
+              secret_key: bytes, namespace: str) -> Container:
     clock, minter = SystemClock(), OpaqueCredentials()
     hasher = HmacSecretHasher(derive_key(secret_key, "keyledger secret hash v1"))
     passwords = Argon2PasswordHasher()
@@ -194,7 +195,7 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
                            save=_position(app), lifetimes=settings.lifetimes, revoker=revoker,
-                           limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=limit_prefix,
+                           limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")))
     committer.bind(tokens.decide_batch)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
@@ -207,4 +208,5 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      members_admin=Members(app=app),
                      clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,
                                      lifetimes=settings.lifetimes),
-                     keys=keys, validator=validator, committer=committer, views=views, redis=redis_client)
+                     keys=keys, validator=validator, committer=committer, views=views, redis=redis_client,
+                     namespace=namespace)

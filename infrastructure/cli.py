@@ -13,6 +13,7 @@ from typing import Any
 from infrastructure import embedded
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings, SettingsError
+from infrastructure.workers_cli import add_parsers as add_worker_parsers
 
 logger = logging.getLogger("keyledger")
 
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     proj.add_argument("action", choices=["status", "rebuild"])
     proj.add_argument("name", nargs="?", default="members")
     proj.set_defaults(func=projections)
+    add_worker_parsers(sub)
     return top
 
 
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        if getattr(args, "needs_endpoints", False):
+            with runtime(settings) as (resolved, endpoints):
+                return int(args.func(args, resolved, endpoints))
         return int(args.func(args, settings))
     except (SettingsError, embedded.AlreadyRunning) as exc:
         print(f"keyledger: {exc}", file=sys.stderr)

@@ -1,0 +1,80 @@
+"""``keyledger worker`` and ``keyledger scheduler``: the Dramatiq side of a deployment."""
+
+import argparse
+import multiprocessing
+import signal
+import threading
+from typing import Any
+
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.settings import Settings
+from workers.broker import make_broker
+from workers.runtime import declare, run_scheduler, run_worker
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so a worker finishes its running jobs before it exits."""
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def work(settings: Settings, endpoints: Endpoints, threads: int) -> None:
+    """One worker process: its own container and broker, built after the process started."""
+    stop = _stop_on_signals()
+    container: Container = build(settings, endpoints, migrate=False)
+    try:
+        broker = make_broker(endpoints.redis_url, namespace=container.namespace)
+        declare(broker, container)
+        run_worker(broker, stop, threads=threads)
+    finally:
+        container.close()
+
+
+def worker(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    """Runs ``--processes`` worker processes of ``--threads`` threads each until SIGTERM/SIGINT."""
+    build(settings, endpoints, migrate=True).close()  # tables and the first key exist before any job runs
+    if args.processes == 1:
+        work(settings, endpoints, args.threads)
+        return 0
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=work, args=(settings, endpoints, args.threads), daemon=False)
+                for _ in range(args.processes)]
+    for child in children:
+        child.start()
+    stop = _stop_on_signals()
+    stop.wait()
+    for child in children:
+        child.terminate()  # SIGTERM: each child finishes its running jobs
+    for child in children:
+        child.join()
+    return 0
+
+
+def scheduler(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    """Enqueues the periodic jobs until SIGTERM/SIGINT."""
+    stop = _stop_on_signals()
+    container: Container = build(settings, endpoints, migrate=True)
+    try:
+        broker = make_broker(endpoints.redis_url, namespace=container.namespace)
+        declare(broker, container)
+        run_scheduler(broker, container.redis, container.namespace, stop, tick=args.tick)
+    finally:
+        container.close()
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Adds the worker and scheduler commands to the ``keyledger`` command line."""
+    run = sub.add_parser("worker", help="run the Dramatiq workers (expiry sweeps, notifications, key rotation)")
+    run.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
+    run.set_defaults(func=worker, needs_endpoints=True)
+    sched = sub.add_parser("scheduler", help="enqueue the periodic jobs (two at once do no harm)")
+    sched.add_argument("--tick", type=float, default=1.0, help="seconds between checks (default 1)")
+    sched.set_defaults(func=scheduler, needs_endpoints=True)

@@ -1,0 +1,75 @@
+"""The job runtime against a real Redis broker: scheduling slots, actors, the worker loop and ``keyledger worker``."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from infrastructure.bootstrap import Container
+from tests.conftest import SECRET_KEY
+from workers.broker import make_broker
+from workers.jobs import Job
+from workers.maintenance import HEARTBEAT_KEY
+from workers.runtime import claim_slot, declare, enqueue, run_worker, schedule_due
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def broker(container: Container, redis_url: str) -> Any:
+    built = make_broker(redis_url, namespace=container.namespace)
+    declare(built, container)
+    built.flush_all()
+    yield built
+    built.flush_all()
+    built.close()
+
+
+def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
+    spec = Job(name=f"probe-{time.time_ns()}", fn=lambda _c: None, every=3600.0)
+    now = time.time()
+    claims = [claim_slot(container.redis, container.namespace, spec, now) for _ in range(2)]
+    assert claims == [True, False]
+    assert claim_slot(container.redis, container.namespace, spec, now + 3600.0)
+
+
+def test_a_worker_runs_a_scheduled_job(container: Container, broker: Any) -> None:
+    container.redis.delete(HEARTBEAT_KEY)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 2})
+    thread.start()
+    try:
+        assert "heartbeat" in schedule_due(broker, container.redis, container.namespace, time.time() + 10 ** 7)
+        wait_for(lambda: container.redis.get(HEARTBEAT_KEY) is not None)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_keyledger_worker_command_runs_jobs_and_stops_on_sigterm(container: Container, broker: Any,
+                                                                  database_url: str, redis_url: str) -> None:
+    container.redis.delete(HEARTBEAT_KEY)
+    env = {**os.environ, "KEYLEDGER_DATABASE_URL": database_url, "KEYLEDGER_REDIS_URL": redis_url,
+           "KEYLEDGER_SECRET_KEY": SECRET_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "worker", "--threads", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        enqueue(broker, "heartbeat")
+        wait_for(lambda: container.redis.get(HEARTBEAT_KEY) is not None, timeout=60)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode(errors="replace")
+    assert b'"job":"heartbeat"' in out and b'"outcome":"ok"' in out

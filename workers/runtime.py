@@ -1,0 +1,118 @@
+"""Running jobs: actors declared on a per-process broker, a worker loop and a scheduler.
+
+Every process builds its own container (application, connection pool) and broker after it starts; nothing here
+connects at import. ``keyledger worker`` and ``keyledger scheduler`` call :func:`run_worker` and
+:func:`run_scheduler`; embedded ``keyledger serve`` runs both in its own process.
+
+Two schedulers at once do no harm: each periodic job runs at most once per time slot of its period, because
+enqueuing a slot first claims a Redis key for it with ``SET NX`` (whoever claims it enqueues, the other skips).
+Jobs are idempotent besides, so a duplicate delivery by Dramatiq changes nothing either.
+"""
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import msgspec
+from dramatiq.middleware import CurrentMessage
+
+from workers.jobs import JOB_MODULES, JOBS, Job, periodic
+
+logger = logging.getLogger("keyledger.jobs")
+
+
+def load_jobs() -> dict[str, Job]:
+    """Imports every job module (registration only) and returns the registry."""
+    for module in JOB_MODULES:
+        importlib.import_module(module)
+    return JOBS
+
+
+def log_line(**fields: Any) -> str:
+    """One structured (JSON) log line."""
+    return msgspec.json.encode(fields).decode()
+
+
+def _runner(container: Any, spec: Job) -> Callable[..., None]:
+    """Wraps a job: one structured log line per run with its outcome and duration."""
+
+    def run(**kwargs: Any) -> None:
+        message = CurrentMessage.get_current_message()
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            spec.fn(container, **kwargs)
+        except Exception as exc:
+            outcome = f"failed: {type(exc).__name__}"
+            raise
+        finally:
+            retries = message.options.get("retries", 0) if message else 0
+            logger.info(log_line(job=spec.name, message_id=message.message_id if message else None, outcome=outcome,
+                                 retries=retries, duration_ms=round((time.perf_counter() - started) * 1000, 1)))
+
+    run.__name__ = spec.name
+    return run
+
+
+def declare(broker: dramatiq.Broker, container: Any) -> dict[str, dramatiq.Actor]:
+    """Declares every registered job as an actor on ``broker``, running against ``container``."""
+    actors = {}
+    for spec in load_jobs().values():
+        actors[spec.name] = dramatiq.Actor(
+            _runner(container, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue, priority=0,
+            options={"max_retries": spec.max_retries, "min_backoff": spec.min_backoff,
+                     "max_backoff": spec.max_backoff, "time_limit": spec.time_limit})
+    return actors
+
+
+def enqueue(broker: dramatiq.Broker, name: str, *, delay_ms: int | None = None, **kwargs: Any) -> str:
+    """Enqueues the job ``name`` (declared on ``broker``) and returns its message id."""
+    actor = broker.get_actor(name)
+    return actor.send_with_options(kwargs=kwargs, delay=delay_ms).message_id
+
+
+def run_worker(broker: dramatiq.Broker, stop: threading.Event, *, threads: int = 4) -> None:
+    """Consumes the broker's queues with ``threads`` worker threads until ``stop`` is set."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=250)
+    worker.start()
+    logger.info(log_line(event="worker started", threads=threads, queues=sorted(broker.get_declared_queues())))
+    try:
+        stop.wait()
+    finally:
+        worker.stop(timeout=10_000)
+        logger.info(log_line(event="worker stopped"))
+
+
+def claim_slot(redis: Any, namespace: str, spec: Job, now: float) -> bool:
+    """Claims the current time slot of a periodic job; only one scheduler per slot succeeds."""
+    assert spec.every is not None
+    slot = int(now // spec.every)
+    key = f"{namespace}:schedule:{spec.name}:{slot}"
+    return bool(redis.set(key, "1", nx=True, ex=max(int(spec.every * 2), 2)))
+
+
+def schedule_due(broker: dramatiq.Broker, redis: Any, namespace: str, now: float) -> list[str]:
+    """Enqueues every periodic job whose current slot nobody has claimed yet; returns their names."""
+    enqueued = []
+    for spec in periodic():
+        if claim_slot(redis, namespace, spec, now):
+            enqueue(broker, spec.name)
+            enqueued.append(spec.name)
+    return enqueued
+
+
+def run_scheduler(broker: dramatiq.Broker, redis: Any, namespace: str, stop: threading.Event, *,
+                  tick: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    """Enqueues periodic jobs on time until ``stop`` is set (see the module docstring for two schedulers)."""
+    logger.info(log_line(event="scheduler started", jobs={j.name: j.every for j in periodic()}))
+    while not stop.is_set():
+        try:
+            for name in schedule_due(broker, redis, namespace, clock()):
+                logger.info(log_line(event="scheduled", job=name))
+        except Exception as exc:  # Redis away: try again next tick rather than die
+            logger.warning(log_line(event="scheduling failed", error=type(exc).__name__))
+        stop.wait(tick)
