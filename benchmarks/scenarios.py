@@ -230,3 +230,9 @@ async def members_page(ctx: SetupContext) -> Plan:
 async def clients_page(ctx: SetupContext) -> Plan:
     """``GET /v1/projects/{id}/clients?limit=50`` of a project with 1,000 clients, first and deeper pages."""
     return await _page_plan(ctx, "clients")
+
+
+@scenario("jwks")
+async def jwks(ctx: SetupContext) -> Plan:
+    """``GET /.well-known/jwks.json``: no database, no token; the HTTP stack's own ceiling on this machine."""
+    return Plan((build_request(ctx.target, "GET", "/.well-known/jwks.json", {}),), expect_in_body=(b'"keys"',))

@@ -12,6 +12,7 @@ from typing import Any
 
 from infrastructure import embedded
 from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.serving import serve_processes
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 
@@ -57,22 +58,23 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # client address that per-address abuse limits count against.
     proxies: dict[str, Any] = {"proxy_headers": bool(settings.trusted_proxies),
                                "forwarded_allow_ips": list(settings.trusted_proxies) or None}
+    options: dict[str, Any] = {"access_log": False, "log_level": "warning", "loop": "uvloop", "http": "httptools",
+                               **proxies}
     with runtime(settings) as (resolved, endpoints):
         settings = resolved
-        container = build(settings, endpoints, migrate=True)
-        container.start_projections()
+        container = build(settings, endpoints, migrate=True)  # tables, the first signing key
+        logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
+        if args.workers > 1:
+            # Each API process builds its own container and runs its own projection runners, so a request waiting
+            # for a read model wakes a runner in its own process instead of polling another's progress.
+            container.close()
+            os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
+                               "KEYLEDGER_REDIS_URL": endpoints.redis_url,
+                               "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
+            return serve_processes(args.workers, host=args.host, port=args.port, options=options)
         try:
-            logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
-            if args.workers == 1:
-                uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port,
-                            access_log=False, log_level="warning", loop="uvloop", http="httptools", **proxies)
-            else:
-                os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
-                                   "KEYLEDGER_REDIS_URL": endpoints.redis_url,
-                                   "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
-                uvicorn.run("infrastructure.http.app:app_from_env", factory=True, host=args.host, port=args.port,
-                            workers=args.workers, access_log=False, log_level="warning", loop="uvloop",
-                            http="httptools", **proxies)
+            container.start_projections()
+            uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port, **options)
         finally:
             container.close()
     return 0

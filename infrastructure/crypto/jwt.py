@@ -132,13 +132,22 @@ class JwtSigner:
 
 
 class JwtValidator:
-    """Validates RFC 9068 access tokens strictly."""
+    """Validates RFC 9068 access tokens strictly.
 
-    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0) -> None:
+    A token verified once is remembered (by its exact string) with the key object that verified it: a client uses
+    the same access token for many requests, and an ES256 verification costs more than the rest of a request's
+    validation. A remembered token is accepted again only while that same key object is still published in the
+    current key snapshot (any key-ring reload makes every entry miss and verify afresh) and its time claims still
+    hold; everything else (signature, iss, aud, typ, kid, alg) cannot change for the same string and key.
+    """
+
+    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 65_536) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._cache_size = cache_size
+        self._verified: dict[str, tuple[dict[str, Any], PublishedKey]] = {}
 
     def _key_for(self, token: str) -> PublishedKey:
         try:
@@ -161,13 +170,37 @@ class JwtValidator:
         """Returns the verified claims of ``token`` or raises InvalidToken."""
         return self.claims(token)
 
+    def _remembered(self, token: str, verify_exp: bool) -> dict[str, Any] | None:
+        """The claims of a token verified before, if its key is still the published one and it is still in time."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        claims, key = entry
+        if self._keys.snapshot.published.get(key.kid) is not key:
+            return None
+        now = time.time()
+        if verify_exp and now >= claims["exp"] + self._leeway:
+            raise InvalidToken("ExpiredSignatureError")
+        return claims
+
     def claims(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
-        """Returns the verified claims; ``verify_exp=False`` only for revocation, where expiry does not matter."""
+        """Returns the verified claims (never to be modified: they may be shared by later calls); ``verify_exp=False``
+        only for revocation, where expiry does not matter."""
+        remembered = self._remembered(token, verify_exp)
+        if remembered is not None:
+            return remembered
         key = self._key_for(token)
         try:
-            return jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
-                              issuer=self._issuer, leeway=self._leeway,
-                              options={"require": list(REQUIRED_CLAIMS), "verify_nbf": True,
-                                       "verify_exp": verify_exp})
+            claims = jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
+                                issuer=self._issuer, leeway=self._leeway,
+                                options={"require": list(REQUIRED_CLAIMS), "verify_nbf": True,
+                                         "verify_exp": verify_exp})
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from exc
+        if not isinstance(claims.get("exp"), int | float):
+            raise InvalidToken("exp is not a number")
+        # Not before nbf/iat: PyJWT checked them at this instant, and later instants only move further past them.
+        if len(self._verified) >= self._cache_size:
+            self._verified.clear()
+        self._verified[token] = (claims, key)
+        return claims

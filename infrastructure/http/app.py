@@ -3,6 +3,7 @@
 import os
 from typing import Any
 
+import anyio
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -11,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http import clients, members, oauth, tokens, v1, wellknown
 from infrastructure.http.errors import EXCEPTION_HANDLERS
+from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table
 from infrastructure.settings import Settings
 
 
@@ -24,13 +26,21 @@ def healthz(state: State) -> dict[str, Any]:
 
 def create_app(settings: Settings, endpoints: Endpoints, container: Container | None = None) -> Litestar:
     """Builds the ASGI app; the container is built at startup in the serving process unless given."""
-    state = State({"container": container})
+    state = State({"container": container, "snapshots": ProjectSnapshots()})
 
-    def startup(app: Litestar) -> None:
+    async def startup(app: Litestar) -> None:
         if app.state.container is None:
-            app.state.container = build(settings, endpoints)
+            built = await anyio.to_thread.run_sync(lambda: build(settings, endpoints))
+            built.start_projections()
+            app.state.container = built
+        built = app.state.container
+        app.state.gate = RequestGate(endpoints.database_url, lookup_table=built.lookup.table("token_lookup"),
+                                     events_table=events_table(built.app), max_size=settings.pool_size)
+        await app.state.gate.open()
 
-    def shutdown(app: Litestar) -> None:
+    async def shutdown(app: Litestar) -> None:
+        if app.state.get("gate") is not None:
+            await app.state.gate.close()
         if container is None and app.state.container is not None:
             app.state.container.close()
 

@@ -3,12 +3,15 @@
 from typing import Any
 from uuid import UUID
 
+import anyio
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from application.authz import Principal
+from application.authz import Authorization, Principal, authorize_on
+from domain.errors import NotFound
 from domain.ids import DASHBOARD_CLIENT_ID
+from domain.project import Project
 from infrastructure.crypto.jwt import InvalidToken
 from infrastructure.http.errors import BearerError
 
@@ -24,23 +27,55 @@ def _principal(claims: dict[str, Any]) -> Principal:
         raise BearerError(401, "invalid_token", "the access token is malformed") from None
 
 
-def principal(request: Request[Any, Any, Any], state: State) -> Principal:
-    """Dependency: validates the bearer token strictly and returns who is calling."""
+def _bearer_token(request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise BearerError(401, "invalid_request", "a bearer access token is required")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise BearerError(401, "invalid_request", "a bearer access token is required")
+    return token.strip()
+
+
+async def principal(request: Request[Any, Any, Any], state: State) -> Principal:
+    """Dependency: validates the bearer token strictly and returns who is calling.
+
+    Runs on the event loop: the signature check is CPU only (and remembered per token), and the revocation check
+    (with, on a project's path, that project's version, see ``infrastructure.http.gate``) is one asynchronous query.
+    """
     try:
-        claims = state.container.validator.validate(token.strip())
+        claims = state.container.validator.validate(_bearer_token(request))
     except InvalidToken:
         raise BearerError(401, "invalid_token", "the access token is invalid") from None
     caller = _principal(claims)
-    # Every request checks revocation: revocations are acknowledged only once this model has applied them.
-    if state.container.lookup.is_revoked(caller.token_id):
+    project_id = request.path_params.get("project_id")
+    # Every request checks revocation: revocations are acknowledged only once the lookup model has applied them.
+    revoked, version = await state.gate.check(caller.token_id, project_id if isinstance(project_id, UUID) else None)
+    if revoked:
         raise BearerError(401, "invalid_token", "the access token is invalid")
+    request.state.project_version = version
     return caller
 
 
-AUTH = {"caller": Provide(principal, sync_to_thread=True)}
+async def authorized(request: Request[Any, Any, Any], state: State, caller: Principal, project_id: UUID,
+                     permission: str) -> Authorization:
+    """Authorizes ``caller`` on the project at the version the gate saw (a private copy, loaded once per version).
+
+    Raises:
+        NotFound: no such project, or the caller may not see it.
+        Forbidden: the caller sees the project but lacks ``permission``.
+    """
+    version = request.state.get("project_version")
+    if version is None:
+        raise NotFound("project")
+    project = state.snapshots.get(project_id, version)
+    if project is None:
+        app = state.container.app
+        project = await anyio.to_thread.run_sync(lambda: app.find(project_id, Project))
+        if project is None:
+            raise NotFound("project")
+        state.snapshots.put(project)
+    return authorize_on(project, caller, permission)
+
+
+AUTH = {"caller": Provide(principal)}

@@ -3,15 +3,15 @@
 from typing import Any
 from uuid import UUID
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
 from application.accounts import NewClient, SignUp
-from application.authz import Principal, authorize
+from application.authz import Principal
 from domain.errors import Forbidden, NotFound
 from domain.project import Project
 from domain.user import User
-from infrastructure.http.auth import AUTH
+from infrastructure.http.auth import AUTH, authorized
 from infrastructure.http.clients import client_out
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.schemas import (
@@ -64,10 +64,11 @@ def create_project(data: ProjectBody, caller: Principal, state: State) -> Projec
     return project_out(state.container.accounts.create_project(name=data.name, owner_id=caller.user_id))
 
 
-@get("/v1/projects/{project_id:uuid}", sync_to_thread=True, dependencies=AUTH, tags=["projects"])
-def get_project(project_id: UUID, caller: Principal, state: State) -> dict[str, Any]:
+@get("/v1/projects/{project_id:uuid}", dependencies=AUTH, tags=["projects"])
+async def get_project(project_id: UUID, caller: Principal, request: Request[Any, Any, Any],
+                      state: State) -> dict[str, Any]:
     """A project the caller may read (404 if it may not see it)."""
-    granted = authorize(state.container.app, caller, project_id, "project:read")
+    granted = await authorized(request, state, caller, project_id, "project:read")
     out = {"id": str(granted.project.id), "name": granted.project.name,
            "created_at": granted.project.created_on.isoformat()}
     if granted.role is not None:

@@ -236,3 +236,33 @@ def test_oddly_typed_but_signed_payloads_are_refused(body: Any, validator: JwtVa
     payload = body if not isinstance(body, dict) else claims(**body)
     with pytest.raises(InvalidToken):
         validator.validate(forge(material, body=payload))
+
+
+def test_a_verified_token_is_remembered_not_verified_again(material: Material, validator: JwtValidator,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    token = forge(material)
+    first = validator.validate(token)
+    monkeypatch.setattr(jwt_module.jwt, "decode", lambda *a, **k: pytest.fail("verified twice"))
+    assert validator.validate(token) is first
+
+
+def test_a_remembered_token_is_refused_once_its_key_is_withdrawn(material: Material) -> None:
+    snapshots = iter([material.snapshot("ES256"), material.snapshot("EdDSA", ("EdDSA",))])
+    keys = KeySet(lambda: next(snapshots), reload_interval=3600)
+    validator = JwtValidator(keys, ISSUER, AUDIENCE)
+    token = forge(material)
+    validator.validate(token)
+    keys.reload()  # the ES256 key is no longer published (revoked or retired)
+    with pytest.raises(InvalidToken):
+        validator.validate(token)
+
+
+def test_a_remembered_token_is_refused_once_it_expires(material: Material, validator: JwtValidator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    token = forge(material, body=claims(exp=int(now) + 60))
+    validator.validate(token)
+    monkeypatch.setattr(jwt_module, "time", SimpleNamespace(time=lambda: now + 61, monotonic=time.monotonic))
+    with pytest.raises(InvalidToken):
+        validator.validate(token)
+    assert validator.claims(token, verify_exp=False)["exp"] == int(now) + 60  # revocation still reads it

@@ -1,0 +1,48 @@
+"""``keyledger serve --workers 2``: API processes with a listening socket each (SO_REUSEPORT), each running its own
+projections; fresh connections land on either process and every one sees every acknowledged write."""
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    SECRET_KEY,
+    bearer,
+    client_login,
+    fresh_database,
+    revoke_token,
+    signup,
+    start_server,
+    stop_server,
+    wait_until_up,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS = 40
+
+
+def test_two_api_processes_serve_one_port_and_stop_together(server_url: str, redis_url: str) -> None:
+    with fresh_database(server_url) as url:
+        env = {"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_REDIS_URL": redis_url, "KEYLEDGER_SECRET_KEY": SECRET_KEY}
+        proc, base = start_server(env, "--workers", "2")
+        try:
+            wait_until_up(base, proc)
+            with httpx.Client(base_url=base, timeout=30) as http:
+                account = signup(http)
+            path = f"/v1/projects/{account['project']['id']}"
+            stale = []
+            for n in range(ROUNDS):
+                # A new connection per request: the kernel spreads them over both processes by port hash.
+                with httpx.Client(base_url=base, timeout=30) as a, httpx.Client(base_url=base, timeout=30) as b:
+                    token = client_login(a, account).json()["access_token"]
+                    if b.get(path, headers=bearer(token)).status_code != 200:
+                        stale.append(f"round {n}: issued token refused")
+                    assert revoke_token(a, token, account).status_code == 200
+                with httpx.Client(base_url=base, timeout=30) as c:
+                    if c.get(path, headers=bearer(token)).status_code != 401:
+                        stale.append(f"round {n}: revoked token accepted")
+            assert stale == []
+        finally:
+            output = stop_server(proc)
+        assert proc.returncode == 0, output.decode(errors="replace")
+        assert b"Traceback" not in output, output.decode(errors="replace")
