@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 import anyio
+import redis.asyncio
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -13,6 +14,7 @@ from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http import clients, members, oauth, tokens, v1, wellknown
 from infrastructure.http.errors import EXCEPTION_HANDLERS
 from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table
+from infrastructure.http.introspection import FastIntrospection
 from infrastructure.settings import Settings
 
 
@@ -37,10 +39,17 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
         app.state.gate = RequestGate(endpoints.database_url, lookup_table=built.lookup.table("token_lookup"),
                                      events_table=events_table(built.app), max_size=settings.pool_size)
         await app.state.gate.open()
+        app.state.async_redis = redis.asyncio.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2,
+                                                             socket_timeout=2)
+        app.state.fast_introspection = FastIntrospection(built, pool=app.state.gate.pool,
+                                                         redis_client=app.state.async_redis,
+                                                         events_table=events_table(built.app))
 
     async def shutdown(app: Litestar) -> None:
         if app.state.get("gate") is not None:
             await app.state.gate.close()
+        if app.state.get("async_redis") is not None:
+            await app.state.async_redis.aclose()
         if container is None and app.state.container is not None:
             app.state.container.close()
 

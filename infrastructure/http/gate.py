@@ -25,8 +25,8 @@ class RequestGate:
 
     def __init__(self, database_url: str, *, lookup_table: Composable, events_table: Composable,
                  max_size: int) -> None:
-        self._pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False,
-                                         kwargs={"autocommit": True})
+        self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False,
+                                        kwargs={"autocommit": True})
         self._query = SQL(
             "SELECT (SELECT status FROM {lookup} WHERE token_id = %s), "
             "(SELECT max(originator_version) FROM {events} WHERE originator_id = %s)"
@@ -34,15 +34,15 @@ class RequestGate:
 
     async def open(self) -> None:
         """Opens the pool (in the event loop that will use it)."""
-        await self._pool.open(wait=True)
+        await self.pool.open(wait=True)
 
     async def close(self) -> None:
         """Closes the pool."""
-        await self._pool.close()
+        await self.pool.close()
 
     async def check(self, token_id: UUID, project_id: UUID | None) -> tuple[bool, int | None]:
         """Returns whether the token is revoked (or used up) and the project's stream version (None: no project)."""
-        async with self._pool.connection() as conn:
+        async with self.pool.connection() as conn:
             cursor = conn.cursor(row_factory=tuple_row)
             await cursor.execute(self._query, (token_id, project_id), prepare=True)
             row = await cursor.fetchone()

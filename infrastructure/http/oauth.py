@@ -98,14 +98,31 @@ def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> Respon
     return Response(b"", status_code=200, headers=NO_STORE)
 
 
-@post("/oauth2/introspect", status_code=200, tags=["oauth2"], sync_to_thread=True,
-      summary="Token introspection (RFC 7662)")
-def introspect(request: Request[Any, Any, Any], body: bytes, state: State) -> Response[dict[str, Any]]:
-    """Tells a project's client whether a token of its own project is active (RFC 7662 section 2.2)."""
+@post("/oauth2/introspect", status_code=200, tags=["oauth2"], summary="Token introspection (RFC 7662)")
+async def introspect(request: Request[Any, Any, Any], body: bytes, state: State) -> Response[dict[str, Any]]:
+    """Tells a project's client whether a token of its own project is active (RFC 7662 section 2.2).
+
+    A client whose secret this process verified before is answered on the event loop (see
+    ``infrastructure.http.introspection``); anything else, in a worker thread, by the general path.
+    """
     params = parse_form(request.headers.get("content-type", ""), body)
+    client_id, client_secret = client_credentials(request, params)
+    fast = state.fast_introspection
+    answer = await fast.answer(client_id, client_secret, params.get("token"), source_address(request))
+    if answer is None:
+        answer = await anyio.to_thread.run_sync(_introspect, request, params, state)
+    return Response(answer, headers=NO_STORE)
+
+
+def _introspect(request: Request[Any, Any, Any], params: dict[str, str], state: State) -> dict[str, Any]:
+    """The general path: counted client authentication, then the token decided on its own stream."""
     client = authenticated_client(state, request, params)
     if not isinstance(client, Client):
         raise InvalidClient("introspection needs a confidential client")
     if "token" not in params:
         raise InvalidRequest("the token parameter is required")
-    return Response(state.container.introspection.handle(client, params["token"]), headers=NO_STORE)
+    answer = state.container.introspection.handle(client, params["token"])
+    _, secret = client_credentials(request, params)
+    if secret:
+        state.fast_introspection.remember(client, secret)
+    return answer

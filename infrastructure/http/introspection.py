@@ -1,0 +1,151 @@
+"""RFC 7662 introspection of a JWT access token on the event loop, for a client whose secret this process knows.
+
+Resource servers introspect the same few client credentials thousands of times a second. The general path (a worker
+thread: count the attempt in Redis before checking the secret, load the client, load the token's stream, uncount the
+attempt) costs four round trips and a thread hand-off. This path answers with two, issued concurrently and without a
+thread: one query for the client's stream version and the token's revocation status, one Redis read of the client's
+and the address's failure counters. It applies only when everything is known to be in order, and otherwise returns
+None so that the general path decides (and counts, refuses or resets as it always does):
+
+- the client id and presented secret's keyed hash were verified by the general path of this process, on a private
+  copy of the client whose version is still the stream's version, and the secret is still live on that copy now
+  (a presented secret that was never verified always takes the counted path, so guessing is limited as before);
+- neither the client nor the address has failures counted (a lock refuses even the right secret; a success must
+  clear the client's failures);
+- the token is a JWT that validates strictly and belongs to the client's project (dashboard tokens need the
+  project's membership: general path).
+
+The token's facts come from its verified claims, its liveness from the token lookup model, which a revocation waits
+for before it is acknowledged (DESIGN.md invariant 1), exactly as every ``/v1`` request checks it.
+"""
+
+import asyncio
+import threading
+from typing import Any
+from uuid import UUID
+
+import redis.asyncio
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composable
+from psycopg_pool import AsyncConnectionPool
+
+from application.oauth.limits import client_keys
+from domain.client import Client
+from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id
+from infrastructure.crypto.jwt import InvalidToken
+
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+class KnownClients:
+    """Private copies of clients whose presented secret (by keyed hash) the general path verified."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._items: dict[str, tuple[Client, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, client_id: str, secret_hash: str) -> Client | None:
+        """The copy, if this secret hash verified against it."""
+        entry = self._items.get(client_id)
+        return entry[0] if entry is not None and secret_hash in entry[1] else None
+
+    def remember(self, client: Client, secret_hash: str) -> None:
+        """Records that ``secret_hash`` verified against ``client`` (a private copy, never mutated)."""
+        with self._lock:
+            entry = self._items.get(client.client_id)
+            hashes = {secret_hash}
+            if entry is not None and entry[0].version == client.version:
+                hashes |= entry[1]
+            if len(self._items) >= self._capacity:
+                self._items.clear()
+            self._items[client.client_id] = (client, frozenset(hashes))
+
+
+class FastIntrospection:
+    """The event-loop path (see the module docstring)."""
+
+    def __init__(self, container: Any, *, pool: AsyncConnectionPool, redis_client: redis.asyncio.Redis,
+                 events_table: Composable) -> None:
+        self._container = container
+        self._pool = pool
+        self._redis = redis_client
+        self.known = KnownClients()
+        self._query = SQL(
+            "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %s), "
+            "(SELECT status FROM {lookup} WHERE token_id = %s)"
+        ).format(events=events_table, lookup=container.lookup.table("token_lookup"))
+
+    def secret_hash(self, secret: str) -> str:
+        """The keyed hash the client aggregate stores."""
+        return str(self._container.tokens.secrets.hash(secret))
+
+    async def answer(self, client_id: str | None, secret: str | None, token: str | None,
+                     source: str | None) -> dict[str, Any] | None:
+        """The introspection response, or None when the general path must decide."""
+        if not client_id or not secret or not token or client_id == DASHBOARD_CLIENT_ID:
+            return None
+        secret_hash = self.secret_hash(secret)
+        client = self.known.get(client_id, secret_hash)
+        if client is None or not client.secret_matches(secret_hash, self._container.tokens.clock.now()):
+            return None
+        try:
+            claims: dict[str, Any] | None = self._container.validator.claims(token)
+        except InvalidToken:
+            claims = None
+        token_id = _token_id(claims)
+        (version, status), clean = await asyncio.gather(self._versions(client.id, token_id),
+                                                        self._no_failures(client_id, source))
+        if version != client.version or not clean:
+            return None
+        return self.verdict(client, claims if token_id is not None and status in (None, "active") else None)
+
+    def verdict(self, client: Client, claims: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The answer for a live token's claims (None: revoked or invalid), or None for the general path."""
+        if claims is None:
+            return dict(INACTIVE)
+        if "project_id" not in claims:
+            return None  # a dashboard token: visible to the project's current members' clients (general path)
+        if claims["project_id"] != str(client.project_id):
+            return dict(INACTIVE)
+        return self.describe(claims)
+
+    def describe(self, claims: dict[str, Any]) -> dict[str, Any]:
+        """RFC 7662 section 2.2 from a verified access token's claims (what the general path reads from its stream)."""
+        return {"active": True, "scope": claims.get("scope", ""), "client_id": claims["client_id"],
+                "sub": claims["sub"], "exp": claims["exp"], "iat": claims["iat"], "iss": claims["iss"],
+                "aud": claims["aud"], "token_type": "Bearer", "project_id": claims["project_id"],
+                "jti": claims["jti"]}
+
+    async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=tuple_row)
+            await cursor.execute(self._query, (client_key, token_id), prepare=True)
+            row = await cursor.fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    async def _no_failures(self, client_id: str, source: str | None) -> bool:
+        limiter = self._container.tokens.limiter
+        keys = client_keys(client_id, source)
+        try:
+            values = await self._redis.mget([limiter.redis_key(key) for key in keys])
+        except redis.RedisError:
+            return False  # the general path fails closed with its own answer
+        return all(value is None or int(value) == 0 for value in values)
+
+    def remember(self, client: Client, secret: str) -> None:
+        """After the general path authenticated ``client`` with ``secret``: keep a private copy for this path."""
+        copy = self._container.app.find(client_aggregate_id(client.client_id), Client)
+        secret_hash = self.secret_hash(secret)
+        if copy is not None and copy.secret_matches(secret_hash, self._container.tokens.clock.now()):
+            self.known.remember(copy, secret_hash)
+
+
+def _token_id(claims: dict[str, Any] | None) -> UUID | None:
+    if claims is None:
+        return None
+    try:
+        return UUID(str(claims["jti"]))
+    except (KeyError, ValueError):
+        return None
