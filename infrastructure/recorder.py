@@ -4,6 +4,10 @@ eventsourcing's recorder pipelines four statements (lock, notify, insert of a co
 each event as a composite value in Python. This one calls a PL/pgSQL function with four plain arrays, which psycopg
 dumps in C: the same lock (insert order equals commit order, so tailing readers never skip a late commit), the same
 notification, a fraction of the CPU. Everything else (reads, subscriptions, the table) is eventsourcing's own.
+
+The same function writes every revoked token's id through to ``revoked_tokens`` in the transaction that records its
+``TokenRevoked``: a revocation is refused everywhere (DESIGN.md invariant 1) the instant it commits, without waiting
+for the token lookup model to apply it. Readers check the token lookup model's status OR this list.
 """
 
 from collections.abc import Sequence
@@ -12,8 +16,11 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from eventsourcing.utils import get_topic, retry
+from psycopg.sql import SQL, Identifier, Literal
+
+from domain.token import Token
+from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 
 class OneTripRecorder(PostgresApplicationRecorder):
@@ -25,16 +32,22 @@ class OneTripRecorder(PostgresApplicationRecorder):
         schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
         function = Identifier(self.insert_function)
         self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{revoked} (token_id uuid PRIMARY KEY)"
+        ).format(schema=schema, revoked=Identifier(REVOKED_TOKENS_TABLE)))
+        self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{function}("
             "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
             "PERFORM set_config('lock_timeout', '{timeout}s', true); "
             "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             "NOTIFY {channel}; "
+            "INSERT INTO {schema}.{revoked} (token_id) SELECT DISTINCT r.id FROM unnest(ids, topics) AS r(id, topic) "
+            "WHERE r.topic = {revoked_topic} ON CONFLICT DO NOTHING; "
             "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(ids, versions, topics, states) RETURNING notification_id; "
             "END $body$"
         ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
+                 revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
                  timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(
             schema=schema, function=function)

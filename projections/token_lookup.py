@@ -19,6 +19,8 @@ from psycopg.sql import SQL, Composable
 from domain.token import Token
 from projections.base import ReadModel
 
+# Written through by the event store's recorder in the transaction of every TokenRevoked (infrastructure.recorder).
+REVOKED_TOKENS_TABLE = "revoked_tokens"
 COLUMNS = ("token_id", "project_id", "kind", "client_id", "user_id", "family_id", "parent_id", "scope",
            "grant_type", "issued_at", "expires_at", "status", "ended_at", "ended_reason", "ended_by")
 
@@ -164,12 +166,17 @@ class TokenLookupView(ReadModel):
         return rows[0] if rows else None
 
     def is_revoked(self, token_id: UUID) -> bool:
-        """Whether the token has been revoked (or used up); an unknown token is not, it may be just issued."""
+        """Whether the token has been revoked (or used up); an unknown token is not, it may be just issued.
+
+        A revocation is in ``revoked_tokens`` the instant it commits (the recorder writes it through, see
+        ``infrastructure.recorder``) and in this model's status once the projection applied it.
+        """
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(SQL("SELECT status FROM {} WHERE token_id = %s").format(self.table("token_lookup")),
-                         (token_id,), prepare=True)
+            curs.execute(SQL("SELECT (SELECT status FROM {} WHERE token_id = %(t)s) AS status, "
+                             "EXISTS (SELECT FROM {} WHERE token_id = %(t)s) AS written_through").format(
+                self.table("token_lookup"), self.table(REVOKED_TOKENS_TABLE)), {"t": token_id}, prepare=True)
             row = curs.fetchone()
-        return row is not None and row["status"] in ("revoked", "used")
+        return row is not None and (row["written_through"] or row["status"] in ("revoked", "used"))
 
     def live_in_family(self, family_id: UUID) -> list[UUID]:
         """Ids of the family's tokens that are still active."""

@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http import clients, members, oauth, tokens, v1, wellknown
 from infrastructure.http.errors import EXCEPTION_HANDLERS
-from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table
+from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import FastIntrospection
 from infrastructure.settings import Settings
 
@@ -37,13 +37,15 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
             app.state.container = built
         built = app.state.container
         app.state.gate = RequestGate(endpoints.database_url, lookup_table=built.lookup.table("token_lookup"),
-                                     events_table=events_table(built.app), max_size=settings.pool_size)
+                                     events_table=events_table(built.app), revoked_table=revoked_table(built.app),
+                                     max_size=settings.pool_size)
         await app.state.gate.open()
         app.state.async_redis = redis.asyncio.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2,
                                                              socket_timeout=2)
         app.state.fast_introspection = FastIntrospection(built, pool=app.state.gate.pool,
                                                          redis_client=app.state.async_redis,
-                                                         events_table=events_table(built.app))
+                                                         events_table=events_table(built.app),
+                                                         revoked_table=revoked_table(built.app))
 
     async def shutdown(app: Litestar) -> None:
         if app.state.get("gate") is not None:

@@ -18,19 +18,21 @@ from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import AsyncConnectionPool
 
 from domain.project import Project
+from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 
 class RequestGate:
     """Answers "revoked?" and "project version?" in one query (see the module docstring)."""
 
     def __init__(self, database_url: str, *, lookup_table: Composable, events_table: Composable,
-                 max_size: int) -> None:
+                 revoked_table: Composable, max_size: int) -> None:
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False,
                                         kwargs={"autocommit": True})
         self._query = SQL(
-            "SELECT (SELECT status FROM {lookup} WHERE token_id = %s), "
-            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %s)"
-        ).format(lookup=lookup_table, events=events_table)
+            "SELECT (SELECT status FROM {lookup} WHERE token_id = %(t)s), "
+            "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
+            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(p)s)"
+        ).format(lookup=lookup_table, events=events_table, revoked=revoked_table)
 
     async def open(self) -> None:
         """Opens the pool (in the event loop that will use it)."""
@@ -44,17 +46,22 @@ class RequestGate:
         """Returns whether the token is revoked (or used up) and the project's stream version (None: no project)."""
         async with self.pool.connection() as conn:
             cursor = conn.cursor(row_factory=tuple_row)
-            await cursor.execute(self._query, (token_id, project_id), prepare=True)
+            await cursor.execute(self._query, {"t": token_id, "p": project_id}, prepare=True)
             row = await cursor.fetchone()
         assert row is not None
-        status, version = row
-        return status in ("revoked", "used"), version
+        status, written_through, version = row
+        return written_through or status in ("revoked", "used"), version
 
 
 def events_table(app: Any) -> Composable:
     """The event store's table, schema-qualified."""
     recorder = app.recorder
     return SQL("{}.{}").format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+
+
+def revoked_table(app: Any) -> Composable:
+    """The list of revoked tokens the recorder writes through (see ``infrastructure.recorder``), schema-qualified."""
+    return SQL("{}.{}").format(Identifier(app.recorder.datastore.schema), Identifier(REVOKED_TOKENS_TABLE))
 
 
 class ProjectSnapshots:

@@ -66,15 +66,16 @@ class FastIntrospection:
     """The event-loop path (see the module docstring)."""
 
     def __init__(self, container: Any, *, pool: AsyncConnectionPool, redis_client: redis.asyncio.Redis,
-                 events_table: Composable) -> None:
+                 events_table: Composable, revoked_table: Composable) -> None:
         self._container = container
         self._pool = pool
         self._redis = redis_client
         self.known = KnownClients()
         self._query = SQL(
-            "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %s), "
-            "(SELECT status FROM {lookup} WHERE token_id = %s)"
-        ).format(events=events_table, lookup=container.lookup.table("token_lookup"))
+            "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %(c)s), "
+            "(SELECT status FROM {lookup} WHERE token_id = %(t)s), "
+            "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s)"
+        ).format(events=events_table, lookup=container.lookup.table("token_lookup"), revoked=revoked_table)
 
     def secret_hash(self, secret: str) -> str:
         """The keyed hash the client aggregate stores."""
@@ -120,10 +121,11 @@ class FastIntrospection:
     async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None]:
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=tuple_row)
-            await cursor.execute(self._query, (client_key, token_id), prepare=True)
+            await cursor.execute(self._query, {"c": client_key, "t": token_id}, prepare=True)
             row = await cursor.fetchone()
         assert row is not None
-        return row[0], row[1]
+        version, status, written_through = row
+        return version, "revoked" if written_through else status
 
     async def _no_failures(self, client_id: str, source: str | None) -> bool:
         limiter = self._container.tokens.limiter

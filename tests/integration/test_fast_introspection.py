@@ -13,7 +13,7 @@ from application.clients import RotateSecret
 from application.oauth.grants import TokenRequest
 from application.oauth.revocation import RevocationRequest
 from infrastructure.bootstrap import Container
-from infrastructure.http.gate import RequestGate, events_table
+from infrastructure.http.gate import RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import INACTIVE, FastIntrospection
 from tests.integration.support import sign_up
 
@@ -31,11 +31,13 @@ class Harness:
         self.container = container
         self.loop = asyncio.new_event_loop()
         self.gate = RequestGate(database_url, lookup_table=container.lookup.table("token_lookup"),
-                                events_table=events_table(container.app), max_size=2)
+                                events_table=events_table(container.app), revoked_table=revoked_table(container.app),
+                                max_size=2)
         self.loop.run_until_complete(self.gate.open())
         self.redis = redis.asyncio.Redis.from_url(redis_url)
         self.fast = FastIntrospection(container, pool=self.gate.pool, redis_client=self.redis,
-                                      events_table=events_table(container.app))
+                                      events_table=events_table(container.app),
+                                      revoked_table=revoked_table(container.app))
 
     def answer(self, account: SignedUp, token: str, secret: str | None = None) -> dict[str, Any] | None:
         client = account.client.client
