@@ -38,18 +38,21 @@ class Revoker:
         return self.app.recorder.max_notification_id() or 0
 
     def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
-                   extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True) -> int:
+                   extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True,
+                   first: Sequence[Token] = ()) -> int:
         """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
-        ``extra`` is called again on each attempt, so its aggregates are fresh. Returns how many tokens this call
-        revoked.
+        ``extra`` is called again on each attempt, so its aggregates are fresh. ``first``: private copies of the
+        tokens ``select`` names, already loaded by the caller, used by the first attempt instead of loading them
+        again. Returns how many tokens this call revoked.
         """
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())
             now = self.clock.now()
-            tokens = [t for t in (self.app.find(i, Token) for i in select()) if t is not None and t.revocable(now)]
+            loaded = first if attempt == 0 and first else [self.app.find(i, Token) for i in select()]
+            tokens = [t for t in loaded if t is not None and t.revocable(now)]
             for token in tokens:
                 token.revoke(reason=reason, actor=actor)
             others = extra() if extra is not None else ()
@@ -70,10 +73,12 @@ class Revoker:
                                extra=extra)
 
     def revoke_one(self, token: Token, *, reason: str, actor: str) -> int:
-        """Revokes one token; a refresh token takes its family (and the family's access tokens) with it."""
+        """Revokes one token (a private copy, e.g. from ``TokenFinder.find``, that this call may change); a refresh
+        token takes its family (and the family's access tokens) with it."""
         if token.kind == TokenKind.REFRESH and token.family_id is not None:
             return self.revoke_family(token.family_id, reason=reason, actor=actor)
-        return self.revoke_ids(lambda: [token.id], reason=reason, actor=actor, selects_on_index=False)
+        return self.revoke_ids(lambda: [token.id], reason=reason, actor=actor, selects_on_index=False,
+                               first=[token])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""RFC 7662 introspection of a JWT access token on the event loop, for a client whose secret this process knows.
+"""RFC 7662 introspection of a JWT access token on the event loop, for a client whose secret this process knows
+(and the same client authentication for RFC 7009 revocation).
 
 Resource servers introspect the same few client credentials thousands of times a second. The general path (a worker
 thread: count the attempt in Redis before checking the secret, load the client, load the token's stream, uncount the
@@ -12,8 +13,9 @@ None so that the general path decides (and counts, refuses or resets as it alway
   (a presented secret that was never verified always takes the counted path, so guessing is limited as before);
 - neither the client nor the address has failures counted (a lock refuses even the right secret; a success must
   clear the client's failures);
-- the token is a JWT that validates strictly and belongs to the client's project (dashboard tokens need the
-  project's membership: general path).
+- the token is not a refresh token (those are decided on their stream) and, if it is a JWT that validates
+  strictly, it belongs to the client's project (dashboard tokens need the project's membership: general path);
+  anything else that is not a valid access token is inactive, as the general path would say.
 
 The token's facts come from its verified claims, its liveness from the token lookup model, which a revocation waits
 for before it is acknowledged (DESIGN.md invariant 1), exactly as every ``/v1`` request checks it.
@@ -81,23 +83,34 @@ class FastIntrospection:
         """The keyed hash the client aggregate stores."""
         return str(self._container.tokens.secrets.hash(secret))
 
-    async def answer(self, client_id: str | None, secret: str | None, token: str | None,
-                     source: str | None) -> dict[str, Any] | None:
-        """The introspection response, or None when the general path must decide."""
-        if not client_id or not secret or not token or client_id == DASHBOARD_CLIENT_ID:
-            return None
+    async def authenticate(self, client_id: str | None, secret: str | None, source: str | None,
+                           token_id: UUID | None = None) -> tuple[Client | None, str | None]:
+        """The known client these credentials authenticate, or None for the general path; and, when ``token_id`` is
+        given, that token's status (``revoked`` if the store listed its revocation), read in the same query."""
+        if not client_id or not secret or client_id == DASHBOARD_CLIENT_ID:
+            return None, None
         secret_hash = self.secret_hash(secret)
         client = self.known.get(client_id, secret_hash)
         if client is None or not client.secret_matches(secret_hash, self._container.tokens.clock.now()):
-            return None
+            return None, None
+        (version, status), clean = await asyncio.gather(self._versions(client.id, token_id),
+                                                        self._no_failures(client_id, source))
+        if version != client.version or not clean:
+            return None, None
+        return client, status
+
+    async def answer(self, client_id: str | None, secret: str | None, token: str | None,
+                     source: str | None) -> dict[str, Any] | None:
+        """The introspection response, or None when the general path must decide."""
+        if not token or self._container.tokens.minter.is_refresh_token(token):
+            return None  # a refresh token is decided on its own stream
         try:
             claims: dict[str, Any] | None = self._container.validator.claims(token)
         except InvalidToken:
             claims = None
         token_id = _token_id(claims)
-        (version, status), clean = await asyncio.gather(self._versions(client.id, token_id),
-                                                        self._no_failures(client_id, source))
-        if version != client.version or not clean:
+        client, status = await self.authenticate(client_id, secret, source, token_id)
+        if client is None:
             return None
         return self.verdict(client, claims if token_id is not None and status in (None, "active") else None)
 

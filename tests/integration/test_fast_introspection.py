@@ -15,7 +15,7 @@ from application.oauth.revocation import RevocationRequest
 from infrastructure.bootstrap import Container
 from infrastructure.http.gate import RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import INACTIVE, FastIntrospection
-from tests.integration.support import sign_up
+from tests.integration.support import PASSWORD, sign_up
 
 
 def client_token(container: Container, account: SignedUp) -> str:
@@ -111,3 +111,13 @@ def test_counted_failures_go_back_to_the_general_path(harness: Harness, containe
     finally:
         limiter.release([key], reset=(key,))
     assert harness.answer(account, token) is not None
+
+
+def test_refresh_and_dashboard_tokens_are_left_to_the_general_path(harness: Harness, container: Container) -> None:
+    account = sign_up(container)
+    harness.general(account, client_token(container, account))
+    login = container.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
+                                                 username=account.user.email, password=PASSWORD))
+    assert harness.answer(account, login.refresh_token) is None
+    assert harness.answer(account, login.access_token) is None
+    assert harness.general(account, login.refresh_token)["active"] is True
