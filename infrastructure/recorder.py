@@ -49,12 +49,13 @@ class OneTripRecorder(PostgresApplicationRecorder):
         ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
                  revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
                  timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
+        # Rendered once: psycopg would compose the SQL object again on every call.
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(
-            schema=schema, function=function)
+            schema=schema, function=function).as_string(None)
         self.select_many_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
-            schema=schema, table=table)
+            schema=schema, table=table).as_string(None)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:

@@ -32,7 +32,7 @@ class RequestGate:
             "SELECT (SELECT status FROM {lookup} WHERE token_id = %(t)s), "
             "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
             "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(p)s)"
-        ).format(lookup=lookup_table, events=events_table, revoked=revoked_table)
+        ).format(lookup=lookup_table, events=events_table, revoked=revoked_table).as_string(None)
 
     async def open(self) -> None:
         """Opens the pool (in the event loop that will use it)."""

@@ -12,7 +12,7 @@ None so that the general path decides (and counts, refuses or resets as it alway
   copy of the client whose version is still the stream's version, and the secret is still live on that copy now
   (a presented secret that was never verified always takes the counted path, so guessing is limited as before);
 - neither the client nor the address has failures counted (a lock refuses even the right secret; a success must
-  clear the client's failures);
+  clear the client's failures), as read from Redis at most CLEAN_FOR seconds ago;
 - the token is not a refresh token (those are decided on their stream) and, if it is a JWT that validates
   strictly, it belongs to the client's project (dashboard tokens need the project's membership: general path);
   anything else that is not a valid access token is inactive, as the general path would say.
@@ -23,6 +23,7 @@ for before it is acknowledged (DESIGN.md invariant 1), exactly as every ``/v1`` 
 
 import asyncio
 import threading
+import time
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,8 @@ from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id
 from infrastructure.crypto.jwt import InvalidToken
 
 INACTIVE: dict[str, Any] = {"active": False}
+CLEAN_FOR = 1.0  # seconds a clean read of a known client's failure counters is trusted
+CACHE_LIMIT = 16_384
 
 
 class KnownClients:
@@ -77,7 +80,9 @@ class FastIntrospection:
             "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %(c)s), "
             "(SELECT status FROM {lookup} WHERE token_id = %(t)s), "
             "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s)"
-        ).format(events=events_table, lookup=container.lookup.table("token_lookup"), revoked=revoked_table)
+        ).format(events=events_table, lookup=container.lookup.table("token_lookup"),
+                 revoked=revoked_table).as_string(None)  # rendered once, not per request
+        self._clean_until: dict[tuple[str, str | None], float] = {}
 
     def secret_hash(self, secret: str) -> str:
         """The keyed hash the client aggregate stores."""
@@ -141,13 +146,26 @@ class FastIntrospection:
         return version, "revoked" if written_through else status
 
     async def _no_failures(self, client_id: str, source: str | None) -> bool:
+        """Whether neither the client nor the address has failures counted, read at most once per CLEAN_FOR.
+
+        Failures are always counted at once (wrong secrets never take this path); only noticing that a known
+        client became locked may take up to CLEAN_FOR seconds here.
+        """
+        now = time.monotonic()
+        if self._clean_until.get((client_id, source), 0.0) > now:
+            return True
         limiter = self._container.tokens.limiter
         keys = client_keys(client_id, source)
         try:
             values = await self._redis.mget([limiter.redis_key(key) for key in keys])
         except redis.RedisError:
             return False  # the general path fails closed with its own answer
-        return all(value is None or int(value) == 0 for value in values)
+        clean = all(value is None or int(value) == 0 for value in values)
+        if clean:
+            if len(self._clean_until) >= CACHE_LIMIT:
+                self._clean_until.clear()
+            self._clean_until[(client_id, source)] = now + CLEAN_FOR
+        return clean
 
     def remember(self, client: Client, secret: str) -> None:
         """After the general path authenticated ``client`` with ``secret``: keep a private copy for this path."""
