@@ -1,0 +1,205 @@
+"""The notification outbox against a real PostgreSQL and a real HTTP receiver: derivation with exactly-once
+tracking, Standard Webhooks deliveries, retries kept in PostgreSQL, leases, cancellation, rebuilds, warnings."""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from application.accounts import CreateClient
+from application.clients import RotateSecret
+from application.webhooks import RemoveWebhook
+from domain.ids import client_aggregate_id
+from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
+from projections.notifications import notification_id
+from projections.outbox import MAX_RESPONSE_BODY, Outbox
+from tests.integration.support import sign_up
+from tests.integration.webhook_support import add_member, make_due, outbox_rows, owner, subscribe, webhook_container
+from tests.receiver import Receiver, serve
+from workers.webhooks import deliver
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def hooks(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+    with webhook_container(server_url, redis_url, settings) as built:
+        yield built
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from serve(Receiver())
+
+
+def catch_up(container: Container) -> None:
+    container.runner("webhooks").catch_up()
+
+
+def test_an_event_becomes_one_signed_delivery_per_subscribed_webhook(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    other = subscribe(hooks, signed, receiver.url, ("member.removed",))  # not subscribed to member.added
+    user_id = add_member(hooks, signed)
+    catch_up(hooks)
+    rows = outbox_rows(hooks, hook.webhook_id)
+    assert [r["type"] for r in rows] == ["member.added"] and outbox_rows(hooks, other.webhook_id) == []
+    assert deliver(hooks, str(rows[0]["id"])) == "delivered"
+    [request] = receiver.requests
+    assert request.id == str(rows[0]["id"]) and request.valid_for(hook.secret)
+    assert not request.valid_for(other.secret)
+    body = json.loads(request.body)
+    assert body["type"] == "member.added" and body["data"]["user_id"] == str(user_id)
+    assert body["data"]["project_id"] == str(signed.project.id) and body["data"]["role"] == "developer"
+    assert set(body) == {"type", "timestamp", "data"}
+    assert request.headers["content-type"] == "application/json"
+    assert deliver(hooks, str(rows[0]["id"])) is None  # delivered: nothing more to do
+    assert len(receiver.requests) == 1
+
+
+def test_deriving_again_adds_nothing(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url)
+    add_member(hooks, signed)
+    catch_up(hooks)
+    before = outbox_rows(hooks, hook.webhook_id)
+    assert hooks.runner("webhooks").catch_up() == 0
+    position = hooks.runner("webhooks").rebuild()  # replays every event: same deterministic ids, state kept
+    assert position == hooks.app.recorder.max_notification_id()
+    assert outbox_rows(hooks, hook.webhook_id) == before
+
+
+def test_a_failed_attempt_is_retried_later_with_the_same_webhook_id(hooks: Container) -> None:
+    for receiver in serve(Receiver(statuses=[500])):
+        signed = sign_up(hooks)
+        hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+        add_member(hooks, signed)
+        catch_up(hooks)
+        [row] = outbox_rows(hooks, hook.webhook_id)
+        assert deliver(hooks, str(row["id"])) == "pending"
+        [after] = outbox_rows(hooks, hook.webhook_id)
+        assert after["attempts"] == 1 and after["lease_until"] is None
+        assert after["next_attempt_at"] >= datetime.now(tz=UTC) + timedelta(seconds=2)  # the 5 s backoff
+        assert deliver(hooks, str(row["id"])) is None  # not due yet
+        make_due(hooks)
+        assert deliver(hooks, str(row["id"])) == "delivered"
+        assert receiver.ids() == [str(row["id"])] * 2
+        deliveries = hooks.webhooks_view.deliveries(signed.project.id, hook.webhook_id, limit=10)
+        [shown] = deliveries
+        codes = [(a["attempt"], a["status_code"]) for a in shown["attempt_list"]]
+        assert codes == [(1, 500), (2, 200)] and shown["status"] == "delivered"
+        assert len(shown["attempt_list"][0]["response_body"]) == MAX_RESPONSE_BODY  # truncated
+        assert shown["attempt_list"][1]["response_body"] == "ok"
+
+
+def test_a_notification_is_marked_failed_once_the_schedule_is_spent(hooks: Container) -> None:
+    for receiver in serve(Receiver(statuses=[503] * 10)):
+        signed = sign_up(hooks)
+        hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+        add_member(hooks, signed)
+        catch_up(hooks)
+        [row] = outbox_rows(hooks, hook.webhook_id)
+        view = hooks.webhooks_view
+        with view.datastore.transaction(commit=True) as curs:  # seven failures already, the last one now due
+            curs.execute(f"UPDATE {view.datastore.schema}.webhook_notification SET attempts = 7 WHERE id = %s",
+                         (row["id"],))
+        assert deliver(hooks, str(row["id"])) == "failed"
+        assert outbox_rows(hooks, hook.webhook_id)[0]["status"] == "failed"
+        assert deliver(hooks, str(row["id"])) is None
+
+
+def test_a_leased_notification_is_not_claimed_twice_until_the_lease_expires(hooks: Container,
+                                                                             receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    outbox = Outbox(hooks.webhooks_view)
+    assert outbox.claim(row["id"], lease=60) is not None
+    assert outbox.claim(row["id"], lease=60) is None
+    assert deliver(hooks, str(row["id"])) is None and receiver.requests == []
+    view = hooks.webhooks_view
+    with view.datastore.transaction(commit=True) as curs:  # the lease holder died: its lease runs out
+        curs.execute(f"UPDATE {view.datastore.schema}.webhook_notification SET lease_until = now() WHERE id = %s",
+                     (row["id"],))
+    assert deliver(hooks, str(row["id"])) == "delivered"
+
+
+def test_the_dispatcher_marks_what_it_hands_out_until_the_mark_expires(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    outbox = Outbox(hooks.webhooks_view)
+    first = outbox.due(lease=60)
+    assert first and outbox.due(lease=60) == []
+    view = hooks.webhooks_view
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(f"UPDATE {view.datastore.schema}.webhook_notification SET dispatched_until = now() "
+                     "WHERE status = 'pending'")
+    assert set(first) <= set(outbox.due(lease=60))
+
+
+def test_removing_a_webhook_drops_its_pending_notifications(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    hooks.webhooks.remove(RemoveWebhook(project_id=signed.project.id, webhook_id=hook.webhook_id,
+                                        caller=owner(signed)))
+    catch_up(hooks)
+    assert outbox_rows(hooks, hook.webhook_id)[0]["status"] == "cancelled"
+    assert deliver(hooks, str(row["id"])) is None and receiver.requests == []
+
+
+def test_client_events_name_the_public_client_id(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("client.secret.rotated", "client.revoked"))
+    client_id = signed.client.client.client_id
+    rotated = hooks.clients.rotate(RotateSecret(project_id=signed.project.id, client_id=client_id, actor="system"))
+    catch_up(hooks)
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    payload: dict[str, Any] = json.loads(row["payload"])
+    assert payload["type"] == "client.secret.rotated" and payload["data"]["client_id"] == client_id
+    assert rotated.client_secret not in row["payload"] and rotated.client_secret[5:25] not in row["payload"]
+    assert payload["data"]["secret_hint"] == rotated.client.secret_hint
+    assert row["id"] == notification_id(payload_key(hooks, client_id), hook.webhook_id)
+
+
+def payload_key(container: Container, client_id: str) -> str:
+    client_stream = client_aggregate_id(client_id)
+    return f"{client_stream}:2"  # ClientCreated is version 1, the rotation version 2
+
+
+def test_expiry_warnings_are_sent_once_per_threshold(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("client.secret.expiring",))
+    new = hooks.accounts.new_client(CreateClient(project_id=signed.project.id, name="short", actor="system",
+                                                 secret_ttl=5 * 86400))
+    hooks.app.save(new.client)
+    hooks.runner("clients").catch_up()
+    catch_up(hooks)
+    outbox = Outbox(hooks.webhooks_view)
+    now = datetime.now(tz=UTC)
+    assert outbox.warn_expiring(now) == 1  # the 7-day warning only (the 1-year first client is not due)
+    assert outbox.warn_expiring(now) == 0
+    assert outbox.warn_expiring(now + timedelta(days=4, hours=12)) == 1  # the 1-day warning
+    assert outbox.warn_expiring(now + timedelta(days=6)) == 0  # expired: no warning
+    payloads = [json.loads(r["payload"]) for r in outbox_rows(hooks, hook.webhook_id)]
+    assert sorted(p["data"]["days"] for p in payloads) == [1, 7]
+    assert {p["data"]["client_id"] for p in payloads} == {new.client.client_id}
+    assert all(p["type"] == "client.secret.expiring" for p in payloads)
+
+
+def test_the_outbox_status_shows_the_lag(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    status = Outbox(hooks.webhooks_view).status()
+    assert status["pending"] >= 1 and status["due"] >= 1 and status["oldest_due"] is not None
