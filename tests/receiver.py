@@ -1,5 +1,6 @@
 """A real HTTP receiver for webhook tests: a threaded http.server on 127.0.0.1 recording every request."""
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -66,6 +67,7 @@ class Receiver:
             return [json.loads(r.body)["type"] for r in self.requests]
 
 
+@contextlib.contextmanager
 def serve(receiver: Receiver) -> Iterator[Receiver]:
     """Runs ``receiver`` on a free port until the generator is closed."""
     owner = receiver

@@ -32,7 +32,8 @@ def hooks(server_url: str, redis_url: str, settings: Settings) -> Iterator[Conta
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    yield from serve(Receiver())
+    with serve(Receiver()) as running:
+        yield running
 
 
 def catch_up(container: Container) -> None:
@@ -73,7 +74,7 @@ def test_deriving_again_adds_nothing(hooks: Container, receiver: Receiver) -> No
 
 
 def test_a_failed_attempt_is_retried_later_with_the_same_webhook_id(hooks: Container) -> None:
-    for receiver in serve(Receiver(statuses=[500])):
+    with serve(Receiver(statuses=[500])) as receiver:
         signed = sign_up(hooks)
         hook = subscribe(hooks, signed, receiver.url, ("member.added",))
         add_member(hooks, signed)
@@ -96,7 +97,7 @@ def test_a_failed_attempt_is_retried_later_with_the_same_webhook_id(hooks: Conta
 
 
 def test_a_notification_is_marked_failed_once_the_schedule_is_spent(hooks: Container) -> None:
-    for receiver in serve(Receiver(statuses=[503] * 10)):
+    with serve(Receiver(statuses=[503] * 10)) as receiver:
         signed = sign_up(hooks)
         hook = subscribe(hooks, signed, receiver.url, ("member.added",))
         add_member(hooks, signed)

@@ -21,7 +21,7 @@ WEBHOOK_TYPES = ("member.added", "member.removed", "client.revoked", "client.sec
 
 def webhook_settings(settings: Settings, **changes: Any) -> Settings:
     """The session's settings with private targets allowed and a short lease, for tests that deliver locally."""
-    return replace(settings, webhook_allow_private=True, webhook_lease=2, webhook_timeout=5, **changes)
+    return replace(settings, **{"webhook_allow_private": True, "webhook_lease": 2, "webhook_timeout": 5, **changes})
 
 
 @contextlib.contextmanager
