@@ -18,6 +18,19 @@ from projections.outbox import MAX_RESPONSE_BODY, Attempt
 USER_AGENT = "keyledger-webhooks/1"
 
 
+def _connect(address: str, port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection to the literal ``address`` (no resolution at all, unlike ``socket.create_connection``)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
     """HTTP to a checked address, whatever the host name would resolve to now."""
 
@@ -26,7 +39,7 @@ class _PinnedHTTP(http.client.HTTPConnection):
         self._address = target.address
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connect(self._address, self.port, self.timeout)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
@@ -37,7 +50,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self._address = target.address
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connect(self._address, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 

@@ -88,7 +88,7 @@ _DATA: dict[str, Callable[[Any, str | None], dict[str, Any]]] = {
 
 def notification_type(event: Any) -> str | None:
     """The notification type ``event`` calls for, or None."""
-    entry = EVENT_TYPES.get(type(event).__qualname__)
+    entry = EVENT_TYPES.get(".".join(type(event).__qualname__.split(".")[-2:]))  # Aggregate.Event
     return entry[1] if entry else None
 
 
