@@ -150,3 +150,8 @@ class Outbox:
                                         "days": days, "actor": "system"})
                 added += self._view.add(curs, derived, [(row["project_id"], row["webhook_id"])])
         return added
+
+
+def outbox_status(container: Any) -> dict[str, Any]:
+    """The notification outbox's lag for status commands: pending, due now, the oldest due time, failed, delivered."""
+    return Outbox(container.webhooks_view).status()

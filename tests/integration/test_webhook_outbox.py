@@ -2,6 +2,9 @@
 tracking, Standard Webhooks deliveries, retries kept in PostgreSQL, leases, cancellation, rebuilds, warnings."""
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +19,7 @@ from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 from projections.notifications import notification_id
 from projections.outbox import MAX_RESPONSE_BODY, Outbox
+from tests.conftest import SECRET_KEY
 from tests.integration.support import sign_up
 from tests.integration.webhook_support import add_member, make_due, outbox_rows, owner, subscribe, webhook_container
 from tests.receiver import Receiver, serve
@@ -25,9 +29,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def hooks(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+def hooks_and_url(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[Container, str]]:
     with webhook_container(server_url, redis_url, settings) as built:
         yield built
+
+
+@pytest.fixture
+def hooks(hooks_and_url: tuple[Container, str]) -> Container:
+    return hooks_and_url[0]
 
 
 @pytest.fixture
@@ -204,3 +213,21 @@ def test_the_outbox_status_shows_the_lag(hooks: Container, receiver: Receiver) -
     catch_up(hooks)
     status = Outbox(hooks.webhooks_view).status()
     assert status["pending"] >= 1 and status["due"] >= 1 and status["oldest_due"] is not None
+
+
+def test_projections_status_prints_the_outbox_lag(hooks_and_url: tuple[Container, str], receiver: Receiver,
+                                                  redis_url: str) -> None:
+    hooks, url = hooks_and_url
+    signed = sign_up(hooks)
+    subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    before = Outbox(hooks.webhooks_view).status()
+    env = {**os.environ, "KEYLEDGER_DATABASE_URL": url,
+           "KEYLEDGER_REDIS_URL": redis_url, "KEYLEDGER_SECRET_KEY": SECRET_KEY}
+    done = subprocess.run([sys.executable, "-m", "infrastructure.cli", "projections", "status"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("webhook outbox:")]
+    assert f"pending {before['pending']}," in line and f"failed {before['failed']}," in line
+    assert before["pending"] >= 1 and f"oldest_due {before['oldest_due']}," in line

@@ -10,9 +10,9 @@ from application.authz import Principal
 from application.members import AddMember
 from application.webhooks import ConfiguredWebhook, ConfigureWebhook
 from domain.scopes import ALL_SCOPES
-from infrastructure.bootstrap import Container
+from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
-from tests.integration.conftest import isolated_container
+from tests.conftest import fresh_database
 from tests.integration.support import fresh_email, sign_up
 
 WEBHOOK_TYPES = ("member.added", "member.removed", "client.revoked", "client.secret.rotated",
@@ -25,10 +25,14 @@ def webhook_settings(settings: Settings, **changes: Any) -> Settings:
 
 
 @contextlib.contextmanager
-def webhook_container(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
-    """A container on a fresh database whose settings allow delivering to 127.0.0.1."""
-    with isolated_container(server_url, redis_url, webhook_settings(settings)) as built:
-        yield built
+def webhook_container(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[Container, str]]:
+    """A container on a fresh database whose settings allow delivering to 127.0.0.1, and the database's URL."""
+    with fresh_database(server_url) as url:
+        built = build(webhook_settings(settings), Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        try:
+            yield built, url
+        finally:
+            built.close()
 
 
 def owner(signed: Any) -> Principal:
