@@ -178,6 +178,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             app = Keyledger(env=env)
             opened.append(app)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
+            views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.

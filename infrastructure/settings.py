@@ -36,6 +36,14 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _smtp_url(env: Mapping[str, str]) -> str | None:
+    """``KEYLEDGER_SMTP_URL``: smtp:// or smtps:// (the value, which may hold a password, is never echoed)."""
+    raw = env.get("KEYLEDGER_SMTP_URL") or None
+    if raw is not None and not raw.startswith(("smtp://", "smtps://")):
+        raise SettingsError("KEYLEDGER_SMTP_URL must start with smtp:// or smtps://")
+    return raw
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list of IP addresses or networks (CIDR), each checked."""
     items = tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
@@ -123,5 +131,5 @@ class Settings:
             webhook_allow_private=_flag(env, "KEYLEDGER_WEBHOOK_ALLOW_PRIVATE"),
             webhook_timeout=_int(env, "KEYLEDGER_WEBHOOK_TIMEOUT", 10),
             webhook_lease=_int(env, "KEYLEDGER_WEBHOOK_LEASE", 60),
-            smtp_url=env.get("KEYLEDGER_SMTP_URL") or None,
+            smtp_url=_smtp_url(env),
         )

@@ -9,14 +9,16 @@ only delays the notification until the next dispatch after the expiry.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from psycopg.sql import SQL
 
 from domain.webhooks import EXPIRY_WARNINGS_DAYS
 from projections.notifications import Derived, expiring_key, warning_threshold
-from projections.webhooks import WebhooksView
+
+if TYPE_CHECKING:  # the model imports this module's schedule: no import cycle at run time
+    from projections.webhooks import WebhooksView
 
 # Seconds to wait after each failed attempt (Standard Webhooks' suggestion): 8 attempts over about 27.6 hours, so a
 # receiver that is down for a day still gets the notification.
@@ -64,7 +66,7 @@ class Attempt:
 class Outbox:
     """Delivery-side queries on the webhooks model's tables (as the table owner: workers see every project)."""
 
-    def __init__(self, view: WebhooksView) -> None:
+    def __init__(self, view: "WebhooksView") -> None:
         self._view = view
         self._outbox = view.table("webhook_notification")
         self._hooks = view.table("webhook_view")
@@ -126,15 +128,14 @@ class Outbox:
     def warn_expiring(self, now: datetime | None = None) -> int:
         """Adds ``client.secret.expiring`` notifications for live secrets within a warning threshold.
 
-        Reads the clients read model; one notification per client, expiry, threshold and subscribed webhook, so
-        running this again (or twice at once) adds nothing. Returns how many it added.
+        Reads the clients read model; one notification per client, expiry, threshold and subscribed webhook (and
+        one e-mail when mailing is on), so running this again, or twice at once, adds nothing. Returns how many it
+        added.
         """
         now = now or datetime.now(tz=UTC)
         horizon = now + timedelta(days=max(EXPIRY_WARNINGS_DAYS))
-        query = SQL("SELECT c.project_id, c.id, c.client_id, c.secret_expires_at, w.webhook_id FROM {c} c JOIN {h} w "
-                    "ON w.project_id = c.project_id AND 'client.secret.expiring' = ANY(w.event_types) "
-                    "WHERE c.revoked_at IS NULL AND c.secret_expires_at > %s AND c.secret_expires_at <= %s").format(
-            c=self._view.table("client_view"), h=self._hooks)
+        query = SQL("SELECT project_id, id, client_id, secret_expires_at FROM {} WHERE revoked_at IS NULL "
+                    "AND secret_expires_at > %s AND secret_expires_at <= %s").format(self._view.table("client_view"))
         added = 0
         with self._view.datastore.transaction(commit=True) as curs:
             curs.execute(query, (now, horizon))
@@ -148,7 +149,7 @@ class Outbox:
                                   timestamp=now.isoformat(),
                                   data={"client_id": row["client_id"], "secret_expires_at": expires.isoformat(),
                                         "days": days, "actor": "system"})
-                added += self._view.add(curs, derived, [(row["project_id"], row["webhook_id"])])
+                added += self._view.notify(curs, derived)
         return added
 
 

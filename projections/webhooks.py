@@ -28,6 +28,7 @@ from psycopg.sql import SQL, Composable
 from domain.client import Client
 from domain.project import Project
 from projections.base import ReadModel
+from projections.email_outbox import EMAIL_TABLE, add_email, email_statements
 from projections.notifications import NOTIFIABLE_TOPICS, Derived, derive, notification_id
 
 NOTIFICATION_COLUMNS = ("id", "type", "status", "attempts", "created_at", "next_attempt_at", "delivered_at")
@@ -55,6 +56,9 @@ class WebhooksView(ReadModel):
     topics = frozenset({get_topic(Project.WebhookConfigured), get_topic(Project.WebhookRemoved),
                         get_topic(Client.ClientCreated), *NOTIFIABLE_TOPICS})
 
+    # Whether notifications are also mailed (an SMTP server is configured): set by the composition root.
+    email_enabled = False
+
     def create_statements(self) -> list[Composable]:
         """The tables and the indexes of the listing, dispatch and delivery queries."""
         hooks, clients = self.table("webhook_view"), self.table("outbox_client")
@@ -78,6 +82,7 @@ class WebhooksView(ReadModel):
                 "uuid NOT NULL, webhook_id uuid NOT NULL, attempted_at timestamptz NOT NULL, status_code integer, "
                 "error text, duration_ms double precision NOT NULL, response_body text, "
                 "PRIMARY KEY (notification_id, attempt))").format(attempts),
+            *email_statements(self.table(EMAIL_TABLE)),
         ]
 
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
@@ -99,7 +104,14 @@ class WebhooksView(ReadModel):
         else:
             derived = derive(event, self._client_id(curs, event))
             if derived is not None:
-                self.add(curs, derived, self.subscribers(curs, derived.type, derived.project_id))
+                self.notify(curs, derived)
+
+    def notify(self, curs: Cursor[DictRow], derived: Derived) -> int:
+        """Adds a notification for every webhook subscribed to it, and its e-mail when mailing is on."""
+        added = self.add(curs, derived, self.subscribers(curs, derived.type, derived.project_id))
+        if self.email_enabled:
+            added += add_email(curs, self.table(EMAIL_TABLE), derived)
+        return added
 
     def _client_id(self, curs: Cursor[DictRow], event: Any) -> str | None:
         if not isinstance(event, Client.Event):

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from infrastructure.webhook_delivery import Message, post
 from projections.outbox import Outbox
+from workers.email import dispatch_email
 from workers.jobs import job
 from workers.runtime import enqueue
 
@@ -24,15 +25,16 @@ def _outbox(container: Any) -> Outbox:
 
 
 def dispatch(container: Any, broker: Any) -> int:
-    """Brings the outbox up to the event store, then enqueues a delivery for every due notification.
+    """Brings the outbox up to the event store, then enqueues a delivery for every due notification (and a
+    mailing for every due e-mail when an SMTP server is configured).
 
-    Returns how many deliveries it enqueued.
+    Returns how many it enqueued.
     """
     container.runner("webhooks").catch_up()
     due = _outbox(container).due(lease=container.settings.webhook_lease, limit=DISPATCH_BATCH)
     for notification_id in due:
         enqueue(broker, "webhooks.deliver", notification_id=str(notification_id))
-    return len(due)
+    return len(due) + dispatch_email(container, broker, DISPATCH_BATCH)
 
 
 @job("webhooks.dispatch", every=1.0, max_retries=0)

@@ -225,3 +225,7 @@ def test_the_webhook_settings_are_read_and_checked() -> None:
     assert not Settings.from_env({}).webhook_allow_private
     with pytest.raises(SettingsError):
         Settings.from_env({"KEYLEDGER_WEBHOOK_ALLOW_PRIVATE": "perhaps"})
+    assert Settings.from_env({"KEYLEDGER_SMTP_URL": "smtp://mail.test:2525"}).smtp_url == "smtp://mail.test:2525"
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"KEYLEDGER_SMTP_URL": "http://user:hunter2@mail.test"})
+    assert "hunter2" not in str(raised.value)
