@@ -9,8 +9,10 @@ import logging
 from typing import Any
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
+
 from infrastructure.webhook_delivery import Message, post
-from projections.outbox import Outbox
+from projections.outbox import Attempt, Outbox
 from workers.email import dispatch_email
 from workers.jobs import job
 from workers.runtime import enqueue
@@ -61,9 +63,14 @@ def deliver(container: Any, notification_id: str) -> str | None:
     claimed = outbox.claim(UUID(notification_id), lease=settings.webhook_lease)
     if claimed is None:
         return None
-    secret = container.webhook_secrets.open(claimed.webhook_id, claimed.encrypted_secret)
-    attempt = post(claimed.url, Message(id=str(claimed.id), body=claimed.payload.encode(), secret=secret),
-                   allow_private=settings.webhook_allow_private, timeout=settings.webhook_timeout)
+    try:
+        secret = container.webhook_secrets.open(claimed.webhook_id, claimed.encrypted_secret)
+    except (InvalidTag, ValueError):  # the server key changed: recorded, retried, then failed
+        attempt = Attempt(status_code=None, error="the signing secret cannot be decrypted with the server key",
+                          duration_ms=0.0, response_body=None)
+    else:
+        attempt = post(claimed.url, Message(id=str(claimed.id), body=claimed.payload.encode(), secret=secret),
+                       allow_private=settings.webhook_allow_private, timeout=settings.webhook_timeout)
     status = outbox.record(claimed, attempt)
     logger.info("webhook %s notification %s attempt %d: %s", claimed.webhook_id, claimed.id, claimed.attempts + 1,
                 attempt.status_code or attempt.error)

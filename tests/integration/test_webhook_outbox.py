@@ -231,3 +231,19 @@ def test_projections_status_prints_the_outbox_lag(hooks_and_url: tuple[Container
     [line] = [line for line in done.stdout.splitlines() if line.startswith("webhook outbox:")]
     assert f"pending {before['pending']}," in line and f"failed {before['failed']}," in line
     assert before["pending"] >= 1 and f"oldest_due {before['oldest_due']}," in line
+
+
+def test_a_secret_the_server_key_cannot_open_is_recorded_as_a_failed_attempt(hooks: Container,
+                                                                            receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    view = hooks.webhooks_view
+    with view.datastore.transaction(commit=True) as curs:  # as if sealed under another KEYLEDGER_SECRET_KEY
+        curs.execute(f"UPDATE {view.datastore.schema}.webhook_view SET encrypted_secret = %s WHERE webhook_id = %s",
+                     (hooks.webhook_secrets.new(hook.webhook_id).encrypted[:-8] + "AAAAAAA=", hook.webhook_id))
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    assert deliver(hooks, str(row["id"])) == "pending"
+    [shown] = hooks.webhooks_view.deliveries(signed.project.id, hook.webhook_id, limit=5)
+    assert "cannot be decrypted" in shown["attempt_list"][0]["error"] and receiver.requests == []
