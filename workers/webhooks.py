@@ -81,4 +81,5 @@ def deliver(container: Any, notification_id: str) -> str | None:
 def warn_expiring_job(container: Any, **_: Any) -> None:
     """Periodic: ``client.secret.expiring`` notifications 30, 7 and 1 days before a client secret expires."""
     container.runner("clients").catch_up()
+    container.runner("webhooks").catch_up()  # the subscriptions as of now
     _outbox(container).warn_expiring()

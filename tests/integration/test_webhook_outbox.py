@@ -14,8 +14,11 @@ import pytest
 from application.accounts import CreateClient
 from application.clients import RotateSecret
 from application.webhooks import RemoveWebhook
-from domain.ids import client_aggregate_id
+from domain.ids import client_aggregate_id, keyring_id
+from domain.keyring import KeyRing
 from infrastructure.bootstrap import Container
+from infrastructure.crypto.hashing import derive_key
+from infrastructure.crypto.keys import SigningKeyFactory
 from infrastructure.settings import Settings
 from projections.notifications import notification_id
 from projections.outbox import MAX_RESPONSE_BODY, Outbox
@@ -23,7 +26,7 @@ from tests.conftest import SECRET_KEY
 from tests.integration.support import sign_up
 from tests.integration.webhook_support import add_member, make_due, outbox_rows, owner, subscribe, webhook_container
 from tests.receiver import Receiver, serve
-from workers.webhooks import deliver
+from workers.webhooks import deliver, warn_expiring_job
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +250,39 @@ def test_a_secret_the_server_key_cannot_open_is_recorded_as_a_failed_attempt(hoo
     assert deliver(hooks, str(row["id"])) == "pending"
     [shown] = hooks.webhooks_view.deliveries(signed.project.id, hook.webhook_id, limit=5)
     assert "cannot be decrypted" in shown["attempt_list"][0]["error"] and receiver.requests == []
+
+
+def test_a_signing_key_activation_is_sent_to_every_projects_subscribed_webhooks(hooks: Container,
+                                                                                receiver: Receiver) -> None:
+    first, second, quiet = sign_up(hooks), sign_up(hooks), sign_up(hooks)
+    hooks_of = [subscribe(hooks, first, receiver.url, ("signing_key.rotated",)),
+                subscribe(hooks, second, receiver.url, ("signing_key.rotated", "member.added"))]
+    unsubscribed = subscribe(hooks, quiet, receiver.url, ("member.added",))
+    ring = hooks.app.load(keyring_id(), KeyRing)
+    factory = SigningKeyFactory(derive_key(SECRET_KEY.encode(), "keyledger signing key encryption v1"))
+    new = factory.generate("ES256")
+    ring.add_key(kid=new.kid, alg=new.alg, public_jwk=new.public_jwk, encrypted_private_key=new.encrypted_private_key,
+                 created_at=datetime.now(tz=UTC), actor="system")
+    ring.activate(kid=new.kid, actor="system")
+    hooks.app.save(ring)
+    catch_up(hooks)
+    for hook, project in zip(hooks_of, (first, second), strict=True):
+        [row] = outbox_rows(hooks, hook.webhook_id)
+        payload = json.loads(row["payload"])
+        assert payload["type"] == "signing_key.rotated" and payload["data"]["kid"] == new.kid
+        assert payload["data"]["project_id"] == str(project.project.id) and row["project_id"] == project.project.id
+    assert outbox_rows(hooks, unsubscribed.webhook_id) == []
+
+
+def test_the_periodic_warning_job_reads_the_clients_it_has_not_seen_yet(hooks: Container,
+                                                                        receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("client.secret.expiring",))
+    new = hooks.accounts.new_client(CreateClient(project_id=signed.project.id, name="soon", actor="system",
+                                                 secret_ttl=12 * 3600))
+    hooks.app.save(new.client)
+    warn_expiring_job(hooks)  # catches the clients model up itself
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    assert json.loads(row["payload"])["data"] == {"client_id": new.client.client_id, "days": 1, "actor": "system",
+                                                  "project_id": str(signed.project.id),
+                                                  "secret_expires_at": new.client.secret_expires_at.isoformat()}
