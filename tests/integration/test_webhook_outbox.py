@@ -5,7 +5,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -286,3 +288,21 @@ def test_the_periodic_warning_job_reads_the_clients_it_has_not_seen_yet(hooks: C
     assert json.loads(row["payload"])["data"] == {"client_id": new.client.client_id, "days": 1, "actor": "system",
                                                   "project_id": str(signed.project.id),
                                                   "secret_expires_at": new.client.secret_expires_at.isoformat()}
+
+
+def test_workers_racing_for_one_notification_deliver_it_once(hooks: Container, receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    catch_up(hooks)
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    start = threading.Barrier(6)
+
+    def race() -> str | None:
+        start.wait()
+        return deliver(hooks, str(row["id"]))
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda _: race(), range(6)))
+    assert outcomes.count("delivered") == 1 and outcomes.count(None) == 5
+    assert receiver.ids() == [str(row["id"])]
