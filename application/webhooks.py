@@ -109,19 +109,20 @@ class Webhooks:
             InvariantViolated: the project has as many webhooks as allowed.
         """
         webhook_id = uuid4()
-        types = check_event_types(command.event_types)
         sealed: list[SealedSecret] = []
+        types: list[tuple[str, ...]] = []
 
         def decide(project: Project) -> None:
-            authorize_on(project, command.caller, MANAGE_PERMISSION)
+            authorize_on(project, command.caller, MANAGE_PERMISSION)  # before any 400: nothing leaks to outsiders
+            types.append(check_event_types(command.event_types))
             self.check_url(command.url)
             sealed.append(self.secrets.new(webhook_id))
-            project.configure_webhook(webhook_id=webhook_id, url=command.url, event_types=list(types),
+            project.configure_webhook(webhook_id=webhook_id, url=command.url, event_types=list(types[-1]),
                                       encrypted_secret=sealed[-1].encrypted, secret_hint=sealed[-1].hint,
                                       actor=command.caller.actor)
 
         position = self._decide(command.project_id, decide)
-        return ConfiguredWebhook(webhook_id=webhook_id, url=command.url, event_types=types,
+        return ConfiguredWebhook(webhook_id=webhook_id, url=command.url, event_types=types[-1],
                                  secret=sealed[-1].secret, secret_hint=sealed[-1].hint, position=position)
 
     def remove(self, command: RemoveWebhook) -> int:

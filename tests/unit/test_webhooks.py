@@ -154,3 +154,9 @@ def test_the_aggregate_keeps_webhooks_through_its_events(world: World) -> None:
     copy.remove_webhook(webhook_id=hook, actor="system")
     world.app.save(copy)
     assert world.app.load(project.id, Project).webhooks == {}
+
+
+def test_an_outsider_learns_nothing_from_bad_input(world: World, webhooks: Webhooks, acme: SignedUp) -> None:
+    globex = world.sign_up("owner@globex.test", project_name="Globex")
+    with pytest.raises(NotFound):
+        configure(webhooks, acme.project.id, person(globex.user.id), url="http://10.0.0.1/", types=("nope",))
