@@ -9,7 +9,7 @@ from uuid import UUID
 from infrastructure.mailer import parse_smtp_url, send
 from projections.email_outbox import EmailOutbox
 from workers.jobs import job
-from workers.runtime import enqueue
+from workers.runtime import enqueue, log_line
 
 logger = logging.getLogger("keyledger.jobs")
 
@@ -55,7 +55,8 @@ def mail(container: Any, email_id: str) -> str | None:
     except (smtplib.SMTPException, OSError) as exc:
         error = type(exc).__name__
     status = outbox.record(claimed, error)
-    logger.info("e-mail %s (%s): %s", claimed["id"], claimed["type"], error or "sent")
+    logger.info(log_line(event="e-mail attempt", notification_id=str(claimed["id"]), type=claimed["type"],
+                         recipients=len(claimed["recipients"]), error=error, outcome=status))
     return status
 
 

@@ -15,7 +15,7 @@ from infrastructure.webhook_delivery import Message, post
 from projections.outbox import Attempt, Outbox
 from workers.email import dispatch_email
 from workers.jobs import job
-from workers.runtime import enqueue
+from workers.runtime import enqueue, log_line
 
 logger = logging.getLogger("keyledger.jobs")
 
@@ -72,8 +72,9 @@ def deliver(container: Any, notification_id: str) -> str | None:
         attempt = post(claimed.url, Message(id=str(claimed.id), body=claimed.payload.encode(), secret=secret),
                        allow_private=settings.webhook_allow_private, timeout=settings.webhook_timeout)
     status = outbox.record(claimed, attempt)
-    logger.info("webhook %s notification %s attempt %d: %s", claimed.webhook_id, claimed.id, claimed.attempts + 1,
-                attempt.status_code or attempt.error)
+    logger.info(log_line(event="webhook attempt", webhook_id=str(claimed.webhook_id), notification_id=str(claimed.id),
+                         type=claimed.type, attempt=claimed.attempts + 1, status_code=attempt.status_code,
+                         error=attempt.error, duration_ms=attempt.duration_ms, outcome=status))
     return status
 
 
