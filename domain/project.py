@@ -6,6 +6,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvariantViolated, NotFound
 from domain.scopes import Role
+from domain.webhooks import MAX_WEBHOOKS, Webhook
 
 
 class Project(Aggregate):
@@ -25,6 +26,7 @@ class Project(Aggregate):
         self.name = name
         self.members: dict[UUID, Role] = {owner_id: Role.OWNER}
         self.created_by = owner_id
+        self.webhooks: dict[UUID, Webhook] = {}
 
     def role_of(self, user_id: UUID) -> Role | None:
         """Returns the member's current role, or None when the user is not a member."""
@@ -72,3 +74,29 @@ class Project(Aggregate):
         owners = [uid for uid, role in self.members.items() if role == Role.OWNER]
         if owners == [leaving_owner]:
             raise InvariantViolated("a project must keep at least one owner")
+
+    def configure_webhook(self, *, webhook_id: UUID, url: str, event_types: list[str], encrypted_secret: str,
+                          secret_hint: str, actor: str) -> None:
+        """Registers a webhook endpoint; its signing secret is recorded only encrypted with the server key."""
+        if len(self.webhooks) >= MAX_WEBHOOKS:
+            raise InvariantViolated(f"a project has at most {MAX_WEBHOOKS} webhooks")
+        if webhook_id in self.webhooks:
+            raise InvariantViolated("a webhook with this id exists")
+        self._configure_webhook(webhook_id=webhook_id, url=url, event_types=list(event_types),
+                                encrypted_secret=encrypted_secret, secret_hint=secret_hint, actor=actor)
+
+    @event("WebhookConfigured")
+    def _configure_webhook(self, *, webhook_id: UUID, url: str, event_types: list[str], encrypted_secret: str,
+                           secret_hint: str, actor: str) -> None:
+        # Streams recorded before webhooks existed rebuild through __init__ too, so the dict is always there.
+        self.webhooks[webhook_id] = Webhook(url=url, event_types=tuple(event_types))
+
+    def remove_webhook(self, *, webhook_id: UUID, actor: str) -> None:
+        """Removes a webhook; notifications not yet delivered to it are dropped."""
+        if webhook_id not in self.webhooks:
+            raise NotFound("no such webhook")
+        self._remove_webhook(webhook_id=webhook_id, actor=actor)
+
+    @event("WebhookRemoved")
+    def _remove_webhook(self, *, webhook_id: UUID, actor: str) -> None:
+        del self.webhooks[webhook_id]

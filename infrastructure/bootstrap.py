@@ -24,6 +24,7 @@ from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinde
 from application.oauth.tokens import TokenMint
 from application.store import Keyledger
 from application.token_admin import TokenAdmin
+from application.webhooks import Webhooks
 from domain.ids import keyring_id
 from domain.keyring import KeyRing
 from infrastructure.adapters import OpaqueCredentials, SystemClock
@@ -31,17 +32,20 @@ from infrastructure.batching import GroupCommitter
 from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
+from infrastructure.crypto.webhook_secrets import WebhookSecrets
 from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
+from infrastructure.webhook_setup import url_checker
 from projections.base import ProjectionRunner, ReadModel
 from projections.clients import ClientsView
 from projections.members import MembersView
 from projections.token_lookup import TokenLookupView
+from projections.webhooks import WebhooksView
 
 logger = logging.getLogger(__name__)
 
-READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView)
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, WebhooksView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -73,7 +77,10 @@ class Container:
     views: dict[str, ReadModel]
     redis: Any
     namespace: str  # this deployment's prefix in Redis (abuse limits, Dramatiq queues, scheduler slots)
+    webhooks: Webhooks
+    webhook_secrets: WebhookSecrets
     runners: list[ProjectionRunner] = field(default_factory=list)
+    broker: Any = None  # the Dramatiq broker this process declared its actors on, if it runs or enqueues jobs
 
     @property
     def members(self) -> MembersView:
@@ -94,6 +101,13 @@ class Container:
         """The token lookup read model."""
         view = self.views[TokenLookupView.name]
         assert isinstance(view, TokenLookupView)
+        return view
+
+    @property
+    def webhooks_view(self) -> WebhooksView:
+        """The webhooks read model and notification outbox."""
+        view = self.views[WebhooksView.name]
+        assert isinstance(view, WebhooksView)
         return view
 
     def start_projections(self) -> None:
@@ -164,6 +178,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             app = Keyledger(env=env)
             opened.append(app)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
+            views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
@@ -198,6 +213,7 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                            limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")))
     committer.bind(tokens.decide_batch)
+    webhook_secrets = WebhookSecrets(derive_key(secret_key, "keyledger webhook secret encryption v1"))
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)
     return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, revoker=revoker,
@@ -209,4 +225,6 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,
                                      lifetimes=settings.lifetimes),
                      keys=keys, validator=validator, committer=committer, views=views, redis=redis_client,
-                     namespace=namespace)
+                     namespace=namespace, webhook_secrets=webhook_secrets,
+                     webhooks=Webhooks(app=app, secrets=webhook_secrets,
+                                       check_url=url_checker(settings.webhook_allow_private)))

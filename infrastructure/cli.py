@@ -15,6 +15,7 @@ from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.serving import serve_processes
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
+from projections.outbox import outbox_status
 
 logger = logging.getLogger("keyledger")
 
@@ -107,6 +108,8 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
             for name, view in container.views.items():
                 position = view.position()
                 print(f"{name:<16} {position:>12} {head - position:>10}")
+            outbox = outbox_status(container)
+            print("\nwebhook outbox: " + ", ".join(f"{key} {value}" for key, value in outbox.items()))
             return 0
         finally:
             container.close()

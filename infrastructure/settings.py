@@ -26,6 +26,24 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A boolean: true/1/yes or false/0/no (empty means false)."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _smtp_url(env: Mapping[str, str]) -> str | None:
+    """``KEYLEDGER_SMTP_URL``: smtp:// or smtps:// (the value, which may hold a password, is never echoed)."""
+    raw = env.get("KEYLEDGER_SMTP_URL") or None
+    if raw is not None and not raw.startswith(("smtp://", "smtps://")):
+        raise SettingsError("KEYLEDGER_SMTP_URL must start with smtp:// or smtps://")
+    return raw
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list of IP addresses or networks (CIDR), each checked."""
     items = tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
@@ -65,6 +83,10 @@ class Settings:
     attempt_limits: AttemptLimits = field(default_factory=AttemptLimits)
     rate_limit_prefix: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    webhook_allow_private: bool = False
+    webhook_timeout: int = 10
+    webhook_lease: int = 60
+    smtp_url: str | None = None
 
     @property
     def audience(self) -> str:
@@ -106,4 +128,8 @@ class Settings:
             attempt_limits=_attempt_limits(env),
             rate_limit_prefix=env.get("KEYLEDGER_RATE_LIMIT_PREFIX") or None,
             trusted_proxies=_networks(env, "KEYLEDGER_TRUSTED_PROXIES"),
+            webhook_allow_private=_flag(env, "KEYLEDGER_WEBHOOK_ALLOW_PRIVATE"),
+            webhook_timeout=_int(env, "KEYLEDGER_WEBHOOK_TIMEOUT", 10),
+            webhook_lease=_int(env, "KEYLEDGER_WEBHOOK_LEASE", 60),
+            smtp_url=_smtp_url(env),
         )

@@ -61,6 +61,7 @@ def _runner(container: Any, spec: Job) -> Callable[..., None]:
 def declare(broker: dramatiq.Broker, container: Any) -> dict[str, dramatiq.Actor]:
     """Declares every registered job as an actor on ``broker``, running against ``container``."""
     actors = {}
+    container.broker = broker  # jobs that enqueue other jobs (the webhook dispatcher) enqueue here
     for spec in load_jobs().values():
         actors[spec.name] = dramatiq.Actor(
             _runner(container, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue, priority=0,

@@ -122,6 +122,8 @@ def status(url: str, redis_url: str) -> dict[str, tuple[int, int]]:
     assert lines[0].split() == ["projection", "position", "lag"]
     rows = {}
     for line in lines[1:]:
+        if not line.strip():
+            break  # the webhook outbox's lag follows the table
         name, position, lag = line.split()
         rows[name] = (int(position), int(lag))
     return rows

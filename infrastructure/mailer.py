@@ -1,0 +1,72 @@
+"""E-mail through SMTP (``KEYLEDGER_SMTP_URL``): ``smtp://[user:password@]host[:port][?from=...&starttls=true]``, or
+``smtps://`` for TLS from the start. Errors never carry the URL (its password stays out of logs and the database)."""
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DEFAULT_SENDER = "keyledger@localhost"
+
+
+class MailUrlError(ValueError):
+    """``KEYLEDGER_SMTP_URL`` is malformed (the message never contains it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailServer:
+    """Where and how to send."""
+
+    host: str
+    port: int
+    tls: bool
+    starttls: bool
+    user: str | None
+    password: str | None
+    sender: str
+
+
+def parse_smtp_url(url: str) -> MailServer:
+    """Reads an SMTP URL (see the module docstring).
+
+    Raises:
+        MailUrlError: not ``smtp``/``smtps``, or no host.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise MailUrlError("KEYLEDGER_SMTP_URL is malformed") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise MailUrlError("KEYLEDGER_SMTP_URL must be smtp://host[:port] or smtps://host[:port]")
+    query = parse_qs(parts.query)
+    tls = parts.scheme == "smtps"
+    return MailServer(host=parts.hostname, port=port or (465 if tls else 25), tls=tls,
+                      starttls=query.get("starttls", ["false"])[0].lower() == "true",
+                      user=unquote(parts.username) if parts.username else None,
+                      password=unquote(parts.password) if parts.password else None,
+                      sender=query.get("from", [DEFAULT_SENDER])[0])
+
+
+def send(server: MailServer, *, recipients: list[str], subject: str, body: str, message_id: str,
+         timeout: float) -> None:
+    """Sends one message to ``recipients`` (raises ``smtplib.SMTPException`` or ``OSError`` on failure).
+
+    ``message_id`` is the same on every attempt of one notification, so a receiving system can recognise a repeat.
+    """
+    message = EmailMessage()
+    message["From"] = server.sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message["Message-ID"] = message_id
+    message.set_content(body)
+    context = ssl.create_default_context()
+    smtp_class = smtplib.SMTP_SSL if server.tls else smtplib.SMTP
+    kwargs = {"context": context} if server.tls else {}
+    with smtp_class(server.host, server.port, timeout=timeout, **kwargs) as smtp:
+        if server.starttls:
+            smtp.starttls(context=context)
+        if server.user is not None:
+            smtp.login(server.user, server.password or "")
+        smtp.send_message(message)

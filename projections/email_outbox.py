@@ -1,0 +1,91 @@
+"""The e-mail side of the outbox: notifications of a project mailed to its owners and admins.
+
+Rows are added by the webhooks model (in the transaction of its tracking position) only when the process has an
+SMTP server configured, with deterministic ids (the notification's key and the e-mail channel), so deriving twice
+adds nothing. Delivery state and retries work as for webhooks (``projections.outbox``): kept in PostgreSQL, leased
+while sending, retried on the same schedule, then marked failed.
+"""
+
+from typing import Any
+from uuid import UUID, uuid5
+
+import msgspec
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composable
+
+from projections.notifications import NS_NOTIFICATION, PLATFORM_TYPES, Derived, notification_id
+from projections.outbox import MAX_ERROR, retry_delay
+
+EMAIL_CHANNEL = uuid5(NS_NOTIFICATION, "email")
+EMAIL_TABLE = "email_notification"
+
+
+def email_statements(table: Composable) -> list[Composable]:
+    """The e-mail outbox table and its due index."""
+    return [
+        SQL("CREATE TABLE IF NOT EXISTS {} (id uuid PRIMARY KEY, project_id uuid NOT NULL, type text NOT NULL, "
+            "payload text NOT NULL, created_at timestamptz NOT NULL, status text NOT NULL DEFAULT 'pending', "
+            "attempts integer NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL, dispatched_until timestamptz, "
+            "lease_until timestamptz, delivered_at timestamptz, last_error text)").format(table),
+        SQL("CREATE INDEX IF NOT EXISTS email_notification_due_idx ON {} (next_attempt_at) WHERE status = 'pending'")
+        .format(table),
+    ]
+
+
+def add_email(curs: Cursor[DictRow], table: Composable, derived: Derived) -> int:
+    """Adds the e-mail of a project notification (platform-wide types are not mailed); returns rows added."""
+    if derived.project_id is None or derived.type in PLATFORM_TYPES:
+        return 0
+    payload = msgspec.json.encode({"type": derived.type, "timestamp": derived.timestamp,
+                                   "data": {**derived.data, "project_id": str(derived.project_id)}}).decode()
+    curs.execute(SQL("INSERT INTO {} (id, project_id, type, payload, created_at, next_attempt_at) "
+                     "VALUES (%s, %s, %s, %s, now(), now()) ON CONFLICT DO NOTHING").format(table),
+                 (notification_id(derived.key, EMAIL_CHANNEL), derived.project_id, derived.type, payload))
+    return curs.rowcount
+
+
+class EmailOutbox:
+    """Due e-mails, leases and outcomes (as the table owner)."""
+
+    def __init__(self, view: Any) -> None:
+        self._view = view
+        self._table = view.table(EMAIL_TABLE)
+        self._members = view.table("member_view")
+
+    def due(self, *, lease: float, limit: int = 500) -> list[UUID]:
+        """Marks up to ``limit`` due e-mails dispatched for ``lease`` seconds and returns their ids."""
+        query = SQL("UPDATE {t} SET dispatched_until = now() + make_interval(secs => %s) WHERE id IN (SELECT id FROM "
+                    "{t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL OR "
+                    "dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
+                    "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id").format(t=self._table)
+        with self._view.datastore.transaction(commit=True) as curs:
+            curs.execute(query, (lease, limit))
+            return [row["id"] for row in curs.fetchall()]
+
+    def claim(self, email_id: UUID, *, lease: float) -> dict[str, Any] | None:
+        """Leases a due e-mail; returns its row and ``recipients`` (the project's owners and admins now)."""
+        query = SQL("UPDATE {t} SET lease_until = now() + make_interval(secs => %s) WHERE id = %s AND status = "
+                    "'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until <= now()) "
+                    "RETURNING id, project_id, type, payload, attempts").format(t=self._table)
+        with self._view.datastore.transaction(commit=True) as curs:
+            curs.execute(query, (lease, email_id))
+            row = curs.fetchone()
+            if row is None:
+                return None
+            curs.execute(SQL("SELECT email FROM {} WHERE project_id = %s AND role IN ('owner', 'admin') AND email IS "
+                             "NOT NULL ORDER BY since, user_id").format(self._members), (row["project_id"],))
+            return {**row, "recipients": [r["email"] for r in curs.fetchall()]}
+
+    def record(self, claimed: dict[str, Any], error: str | None) -> str:
+        """Records the outcome of one attempt (``error`` None: sent); returns the e-mail's new status."""
+        number = int(claimed["attempts"]) + 1
+        delay = None if error is None else retry_delay(number)
+        status = "delivered" if error is None else ("pending" if delay is not None else "failed")
+        with self._view.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("UPDATE {} SET attempts = %s, lease_until = NULL, dispatched_until = NULL, status = %s, "
+                             "last_error = %s, delivered_at = CASE WHEN %s THEN now() END, "
+                             "next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s").format(self._table),
+                         (number, status, (error or "")[:MAX_ERROR] or None, error is None, delay or 0,
+                          claimed["id"]))
+        return status

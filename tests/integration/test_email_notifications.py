@@ -1,0 +1,153 @@
+"""Notifications mailed to a project's owners and admins through a real SMTP server (aiosmtpd) started by the test:
+who gets them, the same Message-ID on every attempt, retries kept in PostgreSQL while the server is down."""
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from application.members import AddMember
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.mailer import MailUrlError, parse_smtp_url
+from infrastructure.settings import Settings
+from projections.email_outbox import EmailOutbox
+from tests.conftest import fresh_database
+from tests.integration.support import fresh_email, sign_up
+from tests.integration.webhook_support import make_due, owner, webhook_settings
+from workers.email import mail
+
+pytestmark = pytest.mark.integration
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], Message]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def smtp_server(port: int) -> Iterator[Inbox]:
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def mailing(server_url: str, redis_url: str, settings: Settings, port: int) -> Iterator[Container]:
+    smtp = f"smtp://127.0.0.1:{port}?from=alerts@keyledger.test"
+    with fresh_database(server_url) as url:
+        built = build(webhook_settings(settings, smtp_url=smtp), Endpoints(database_url=url, redis_url=redis_url),
+                      migrate=True)
+        try:
+            yield built
+        finally:
+            built.close()
+
+
+def add(container: Container, signed: Any, role: str) -> str:
+    other = sign_up(container, email=fresh_email(role))
+    container.members_admin.add(AddMember(project_id=signed.project.id, email=other.user.email, role=role,
+                                          caller=owner(signed)))
+    return other.user.email
+
+
+def emails(container: Container) -> list[dict[str, Any]]:
+    view = container.webhooks_view
+    with view.datastore.transaction(commit=False) as curs:
+        curs.execute(f"SELECT * FROM {view.datastore.schema}.email_notification ORDER BY created_at, id")
+        return [dict(r) for r in curs.fetchall()]
+
+
+def test_owners_and_admins_get_the_projects_notifications_by_email(mailing: Container, port: int) -> None:
+    signed = sign_up(mailing)
+    admin = add(mailing, signed, "admin")
+    developer = add(mailing, signed, "developer")
+    mailing.runner("webhooks").catch_up()
+    rows = [r for r in emails(mailing) if r["project_id"] == signed.project.id]
+    assert [r["type"] for r in rows] == ["member.added", "member.added"]
+    with smtp_server(port) as inbox:
+        assert [mail(mailing, str(r["id"])) for r in rows] == ["delivered", "delivered"]
+    assert len(inbox.messages) == 2
+    for recipients, message in inbox.messages:
+        assert sorted(recipients) == sorted([signed.user.email, admin])  # not the developer
+        assert developer not in message["To"] and message["From"] == "alerts@keyledger.test"
+        assert "member.added" in message["Subject"] and str(signed.project.id) in message.get_payload()
+    assert {m["Message-ID"] for _, m in inbox.messages} == {f"<{r['id']}@keyledger>" for r in rows}
+
+
+def test_a_mail_server_that_is_down_only_delays_the_email(mailing: Container, port: int) -> None:
+    signed = sign_up(mailing)
+    add(mailing, signed, "auditor")
+    mailing.runner("webhooks").catch_up()
+    [row] = [r for r in emails(mailing) if r["project_id"] == signed.project.id]
+    assert mail(mailing, str(row["id"])) == "pending"  # no SMTP server listening
+    [after] = [r for r in emails(mailing) if r["id"] == row["id"]]
+    assert after["attempts"] == 1 and after["last_error"] and str(port) not in after["last_error"]
+    assert mail(mailing, str(row["id"])) is None  # not due before its backoff
+    make_due_emails(mailing)
+    assert row["id"] in EmailOutbox(mailing.webhooks_view).due(lease=2)
+    with smtp_server(port) as inbox:
+        assert mail(mailing, str(row["id"])) == "delivered"
+    [(_, message)] = inbox.messages
+    assert message["Message-ID"] == f"<{row['id']}@keyledger>"
+
+
+def make_due_emails(container: Container) -> None:
+    make_due(container)
+    view = container.webhooks_view
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(f"UPDATE {view.datastore.schema}.email_notification SET next_attempt_at = now() "
+                     "WHERE status = 'pending'")
+
+
+def test_without_an_smtp_server_nothing_is_mailed(server_url: str, redis_url: str, settings: Settings) -> None:
+    with fresh_database(server_url) as url:
+        built = build(webhook_settings(settings), Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        try:
+            signed = sign_up(built)
+            add(built, signed, "admin")
+            built.runner("webhooks").catch_up()
+            assert emails(built) == []
+        finally:
+            built.close()
+
+
+@pytest.mark.parametrize("url", ["http://mail.example.com", "smtp://", "smtp://host:notaport"])
+def test_bad_smtp_urls_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(MailUrlError) as raised:
+        parse_smtp_url(url)
+    assert "example.com" not in str(raised.value) and "notaport" not in str(raised.value)
+
+
+def test_smtp_urls_are_read() -> None:
+    server = parse_smtp_url("smtps://ops%40x.test:p%40ss@mail.example.com?from=k@x.test&starttls=false")
+    assert (server.host, server.port, server.tls, server.user, server.password, server.sender) == (
+        "mail.example.com", 465, True, "ops@x.test", "p@ss", "k@x.test")
