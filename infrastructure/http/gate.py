@@ -44,13 +44,18 @@ class RequestGate:
 
     async def check(self, token_id: UUID, project_id: UUID | None) -> tuple[bool, int | None]:
         """Returns whether the token is revoked (or used up) and the project's stream version (None: no project)."""
-        async with self.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=tuple_row)
-            await cursor.execute(self._query, {"t": token_id, "p": project_id}, prepare=True)
-            row = await cursor.fetchone()
-        assert row is not None
-        status, written_through, version = row
+        status, written_through, version = await fetch_row(self.pool, self._query, {"t": token_id, "p": project_id})
         return written_through or status in ("revoked", "used"), version
+
+
+async def fetch_row(pool: AsyncConnectionPool, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
+    """The one row of a prepared single-row query (each of ours selects scalar subqueries, so there always is one)."""
+    async with pool.connection() as conn:
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(query, params, prepare=True)
+        row = await cursor.fetchone()
+    assert row is not None
+    return row
 
 
 def events_table(app: Any) -> Composable:

@@ -28,7 +28,6 @@ from typing import Any
 from uuid import UUID
 
 import redis.asyncio
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable
 from psycopg_pool import AsyncConnectionPool
 
@@ -36,6 +35,7 @@ from application.oauth.limits import client_keys
 from domain.client import Client
 from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id
 from infrastructure.crypto.jwt import InvalidToken
+from infrastructure.http.gate import fetch_row
 
 INACTIVE: dict[str, Any] = {"active": False}
 CLEAN_FOR = 1.0  # seconds a clean read of a known client's failure counters is trusted
@@ -137,12 +137,7 @@ class FastIntrospection:
                 "jti": claims["jti"]}
 
     async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None]:
-        async with self._pool.connection() as conn:
-            cursor = conn.cursor(row_factory=tuple_row)
-            await cursor.execute(self._query, {"c": client_key, "t": token_id}, prepare=True)
-            row = await cursor.fetchone()
-        assert row is not None
-        version, status, written_through = row
+        version, status, written_through = await fetch_row(self._pool, self._query, {"c": client_key, "t": token_id})
         return version, "revoked" if written_through else status
 
     async def _no_failures(self, client_id: str, source: str | None) -> bool:
