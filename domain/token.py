@@ -64,7 +64,7 @@ class Token(Aggregate):
 
     def is_live(self, now: datetime) -> bool:
         """Whether the token may still be used at ``now`` (a used refresh token is not)."""
-        return not self.revoked and not self.used and now < self.expires_at
+        return not self.revoked and not self.used and not self.expired and now < self.expires_at
 
     def refusal(self, now: datetime) -> str | None:
         """Why a refresh with this token must be refused at ``now``, or None if it may be used."""
@@ -117,3 +117,20 @@ class Token(Aggregate):
     def revocable(self, now: datetime) -> bool:
         """Whether revoking still changes anything: not revoked, not expired (a used refresh token still is)."""
         return not self.revoked and not self.expired and now < self.expires_at
+
+    def expirable(self, now: datetime) -> bool:
+        """Whether recording the expiry changes anything: past its expiry, still active (not revoked, used or
+        already expired). Used refresh tokens keep their status ``used``; their end is already recorded."""
+        return not self.revoked and not self.used and not self.expired and now >= self.expires_at
+
+    def expire(self, *, now: datetime, actor: str) -> None:
+        """Records that the token reached its expiry (the sweep's bookkeeping; validation never waits for it)."""
+        if not self.expirable(now):
+            raise InvariantViolated("the token is not an active token past its expiry")
+        self._expire(project_id=self.project_id, client_id=self.client_id, kind=str(self.kind),
+                     expires_at=self.expires_at, expired_at=now, actor=actor)
+
+    @event("TokenExpired")
+    def _expire(self, *, project_id: UUID | None, client_id: str, kind: str, expires_at: datetime,
+                expired_at: datetime, actor: str) -> None:
+        self.expired = True
