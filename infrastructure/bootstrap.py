@@ -37,11 +37,12 @@ from infrastructure.settings import Settings, SettingsError
 from projections.base import ProjectionRunner, ReadModel
 from projections.clients import ClientsView
 from projections.members import MembersView
+from projections.secret_expiry import SecretExpiryView
 from projections.token_lookup import TokenLookupView
 
 logger = logging.getLogger(__name__)
 
-READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView)
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, SecretExpiryView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -123,6 +124,11 @@ def server_key(settings: Settings) -> bytes:
     return settings.secret_key.encode()
 
 
+def signing_key_factory(settings: Settings) -> SigningKeyFactory:
+    """The factory that generates signing keys and encrypts them at rest with a key derived from the server key."""
+    return SigningKeyFactory(derive_key(server_key(settings), "keyledger signing key encryption v1"))
+
+
 def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
     ring = app.load(keyring_id(), KeyRing)
     assert ring.active_kid is not None
@@ -130,7 +136,14 @@ def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
                  for kid, k in ring.published().items()}
     active = ring.keys[ring.active_kid]
     return KeySnapshot(published=published, active_kid=ring.active_kid,
-                       active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])))
+                       active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])),
+                       version=ring.version)
+
+
+def _ring_version(app: Keyledger) -> int:
+    """The key ring's version: one indexed read of its last event (every validation compares it)."""
+    last = app.recorder.select_events(keyring_id(), desc=True, limit=1)
+    return last[0].originator_version if last else 0
 
 
 def _position(app: Keyledger) -> Callable[..., int]:
@@ -157,7 +170,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
     env = eventsourcing_env(endpoints.database_url, pool_size=settings.pool_size, create_table=migrate)
     lock = migration_lock(endpoints.database_url) if migrate else contextlib.nullcontext()
     clock = SystemClock()
-    key_factory = SigningKeyFactory(derive_key(key, "keyledger signing key encryption v1"))
+    key_factory = signing_key_factory(settings)
     opened: list[Any] = []
     try:
         with lock:
@@ -165,7 +178,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             opened.append(app)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
-        keys = KeySet(lambda: _key_snapshot(app, key_factory))
+        keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
         client = redis.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2, socket_timeout=2,
                                       retry=Retry(NoBackoff(), 1))

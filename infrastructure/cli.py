@@ -12,8 +12,10 @@ from typing import Any
 
 from infrastructure import embedded
 from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
+from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")
 
@@ -61,7 +63,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = resolved
         container = build(settings, endpoints, migrate=True)
         container.start_projections()
+        # Embedded: one process runs everything, the worker and the scheduler included (stopped before the
+        # container closes and the embedded servers stop).
+        jobs = contextlib.ExitStack()
         try:
+            if settings.embedded:
+                jobs.enter_context(in_process_workers(container, endpoints.redis_url))
             logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
             if args.workers == 1:
                 uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port,
@@ -74,6 +81,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                             workers=args.workers, access_log=False, log_level="warning", loop="uvloop",
                             http="httptools", **proxies)
         finally:
+            jobs.close()
             container.close()
     return 0
 
@@ -125,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
     proj.add_argument("name", nargs="?", default="members")
     proj.set_defaults(func=projections)
     add_worker_parsers(sub)
+    add_key_parsers(sub)
     return top
 
 

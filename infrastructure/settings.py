@@ -48,6 +48,15 @@ def _attempt_limits(env: Mapping[str, str]) -> AttemptLimits:
     )
 
 
+def _rotation(env: Mapping[str, str]) -> dict[str, int]:
+    """The signing-key schedule; a key must be published before it signs, so pre-publication is shorter."""
+    rotation = _int(env, "KEYLEDGER_SIGNING_KEY_ROTATION", 30 * 24 * 3600)
+    prepublish = _int(env, "KEYLEDGER_SIGNING_KEY_PREPUBLISH", 24 * 3600)
+    if prepublish >= rotation:
+        raise SettingsError("KEYLEDGER_SIGNING_KEY_PREPUBLISH must be shorter than KEYLEDGER_SIGNING_KEY_ROTATION")
+    return {"signing_key_rotation": rotation, "signing_key_prepublish": prepublish}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable. See the README's configuration table."""
@@ -65,6 +74,8 @@ class Settings:
     attempt_limits: AttemptLimits = field(default_factory=AttemptLimits)
     rate_limit_prefix: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    signing_key_rotation: int = 30 * 24 * 3600
+    signing_key_prepublish: int = 24 * 3600
 
     @property
     def audience(self) -> str:
@@ -106,4 +117,5 @@ class Settings:
             attempt_limits=_attempt_limits(env),
             rate_limit_prefix=env.get("KEYLEDGER_RATE_LIMIT_PREFIX") or None,
             trusted_proxies=_networks(env, "KEYLEDGER_TRUSTED_PROXIES"),
+            **_rotation(env),
         )

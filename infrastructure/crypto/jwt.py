@@ -48,31 +48,61 @@ class KeySnapshot:
     published: dict[str, PublishedKey]
     active_kid: str
     active_private_key: Any
+    version: int = 0  # the key ring's version this snapshot was read at
 
 
 class KeySet:
-    """Holds the current key snapshot and reloads it when a token names a kid we have not seen."""
+    """Holds the current key snapshot and keeps it in step with the key ring.
 
-    def __init__(self, loader: Callable[[], KeySnapshot], reload_interval: float = 5.0) -> None:
+    With ``version`` (a cheap read of the ring's version), every validation first compares the ring's version with
+    the snapshot's and reloads on a change: a key revoked by another process is refused by this one from the next
+    request on, and a key it pre-published is known before it signs anything. Signing checks at most every
+    ``sign_check_interval`` seconds, so issuance (the hot path) costs no query per token; a process may sign with
+    a just-deactivated key for that long, which is harmless because that key stays published until its tokens
+    expire. Without ``version`` (unit tests), an unknown kid triggers at most one reload per ``reload_interval``.
+    """
+
+    def __init__(self, loader: Callable[[], KeySnapshot], reload_interval: float = 5.0, *,
+                 version: Callable[[], int] | None = None, sign_check_interval: float = 1.0) -> None:
         self._loader = loader
+        self._version = version
         self._reload_interval = reload_interval
+        self._sign_check_interval = sign_check_interval
         self._lock = threading.Lock()
         self._snapshot = loader()
-        self._loaded_at = time.monotonic()
+        self._loaded_at = self._checked_at = time.monotonic()
 
     @property
     def snapshot(self) -> KeySnapshot:
-        """The current snapshot."""
+        """The current snapshot (no freshness check)."""
         return self._snapshot
+
+    def for_signing(self) -> KeySnapshot:
+        """The snapshot to sign with, checked against the ring at most every ``sign_check_interval`` seconds."""
+        if self._version is not None and time.monotonic() - self._checked_at >= self._sign_check_interval:
+            self.refresh()
+        return self._snapshot
+
+    def refresh(self) -> None:
+        """Reloads the snapshot if the ring's version moved since it was read."""
+        if self._version is None:
+            return
+        current = self._version()
+        self._checked_at = time.monotonic()
+        if current != self._snapshot.version:
+            self.reload()
 
     def reload(self) -> None:
         """Reloads the key ring from the event store."""
         with self._lock:
             self._snapshot = self._loader()
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self._checked_at = time.monotonic()
 
     def find(self, kid: str) -> PublishedKey | None:
-        """Returns the published key ``kid``, reloading at most once per interval when it is unknown."""
+        """Returns the published key ``kid`` as the ring has it now (see the class docstring)."""
+        if self._version is not None:
+            self.refresh()
+            return self._snapshot.published.get(kid)
         key = self._snapshot.published.get(kid)
         if key is None and time.monotonic() - self._loaded_at > self._reload_interval:
             self.reload()
@@ -80,7 +110,9 @@ class KeySet:
         return key
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """Returns the RFC 7517 JWK Set document."""
+        """Returns the RFC 7517 JWK Set document (pre-published keys included, revoked and retired ones not)."""
+        if self._version is not None:
+            self.refresh()
         return {"keys": [key.jwk for key in self._snapshot.published.values()]}
 
 
@@ -124,7 +156,7 @@ class JwtSigner:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Returns a compact JWS of ``claims`` with ``typ: at+jwt`` and the active kid."""
-        snap = self._keys.snapshot
+        snap = self._keys.for_signing()
         alg = snap.published[snap.active_kid].alg
         signing_input = self._header(snap.active_kid, alg) + b"." + _b64(msgspec.json.encode(claims))
         signature = _raw_signature(alg, snap.active_private_key, signing_input)
