@@ -130,6 +130,21 @@ class Token(Aggregate):
         self._expire(project_id=self.project_id, client_id=self.client_id, kind=str(self.kind),
                      expires_at=self.expires_at, expired_at=now, actor=actor)
 
+    @classmethod
+    def expiry_of_issued(cls, *, token_id: UUID, project_id: UUID | None, client_id: str, kind: str,
+                         expires_at: datetime, now: datetime, actor: str) -> "Token.TokenExpired":
+        """The ``TokenExpired`` event of a token whose stream holds only its issuance (version 1), past expiry.
+
+        Exactly what ``expire`` records for such a token (nothing can have ended it: any revocation, refresh or
+        expiry would be version 2), built without replaying the stream, for the sweep's bulk path. Saving it
+        conflicts on version 2 if the stream moved meanwhile, so the decision stays on the stream.
+        """
+        if now < expires_at:
+            raise InvariantViolated("the token is not past its expiry")
+        return cls.TokenExpired(  # type: ignore[call-arg]
+            originator_id=token_id, originator_version=2, timestamp=cls.TokenExpired.create_timestamp(),
+            project_id=project_id, client_id=client_id, kind=kind, expires_at=expires_at, expired_at=now, actor=actor)
+
     @event("TokenExpired")
     def _expire(self, *, project_id: UUID | None, client_id: str, kind: str, expires_at: datetime,
                 expired_at: datetime, actor: str) -> None:

@@ -20,6 +20,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable
 
+from application.expiry import DueToken
 from domain.token import Token
 from projections.base import ReadModel
 from projections.token_expiry import EXPIRED_TABLE, expired_table_statements, move_expired
@@ -221,20 +222,19 @@ class TokenLookupView(ReadModel):
         statement = SQL(" UNION ALL ").join(parts) + order if len(parts) > 1 else parts[0]
         return [TokenRow(**row) for row in self.tenant_select(query.project_id, statement, params)]
 
-    def due_for_expiry(self, now: datetime, limit: int, after: tuple[datetime, UUID] | None) -> list[tuple[datetime,
-                                                                                                         UUID]]:
-        """``(expires_at, token_id)`` of active tokens past their expiry, in that order, after the cursor ``after``
-        (the sweep pages with it, so rows it has just expired but the model has not moved yet are not re-read)."""
+    def due_for_expiry(self, now: datetime, limit: int, after: tuple[datetime, UUID] | None) -> list[DueToken]:
+        """Active tokens past their expiry, by ``(expires_at, token_id)``, after the cursor ``after`` (the sweep
+        pages with it, so rows it has just expired but the model has not moved yet are not re-read)."""
         where = SQL("status = 'active' AND expires_at <= %s")
         params: tuple[Any, ...] = (now,)
         if after is not None:
             where += SQL(" AND (expires_at, token_id) > (%s, %s)")
             params += after
-        query = SQL("SELECT expires_at, token_id FROM {} WHERE ").format(self.table("token_lookup")) + where + SQL(
-            " ORDER BY expires_at, token_id LIMIT %s")
+        query = SQL("SELECT token_id, expires_at, project_id, client_id, kind FROM {} WHERE ").format(
+            self.table("token_lookup")) + where + SQL(" ORDER BY expires_at, token_id LIMIT %s")
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(query, (*params, limit))
-            return [(row["expires_at"], row["token_id"]) for row in curs.fetchall()]
+            return [DueToken(**row) for row in curs.fetchall()]
 
     def count_due(self, now: datetime) -> int:
         """How many active tokens are past their expiry (the sweep's backlog; an index-only count)."""

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import pytest
 
-from application.expiry import SecretSweep, TokenSweep
+from application.expiry import DueToken, SecretSweep, TokenSweep
 from application.oauth.grants import TokenRequest
 from domain.client import Client
 from domain.errors import InvariantViolated
@@ -31,10 +31,11 @@ class StoreDue:
     def __init__(self, world: World, ids: list[UUID]) -> None:
         self.world, self.ids = world, ids
 
-    def due_for_expiry(self, now: datetime, limit: int, after: Any) -> list[tuple[datetime, UUID]]:
+    def due_for_expiry(self, now: datetime, limit: int, after: Any) -> list[DueToken]:
         tokens = [self.world.app.load(i, Token) for i in self.ids]
-        due = sorted((t.expires_at, t.id) for t in tokens if t.expirable(now))
-        return [d for d in due if after is None or d > after][:limit]
+        due = sorted((DueToken(token_id=t.id, expires_at=t.expires_at, project_id=t.project_id, client_id=t.client_id,
+                               kind=str(t.kind)) for t in tokens if t.expirable(now)), key=lambda d: d.cursor)
+        return [d for d in due if after is None or d.cursor > after][:limit]
 
 
 def topics(world: World, suffix: str) -> list[Any]:
@@ -156,3 +157,18 @@ def test_a_revoked_clients_secrets_are_not_expired(world: World) -> None:
     assert client.expirable_secrets(client.secret_expires_at + timedelta(days=1)) == []
     with pytest.raises(InvariantViolated):
         client.expire_secrets(now=client.secret_expires_at, actor="system")
+
+
+def test_the_bulk_path_builds_the_same_event_as_the_aggregate(world: World) -> None:
+    token = world.app.load(issue(world)[0], Token)
+    now = token.expires_at + timedelta(seconds=1)
+    built = Token.expiry_of_issued(token_id=token.id, project_id=token.project_id, client_id=token.client_id,
+                                   kind=str(token.kind), expires_at=token.expires_at, now=now, actor="system")
+    token.expire(now=now, actor="system")
+    recorded = token.collect_events()[-1]
+    fields = ("originator_id", "originator_version", "project_id", "client_id", "kind", "expires_at", "expired_at",
+              "actor")
+    assert [getattr(built, f) for f in fields] == [getattr(recorded, f) for f in fields]
+    with pytest.raises(InvariantViolated):
+        Token.expiry_of_issued(token_id=token.id, project_id=None, client_id="c", kind="access",
+                               expires_at=now, now=now - timedelta(seconds=1), actor="system")
