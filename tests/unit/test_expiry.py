@@ -172,3 +172,17 @@ def test_the_bulk_path_builds_the_same_event_as_the_aggregate(world: World) -> N
     with pytest.raises(InvariantViolated):
         Token.expiry_of_issued(token_id=token.id, project_id=None, client_id="c", kind="access",
                                expires_at=now, now=now - timedelta(seconds=1), actor="system")
+
+
+def test_a_secret_is_refused_at_its_expiry_instant_with_no_sweep(world: World) -> None:
+    from application.oauth.errors import InvalidClient  # noqa: PLC0415
+
+    signed = world.sign_up("instant@example.com")
+    request = TokenRequest(grant_type="client_credentials", client_id=signed.client.client.client_id,
+                           client_secret=signed.client.client_secret)
+    world.clock.current = signed.client.client.secret_expires_at - timedelta(microseconds=1)
+    assert world.tokens.handle(request).access_token
+    world.clock.current = signed.client.client.secret_expires_at
+    with pytest.raises(InvalidClient):
+        world.tokens.handle(request)
+    assert topics(world, "Client.ClientSecretExpired") == []  # nothing was recorded: the instant alone decides
