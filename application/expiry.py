@@ -106,27 +106,37 @@ class TokenSweep:
 
         Bulk path (a recorder that reads stream versions): a token whose stream is still at version 1 holds only
         its issuance, so it is active and its expiry is the one the model copied from ``TokenIssued``; its
-        ``TokenExpired`` (version 2) is built directly and the page's are inserted in one transaction, with no
-        stream replayed. Every other token (and every token on a recorder without versions) is loaded and decided
-        by its aggregate.
+        ``TokenExpired`` is version 2, built directly, and the page's are inserted in one transaction with no
+        stream read. That is the common case, so it is tried first: if any token's stream has moved (the model
+        lags a revocation, say), version 2 exists and the insert conflicts as a whole; the page is then split on
+        the streams' versions, and tokens that moved are loaded and decided by their aggregates.
         """
         select_versions = getattr(self.app.recorder, "select_versions", None)
         if select_versions is None:
             return self.expire_batch([d.token_id for d in due], now)
-        versions = select_versions([d.token_id for d in due])
-        fresh = [d for d in due if versions.get(d.token_id) == 1 and now >= d.expires_at]
-        moved = [d.token_id for d in due if versions.get(d.token_id, 0) > 1]
+        fresh = [d for d in due if now >= d.expires_at]
+        if self._insert_expiries(fresh, now):
+            return len(fresh)
+        versions = select_versions([d.token_id for d in fresh])
+        moved = [d.token_id for d in fresh if versions.get(d.token_id, 0) > 1]
         recorded = self.expire_batch(moved, now) if moved else 0
-        if not fresh:
-            return recorded
+        unmoved = [d for d in fresh if versions.get(d.token_id) == 1]
+        if self._insert_expiries(unmoved, now):
+            return recorded + len(unmoved)
+        return recorded + sum(self._expire_one(d.token_id, now) for d in unmoved)  # still racing: one by one
+
+    def _insert_expiries(self, due: Sequence[DueToken], now: datetime) -> bool:
+        """Inserts the version-2 ``TokenExpired`` of every token in ``due`` atomically; False on a conflict."""
+        if not due:
+            return True
         events = [Token.expiry_of_issued(token_id=d.token_id, project_id=d.project_id, client_id=d.client_id,
                                          kind=d.kind, expires_at=d.expires_at, now=now, actor=SYSTEM_ACTOR)
-                  for d in fresh]
+                  for d in due]
         try:
             self.app.recorder.insert_events([self.app.mapper.to_stored_event(e) for e in events])
-        except IntegrityError:  # a token moved since the versions were read: decide each on its stream
-            return recorded + sum(self._expire_one(d.token_id, now) for d in fresh)
-        return recorded + len(fresh)
+        except IntegrityError:
+            return False
+        return True
 
     def expire_batch(self, token_ids: Sequence[UUID], now: datetime) -> int:
         """Expires the batch's expirable tokens in one transaction; returns how many it recorded.

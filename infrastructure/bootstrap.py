@@ -141,7 +141,10 @@ def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
 
 
 def _ring_version(app: Keyledger) -> int:
-    """The key ring's version: one indexed read of its last event (every validation compares it)."""
+    """The key ring's version: one indexed read, no event decoded (every validation compares it)."""
+    select_versions = getattr(app.recorder, "select_versions", None)
+    if select_versions is not None:
+        return int(select_versions([keyring_id()]).get(keyring_id(), 0))
     last = app.recorder.select_events(keyring_id(), desc=True, limit=1)
     return last[0].originator_version if last else 0
 

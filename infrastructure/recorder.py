@@ -36,7 +36,7 @@ class OneTripRecorder(PostgresApplicationRecorder):
             "END $body$"
         ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
                  timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
-        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(
+        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%b, %b, %b, %b)").format(
             schema=schema, function=function)
         self.select_many_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
