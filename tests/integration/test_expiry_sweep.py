@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from psycopg.sql import SQL
 
 from application.clients import RotateSecret
 from application.expiry import TokenSweep
@@ -123,6 +124,18 @@ def test_the_expired_table_is_confined_to_its_project(own: Container) -> None:
     later = own.tokens.clock.now() + timedelta(hours=2)
     others = own.lookup.page(TokenQuery(project_id=second.project.id, now=later, limit=100, status="expired"))
     assert not {r.token_id for r in others} & set(ids) and len(others) == 1
+
+
+def test_the_expired_table_is_under_row_level_security(own: Container) -> None:
+    first, _ = issue(own, 2)
+    second, _ = issue(own, 1)
+    future_sweep(own).run()
+    own.lookup.wait_for(head(own))
+    a, b = first.project.id, second.project.id
+    everything = SQL("SELECT project_id FROM {}").format(own.lookup.table("token_expired"))
+    assert [r["project_id"] for r in own.lookup.tenant_select(a, everything, ())] == [a, a]
+    wrong = SQL("SELECT project_id FROM {} WHERE project_id = %s").format(own.lookup.table("token_expired"))
+    assert own.lookup.tenant_select(b, wrong, (a,)) == []
 
 
 def test_the_secret_sweep_records_previous_then_current_secret_expiry(own: Container) -> None:
