@@ -48,6 +48,8 @@ class Client(Aggregate):
         self.secret_expires_at = secret_expires_at
         self.previous_secret_hash: str | None = None
         self.previous_secret_expires_at: datetime | None = None
+        self.secret_expired = False  # whether ClientSecretExpired was recorded for the current secret
+        self.previous_secret_expired = False
         self.access_token_ttl = access_token_ttl
         self.revoked = False
 
@@ -83,10 +85,47 @@ class Client(Aggregate):
     def _rotate_secret(self, *, secret_hash: str, secret_hint: str, secret_expires_at: datetime,
                        previous_secret_expires_at: datetime, project_id: UUID, actor: str) -> None:
         self.previous_secret_hash = self.secret_hash
+        self.previous_secret_expired = self.secret_expired
+        self.secret_expired = False
         self.previous_secret_expires_at = min(previous_secret_expires_at, self.secret_expires_at)
         self.secret_hash = secret_hash
         self.secret_hint = secret_hint
         self.secret_expires_at = secret_expires_at
+
+    def expirable_secrets(self, now: datetime) -> list[str]:
+        """Which of the client's secrets are past their expiry but not yet recorded as expired.
+
+        ``current`` is the secret in use, ``previous`` the one replaced by a rotation (after its grace period).
+        A revoked client's secrets are dead already: nothing to record.
+        """
+        if self.revoked:
+            return []
+        due = []
+        if now >= self.secret_expires_at and not self.secret_expired:
+            due.append("current")
+        previous_at = self.previous_secret_expires_at
+        if previous_at is not None and now >= previous_at and not self.previous_secret_expired:
+            due.append("previous")
+        return due
+
+    def expire_secrets(self, *, now: datetime, actor: str) -> None:
+        """Records ``ClientSecretExpired`` for each secret past its expiry (refusal never waits for this)."""
+        due = self.expirable_secrets(now)
+        if not due:
+            raise InvariantViolated("no secret of this client is due to expire")
+        for which in due:
+            expires_at = self.secret_expires_at if which == "current" else self.previous_secret_expires_at
+            self._expire_secret(project_id=self.project_id, client_id=self.client_id, which=which,
+                                secret_hint=self.secret_hint if which == "current" else None,
+                                expires_at=expires_at, expired_at=now, actor=actor)
+
+    @event("ClientSecretExpired")
+    def _expire_secret(self, *, project_id: UUID, client_id: str, which: str, secret_hint: str | None,
+                       expires_at: datetime, expired_at: datetime, actor: str) -> None:
+        if which == "current":
+            self.secret_expired = True
+        else:
+            self.previous_secret_expired = True
 
     def revoke(self, *, actor: str) -> None:
         """Revokes the client: no secret of it works any more."""

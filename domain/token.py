@@ -64,7 +64,7 @@ class Token(Aggregate):
 
     def is_live(self, now: datetime) -> bool:
         """Whether the token may still be used at ``now`` (a used refresh token is not)."""
-        return not self.revoked and not self.used and now < self.expires_at
+        return not self.revoked and not self.used and not self.expired and now < self.expires_at
 
     def refusal(self, now: datetime) -> str | None:
         """Why a refresh with this token must be refused at ``now``, or None if it may be used."""
@@ -117,3 +117,35 @@ class Token(Aggregate):
     def revocable(self, now: datetime) -> bool:
         """Whether revoking still changes anything: not revoked, not expired (a used refresh token still is)."""
         return not self.revoked and not self.expired and now < self.expires_at
+
+    def expirable(self, now: datetime) -> bool:
+        """Whether recording the expiry changes anything: past its expiry, still active (not revoked, used or
+        already expired). Used refresh tokens keep their status ``used``; their end is already recorded."""
+        return not self.revoked and not self.used and not self.expired and now >= self.expires_at
+
+    def expire(self, *, now: datetime, actor: str) -> None:
+        """Records that the token reached its expiry (the sweep's bookkeeping; validation never waits for it)."""
+        if not self.expirable(now):
+            raise InvariantViolated("the token is not an active token past its expiry")
+        self._expire(project_id=self.project_id, client_id=self.client_id, kind=str(self.kind),
+                     expires_at=self.expires_at, expired_at=now, actor=actor)
+
+    @classmethod
+    def expiry_of_issued(cls, *, token_id: UUID, project_id: UUID | None, client_id: str, kind: str,
+                         expires_at: datetime, now: datetime, actor: str) -> "Token.TokenExpired":
+        """The ``TokenExpired`` event of a token whose stream holds only its issuance (version 1), past expiry.
+
+        Exactly what ``expire`` records for such a token (nothing can have ended it: any revocation, refresh or
+        expiry would be version 2), built without replaying the stream, for the sweep's bulk path. Saving it
+        conflicts on version 2 if the stream moved meanwhile, so the decision stays on the stream.
+        """
+        if now < expires_at:
+            raise InvariantViolated("the token is not past its expiry")
+        return cls.TokenExpired(  # type: ignore[call-arg]
+            originator_id=token_id, originator_version=2, timestamp=cls.TokenExpired.create_timestamp(),
+            project_id=project_id, client_id=client_id, kind=kind, expires_at=expires_at, expired_at=now, actor=actor)
+
+    @event("TokenExpired")
+    def _expire(self, *, project_id: UUID | None, client_id: str, kind: str, expires_at: datetime,
+                expired_at: datetime, actor: str) -> None:
+        self.expired = True

@@ -40,12 +40,14 @@ from infrastructure.webhook_setup import url_checker
 from projections.base import ProjectionRunner, ReadModel
 from projections.clients import ClientsView
 from projections.members import MembersView
+from projections.secret_expiry import SecretExpiryView
 from projections.token_lookup import TokenLookupView
 from projections.webhooks import WebhooksView
 
 logger = logging.getLogger(__name__)
 
-READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, WebhooksView)
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, WebhooksView,
+                                             SecretExpiryView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -137,6 +139,11 @@ def server_key(settings: Settings) -> bytes:
     return settings.secret_key.encode()
 
 
+def signing_key_factory(settings: Settings) -> SigningKeyFactory:
+    """The factory that generates signing keys and encrypts them at rest with a key derived from the server key."""
+    return SigningKeyFactory(derive_key(server_key(settings), "keyledger signing key encryption v1"))
+
+
 def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
     ring = app.load(keyring_id(), KeyRing)
     assert ring.active_kid is not None
@@ -144,7 +151,17 @@ def _key_snapshot(app: Keyledger, factory: SigningKeyFactory) -> KeySnapshot:
                  for kid, k in ring.published().items()}
     active = ring.keys[ring.active_kid]
     return KeySnapshot(published=published, active_kid=ring.active_kid,
-                       active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])))
+                       active_private_key=factory.decrypt(ring.active_kid, str(active["encrypted_private_key"])),
+                       version=ring.version)
+
+
+def _ring_version(app: Keyledger) -> int:
+    """The key ring's version: one indexed read, no event decoded (every validation compares it)."""
+    select_versions = getattr(app.recorder, "select_versions", None)
+    if select_versions is not None:
+        return int(select_versions([keyring_id()]).get(keyring_id(), 0))
+    last = app.recorder.select_events(keyring_id(), desc=True, limit=1)
+    return last[0].originator_version if last else 0
 
 
 def _position(app: Keyledger) -> Callable[..., int]:
@@ -171,7 +188,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
     env = eventsourcing_env(endpoints.database_url, pool_size=settings.pool_size, create_table=migrate)
     lock = migration_lock(endpoints.database_url) if migrate else contextlib.nullcontext()
     clock = SystemClock()
-    key_factory = SigningKeyFactory(derive_key(key, "keyledger signing key encryption v1"))
+    key_factory = signing_key_factory(settings)
     opened: list[Any] = []
     try:
         with lock:
@@ -180,7 +197,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
-        keys = KeySet(lambda: _key_snapshot(app, key_factory))
+        keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
         client = redis.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2, socket_timeout=2,
                                       retry=Retry(NoBackoff(), 1))

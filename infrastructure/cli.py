@@ -12,10 +12,12 @@ from typing import Any
 
 from infrastructure import embedded
 from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.serving import serve_processes
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 from projections.outbox import outbox_status
+from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")
 
@@ -64,19 +66,25 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     with runtime(settings) as (resolved, endpoints):
         settings = resolved
         container = build(settings, endpoints, migrate=True)  # tables, the first signing key
-        logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
-        if args.workers > 1:
-            # Each API process builds its own container and runs its own projection runners, so a request waiting
-            # for a read model wakes a runner in its own process instead of polling another's progress.
-            container.close()
-            os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
-                               "KEYLEDGER_REDIS_URL": endpoints.redis_url,
-                               "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
-            return serve_processes(args.workers, host=args.host, port=args.port, options=options)
+        # Embedded: one process runs everything, the worker and the scheduler included (stopped before the
+        # container closes and the embedded servers stop).
+        jobs = contextlib.ExitStack()
         try:
-            container.start_projections()
+            if args.workers == 1 or settings.embedded:
+                container.start_projections()
+            if settings.embedded:
+                jobs.enter_context(in_process_workers(container, endpoints.redis_url))
+            logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
+            if args.workers > 1:
+                # Each API process builds its own container and runs its own projection runners, so a request
+                # waiting for a read model wakes a runner in its own process instead of polling another's progress.
+                os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
+                                   "KEYLEDGER_REDIS_URL": endpoints.redis_url,
+                                   "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
+                return serve_processes(args.workers, host=args.host, port=args.port, options=options)
             uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port, **options)
         finally:
+            jobs.close()
             container.close()
     return 0
 
@@ -130,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     proj.add_argument("name", nargs="?", default="members")
     proj.set_defaults(func=projections)
     add_worker_parsers(sub)
+    add_key_parsers(sub)
     return top
 
 

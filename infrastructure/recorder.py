@@ -50,12 +50,15 @@ class OneTripRecorder(PostgresApplicationRecorder):
                  revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
                  timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
         # Rendered once: psycopg would compose the SQL object again on every call.
-        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s, %s)").format(
+        self.insert_call = SQL("SELECT * FROM {schema}.{function}(%b, %b, %b, %b)").format(
             schema=schema, function=function).as_string(None)
         self.select_many_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
             schema=schema, table=table).as_string(None)
+        self.select_versions_statement = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id").format(schema=schema, table=table).as_string(None)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
@@ -66,6 +69,18 @@ class OneTripRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_many_statement, (list(originator_ids),), prepare=True)
             return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
                                 topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Returns each aggregate's current version in one query (no event is read or decoded).
+
+        The expiry sweep decides on it: a token whose stream is still at version 1 holds only its issuance.
+        """
+        if not originator_ids:
+            return {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_versions_statement, (list(originator_ids),), prepare=True)
+            return {row["originator_id"]: row["version"] for row in curs.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:

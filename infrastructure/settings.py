@@ -66,6 +66,15 @@ def _attempt_limits(env: Mapping[str, str]) -> AttemptLimits:
     )
 
 
+def _rotation(env: Mapping[str, str]) -> dict[str, int]:
+    """The signing-key schedule; a key must be published before it signs, so pre-publication is shorter."""
+    rotation = _int(env, "KEYLEDGER_SIGNING_KEY_ROTATION", 30 * 24 * 3600)
+    prepublish = _int(env, "KEYLEDGER_SIGNING_KEY_PREPUBLISH", 24 * 3600)
+    if prepublish >= rotation:
+        raise SettingsError("KEYLEDGER_SIGNING_KEY_PREPUBLISH must be shorter than KEYLEDGER_SIGNING_KEY_ROTATION")
+    return {"signing_key_rotation": rotation, "signing_key_prepublish": prepublish}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable. See the README's configuration table."""
@@ -87,6 +96,8 @@ class Settings:
     webhook_timeout: int = 10
     webhook_lease: int = 60
     smtp_url: str | None = None
+    signing_key_rotation: int = 30 * 24 * 3600
+    signing_key_prepublish: int = 24 * 3600
 
     @property
     def audience(self) -> str:
@@ -132,4 +143,5 @@ class Settings:
             webhook_timeout=_int(env, "KEYLEDGER_WEBHOOK_TIMEOUT", 10),
             webhook_lease=_int(env, "KEYLEDGER_WEBHOOK_LEASE", 60),
             smtp_url=_smtp_url(env),
+            **_rotation(env),
         )

@@ -9,7 +9,8 @@ from typing import Any
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 from workers.broker import make_broker
-from workers.runtime import declare, run_scheduler, run_worker
+from workers.runtime import declare, load_jobs, run_scheduler, run_worker
+from workers.status import collect
 
 
 def _stop_on_signals() -> threading.Event:
@@ -69,6 +70,20 @@ def scheduler(args: argparse.Namespace, settings: Settings, endpoints: Endpoints
     return 0
 
 
+def status(_args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    """Prints every status provider's rows (queue depth, heartbeat, sweep backlog, keys, ...)."""
+    load_jobs()
+    container: Container = build(settings, endpoints, migrate=True)
+    try:
+        rows = collect(container)
+    finally:
+        container.close()
+    print(f"{'component':<24} {'metric':<20} value")
+    for component, metric, value in rows:
+        print(f"{component:<24} {metric:<20} {value}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     """Adds the worker and scheduler commands to the ``keyledger`` command line."""
     run = sub.add_parser("worker", help="run the Dramatiq workers (expiry sweeps, notifications, key rotation)")
@@ -78,3 +93,6 @@ def add_parsers(sub: Any) -> None:
     sched = sub.add_parser("scheduler", help="enqueue the periodic jobs (two at once do no harm)")
     sched.add_argument("--tick", type=float, default=1.0, help="seconds between checks (default 1)")
     sched.set_defaults(func=scheduler, needs_endpoints=True)
+    workers = sub.add_parser("workers", help="the workers' state: queue depth, last heartbeat, sweep backlog, keys")
+    workers.add_argument("action", choices=["status"])
+    workers.set_defaults(func=status, needs_endpoints=True)

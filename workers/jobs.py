@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Modules whose import registers jobs; the worker imports every one of them before declaring actors.
-JOB_MODULES: tuple[str, ...] = ("workers.maintenance", "workers.webhooks", "workers.email")
+JOB_MODULES: tuple[str, ...] = ("workers.maintenance", "workers.webhooks", "workers.email", "workers.expiry",
+                               "workers.keys")
 
 DEFAULT_QUEUE = "keyledger"
 

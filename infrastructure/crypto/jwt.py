@@ -48,31 +48,72 @@ class KeySnapshot:
     published: dict[str, PublishedKey]
     active_kid: str
     active_private_key: Any
+    version: int = 0  # the key ring's version this snapshot was read at
 
 
 class KeySet:
-    """Holds the current key snapshot and reloads it when a token names a kid we have not seen."""
+    """Holds the current key snapshot and keeps it in step with the key ring.
 
-    def __init__(self, loader: Callable[[], KeySnapshot], reload_interval: float = 5.0) -> None:
+    With ``version`` (a cheap read of the ring's version), every validation first compares the ring's version with
+    the snapshot's and reloads on a change: a key revoked by another process is refused by this one from the next
+    request on, and a key it pre-published is known before it signs anything. Signing checks at most every
+    ``sign_check_interval`` seconds, so issuance (the hot path) costs no query per token; a process may sign with
+    a just-deactivated key for that long, which is harmless because that key stays published until its tokens
+    expire. Without ``version`` (unit tests), an unknown kid triggers at most one reload per ``reload_interval``.
+    """
+
+    def __init__(self, loader: Callable[[], KeySnapshot], reload_interval: float = 5.0, *,
+                 version: Callable[[], int] | None = None, sign_check_interval: float = 1.0) -> None:
         self._loader = loader
+        self._version = version
         self._reload_interval = reload_interval
+        self._sign_check_interval = sign_check_interval
         self._lock = threading.Lock()
         self._snapshot = loader()
-        self._loaded_at = time.monotonic()
+        self._loaded_at = self._checked_at = time.monotonic()
 
     @property
     def snapshot(self) -> KeySnapshot:
-        """The current snapshot."""
+        """The current snapshot (no freshness check)."""
         return self._snapshot
+
+    def for_signing(self) -> KeySnapshot:
+        """The snapshot to sign with, checked against the ring at most every ``sign_check_interval`` seconds."""
+        if self._version is not None and time.monotonic() - self._checked_at >= self._sign_check_interval:
+            self.refresh()
+        return self._snapshot
+
+    def refresh(self) -> bool:
+        """Reloads the snapshot if the ring's version moved since it was read; False if there is no version to
+        check against (then ``find`` reloads on unknown kids instead)."""
+        if self._version is None:
+            return False
+        current = self._version()
+        self._checked_at = time.monotonic()
+        if current != self._snapshot.version:
+            self.reload()
+        return True
+
+    def observe(self, version: int) -> bool:
+        """Whether the snapshot is current for a ring ``version`` read elsewhere (same round trip as another
+        query); a stale snapshot must be reloaded (``reload``, blocking) before keys are trusted."""
+        return version == self._snapshot.version
+
+    def lookup(self, kid: str) -> PublishedKey | None:
+        """The published key ``kid`` of the current snapshot, with no freshness check and no I/O."""
+        return self._snapshot.published.get(kid)
 
     def reload(self) -> None:
         """Reloads the key ring from the event store."""
         with self._lock:
             self._snapshot = self._loader()
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self._checked_at = time.monotonic()
 
     def find(self, kid: str) -> PublishedKey | None:
-        """Returns the published key ``kid``, reloading at most once per interval when it is unknown."""
+        """Returns the published key ``kid`` as the ring has it now (see the class docstring)."""
+        if self._version is not None:
+            self.refresh()
+            return self._snapshot.published.get(kid)
         key = self._snapshot.published.get(kid)
         if key is None and time.monotonic() - self._loaded_at > self._reload_interval:
             self.reload()
@@ -80,7 +121,9 @@ class KeySet:
         return key
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """Returns the RFC 7517 JWK Set document."""
+        """Returns the RFC 7517 JWK Set document (pre-published keys included, revoked and retired ones not)."""
+        if self._version is not None:
+            self.refresh()
         return {"keys": [key.jwk for key in self._snapshot.published.values()]}
 
 
@@ -124,11 +167,15 @@ class JwtSigner:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Returns a compact JWS of ``claims`` with ``typ: at+jwt`` and the active kid."""
-        snap = self._keys.snapshot
+        snap = self._keys.for_signing()
         alg = snap.published[snap.active_kid].alg
         signing_input = self._header(snap.active_kid, alg) + b"." + _b64(msgspec.json.encode(claims))
         signature = _raw_signature(alg, snap.active_private_key, signing_input)
         return (signing_input + b"." + _b64(signature)).decode()
+
+
+class UnknownKey(InvalidToken):
+    """The token names a kid this process's key snapshot does not publish (it may be stale: check, then retry)."""
 
 
 class JwtValidator:
@@ -139,6 +186,10 @@ class JwtValidator:
     validation. A remembered token is accepted again only while that same key object is still published in the
     current key snapshot (any key-ring reload makes every entry miss and verify afresh) and its time claims still
     hold; everything else (signature, iss, aud, typ, kid, alg) cannot change for the same string and key.
+
+    ``claims`` first brings the key snapshot up to the ring (one indexed read, see ``KeySet.refresh``), so a key
+    revoked by another process is refused at once. ``peek`` does no I/O: callers on the event loop read the ring's
+    version in the same round trip as their other query, and reload (``KeySet.observe``) before trusting a result.
     """
 
     def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 65_536) -> None:
@@ -149,7 +200,12 @@ class JwtValidator:
         self._cache_size = cache_size
         self._verified: dict[str, tuple[dict[str, Any], PublishedKey]] = {}
 
-    def _key_for(self, token: str) -> PublishedKey:
+    @property
+    def keys(self) -> KeySet:
+        """The key set tokens are checked against."""
+        return self._keys
+
+    def _key_for(self, token: str, *, checked: bool) -> PublishedKey:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -161,9 +217,9 @@ class JwtValidator:
             raise InvalidToken("not an access token")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("missing kid")
-        key = self._keys.find(kid)
+        key = self._keys.lookup(kid) if checked else self._keys.find(kid)
         if key is None or key.alg != alg:
-            raise InvalidToken("unknown key")
+            raise UnknownKey("unknown key")
         return key
 
     def validate(self, token: str) -> dict[str, Any]:
@@ -176,7 +232,7 @@ class JwtValidator:
         if entry is None:
             return None
         claims, key = entry
-        if self._keys.snapshot.published.get(key.kid) is not key:
+        if self._keys.lookup(key.kid) is not key:
             return None
         now = time.time()
         if verify_exp and now >= claims["exp"] + self._leeway:
@@ -184,12 +240,25 @@ class JwtValidator:
         return claims
 
     def claims(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
-        """Returns the verified claims (never to be modified: they may be shared by later calls); ``verify_exp=False``
-        only for revocation, where expiry does not matter."""
+        """Returns the verified claims against the key ring as it is now (never to be modified: they may be shared
+        by later calls); ``verify_exp=False`` only for revocation, where expiry does not matter."""
+        checked = self._keys.refresh()
+        return self._verified_claims(token, verify_exp=verify_exp, checked=checked)
+
+    def peek(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
+        """The verified claims against this process's key snapshot, with no I/O (see the class docstring).
+
+        Raises:
+            UnknownKey: the snapshot does not publish the token's kid (refresh the key set, then try again).
+            InvalidToken: anything else that is not a valid access token of ours.
+        """
+        return self._verified_claims(token, verify_exp=verify_exp, checked=True)
+
+    def _verified_claims(self, token: str, *, verify_exp: bool, checked: bool) -> dict[str, Any]:
         remembered = self._remembered(token, verify_exp)
         if remembered is not None:
             return remembered
-        key = self._key_for(token)
+        key = self._key_for(token, checked=checked)
         try:
             claims = jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
                                 issuer=self._issuer, leeway=self._leeway,

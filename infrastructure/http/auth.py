@@ -12,7 +12,7 @@ from application.authz import Authorization, Principal, authorize_on
 from domain.errors import NotFound
 from domain.ids import DASHBOARD_CLIENT_ID
 from domain.project import Project
-from infrastructure.crypto.jwt import InvalidToken
+from infrastructure.crypto.jwt import InvalidToken, JwtValidator, UnknownKey
 from infrastructure.http.errors import BearerError
 
 
@@ -41,20 +41,36 @@ async def principal(request: Request[Any, Any, Any], state: State) -> Principal:
     """Dependency: validates the bearer token strictly and returns who is calling.
 
     Runs on the event loop: the signature check is CPU only (and remembered per token), and the revocation check
-    (with, on a project's path, that project's version, see ``infrastructure.http.gate``) is one asynchronous query.
+    (with, on a project's path, that project's version, and the key ring's version, see
+    ``infrastructure.http.gate``) is one asynchronous query. Only a key-ring change costs a reload in a thread.
     """
+    token = _bearer_token(request)
+    validator = state.container.validator
     try:
-        claims = state.container.validator.validate(_bearer_token(request))
+        claims = await _peek(validator, token)
+        caller = _principal(claims)
+        project_id = request.path_params.get("project_id")
+        answer = await state.gate.check(caller.token_id, project_id if isinstance(project_id, UUID) else None)
+        if not validator.keys.observe(answer.ring_version):
+            await anyio.to_thread.run_sync(validator.keys.reload)
+            caller = _principal(validator.peek(token))
     except InvalidToken:
         raise BearerError(401, "invalid_token", "the access token is invalid") from None
-    caller = _principal(claims)
-    project_id = request.path_params.get("project_id")
-    # Every request checks revocation: revocations are acknowledged only once the lookup model has applied them.
-    revoked, version = await state.gate.check(caller.token_id, project_id if isinstance(project_id, UUID) else None)
-    if revoked:
+    # Every request checks revocation: a revocation is listed in the same transaction as its event.
+    if answer.revoked:
         raise BearerError(401, "invalid_token", "the access token is invalid")
-    request.state.project_version = version
+    request.state.project_version = answer.project_version
     return caller
+
+
+async def _peek(validator: JwtValidator, token: str) -> dict[str, Any]:
+    """The token's claims against this process's key snapshot; a kid it does not know yet (pre-published by
+    another process) costs one key-ring check in a thread."""
+    try:
+        return validator.peek(token)
+    except UnknownKey:
+        await anyio.to_thread.run_sync(validator.keys.refresh)
+        return validator.peek(token)
 
 
 async def authorized(request: Request[Any, Any, Any], state: State, caller: Principal, project_id: UUID,

@@ -1,8 +1,9 @@
 """The request gate: one asynchronous round trip answers what every ``/v1`` request must know before it runs.
 
-A bearer request needs two facts from PostgreSQL: whether its token was revoked (DESIGN.md invariant 1: the token
+A bearer request needs three facts from PostgreSQL: whether its token was revoked (DESIGN.md invariant 1: the token
 lookup model, which revocations wait for before they are acknowledged) and, on a project's path, the version of that
-project's stream (the caller's role is decided on the project as it is now, not on a stale copy). Asking both in one
+project's stream (the caller's role is decided on the project as it is now, not on a stale copy), and the key ring's
+version (a signing key revoked by another process is refused by this one at once). Asking all three in one
 query, on the event loop with an asynchronous pool, costs one round trip and no thread hand-off, where the
 synchronous path cost two round trips and two hand-offs. The project itself comes from :class:`ProjectSnapshots` when
 the version matches, so a read of an unchanged project decodes nothing.
@@ -10,6 +11,7 @@ the version matches, so a read of an unchanged project decodes nothing.
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -17,8 +19,18 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import AsyncConnectionPool
 
+from domain.ids import keyring_id
 from domain.project import Project
 from projections.token_lookup import REVOKED_TOKENS_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class GateAnswer:
+    """What one request's query learnt."""
+
+    revoked: bool
+    project_version: int | None
+    ring_version: int
 
 
 class RequestGate:
@@ -31,7 +43,8 @@ class RequestGate:
         self._query = SQL(
             "SELECT (SELECT status FROM {lookup} WHERE token_id = %(t)s), "
             "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
-            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(p)s)"
+            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(p)s), "
+            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
         ).format(lookup=lookup_table, events=events_table, revoked=revoked_table).as_string(None)
 
     async def open(self) -> None:
@@ -42,10 +55,13 @@ class RequestGate:
         """Closes the pool."""
         await self.pool.close()
 
-    async def check(self, token_id: UUID, project_id: UUID | None) -> tuple[bool, int | None]:
-        """Returns whether the token is revoked (or used up) and the project's stream version (None: no project)."""
-        status, written_through, version = await fetch_row(self.pool, self._query, {"t": token_id, "p": project_id})
-        return written_through or status in ("revoked", "used"), version
+    async def check(self, token_id: UUID, project_id: UUID | None) -> GateAnswer:
+        """Whether the token is revoked (or used up), the project's stream version (None: no project) and the key
+        ring's version (a process whose key snapshot is older reloads it before trusting a signature)."""
+        status, written_through, version, ring = await fetch_row(
+            self.pool, self._query, {"t": token_id, "p": project_id, "k": keyring_id()})
+        return GateAnswer(revoked=bool(written_through) or status in ("revoked", "used"), project_version=version,
+                          ring_version=ring or 0)
 
 
 async def fetch_row(pool: AsyncConnectionPool, query: str, params: dict[str, Any]) -> tuple[Any, ...]:

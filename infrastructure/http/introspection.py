@@ -33,8 +33,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from application.oauth.limits import client_keys
 from domain.client import Client
-from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id
-from infrastructure.crypto.jwt import InvalidToken
+from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id, keyring_id
+from infrastructure.crypto.jwt import InvalidToken, UnknownKey
 from infrastructure.http.gate import fetch_row
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -79,7 +79,8 @@ class FastIntrospection:
         self._query = SQL(
             "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %(c)s), "
             "(SELECT status FROM {lookup} WHERE token_id = %(t)s), "
-            "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s)"
+            "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
+            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
         ).format(events=events_table, lookup=container.lookup.table("token_lookup"),
                  revoked=revoked_table).as_string(None)  # rendered once, not per request
         self._clean_until: dict[tuple[str, str | None], float] = {}
@@ -110,7 +111,9 @@ class FastIntrospection:
         if not token or self._container.tokens.minter.is_refresh_token(token):
             return None  # a refresh token is decided on its own stream
         try:
-            claims: dict[str, Any] | None = self._container.validator.claims(token)
+            claims: dict[str, Any] | None = self._container.validator.peek(token)
+        except UnknownKey:
+            return None  # maybe a key another process just published: the general path checks the ring
         except InvalidToken:
             claims = None
         token_id = _token_id(claims)
@@ -137,7 +140,10 @@ class FastIntrospection:
                 "jti": claims["jti"]}
 
     async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None]:
-        version, status, written_through = await fetch_row(self._pool, self._query, {"c": client_key, "t": token_id})
+        version, status, written_through, ring = await fetch_row(
+            self._pool, self._query, {"c": client_key, "t": token_id, "k": keyring_id()})
+        if not self._container.validator.keys.observe(ring or 0):
+            return None, None  # the key snapshot is stale: the general path checks the ring and reloads
         return version, "revoked" if written_through else status
 
     async def _no_failures(self, client_id: str, source: str | None) -> bool:

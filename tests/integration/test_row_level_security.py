@@ -30,7 +30,7 @@ def two_projects(container: Container) -> tuple[object, object]:
 
 
 TENANT_TABLES = [("token_lookup", "token_lookup"), ("token_lookup", "client_last_used"), ("clients", "client_view"),
-                 ("members", "member_view")]
+                 ("members", "member_view"), ("secret_expiry", "secret_expiry")]
 
 
 @pytest.mark.parametrize(("view_name", "table"), TENANT_TABLES)

@@ -1,0 +1,89 @@
+"""Expiry over HTTP: a 5-second token is refused at its instant with no sweep running; the sweep, run by a real
+Dramatiq worker on the real Redis broker, records its TokenExpired later."""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import httpx
+import jwt
+import pytest
+
+from domain.token import Token
+from infrastructure.bootstrap import Container, Endpoints, build
+from tests.conftest import SECRET_KEY, bearer, introspect_token, signup
+from tests.e2e.support import login
+from workers.inprocess import in_process_workers
+from workers.runtime import enqueue
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server_container(server_database_url: str, redis_url: str) -> Iterator[Container]:
+    """A worker process's container on the live server's database (the server itself runs no worker)."""
+    from infrastructure.settings import Settings  # noqa: PLC0415
+
+    built = build(Settings(secret_key=SECRET_KEY), Endpoints(database_url=server_database_url, redis_url=redis_url))
+    yield built
+    built.close()
+
+
+def short_lived_token(http: httpx.Client, account: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A client with 5-second access tokens, and one of its tokens."""
+    owner = login(http, account)
+    made = http.post(f"/v1/projects/{account['project']['id']}/clients", json={"name": "short", "access_token_ttl": 5},
+                     headers=bearer(owner))
+    assert made.status_code == 201, made.text
+    client = made.json()
+    issued = http.post("/oauth2/token", data={"grant_type": "client_credentials"},
+                       auth=(client["client_id"], client["client_secret"]))
+    assert issued.status_code == 200, issued.text
+    return issued.json()["access_token"], {**account, "client": client}
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def listed(http: httpx.Client, account: dict[str, Any], token_id: str, **params: str) -> list[dict[str, Any]]:
+    owner = login(http, account)
+    page = http.get(f"/v1/projects/{account['project']['id']}/tokens", params={"limit": 100, **params},
+                    headers=bearer(owner))
+    assert page.status_code == 200, page.text
+    return [t for t in page.json()["items"] if t["token_id"] == token_id]
+
+
+def test_a_five_second_token_is_refused_without_a_sweep_and_the_sweep_records_it_later(
+        http: httpx.Client, server_container: Container, redis_url: str) -> None:
+    account, other = signup(http), signup(http, "Other")
+    token, with_client = short_lived_token(http, account)
+    token_id = jwt.decode(token, options={"verify_signature": False})["jti"]
+    project_url = f"/v1/projects/{account['project']['id']}"
+    assert http.get(project_url, headers=bearer(token)).status_code == 200
+    assert introspect_token(http, with_client, token).json()["active"] is True
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    while time.time() < exp:  # no sweep runs anywhere: the server alone must refuse it at its instant
+        time.sleep(0.1)
+    refused = http.get(project_url, headers=bearer(token))
+    assert refused.status_code == 401 and "invalid_token" in refused.headers["www-authenticate"]
+    assert introspect_token(http, with_client, token).json() == {"active": False}
+    assert [t["status"] for t in listed(http, account, token_id, status="expired")] == ["expired"]
+    assert server_container.app.load(UUID(token_id), Token).expired is False
+
+    with in_process_workers(server_container, redis_url, threads=1) as broker:
+        enqueue(broker, "expire-tokens")
+        wait_for(lambda: server_container.app.load(UUID(token_id), Token).expired)
+    wait_for(lambda: [t["ended_reason"] for t in listed(http, account, token_id)] == ["expired"])
+    row = listed(http, account, token_id, status="expired")[0]
+    assert (row["status"], row["ended_by"]) == ("expired", "system")
+    assert listed(http, account, token_id, status="active") == []
+    assert listed(http, other, token_id) == [] and listed(http, other, token_id, status="expired") == []
+    assert http.get(project_url, headers=bearer(token)).status_code == 401
+    assert introspect_token(http, with_client, token).json() == {"active": False}

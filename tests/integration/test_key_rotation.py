@@ -1,0 +1,144 @@
+"""Signing-key rotation on real PostgreSQL across two processes' containers, seen by a resource server that caches
+the JWKS for an hour."""
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from application.oauth.grants import TokenRequest
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.settings import Settings
+from tests.conftest import fresh_database
+from tests.integration.support import sign_up
+from workers.keys import key_rotation
+
+pytestmark = pytest.mark.integration
+
+
+class MovableClock:
+    """The real time plus an offset the test moves (rotation decisions only; JWT expiry stays real time)."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock, self.offset = clock, timedelta()
+
+    def now(self) -> Any:
+        return self.clock.now() + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+class CachingResourceServer:
+    """Fetches the JWKS once and validates with that copy until its hour is over (the test's clock decides)."""
+
+    def __init__(self, fetch: Any, clock: MovableClock, settings: Settings) -> None:
+        self.fetch, self.clock, self.settings = fetch, clock, settings
+        self.fetched_at: Any = None
+        self.keys: dict[str, Any] = {}
+
+    def jwks(self) -> dict[str, Any]:
+        if self.fetched_at is None or self.clock.now() - self.fetched_at >= timedelta(hours=1):
+            self.keys = {k["kid"]: jwt.PyJWK(k) for k in self.fetch()["keys"]}
+            self.fetched_at = self.clock.now()
+        return self.keys
+
+    def validate(self, token: str) -> dict[str, Any]:
+        kid = jwt.get_unverified_header(token)["kid"]
+        key = self.jwks()[kid]  # a KeyError is a token the resource server cannot verify
+        return jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=self.settings.audience,
+                          issuer=self.settings.issuer)
+
+
+@pytest.fixture
+def pair(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[Container, Container]]:
+    """Two processes' containers (the one that rotates, the API that signs and validates) on a fresh database."""
+    with fresh_database(server_url) as url:
+        endpoints = Endpoints(database_url=url, redis_url=redis_url)
+        first = build(settings, endpoints, migrate=True)
+        second = build(settings, endpoints)
+        try:
+            yield first, second
+        finally:
+            second.close()
+            first.close()
+
+
+def issue(container: Container, signed: Any) -> str:
+    return container.tokens.handle(TokenRequest(grant_type="client_credentials",
+                                                client_id=signed.client.client.client_id,
+                                                client_secret=signed.client.client_secret)).access_token
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def issue_signed_by(container: Container, signed: Any, kid: str, timeout: float = 10.0) -> str:
+    """Issues tokens until one is signed by ``kid`` (the signer re-checks the ring about every second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        token = issue(container, signed)
+        if kid_of(token) == kid:
+            return token
+        time.sleep(0.1)
+    raise AssertionError(f"no token signed by {kid} in time")
+
+
+def test_a_jwks_cached_for_an_hour_keeps_validating_through_a_scheduled_rotation(
+        pair: tuple[Container, Container], settings: Settings) -> None:
+    rotator_process, api = pair
+    clock = MovableClock(api.tokens.clock)
+    rotation = key_rotation(rotator_process, clock)
+    server = CachingResourceServer(api.keys.jwks, clock, settings)
+    signed = sign_up(api)
+    old_kid = api.keys.snapshot.active_kid
+    before = issue(api, signed)
+    assert server.validate(before)["client_id"] == signed.client.client.client_id
+
+    clock.advance(seconds=settings.signing_key_rotation - settings.signing_key_prepublish)
+    created = rotation.run_schedule()
+    assert [s.action for s in created] == ["created"]
+    new_kid = created[0].kid
+    assert kid_of(issue(api, signed)) == old_kid  # published, not yet signing
+    # The resource server refreshes its cache some time in the day before the activation (here 50 minutes before
+    # it) and does not fetch again for an hour.
+    clock.advance(seconds=settings.signing_key_prepublish - 3000)
+    assert server.validate(issue(api, signed))["sub"]
+    assert new_kid in server.keys
+
+    clock.advance(seconds=3000 - 60)
+    assert rotation.run_schedule() == []
+    clock.advance(seconds=60)
+    assert [(s.action, s.kid) for s in rotation.run_schedule()] == [("activated", new_kid)]
+    after = issue_signed_by(api, signed, new_kid)
+    fetched_at = server.fetched_at
+    assert server.validate(after)["client_id"] == signed.client.client.client_id  # known before it signed
+    assert server.validate(before)["client_id"] == signed.client.client.client_id  # the old key still verifies
+    assert server.fetched_at == fetched_at  # no re-fetch was needed
+    assert api.validator.validate(before) and api.validator.validate(after)
+
+    clock.advance(days=2)
+    assert [(s.action, s.kid) for s in rotation.run_schedule()] == [("retired", old_kid)]
+    assert old_kid not in {k["kid"] for k in api.keys.jwks()["keys"]}
+
+
+def test_an_emergency_rotation_is_refused_at_once_by_another_process(pair: tuple[Container, Container]) -> None:
+    rotator_process, api = pair
+    signed = sign_up(api)
+    old = issue(api, signed)
+    old_kid = kid_of(old)
+    found = api.revocation.finder.find(old)
+    assert found is not None and api.introspection.handle(signed.client.client, old)["active"] is True
+    steps = key_rotation(rotator_process).rotate(emergency=True, actor="operator")
+    assert [s.action for s in steps] == ["created", "activated", "revoked"]
+    # No wait: the API process checks the ring's version on every validation.
+    with pytest.raises(Exception, match="unknown key"):
+        api.validator.validate(old)
+    assert api.introspection.handle(signed.client.client, old) == {"active": False}
+    assert old_kid not in {k["kid"] for k in api.keys.jwks()["keys"]}
+    fresh = issue_signed_by(api, signed, steps[0].kid)
+    assert api.validator.validate(fresh)["client_id"] == signed.client.client.client_id

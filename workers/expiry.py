@@ -1,0 +1,42 @@
+"""Expiry sweep jobs: ``TokenExpired`` and ``ClientSecretExpired`` for what reached its expiry.
+
+See application/expiry.py for the decisions.
+Registration only at import; the job functions build their commands from the worker's container when they run.
+"""
+
+import logging
+from typing import Any
+
+from application.expiry import SecretSweep, SweepResult, TokenSweep
+from workers.jobs import job
+from workers.runtime import log_line
+
+logger = logging.getLogger("keyledger.jobs")
+
+SWEEP_EVERY = 30.0
+
+
+def token_sweep(container: Any, *, batch_size: int = 2000, max_batches: int = 100) -> TokenSweep:
+    """The token sweep of a container (its application, clock and token lookup model)."""
+    return TokenSweep(app=container.app, clock=container.tokens.clock, index=container.lookup, batch_size=batch_size,
+                      max_batches=max_batches)
+
+
+def secret_sweep(container: Any) -> SecretSweep:
+    """The client-secret sweep of a container."""
+    return SecretSweep(app=container.app, clock=container.tokens.clock, index=container.views["secret_expiry"])
+
+
+@job("expire-tokens", every=SWEEP_EVERY, max_retries=3, time_limit=300_000)
+def expire_tokens(container: Any, **_: Any) -> None:
+    """Records ``TokenExpired`` for due tokens, at most ``max_batches`` batches per run (the next run continues:
+    a backlog after downtime drains run by run without any run outliving its time limit)."""
+    result: SweepResult = token_sweep(container).run()
+    logger.info(log_line(job="expire-tokens", expired=result.expired, batches=result.batches, more=result.more))
+
+
+@job("expire-client-secrets", every=SWEEP_EVERY, max_retries=3)
+def expire_client_secrets(container: Any, **_: Any) -> None:
+    """Records ``ClientSecretExpired`` for due client secrets (current ones, and previous ones after their grace)."""
+    result = secret_sweep(container).run()
+    logger.info(log_line(job="expire-client-secrets", expired=result.expired))
