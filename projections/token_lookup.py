@@ -135,14 +135,21 @@ class TokenLookupView(ReadModel):
         Consecutive ``TokenExpired`` events (a sweep records thousands at once) move their rows in one statement.
         """
         expired: list[UUID] = []
+        issued: list[Any] = []
         for event in events:
             if isinstance(event, Token.TokenExpired):
+                self._insert_issued(curs, issued)
                 expired.append(event.originator_id)
                 continue
             if expired:
                 move_expired(self, curs, expired)
                 expired = []
+            if isinstance(event, Token.TokenIssued):
+                issued.append(event)
+                continue
+            self._insert_issued(curs, issued)
             self.apply(curs, event)
+        self._insert_issued(curs, issued)
         if expired:
             move_expired(self, curs, expired)
         last_used: dict[tuple[UUID, str], datetime] = {}
@@ -156,15 +163,21 @@ class TokenLookupView(ReadModel):
                              "SET last_used_at = GREATEST(t.last_used_at, EXCLUDED.last_used_at)").format(table),
                          (project_id, client_id, used_at))
 
+    def _insert_issued(self, curs: Cursor[DictRow], issued: list[Any]) -> None:
+        """Inserts a run of consecutive ``TokenIssued`` rows in one pipelined round trip, then empties the run."""
+        if not issued:
+            return
+        curs.executemany(SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', NULL, "
+                             "NULL, NULL) ON CONFLICT (token_id) DO NOTHING").format(self.table("token_lookup")),
+                         [(e.originator_id, e.project_id, str(e.kind), e.client_id, e.user_id, e.family_id,
+                           e.parent_id, e.scope, e.grant_type, e.issued_at, e.expires_at) for e in issued])
+        issued.clear()
+
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
         """Applies a token event."""
         table = self.table("token_lookup")
         if isinstance(event, Token.TokenIssued):
-            curs.execute(SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', NULL, "
-                             "NULL, NULL) ON CONFLICT (token_id) DO NOTHING").format(table),
-                         (event.originator_id, event.project_id, str(event.kind), event.client_id, event.user_id,
-                          event.family_id, event.parent_id, event.scope, event.grant_type, event.issued_at,
-                          event.expires_at))
+            self._insert_issued(curs, [event])
         elif isinstance(event, Token.TokenExpired):
             move_expired(self, curs, [event.originator_id])
         elif isinstance(event, Token.TokenRefreshed):
