@@ -37,7 +37,7 @@ from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.webhook_setup import url_checker
-from projections.base import ProjectionRunner, ReadModel
+from projections.base import HeadWatcher, ProjectionRunner, ReadModel
 from projections.clients import ClientsView
 from projections.members import MembersView
 from projections.secret_expiry import SecretExpiryView
@@ -82,6 +82,7 @@ class Container:
     webhooks: Webhooks
     webhook_secrets: WebhookSecrets
     runners: list[ProjectionRunner] = field(default_factory=list)
+    head_watcher: HeadWatcher | None = None
     broker: Any = None  # the Dramatiq broker this process declared its actors on, if it runs or enqueues jobs
 
     @property
@@ -113,11 +114,14 @@ class Container:
         return view
 
     def start_projections(self) -> None:
-        """Runs every read model's projection in background threads of this process."""
+        """Runs every read model's projection in background threads of this process, woken by one head poll
+        (every 50 ms) or by a request waiting on them; each also passes once a second on its own."""
         for view in self.views.values():
-            runner = self.runner(view.name)
+            runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view, interval=1.0)
             runner.start()
             self.runners.append(runner)
+        self.head_watcher = HeadWatcher(self.app.recorder, list(self.views.values()))
+        self.head_watcher.start()
 
     def runner(self, name: str) -> ProjectionRunner:
         """Returns a runner for the read model ``name`` (not started)."""
@@ -125,6 +129,8 @@ class Container:
 
     def close(self) -> None:
         """Stops background work and closes pools."""
+        if self.head_watcher is not None:
+            self.head_watcher.stop()
         for runner in self.runners:
             runner.stop()
         self.committer.close()

@@ -59,6 +59,11 @@ class ReadModel(PostgresTrackingRecorder):
         self.wake = threading.Event()
         self.runner_active = False
 
+    @property
+    def seen(self) -> int:
+        """The position this process's runner last read or wrote."""
+        return self._seen
+
     def observe(self, position: int) -> None:
         """Records a position read or written by this process's runner and wakes the waiters it satisfies."""
         with self._changed:
@@ -202,12 +207,14 @@ class ProjectionRunner:
     """Feeds one read model from the application's notification log."""
 
     def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500,
-                 interval: float = 0.05) -> None:
+                 interval: float = 0.05, idle_write_interval: float = 1.0) -> None:
         self._recorder = recorder
         self._mapper = mapper
         self._model = model
         self._batch_size = batch_size
         self._interval = interval
+        self._idle_write_interval = idle_write_interval
+        self._written_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -232,8 +239,15 @@ class ProjectionRunner:
                                                             inclusive_of_start=False)
         # A full batch may stop short of the head: the position is then its last notification.
         last = notifications[-1].id if len(notifications) == self._batch_size else head
+        if not notifications and time.monotonic() - self._written_at < self._idle_write_interval:
+            # Nothing of this model's up to ``last``: its rows are already current there, so waiters may go on;
+            # the position is written at most once per interval (a busy store would otherwise cost every model a
+            # transaction per pass). The next pass reads from the written position again: nothing is skipped.
+            self._model.observe(last)
+            return last - start
         if not self._model.apply_batch([self._mapper.to_domain_event(n) for n in notifications], last, after=start):
             return 0
+        self._written_at = time.monotonic()
         self._model.observe(last)
         return last - start
 
@@ -268,13 +282,24 @@ class ProjectionRunner:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops the background thread; waiters fall back to reading the position themselves."""
+        """Stops the background thread (writing the position it has seen); waiters fall back to reading the
+        position themselves."""
         self._stop.set()
         self._model.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._model.runner_active = False
         self._model.release_waiters()
+        try:
+            self.flush()
+        except Exception:
+            logger.warning("projection %s: could not write its last position", self._model.name)
+
+    def flush(self) -> None:
+        """Writes the position this process has seen, if a pass with nothing of the model's left it unwritten."""
+        written = self._model.position()
+        if self._model.seen > written:
+            self._model.apply_batch([], self._model.seen, after=written)
 
     def _loop(self) -> None:
         # Polls the head every interval, and at once when a request waits for the model (read-your-writes): the
@@ -290,3 +315,37 @@ class ProjectionRunner:
                 self._stop.wait(0.5)
                 continue
             self._model.wake.wait(self._interval)
+
+
+class HeadWatcher:
+    """One poll of the store's head per process, for all its runners: a runner whose model is behind is woken, the
+    others stay asleep (five models polling each on their own cost ten queries per interval, idle or not)."""
+
+    def __init__(self, recorder: Any, models: Sequence[ReadModel], interval: float = 0.05) -> None:
+        self._recorder = recorder
+        self._models = tuple(models)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="projection-head", daemon=True)
+
+    def start(self) -> None:
+        """Starts polling in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops polling."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                head = self._recorder.max_notification_id() or 0
+            except Exception:
+                logger.exception("could not read the event store's head; retrying")
+                self._stop.wait(0.5)
+                continue
+            for model in self._models:
+                if head > model.seen:
+                    model.wake.set()
+            self._stop.wait(self._interval)

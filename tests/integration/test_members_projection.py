@@ -82,7 +82,8 @@ def test_rebuild_from_the_store_gives_the_same_table(quiet_container: Container)
 
 def test_the_position_covers_events_the_model_ignores(quiet_container: Container) -> None:
     signed = sign_up(quiet_container)
-    runner = quiet_container.runner("members")
+    runner = ProjectionRunner(recorder=quiet_container.app.recorder, mapper=quiet_container.app.mapper,
+                              model=quiet_container.members, idle_write_interval=0)
     runner.catch_up()
     rows = dump(quiet_container.members)
     quiet_container.tokens.handle(TokenRequest(grant_type="client_credentials",
@@ -108,3 +109,22 @@ def test_a_stale_position_is_refused_and_its_changes_rolled_back(quiet_container
         view.apply_batch(stray.collect_events(), position - behind)
     assert dump(view) == rows, "a batch at an old position changed the table"
     assert view.position() == position
+
+
+def test_a_pass_with_nothing_of_the_models_moves_waiters_at_once_and_the_position_within_the_interval(
+        quiet_container: Container) -> None:
+    signed = sign_up(quiet_container)
+    runner = ProjectionRunner(recorder=quiet_container.app.recorder, mapper=quiet_container.app.mapper,
+                              model=quiet_container.members, idle_write_interval=3600)
+    runner.catch_up()
+    written = quiet_container.members.position()
+    quiet_container.tokens.handle(TokenRequest(grant_type="client_credentials",
+                                               client_id=signed.client.client.client_id,
+                                               client_secret=signed.client.client_secret))
+    assert runner.run_once() > 0
+    assert quiet_container.members.seen == head(quiet_container)  # this process's waiters go on at once
+    assert quiet_container.members.position() == written  # no transaction just to move the position
+    eager = ProjectionRunner(recorder=quiet_container.app.recorder, mapper=quiet_container.app.mapper,
+                             model=quiet_container.members, idle_write_interval=0)
+    eager.run_once()
+    assert quiet_container.members.position() == head(quiet_container)
