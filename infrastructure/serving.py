@@ -8,9 +8,11 @@ the processes by their address hash instead.
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -28,10 +30,19 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve_one(host: str, port: int, options: dict[str, Any]) -> None:
+def _exit_with(parent: int) -> None:
+    """Stops this API process (gracefully, as SIGTERM does) once its supervisor is gone: an orphan would go on
+    sharing the port with whatever starts next."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _serve_one(host: str, port: int, options: dict[str, Any], parent: int) -> None:
     """One API process: its own socket, its own application (built by the factory after the process started)."""
     import uvicorn  # noqa: PLC0415
 
+    threading.Thread(target=_exit_with, args=(parent,), name="supervisor-watch", daemon=True).start()
     config = uvicorn.Config("infrastructure.http.app:app_from_env", factory=True, **options)
     uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
 
@@ -41,7 +52,7 @@ def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]
     if not hasattr(socket, "SO_REUSEPORT"):
         raise RuntimeError("several API processes need SO_REUSEPORT (Linux, BSD, macOS)")
     spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_serve_one, args=(host, port, options), name=f"keyledger-api-{i}")
+    children = [spawn.Process(target=_serve_one, args=(host, port, options, os.getpid()), name=f"keyledger-api-{i}")
                 for i in range(count)]
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -58,6 +69,9 @@ def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]
                 child.terminate()
         for child in children:
             child.join(30)
+            if child.is_alive():  # a graceful stop that hangs must not hang the supervisor's exit with it
+                child.kill()
+                child.join(5)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0 if stop.is_set() else 1

@@ -5,8 +5,9 @@ tokens, which are platform-wide). ``TokenExpired`` (recorded by the expiry sweep
 ``token_lookup`` table, which every API request reads, to ``token_expired``, read only by listings: the hot table
 holds live tokens and recently ended ones, not the whole history.
 
-Commands that revoke wait until this model has applied their events before they answer, so every API process that
-reads it refuses a revoked token from the moment the revocation is acknowledged.
+A revoked token is refused before this model applies its ``TokenRevoked``: the event store lists it in
+``revoked_tokens`` in the same transaction (``infrastructure.recorder``), and every check reads both. Revocations that
+select tokens here (a family, a client's, a user's) first wait until this model is current.
 """
 
 from collections.abc import Sequence

@@ -99,10 +99,6 @@ class KeySet:
         query); a stale snapshot must be reloaded (``reload``, blocking) before keys are trusted."""
         return version == self._snapshot.version
 
-    def lookup(self, kid: str) -> PublishedKey | None:
-        """The published key ``kid`` of the current snapshot, with no freshness check and no I/O."""
-        return self._snapshot.published.get(kid)
-
     def reload(self) -> None:
         """Reloads the key ring from the event store."""
         with self._lock:
@@ -192,7 +188,7 @@ class JwtValidator:
     version in the same round trip as their other query, and reload (``KeySet.observe``) before trusting a result.
     """
 
-    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 65_536) -> None:
+    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 16_384) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
@@ -205,7 +201,7 @@ class JwtValidator:
         """The key set tokens are checked against."""
         return self._keys
 
-    def _key_for(self, token: str, *, checked: bool) -> PublishedKey:
+    def _key_for(self, token: str, find: Callable[[str], PublishedKey | None]) -> PublishedKey:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -217,7 +213,7 @@ class JwtValidator:
             raise InvalidToken("not an access token")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("missing kid")
-        key = self._keys.lookup(kid) if checked else self._keys.find(kid)
+        key = find(kid)
         if key is None or key.alg != alg:
             raise UnknownKey("unknown key")
         return key
@@ -226,13 +222,14 @@ class JwtValidator:
         """Returns the verified claims of ``token`` or raises InvalidToken."""
         return self.claims(token)
 
-    def _remembered(self, token: str, verify_exp: bool) -> dict[str, Any] | None:
+    def _remembered(self, token: str, verify_exp: bool,
+                    find: Callable[[str], PublishedKey | None]) -> dict[str, Any] | None:
         """The claims of a token verified before, if its key is still the published one and it is still in time."""
         entry = self._verified.get(token)
         if entry is None:
             return None
         claims, key = entry
-        if self._keys.lookup(key.kid) is not key:
+        if find(key.kid) is not key:
             return None
         now = time.time()
         if verify_exp and now >= claims["exp"] + self._leeway:
@@ -242,23 +239,27 @@ class JwtValidator:
     def claims(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
         """Returns the verified claims against the key ring as it is now (never to be modified: they may be shared
         by later calls); ``verify_exp=False`` only for revocation, where expiry does not matter."""
-        checked = self._keys.refresh()
-        return self._verified_claims(token, verify_exp=verify_exp, checked=checked)
+        if self._keys.refresh():
+            return self._verified_claims(token, verify_exp=verify_exp, find=self._keys.snapshot.published.get)
+        return self._verified_claims(token, verify_exp=verify_exp, find=self._keys.find)
 
-    def peek(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
-        """The verified claims against this process's key snapshot, with no I/O (see the class docstring).
+    def peek(self, token: str, *, verify_exp: bool = True) -> tuple[dict[str, Any], int]:
+        """The verified claims against this process's current key snapshot, with no I/O, and that snapshot's ring
+        version: a caller that reads the ring's version elsewhere trusts the claims only if the two are equal.
 
         Raises:
             UnknownKey: the snapshot does not publish the token's kid (refresh the key set, then try again).
             InvalidToken: anything else that is not a valid access token of ours.
         """
-        return self._verified_claims(token, verify_exp=verify_exp, checked=True)
+        snapshot = self._keys.snapshot  # one snapshot for the whole check, whatever other threads reload
+        return self._verified_claims(token, verify_exp=verify_exp, find=snapshot.published.get), snapshot.version
 
-    def _verified_claims(self, token: str, *, verify_exp: bool, checked: bool) -> dict[str, Any]:
-        remembered = self._remembered(token, verify_exp)
+    def _verified_claims(self, token: str, *, verify_exp: bool,
+                         find: Callable[[str], PublishedKey | None]) -> dict[str, Any]:
+        remembered = self._remembered(token, verify_exp, find)
         if remembered is not None:
             return remembered
-        key = self._key_for(token, checked=checked)
+        key = self._key_for(token, find)
         try:
             claims = jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
                                 issuer=self._issuer, leeway=self._leeway,

@@ -47,13 +47,16 @@ async def principal(request: Request[Any, Any, Any], state: State) -> Principal:
     token = _bearer_token(request)
     validator = state.container.validator
     try:
-        claims = await _peek(validator, token)
+        claims, checked_at = await _peek(validator, token)
         caller = _principal(claims)
         project_id = request.path_params.get("project_id")
         answer = await state.gate.check(caller.token_id, project_id if isinstance(project_id, UUID) else None)
-        if not validator.keys.observe(answer.ring_version):
-            await anyio.to_thread.run_sync(validator.keys.reload)
-            caller = _principal(validator.peek(token))
+        if answer.ring_version != checked_at:
+            # The ring moved after (or before) the snapshot the token was checked against: check it again against a
+            # snapshot at least as new as the gate's read (a key revoked meanwhile must not let it through).
+            if not validator.keys.observe(answer.ring_version):
+                await anyio.to_thread.run_sync(validator.keys.reload)
+            caller = _principal(validator.peek(token)[0])
     except InvalidToken:
         raise BearerError(401, "invalid_token", "the access token is invalid") from None
     # Every request checks revocation: a revocation is listed in the same transaction as its event.
@@ -63,9 +66,9 @@ async def principal(request: Request[Any, Any, Any], state: State) -> Principal:
     return caller
 
 
-async def _peek(validator: JwtValidator, token: str) -> dict[str, Any]:
-    """The token's claims against this process's key snapshot; a kid it does not know yet (pre-published by
-    another process) costs one key-ring check in a thread."""
+async def _peek(validator: JwtValidator, token: str) -> tuple[dict[str, Any], int]:
+    """The token's claims against this process's key snapshot, and that snapshot's ring version; a kid it does not
+    know yet (pre-published by another process) costs one key-ring check in a thread."""
     try:
         return validator.peek(token)
     except UnknownKey:

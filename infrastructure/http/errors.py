@@ -8,8 +8,10 @@ import logging
 import traceback
 from typing import Any
 
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from psycopg_pool import PoolTimeout
 
 from application.oauth.errors import OAuthError, TooManyAttempts
 from domain.errors import Conflict, DomainError, Forbidden, InvariantViolated, NotFound
@@ -107,11 +109,21 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     return problem(500, "internal error")
 
 
+def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """PostgreSQL is unreachable or its connections are exhausted: 503, retryable, never a 500."""
+    logger.warning("database unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
+    if request.url.path.startswith("/oauth2/"):
+        return oauth_response(request, "temporarily_unavailable", "try again shortly", 503)
+    return problem(503, "the service is temporarily unavailable; try again shortly", headers={"Retry-After": "1"})
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     OAuthError: oauth_error_handler,
     BearerError: bearer_error_handler,
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
     TimeoutError: timeout_handler,
+    psycopg.OperationalError: unavailable_handler,
+    PoolTimeout: unavailable_handler,
     Exception: internal_error_handler,
 }

@@ -1,12 +1,12 @@
 """The request gate: one asynchronous round trip answers what every ``/v1`` request must know before it runs.
 
-A bearer request needs three facts from PostgreSQL: whether its token was revoked (DESIGN.md invariant 1: the token
-lookup model, which revocations wait for before they are acknowledged) and, on a project's path, the version of that
-project's stream (the caller's role is decided on the project as it is now, not on a stale copy), and the key ring's
-version (a signing key revoked by another process is refused by this one at once). Asking all three in one
-query, on the event loop with an asynchronous pool, costs one round trip and no thread hand-off, where the
-synchronous path cost two round trips and two hand-offs. The project itself comes from :class:`ProjectSnapshots` when
-the version matches, so a read of an unchanged project decodes nothing.
+A bearer request needs three facts from PostgreSQL: whether its token was revoked (DESIGN.md invariant 1: the
+``revoked_tokens`` list the event store writes in the transaction of each revocation, or the token lookup model);
+on a project's path, the version of that project's stream (the caller's role is decided on the project as it is
+now, not on a stale copy); and the key ring's version (a signing key revoked by another process is refused by this
+one at once). Asking all three in one query, on the event loop with an asynchronous pool, costs one round trip and
+no thread hand-off, where the synchronous path cost two round trips and two hand-offs. The project itself comes from
+:class:`ProjectSnapshots` when the version matches, so a read of an unchanged project decodes nothing.
 """
 
 import threading
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import AsyncConnectionPool
@@ -38,8 +39,10 @@ class RequestGate:
 
     def __init__(self, database_url: str, *, lookup_table: Composable, events_table: Composable,
                  revoked_table: Composable, max_size: int) -> None:
-        self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False,
-                                        kwargs={"autocommit": True})
+        # A connection is checked when taken (a server restart closes them all), and a request waits at most a few
+        # seconds for one: then 503 (see ``errors.unavailable_handler``), never a hung request.
+        self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
+                                        check=AsyncConnectionPool.check_connection, kwargs={"autocommit": True})
         self._query = SQL(
             "SELECT (SELECT status FROM {lookup} WHERE token_id = %(t)s), "
             "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
@@ -65,13 +68,24 @@ class RequestGate:
 
 
 async def fetch_row(pool: AsyncConnectionPool, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    """The one row of a prepared single-row query (each of ours selects scalar subqueries, so there always is one)."""
-    async with pool.connection() as conn:
-        cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(query, params, prepare=True)
-        row = await cursor.fetchone()
-    assert row is not None
-    return row
+    """The one row of a prepared single-row read (each of ours selects scalar subqueries, so there always is one).
+
+    A connection that breaks mid-query (the server restarted after the pool's check) is retried once on another:
+    the query only reads.
+    """
+    for attempt in (1, 2):
+        try:
+            async with pool.connection() as conn:
+                cursor = conn.cursor(row_factory=tuple_row)
+                await cursor.execute(query, params, prepare=True)
+                row = await cursor.fetchone()
+        except psycopg.OperationalError:
+            if attempt == 2:
+                raise
+            continue
+        assert row is not None
+        return row
+    raise AssertionError("unreachable")
 
 
 def events_table(app: Any) -> Composable:

@@ -17,8 +17,9 @@ None so that the general path decides (and counts, refuses or resets as it alway
   strictly, it belongs to the client's project (dashboard tokens need the project's membership: general path);
   anything else that is not a valid access token is inactive, as the general path would say.
 
-The token's facts come from its verified claims, its liveness from the token lookup model, which a revocation waits
-for before it is acknowledged (DESIGN.md invariant 1), exactly as every ``/v1`` request checks it.
+The token's facts come from its verified claims, its liveness from the ``revoked_tokens`` list (written in the
+transaction of each revocation, DESIGN.md invariant 1) and the token lookup model, exactly as every ``/v1`` request
+checks it; the key snapshot it was checked against must be the ring's version read in the same query.
 """
 
 import asyncio
@@ -89,38 +90,54 @@ class FastIntrospection:
         """The keyed hash the client aggregate stores."""
         return str(self._container.tokens.secrets.hash(secret))
 
-    async def authenticate(self, client_id: str | None, secret: str | None, source: str | None,
-                           token_id: UUID | None = None) -> tuple[Client | None, str | None]:
-        """The known client these credentials authenticate, or None for the general path; and, when ``token_id`` is
-        given, that token's status (``revoked`` if the store listed its revocation), read in the same query."""
+    def known_client(self, client_id: str | None, secret: str | None) -> Client | None:
+        """The private copy of a client whose presented secret this process verified, if still live on it now (no
+        I/O; the stream's version and the failure counters are checked by ``_confirm``)."""
         if not client_id or not secret or client_id == DASHBOARD_CLIENT_ID:
-            return None, None
+            return None
         secret_hash = self.secret_hash(secret)
         client = self.known.get(client_id, secret_hash)
         if client is None or not client.secret_matches(secret_hash, self._container.tokens.clock.now()):
-            return None, None
-        (version, status), clean = await asyncio.gather(self._versions(client.id, token_id),
-                                                        self._no_failures(client_id, source))
-        if version != client.version or not clean:
-            return None, None
-        return client, status
+            return None
+        return client
+
+    async def authenticate(self, client_id: str | None, secret: str | None, source: str | None) -> Client | None:
+        """The known client these credentials authenticate, or None for the general path."""
+        client = self.known_client(client_id, secret)
+        if client is None:
+            return None
+        confirmed, _ = await self._confirm(client, source, token_id=None, ring_version=None)
+        return client if confirmed else None
 
     async def answer(self, client_id: str | None, secret: str | None, token: str | None,
                      source: str | None) -> dict[str, Any] | None:
         """The introspection response, or None when the general path must decide."""
         if not token or self._container.tokens.minter.is_refresh_token(token):
             return None  # a refresh token is decided on its own stream
+        client = self.known_client(client_id, secret)
+        if client is None:
+            return None  # authenticated first: no signature check for callers this process does not know
         try:
-            claims: dict[str, Any] | None = self._container.validator.peek(token)
+            claims, ring_version = self._container.validator.peek(token)
         except UnknownKey:
             return None  # maybe a key another process just published: the general path checks the ring
         except InvalidToken:
-            claims = None
+            claims, ring_version = None, self._container.validator.keys.snapshot.version
         token_id = _token_id(claims)
-        client, status = await self.authenticate(client_id, secret, source, token_id)
-        if client is None:
+        confirmed, status = await self._confirm(client, source, token_id=token_id, ring_version=ring_version)
+        if not confirmed:
             return None
         return self.verdict(client, claims if token_id is not None and status in (None, "active") else None)
+
+    async def _confirm(self, client: Client, source: str | None, *, token_id: UUID | None,
+                       ring_version: int | None) -> tuple[bool, str | None]:
+        """One query and one Redis read, together: the client's copy is current, nothing is counted against it or
+        the address, and (``ring_version``) the key snapshot the token was checked against is the ring's; then
+        the token's status (``revoked`` if the store listed its revocation)."""
+        (version, status, ring), clean = await asyncio.gather(self._versions(client.id, token_id),
+                                                              self._no_failures(client.client_id, source))
+        current = version == client.version and (ring_version is None or ring == ring_version)
+        return current and clean, status
 
     def verdict(self, client: Client, claims: dict[str, Any] | None) -> dict[str, Any] | None:
         """The answer for a live token's claims (None: revoked or invalid), or None for the general path."""
@@ -139,12 +156,10 @@ class FastIntrospection:
                 "aud": claims["aud"], "token_type": "Bearer", "project_id": claims["project_id"],
                 "jti": claims["jti"]}
 
-    async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None]:
+    async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None, int]:
         version, status, written_through, ring = await fetch_row(
             self._pool, self._query, {"c": client_key, "t": token_id, "k": keyring_id()})
-        if not self._container.validator.keys.observe(ring or 0):
-            return None, None  # the key snapshot is stale: the general path checks the ring and reloads
-        return version, "revoked" if written_through else status
+        return version, "revoked" if written_through else status, ring or 0
 
     async def _no_failures(self, client_id: str, source: str | None) -> bool:
         """Whether neither the client nor the address has failures counted, read at most once per CLEAN_FOR.
@@ -169,9 +184,13 @@ class FastIntrospection:
         return clean
 
     def remember(self, client: Client, secret: str) -> None:
-        """After the general path authenticated ``client`` with ``secret``: keep a private copy for this path."""
-        copy = self._container.app.find(client_aggregate_id(client.client_id), Client)
+        """After the general path authenticated ``client`` with ``secret``: keep a private copy for this path (a
+        load and a deep copy, so only when this process has none as recent yet)."""
         secret_hash = self.secret_hash(secret)
+        held = self.known.get(client.client_id, secret_hash)
+        if held is not None and held.version >= client.version:
+            return
+        copy = self._container.app.find(client_aggregate_id(client.client_id), Client)
         if copy is not None and copy.secret_matches(secret_hash, self._container.tokens.clock.now()):
             self.known.remember(copy, secret_hash)
 

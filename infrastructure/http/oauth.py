@@ -92,7 +92,7 @@ async def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> 
     """
     params = parse_form(request.headers.get("content-type", ""), body)
     client_id, client_secret = client_credentials(request, params)
-    known, _ = await state.fast_introspection.authenticate(client_id, client_secret, source_address(request))
+    known = await state.fast_introspection.authenticate(client_id, client_secret, source_address(request))
     await anyio.to_thread.run_sync(_revoke, request, params, state, known)
     # An empty body: section 2.2 says the client ignores it, and ``null`` would surprise a strict client.
     return Response(b"", status_code=200, headers=NO_STORE)
