@@ -24,6 +24,8 @@ from domain.ids import keyring_id
 from domain.project import Project
 from projections.token_lookup import REVOKED_TOKENS_TABLE
 
+READ_ATTEMPTS = 4
+
 
 @dataclass(frozen=True, slots=True)
 class GateAnswer:
@@ -39,10 +41,11 @@ class RequestGate:
 
     def __init__(self, database_url: str, *, lookup_table: Composable, events_table: Composable,
                  revoked_table: Composable, max_size: int) -> None:
-        # A connection is checked when taken (a server restart closes them all), and a request waits at most a few
-        # seconds for one: then 503 (see ``errors.unavailable_handler``), never a hung request.
+        # A request waits at most a few seconds for a connection: then 503 (see ``errors.unavailable_handler``),
+        # never a hung request. Connections are not checked when taken (that is a round trip per request): a broken
+        # one fails its query, is discarded by the pool, and ``fetch_row`` tries another.
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-                                        check=AsyncConnectionPool.check_connection, kwargs={"autocommit": True})
+                                        kwargs={"autocommit": True})
         self._query = SQL(
             "SELECT (SELECT status FROM {lookup} WHERE token_id = %(t)s), "
             "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
@@ -70,17 +73,17 @@ class RequestGate:
 async def fetch_row(pool: AsyncConnectionPool, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
     """The one row of a prepared single-row read (each of ours selects scalar subqueries, so there always is one).
 
-    A connection that breaks mid-query (the server restarted after the pool's check) is retried once on another:
-    the query only reads.
+    A connection that broke since it was last used (a server restart breaks them all) is discarded and the read tried
+    again on another, a few times: the query only reads.
     """
-    for attempt in (1, 2):
+    for attempt in range(1, READ_ATTEMPTS + 1):
         try:
             async with pool.connection() as conn:
                 cursor = conn.cursor(row_factory=tuple_row)
                 await cursor.execute(query, params, prepare=True)
                 row = await cursor.fetchone()
         except psycopg.OperationalError:
-            if attempt == 2:
+            if attempt == READ_ATTEMPTS:
                 raise
             continue
         assert row is not None
