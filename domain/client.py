@@ -71,6 +71,19 @@ class Client(Aggregate):
             previous = compare_digest(secret_hash, self.previous_secret_hash) and now < self.previous_secret_expires_at
         return (current or previous) and not self.revoked
 
+    def secret_refusal(self, secret_hash: str, now: datetime) -> str:
+        """Why a presented secret was refused, for the audit ledger: the client is revoked, the secret was one of
+        the client's but has expired (the current one, or the previous one after its grace), or it is wrong.
+
+        Compares in constant time, like ``secret_matches``; only called once a secret was refused.
+        """
+        if self.revoked:
+            return "client_revoked"
+        known = compare_digest(secret_hash, self.secret_hash)
+        if self.previous_secret_hash is not None:
+            known = compare_digest(secret_hash, self.previous_secret_hash) or known
+        return "client_secret_expired" if known else "client_secret_wrong"
+
     def rotate_secret(self, *, secret_hash: str, secret_hint: str, secret_expires_at: datetime,
                       previous_secret_expires_at: datetime, actor: str) -> None:
         """Replaces the secret; the old one keeps working until ``previous_secret_expires_at``."""

@@ -21,11 +21,13 @@ from application.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys
+from application.oauth.limits import ADDRESS, AttemptBudget, AttemptKey, account_keys, client_keys
+from application.oauth.refusals import RefusalContext, RefusalFactory
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint
 from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
 from application.store import Keyledger
+from domain import refusal as why
 from domain.client import DASHBOARD, Client, PublicClient
 from domain.ids import (
     DASHBOARD_CLIENT_ID,
@@ -58,6 +60,7 @@ class TokenRequest:
     scope: str | None = None
     refresh_token: str | None = None
     source: str | None = None
+    user_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +84,13 @@ class TokenEndpoint:
     limiter: AttemptLimiter
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
-        """Answers a token request, saving the issued tokens before returning, or raises an OAuthError."""
-        issued = self.decide(request)
+        """Answers a token request, saving the issued tokens (or the refusal) before returning or raising."""
+        try:
+            issued = self.decide(request)
+        except OAuthError as error:
+            if error.aggregates:
+                self.save(*error.aggregates)
+            raise
         self.save(*issued.aggregates)
         return issued
 
@@ -90,17 +98,50 @@ class TokenEndpoint:
         """Decides a token request: the tokens to answer with and their unsaved aggregates, or an OAuthError.
 
         The caller must save ``aggregates`` before sending the tokens, so that no token is ever in a client's hands
-        without its TokenIssued event in the store.
+        without its TokenIssued event in the store; and, for an OAuthError, the error's ``aggregates`` (its
+        TokenRequestRefused) before answering it.
         """
-        return self._decide(request, None, None)
+        try:
+            return self._decide(request, None, None)
+        except OAuthError as error:
+            raise self.refused(error, request) from None
+
+    def refused(self, error: OAuthError, request: TokenRequest, preloaded: Mapping[UUID, Client] | None = None,
+                budget: AttemptBudget | None = None) -> OAuthError:
+        """Attaches the refusal's TokenRequestRefused aggregate to ``error`` when it is to be recorded; returns it.
+
+        A refusal is recorded when it counts as a failure of its source address (see ``counts_against_source``):
+        so the abuse limits bound how many refusals one address can have recorded.
+        """
+        if self.counts_against_source(error, request, budget):
+            error.aggregates = (RefusalFactory(app=self.app, minter=self.minter).build(error, request, preloaded),)
+        return error
+
+    def counts_against_source(self, error: OAuthError, request: TokenRequest, budget: AttemptBudget | None) -> bool:
+        """Counts a refusal the limits did not count yet as one failure of its source address; False (not to be
+        recorded) for 429 and 503 answers and while the address is locked."""
+        if isinstance(error, TooManyAttempts | TemporarilyUnavailable):
+            return False
+        if error.counted or not request.source:
+            return True
+        keys: tuple[AttemptKey, ...] = ((ADDRESS, request.source),)
+        if budget is not None:
+            if budget.refusal(keys) is not None:
+                return False
+            budget.fail(keys)
+            return True
+        try:
+            return self.limiter.reserve(keys) is None
+        except TemporarilyUnavailable:
+            return True  # the limits' store is down: record rather than lose the refusal
 
     def _decide(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None,
                 budget: AttemptBudget | None) -> IssuedTokens:
         if request.grant_type not in SUPPORTED_GRANTS:
-            raise UnsupportedGrantType("the grant type is not supported")
+            raise UnsupportedGrantType("the grant type is not supported", reason=why.UNSUPPORTED_GRANT)
         client = self.authenticate_client(request, preloaded, budget)
         if not client.allows_grant(request.grant_type):
-            raise UnauthorizedClient("the client may not use this grant type")
+            raise UnauthorizedClient("the client may not use this grant type", reason=why.GRANT_NOT_ALLOWED)
         scope = self.granted_scope(client.scopes, request.scope)
         if request.grant_type == GrantType.PASSWORD:
             return self.password_grant(request, scope)
@@ -117,8 +158,10 @@ class TokenEndpoint:
         write: never a round trip per request.
         """
         ids = [client_aggregate_id(r.client_id) for r in requests if r.client_id and r.client_id != DASHBOARD_CLIENT_ID]
+        # Every source address is read too: any refusal counts against its address (see ``refused``).
+        keys = [key for r in requests for key in (*self.client_attempt_keys(r), *_source_key(r))]
         try:
-            budget = self.limiter.budget(key for r in requests for key in self.client_attempt_keys(r))
+            budget = self.limiter.budget(keys)
         except TemporarilyUnavailable as error:
             return [TemporarilyUnavailable(error.description) for _ in requests]
         clients = self.app.find_many(ids, Client) if ids else {}
@@ -127,7 +170,7 @@ class TokenEndpoint:
             try:
                 outcomes.append(self._decide(request, clients, budget))
             except OAuthError as error:
-                outcomes.append(error)
+                outcomes.append(self.refused(error, request, clients, budget))
         if budget.dirty:
             self.limiter.settle(budget)
         return outcomes
@@ -148,10 +191,11 @@ class TokenEndpoint:
         client's failures, never the address's.
         """
         if not request.client_id:
-            raise InvalidClient("client authentication is required")
+            raise InvalidClient("client authentication is required", reason=why.CLIENT_AUTHENTICATION_MISSING)
         if request.client_id == DASHBOARD_CLIENT_ID:
             if request.client_secret is not None:
-                raise InvalidClient("the dashboard client is public and has no secret")
+                raise InvalidClient("the dashboard client is public and has no secret",
+                                    reason=why.PUBLIC_CLIENT_WITH_SECRET)
             return DASHBOARD
         keys = client_keys(request.client_id, request.source)
         if budget is None:
@@ -166,8 +210,23 @@ class TokenEndpoint:
             else:
                 budget.succeed(keys[0])
         if client is None:
-            raise InvalidClient("client authentication failed")
+            raise InvalidClient("client authentication failed",
+                                reason=self.client_refusal(request, preloaded)).about(None, counted=True)
         return client
+
+    def client_refusal(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None) -> str:
+        """Why a project client's authentication failed, for the audit (worked out only once it has failed)."""
+        secret = request.client_secret
+        if not secret:
+            return why.CLIENT_AUTHENTICATION_MISSING
+        if not self.minter.is_client_secret(secret):
+            return why.CLIENT_SECRET_MALFORMED
+        key = client_aggregate_id(str(request.client_id))
+        client = preloaded.get(key) if preloaded is not None else None
+        client = client or self.app.find(key, Client, copy=False)
+        if client is None:
+            return why.CLIENT_UNKNOWN
+        return client.secret_refusal(self.secrets.hash(secret), self.clock.now())
 
     def verify_client(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None) -> Client | None:
         """The project client if the presented secret is one of its current secrets, else None."""
@@ -207,7 +266,7 @@ class TokenEndpoint:
         """RFC 6749 section 3.3: the requested scope if within the client's, else all of the client's scope."""
         scopes = parse_scope(requested)
         if requested is not None and not scopes:
-            raise InvalidScope("the scope is empty")
+            raise InvalidScope("the scope is empty", reason=why.INVALID_SCOPE)
         if unknown_scopes(scopes):
             raise InvalidScope("unknown scope: " + " ".join(unknown_scopes(scopes)))
         if not set(scopes) <= allowed:
@@ -217,11 +276,12 @@ class TokenEndpoint:
     def password_grant(self, request: TokenRequest, scope: str) -> IssuedTokens:
         """RFC 6749 section 4.3: a person logs into the dashboard with email and password."""
         if not request.username or request.password is None:
-            raise InvalidRequest("username and password are required")
+            raise InvalidRequest("username and password are required", reason=why.MISSING_PARAMETER)
         username, password = request.username, request.password
+        found: list[User | None] = [None]
 
         def check() -> User | None:
-            user = self.find_user(username)
+            user = found[0] = self.find_user(username)
             ok = self.passwords.verify(user.password_hash if user else None, password)
             return user if user is not None and ok and not user.disabled else None
 
@@ -229,7 +289,7 @@ class TokenEndpoint:
         keys = account_keys(username, request.source)
         user = self.limited_attempt(keys, keys[0], check)
         if user is None:
-            raise InvalidGrant("the username or password is wrong")
+            raise _login_refused(found[0])
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
                       user_id=user.id, scope=scope, actor=user_actor(user.id))
@@ -249,22 +309,26 @@ class TokenEndpoint:
         """
         value = request.refresh_token
         if not value:
-            raise InvalidRequest("refresh_token is required")
+            raise InvalidRequest("refresh_token is required", reason=why.MISSING_PARAMETER)
         if not self.minter.is_refresh_token(value):
-            raise InvalidGrant("the refresh token is invalid")
+            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_MALFORMED)
         token = self.app.find(refresh_token_aggregate_id(self.secrets.hash(value)), Token)
         if token is None or token.kind != TokenKind.REFRESH or token.client_id != client.client_id:
-            raise InvalidGrant("the refresh token is invalid")
+            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN)
+        context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
         refusal = token.refusal(now)
         if refusal == "reused":
             self.refuse_reuse(token, request.source)
         if refusal is not None:
-            raise InvalidGrant(f"the refresh token is {refusal}")
-        scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
+            raise InvalidGrant(f"the refresh token is {refusal}", reason=f"refresh_token_{refusal}").about(context)
+        try:
+            scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
+        except InvalidScope as error:
+            raise error.about(context) from None
         user = self.app.find(token.user_id, User, copy=False) if token.user_id else None
         if token.user_id is not None and (user is None or user.disabled):
-            raise InvalidGrant("the user can no longer log in")
+            raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
         grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
                       user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
                       else client_actor(client.client_id))
@@ -302,3 +366,14 @@ class TokenEndpoint:
         access, access_agg = self.mint.access_token(grant, now, ttl)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
                             aggregates=(access_agg,))
+
+
+def _source_key(request: TokenRequest) -> tuple[AttemptKey, ...]:
+    return ((ADDRESS, request.source),) if request.source else ()
+
+
+def _login_refused(user: User | None) -> OAuthError:
+    """The refusal of a password login, with the audit's reason (the answer is the same for every reason)."""
+    reason = why.USER_UNKNOWN if user is None else why.USER_DISABLED if user.disabled else why.PASSWORD_WRONG
+    context = RefusalContext(user_id=None if user is None else user.id)
+    return InvalidGrant("the username or password is wrong", reason=reason).about(context, counted=True)

@@ -1,0 +1,81 @@
+"""Refused token requests as TokenRequestRefused events: what is recorded, and what never is.
+
+A refusal names the grant type, the client and, when known, the user, the refresh token concerned and the project
+(the client's, or the refresh token's), with the audit reason, the RFC 6749 error code, the source address and the
+user agent. Presented values that could be secrets are never recorded: not the secret, password or refresh token,
+not a client_id or grant_type that is not a well-formed identifier (a secret pasted into the wrong field), and not
+the email of a login (a password typed into the email field would otherwise be kept forever).
+"""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from application.oauth.errors import OAuthError
+from application.ports import CredentialMinter
+from application.store import Keyledger
+from domain.client import Client
+from domain.ids import DASHBOARD_CLIENT_ID, SYSTEM_ACTOR, client_aggregate_id
+from domain.refusal import Refusal
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._~:-]{1,64}")
+UNRECOGNISED = "[unrecognised]"
+MAX_USER_AGENT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalContext:
+    """What the decision knew when it refused: set on the error (``OAuthError.context``) where it is raised."""
+
+    project_id: UUID | None = None
+    user_id: UUID | None = None
+    token_id: UUID | None = None
+
+
+def identifier(value: str | None, minter: CredentialMinter) -> str | None:
+    """A presented identifier as it may be recorded: itself if it is a plain identifier, else a placeholder."""
+    if value is None:
+        return None
+    if not _IDENTIFIER.fullmatch(value) or minter.is_client_secret(value) or minter.is_refresh_token(value):
+        return UNRECOGNISED
+    return value
+
+
+def user_agent(value: str | None) -> str | None:
+    """The User-Agent header, cut to a bounded length and to printable characters."""
+    if value is None:
+        return None
+    return "".join(c if c.isprintable() else "?" for c in value[:MAX_USER_AGENT])
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalFactory:
+    """Builds the unsaved Refusal aggregate of a refused request."""
+
+    app: Keyledger
+    minter: CredentialMinter
+
+    def project_of(self, client_id: str | None, preloaded: Mapping[UUID, Client] | None) -> UUID | None:
+        """The project of a registered project client (its aggregate read only on this refusal path)."""
+        if not client_id or client_id == DASHBOARD_CLIENT_ID:
+            return None
+        key = client_aggregate_id(client_id)
+        client = preloaded.get(key) if preloaded is not None else None
+        if client is None:
+            client = self.app.find(key, Client, copy=False)
+        return None if client is None else client.project_id
+
+    def build(self, error: OAuthError, request: Any, preloaded: Mapping[UUID, Client] | None) -> Refusal:
+        """The TokenRequestRefused aggregate of ``request`` refused with ``error``."""
+        context = error.context if isinstance(error.context, RefusalContext) else RefusalContext()
+        client_id = identifier(request.client_id, self.minter)
+        project_id = context.project_id
+        if project_id is None and client_id not in (None, UNRECOGNISED):
+            project_id = self.project_of(client_id, preloaded)
+        return Refusal(refusal_id=uuid4(), project_id=project_id, grant_type=identifier(request.grant_type,
+                                                                                         self.minter) or "",
+                       client_id=client_id, user_id=context.user_id, token_id=context.token_id,
+                       reason=error.reason, error=error.error, source=request.source,
+                       user_agent=user_agent(request.user_agent), actor=SYSTEM_ACTOR)
