@@ -34,6 +34,7 @@ from infrastructure.crypto.keys import SigningKeyFactory
 from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
+from projections.audit import AuditView
 from projections.base import ProjectionRunner, ReadModel
 from projections.clients import ClientsView
 from projections.members import MembersView
@@ -41,7 +42,7 @@ from projections.token_lookup import TokenLookupView
 
 logger = logging.getLogger(__name__)
 
-READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView)
+READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, AuditView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -93,6 +94,13 @@ class Container:
         """The token lookup read model."""
         view = self.views[TokenLookupView.name]
         assert isinstance(view, TokenLookupView)
+        return view
+
+    @property
+    def audit(self) -> AuditView:
+        """The audit ledger read model."""
+        view = self.views[AuditView.name]
+        assert isinstance(view, AuditView)
         return view
 
     def start_projections(self) -> None:

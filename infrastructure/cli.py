@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from infrastructure import embedded
+from infrastructure import audit_cli, embedded
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings, SettingsError
 
@@ -123,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     proj.add_argument("action", choices=["status", "rebuild"])
     proj.add_argument("name", nargs="?", default="members")
     proj.set_defaults(func=projections)
+    audit_cli.register(sub, runtime)
     return top
 
 

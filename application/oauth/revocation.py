@@ -6,7 +6,7 @@ against that model refuses the token from the moment the caller hears "revoked" 
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
@@ -41,15 +41,17 @@ class Revoker:
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
         ``extra`` is called again on each attempt, so its aggregates are fresh. Returns how many tokens this call
-        revoked.
+        revoked. Every token it revokes carries the same ``revocation_id``: the audit ledger groups a bulk
+        revocation by it.
         """
+        revocation_id = uuid4()
         for _ in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())
             now = self.clock.now()
             tokens = [t for t in (self.app.find(i, Token) for i in select()) if t is not None and t.revocable(now)]
             for token in tokens:
-                token.revoke(reason=reason, actor=actor)
+                token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
             others = extra() if extra is not None else ()
             if not tokens and not others:
                 return 0

@@ -1,0 +1,151 @@
+"""The audit ledger read model: one row per stored event, every project's entries hash-chained.
+
+Rows are written with COPY, one batch per transaction together with the model's tracking position (exactly-once,
+like every read model). The head of each chain (its last position and hash) is kept in ``audit_chain`` so a batch
+needs one read of the heads it extends, not a scan. ``audit`` is tenant data: the request path reads it as the
+tenant role, confined by row-level security to the request's project; platform-level entries (no project) are seen
+only by the operator's CLI, which reads as the owner.
+
+Indexes: the position (primary key) for the operator's export, and per project: position, token, client, user,
+type (each ending with the position, so a filtered page is one index range scan in position order), and
+``occurred_at`` for ``since``/``until`` windows far from either end.
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+from uuid import UUID
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composable, Identifier
+
+from projections.audit_entry import GENESIS, AuditEntry, entry_of
+from projections.audit_query import COLUMNS, AuditQuery
+from projections.base import TENANT_ROLE, TENANT_SETTING, ReadModel
+
+_INDEXES = {
+    "audit_project_idx": "(project_id, position)",
+    "audit_token_idx": "(project_id, token_id, position) WHERE token_id IS NOT NULL",
+    "audit_client_idx": "(project_id, client_id, position) WHERE client_id IS NOT NULL",
+    "audit_user_idx": "(project_id, user_id, position) WHERE user_id IS NOT NULL",
+    "audit_type_idx": "(project_id, type, position)",
+    "audit_time_idx": "(project_id, occurred_at, position)",
+}
+
+
+class AuditView(ReadModel):
+    """``audit``: every event of the store as a ledger entry; ``audit_chain``: each chain's head."""
+
+    name = "audit"
+    tables = ("audit", "audit_chain")
+    tenant_tables = ("audit",)
+    topics: frozenset[str] = frozenset()  # every event
+
+    def create_statements(self) -> list[Composable]:
+        """The ledger, its chain heads and the indexes of filtered pages."""
+        table = self.table("audit")
+        statements: list[Composable] = [
+            SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, project_id uuid, type text NOT NULL, "
+                "occurred_at timestamptz NOT NULL, actor_kind text NOT NULL, actor_id text, token_id uuid, "
+                "client_id text, user_id uuid, stream_id uuid NOT NULL, stream_version integer NOT NULL, "
+                "data jsonb NOT NULL, hash text NOT NULL)").format(table),
+            SQL("CREATE TABLE IF NOT EXISTS {} (chain uuid PRIMARY KEY, position bigint NOT NULL, hash text NOT NULL)")
+            .format(self.table("audit_chain")),
+        ]
+        statements += [SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + spec).format(Identifier(name), table)
+                       for name, spec in _INDEXES.items()]
+        return statements
+
+    def decode(self, mapper: Any, notifications: Sequence[Any]) -> list[Any]:
+        """Entries need their event's global position: ``(position, event)`` pairs."""
+        return [(n.id, mapper.to_domain_event(n)) for n in notifications]
+
+    def apply(self, curs: Cursor[DictRow], event: Any) -> None:
+        """Applies one ``(position, event)`` pair."""
+        self.apply_events(curs, [event])
+
+    def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
+        """Chains and copies a batch of entries, then moves the heads of the chains it extended."""
+        entries = [entry_of(position, event) for position, event in events]
+        if not entries:
+            return
+        heads = self._heads(curs, {e.chain for e in entries})
+        copy = SQL("COPY {} (position, project_id, type, occurred_at, actor_kind, actor_id, token_id, client_id, "
+                   "user_id, stream_id, stream_version, data, hash) FROM STDIN").format(self.table("audit"))
+        moved: dict[UUID, tuple[int, str]] = {}
+        with curs.copy(copy) as pipe:
+            for entry in entries:
+                digest = entry.hash_after(heads.get(entry.chain, GENESIS))
+                heads[entry.chain] = digest
+                moved[entry.chain] = (entry.position, digest)
+                pipe.write_row(_row(entry, digest))
+        curs.executemany(SQL("INSERT INTO {} AS c (chain, position, hash) VALUES (%s, %s, %s) ON CONFLICT (chain) "
+                             "DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash")
+                         .format(self.table("audit_chain")),
+                         [(chain, position, digest) for chain, (position, digest) in moved.items()])
+
+    def _heads(self, curs: Cursor[DictRow], chains: set[UUID]) -> dict[UUID, str]:
+        curs.execute(SQL("SELECT chain, hash FROM {} WHERE chain = ANY(%s)").format(self.table("audit_chain")),
+                     (list(chains),))
+        return {row["chain"]: row["hash"] for row in curs.fetchall()}
+
+    def page(self, query: AuditQuery) -> list[DictRow]:
+        """A page of one project's entries in position order, read as the tenant role."""
+        assert query.project_id is not None
+        where, params = query.where()
+        select = SQL("SELECT {} FROM {} WHERE ").format(COLUMNS, self.table("audit"))
+        order = SQL(" ORDER BY position LIMIT %(limit)s")
+        params["limit"] = query.limit
+        return self.tenant_select(query.project_id, select + where + order, params)
+
+    def lines(self, query: AuditQuery, *, as_tenant: bool, batch: int = 2000) -> Iterator[list[str]]:
+        """The whole filtered range as NDJSON lines (built by PostgreSQL), in batches, through a server-side cursor:
+        memory stays flat however long the range. ``as_tenant`` confines the read to ``query.project_id``."""
+        where, params = query.where()
+        select = SQL("SELECT {} FROM {} WHERE ").format(_JSON_LINE, self.table("audit")) + where + SQL(
+            " ORDER BY position")
+        with self.datastore.transaction(commit=False) as curs:
+            self._confine(curs, query.project_id if as_tenant else None)
+            with curs.connection.cursor(name="audit_export", row_factory=_first) as named:
+                named.itersize = batch
+                named.execute(select, params)
+                while rows := named.fetchmany(batch):
+                    yield rows
+
+    def csv(self, query: AuditQuery, *, as_tenant: bool) -> Iterator[bytes]:
+        """The whole filtered range as CSV with a header, streamed by COPY in blocks (flat memory)."""
+        where, params = query.where()
+        select = SQL("SELECT {} FROM {} WHERE ").format(_CSV_COLUMNS, self.table("audit")) + where + SQL(
+            " ORDER BY position")
+        with self.datastore.transaction(commit=False) as curs:
+            self._confine(curs, query.project_id if as_tenant else None)
+            with curs.copy(SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(select), params) as pipe:
+                for block in pipe:
+                    yield bytes(block)
+
+    @staticmethod
+    def _confine(curs: Cursor[DictRow], project_id: UUID | None) -> None:
+        curs.execute("SET LOCAL TIME ZONE 'UTC'")  # timestamps in exports read the same wherever they are made
+        if project_id is not None:
+            curs.execute(SQL("SET LOCAL ROLE {}").format(Identifier(TENANT_ROLE)))
+            curs.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, str(project_id)))
+
+
+def _first(cursor: Any) -> Any:
+    """A row factory returning each row's only column (the export's JSON line)."""
+    return lambda values: values[0]
+
+
+def _row(entry: AuditEntry, digest: str) -> tuple[Any, ...]:
+    return (entry.position, entry.project_id, entry.type, entry.occurred_at, entry.actor_kind, entry.actor_id,
+            entry.token_id, entry.client_id, entry.user_id, entry.stream_id, entry.stream_version, entry.data_json(),
+            digest)
+
+
+# One entry as the API shows it, built by PostgreSQL so an export costs Python almost nothing per entry.
+_JSON_LINE = SQL(
+    "json_build_object('position', position, 'type', type, 'occurred_at', occurred_at, 'project_id', project_id, "
+    "'actor', json_build_object('kind', actor_kind, 'id', actor_id), 'token_id', token_id, 'client_id', client_id, "
+    "'user_id', user_id, 'stream_id', stream_id, 'stream_version', stream_version, 'data', data, 'hash', hash)::text")
+_CSV_COLUMNS = SQL("position, type, occurred_at, project_id, actor_kind, actor_id, token_id, client_id, user_id, "
+                   "stream_id, stream_version, data, hash")

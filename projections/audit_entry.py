@@ -1,0 +1,154 @@
+"""One audit-ledger entry per stored event, and the hash chain that makes the ledger tamper-evident.
+
+``entry_of`` is a pure function of an event and its global position: the projection writes what it returns, and
+``keyledger audit verify`` recomputes it from the event store to compare. So events must describe themselves (the
+token events after issuance carry their client, user and family for that reason).
+
+Each chain is a project's entries in position order (platform-level entries, of no project, form one more chain).
+An entry's hash is SHA-256 over the previous entry's hash of the same chain and the entry's canonical content
+(sorted-key compact JSON of every column but the hash), so changing, removing or inserting an entry changes every
+later hash of its chain.
+
+Secrets never enter an entry: event fields whose name marks a secret or a hash of one are left out of ``data``.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from domain.events import tenant_of
+from domain.project import Project
+from domain.token import Token
+from domain.user import EmailIndex, User
+
+GENESIS = "0" * 64
+PLATFORM_CHAIN = UUID(int=0)
+
+# Fields kept in columns (or in every event) rather than in ``data``.
+_BASE_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "actor",
+                          "project_id", "client_id", "user_id", "token_id"})
+# A field whose name contains one of these is never recorded...
+_SECRET_MARKERS = ("secret", "password", "hash", "private", "credential", "access_token", "refresh_token")
+# ...unless it is one of these, which only describe a secret.
+_DESCRIBES_A_SECRET = frozenset({"secret_hint", "secret_expires_at", "previous_secret_expires_at", "secret_ttl"})
+
+
+def is_secret_field(name: str) -> bool:
+    """Whether an event field may hold a secret (or a hash of one) and so stays out of the ledger."""
+    lowered = name.lower()
+    return lowered not in _DESCRIBES_A_SECRET and any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def jsonable(value: Any) -> Any:
+    """An event value as JSON that survives a round trip through PostgreSQL's jsonb unchanged."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, set | frozenset):
+        value = sorted(value, key=str)
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")  # jsonb and text refuse NUL
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, datetime):
+        return timestamp(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items() if not is_secret_field(str(k))}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def timestamp(value: datetime) -> str:
+    """A timestamp's canonical text: UTC, ISO 8601, microseconds when there are any."""
+    return value.astimezone(UTC).isoformat()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(jsonable(value))
+
+
+def _uuid(value: Any) -> UUID | None:
+    return None if value is None else UUID(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One ledger entry: the columns of the ``audit`` table but the hash."""
+
+    position: int
+    project_id: UUID | None
+    type: str
+    occurred_at: datetime
+    actor_kind: str
+    actor_id: str | None
+    token_id: UUID | None
+    client_id: str | None
+    user_id: UUID | None
+    stream_id: UUID
+    stream_version: int
+    data: dict[str, Any]
+
+    @property
+    def chain(self) -> UUID:
+        """The chain the entry belongs to: its project's, or the platform's."""
+        return self.project_id or PLATFORM_CHAIN
+
+    def canonical(self) -> str:
+        """The entry's content as canonical JSON (what its hash covers besides the previous hash)."""
+        content = {
+            "position": self.position, "project_id": _text(self.project_id), "type": self.type,
+            "occurred_at": timestamp(self.occurred_at), "actor_kind": self.actor_kind, "actor_id": self.actor_id,
+            "token_id": _text(self.token_id), "client_id": self.client_id, "user_id": _text(self.user_id),
+            "stream_id": str(self.stream_id), "stream_version": self.stream_version, "data": self.data,
+        }
+        return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def hash_after(self, previous: str) -> str:
+        """The entry's hash in its chain, after the entry whose hash is ``previous`` (GENESIS for the first)."""
+        return hashlib.sha256(f"{previous}\n{self.canonical()}".encode()).hexdigest()
+
+    def data_json(self) -> str:
+        """``data`` as compact JSON, as the table stores it."""
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def actor_parts(actor: str) -> tuple[str, str | None]:
+    """Splits an actor (``user:<id>``, ``client:<client_id>``, ``system``) into its kind and id."""
+    kind, _, ident = str(actor).partition(":")
+    return kind, ident or None
+
+
+def _token_id(event: Any) -> UUID | None:
+    if isinstance(event, Token.Event):
+        return UUID(str(event.originator_id))
+    return _uuid(getattr(event, "token_id", None))
+
+
+def _user_id(event: Any) -> UUID | None:
+    if isinstance(event, User.Event):
+        return UUID(str(event.originator_id))
+    if isinstance(event, Project.ProjectCreated):
+        return _uuid(event.owner_id)
+    if isinstance(event, EmailIndex.Event):
+        return _uuid(getattr(event, "user_id", None))
+    return _uuid(getattr(event, "user_id", None))
+
+
+def entry_of(position: int, event: Any) -> AuditEntry:
+    """The ledger entry of the event stored at ``position``."""
+    kind, ident = actor_parts(getattr(event, "actor", "system"))
+    data = {name: jsonable(value) for name, value in vars(event).items()
+            if name not in _BASE_FIELDS and not is_secret_field(name)}
+    if isinstance(event, EmailIndex.Event):
+        data.pop("email", None)  # the platform's index of emails: the user's own stream records it once
+    client_id = getattr(event, "client_id", None)
+    return AuditEntry(position=position, project_id=tenant_of(event), type=type(event).__name__,
+                      occurred_at=event.timestamp, actor_kind=kind, actor_id=ident, token_id=_token_id(event),
+                      client_id=None if client_id is None else str(jsonable(client_id)), user_id=_user_id(event),
+                      stream_id=UUID(str(event.originator_id)), stream_version=int(event.originator_version),
+                      data=data)
