@@ -19,7 +19,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
-from projections.audit_entry import GENESIS, AuditEntry, entry_of
+from projections.audit_entry import GENESIS, AuditEntry, Memberships, entry_of
 from projections.audit_query import COLUMNS, AuditQuery
 from projections.base import TENANT_ROLE, TENANT_SETTING, ReadModel
 
@@ -34,10 +34,11 @@ _INDEXES = {
 
 
 class AuditView(ReadModel):
-    """``audit``: every event of the store as a ledger entry; ``audit_chain``: each chain's head."""
+    """``audit``: every event of the store as ledger entries; ``audit_chain``: each chain's head; ``audit_member``:
+    who is a member of which project (for ``fan_out``; not tenant data, the tenant role cannot read it)."""
 
     name = "audit"
-    tables = ("audit", "audit_chain")
+    tables = ("audit", "audit_chain", "audit_member")
     tenant_tables = ("audit",)
     topics: frozenset[str] = frozenset()  # every event
 
@@ -45,12 +46,15 @@ class AuditView(ReadModel):
         """The ledger, its chain heads and the indexes of filtered pages."""
         table = self.table("audit")
         statements: list[Composable] = [
-            SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, project_id uuid, type text NOT NULL, "
+            SQL("CREATE TABLE IF NOT EXISTS {} (position bigint NOT NULL, chain uuid NOT NULL, project_id uuid, "
+                "type text NOT NULL, "
                 "occurred_at timestamptz NOT NULL, actor_kind text NOT NULL, actor_id text, token_id uuid, "
                 "client_id text, user_id uuid, stream_id uuid NOT NULL, stream_version integer NOT NULL, "
-                "data jsonb NOT NULL, hash text NOT NULL)").format(table),
+                "data jsonb NOT NULL, hash text NOT NULL, PRIMARY KEY (position, chain))").format(table),
             SQL("CREATE TABLE IF NOT EXISTS {} (chain uuid PRIMARY KEY, position bigint NOT NULL, hash text NOT NULL)")
             .format(self.table("audit_chain")),
+            SQL("CREATE TABLE IF NOT EXISTS {} (user_id uuid NOT NULL, project_id uuid NOT NULL, "
+                "PRIMARY KEY (user_id, project_id))").format(self.table("audit_member")),
         ]
         statements += [SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + spec).format(Identifier(name), table)
                        for name, spec in _INDEXES.items()]
@@ -66,12 +70,14 @@ class AuditView(ReadModel):
 
     def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
         """Chains and copies a batch of entries, then moves the heads of the chains it extended."""
-        entries = [entry_of(position, event) for position, event in events]
-        if not entries:
+        if not events:
             return
+        base = [entry_of(position, event) for position, event in events]
+        memberships = Memberships(of=self._memberships(curs, {e.user_id for e in base if e.project_id is None}))
+        entries = [entry for b, (_, event) in zip(base, events, strict=True) for entry in memberships.expand(b, event)]
         heads = self._heads(curs, {e.chain for e in entries})
-        copy = SQL("COPY {} (position, project_id, type, occurred_at, actor_kind, actor_id, token_id, client_id, "
-                   "user_id, stream_id, stream_version, data, hash) FROM STDIN").format(self.table("audit"))
+        copy = SQL("COPY {} (position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, "
+                   "client_id, user_id, stream_id, stream_version, data, hash) FROM STDIN").format(self.table("audit"))
         moved: dict[UUID, tuple[int, str]] = {}
         with curs.copy(copy) as pipe:
             for entry in entries:
@@ -83,6 +89,27 @@ class AuditView(ReadModel):
                              "DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash")
                          .format(self.table("audit_chain")),
                          [(chain, position, digest) for chain, (position, digest) in moved.items()])
+        self._save_memberships(curs, memberships)
+
+    def _memberships(self, curs: Cursor[DictRow], users: set[UUID | None]) -> dict[UUID, set[UUID]]:
+        wanted = [u for u in users if u is not None]
+        if not wanted:
+            return {}
+        curs.execute(SQL("SELECT user_id, project_id FROM {} WHERE user_id = ANY(%s)").format(
+            self.table("audit_member")), (wanted,))
+        found: dict[UUID, set[UUID]] = {}
+        for row in curs.fetchall():
+            found.setdefault(row["user_id"], set()).add(row["project_id"])
+        return found
+
+    def _save_memberships(self, curs: Cursor[DictRow], memberships: Memberships) -> None:
+        table = self.table("audit_member")
+        joined = [(user, project) for (project, user), member in memberships.changed.items() if member]
+        left = [(user, project) for (project, user), member in memberships.changed.items() if not member]
+        if joined:
+            curs.executemany(SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(table), joined)
+        if left:
+            curs.executemany(SQL("DELETE FROM {} WHERE user_id = %s AND project_id = %s").format(table), left)
 
     def _heads(self, curs: Cursor[DictRow], chains: set[UUID]) -> dict[UUID, str]:
         curs.execute(SQL("SELECT chain, hash FROM {} WHERE chain = ANY(%s)").format(self.table("audit_chain")),
@@ -103,7 +130,7 @@ class AuditView(ReadModel):
         memory stays flat however long the range. ``as_tenant`` confines the read to ``query.project_id``."""
         where, params = query.where()
         select = SQL("SELECT {} FROM {} WHERE ").format(_JSON_LINE, self.table("audit")) + where + SQL(
-            " ORDER BY position")
+            " ORDER BY position, chain")
         with self.datastore.transaction(commit=False) as curs:
             self._confine(curs, query.project_id if as_tenant else None)
             with curs.connection.cursor(name="audit_export", row_factory=_first) as named:
@@ -116,7 +143,7 @@ class AuditView(ReadModel):
         """The whole filtered range as CSV with a header, streamed by COPY in blocks (flat memory)."""
         where, params = query.where()
         select = SQL("SELECT {} FROM {} WHERE ").format(_CSV_COLUMNS, self.table("audit")) + where + SQL(
-            " ORDER BY position")
+            " ORDER BY position, chain")
         with self.datastore.transaction(commit=False) as curs:
             self._confine(curs, query.project_id if as_tenant else None)
             with curs.copy(SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(select), params) as pipe:
@@ -137,9 +164,9 @@ def _first(cursor: Any) -> Any:
 
 
 def _row(entry: AuditEntry, digest: str) -> tuple[Any, ...]:
-    return (entry.position, entry.project_id, entry.type, entry.occurred_at, entry.actor_kind, entry.actor_id,
-            entry.token_id, entry.client_id, entry.user_id, entry.stream_id, entry.stream_version, entry.data_json(),
-            digest)
+    return (entry.position, entry.chain, entry.project_id, entry.type, entry.occurred_at, entry.actor_kind,
+            entry.actor_id, entry.token_id, entry.client_id, entry.user_id, entry.stream_id, entry.stream_version,
+            entry.data_json(), digest)
 
 
 # One entry as the API shows it, built by PostgreSQL so an export costs Python almost nothing per entry.

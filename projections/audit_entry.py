@@ -5,6 +5,8 @@
 token events after issuance carry their client, user and family for that reason).
 
 Each chain is a project's entries in position order (platform-level entries, of no project, form one more chain).
+A platform-level event about a person (their dashboard tokens, refused logins, account) also gets an entry in each
+project they are a member of when it happens (``fan_out``): so an entry is keyed by its position and its chain.
 An entry's hash is SHA-256 over the previous entry's hash of the same chain and the entry's canonical content
 (sorted-key compact JSON of every column but the hash), so changing, removing or inserting an entry changes every
 later hash of its chain.
@@ -14,8 +16,8 @@ Secrets never enter an entry: event fields whose name marks a secret or a hash o
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -152,3 +154,52 @@ def entry_of(position: int, event: Any) -> AuditEntry:
                       client_id=None if client_id is None else str(jsonable(client_id)), user_id=_user_id(event),
                       stream_id=UUID(str(event.originator_id)), stream_version=int(event.originator_version),
                       data=data)
+
+
+def fan_out(entry: AuditEntry, projects: Iterable[UUID]) -> list[AuditEntry]:
+    """The entries of one event: its own (its project's, or the platform's), then, for a platform-level event that
+    concerns a person (their dashboard tokens, their refused logins, their account), one in each project they are
+    a member of when it happens: those are credentials that can act on the project, so its auditors see them."""
+    if entry.project_id is not None or entry.user_id is None:
+        return [entry]
+    return [entry, *(replace(entry, project_id=project) for project in sorted(projects))]
+
+
+def membership_change(event: Any) -> tuple[UUID, UUID, bool] | None:
+    """``(project, user, is_member)`` when ``event`` adds a member to a project or removes one."""
+    if isinstance(event, Project.ProjectCreated):
+        return UUID(str(event.originator_id)), UUID(str(event.owner_id)), True
+    if isinstance(event, Project.MemberAdded | Project.MemberRemoved):
+        return UUID(str(event.originator_id)), UUID(str(event.user_id)), isinstance(event, Project.MemberAdded)
+    return None
+
+
+@dataclass(slots=True)
+class Memberships:
+    """Who is a member of which project, as of the last event given: what ``fan_out`` needs.
+
+    Attributes:
+        of: each user's projects (for the users loaded, or every user when built from the whole store).
+        changed: the final membership of each (project, user) pair changed since the last ``take_changes``.
+    """
+
+    of: dict[UUID, set[UUID]] = field(default_factory=dict)
+    changed: dict[tuple[UUID, UUID], bool] = field(default_factory=dict)
+
+    def entries(self, position: int, event: Any) -> list[AuditEntry]:
+        """The event's entries, then the event's effect on memberships."""
+        return self.expand(entry_of(position, event), event)
+
+    def expand(self, entry: AuditEntry, event: Any) -> list[AuditEntry]:
+        """``entry_of(event)``'s entries (``fan_out``), then the event's effect on memberships."""
+        found = fan_out(entry, self.of.get(entry.user_id, ()) if entry.user_id else ())
+        change = membership_change(event)
+        if change is not None:
+            project, user, member = change
+            projects = self.of.setdefault(user, set())
+            if member:
+                projects.add(project)
+            else:
+                projects.discard(project)
+            self.changed[(project, user)] = member
+        return found

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from psycopg.sql import SQL, Composable
 
-COLUMNS = SQL("position, project_id, type, occurred_at, actor_kind, actor_id, token_id, client_id, user_id, "
+COLUMNS = SQL("position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, client_id, user_id, "
               "stream_id, stream_version, data, hash")
 
 ALL_PROJECTS = "all"

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL
 
 from projections.audit import AuditView
-from projections.audit_entry import GENESIS, AuditEntry, entry_of
+from projections.audit_entry import GENESIS, AuditEntry, Memberships
 from projections.audit_query import COLUMNS
 from projections.base import APPLICATION_NAME
 
@@ -70,18 +70,19 @@ class Chained:
 def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, page: int = 2000) -> Iterator[Chained]:
     """The entries the store implies up to ``stop`` (of ``project_id`` only, if given), chained."""
     heads: dict[UUID, str] = {}
+    memberships = Memberships()
     start = 0
     while start < stop:
         batch = recorder.select_notifications(start=start, limit=page, stop=stop, inclusive_of_start=False)
         if not batch:
             return
         for notification in batch:
-            entry = entry_of(notification.id, mapper.to_domain_event(notification))
-            if project_id is not None and entry.project_id != project_id:
-                continue
-            digest = entry.hash_after(heads.get(entry.chain, GENESIS))
-            heads[entry.chain] = digest
-            yield Chained(entry, digest)
+            for entry in memberships.entries(notification.id, mapper.to_domain_event(notification)):
+                if project_id is not None and entry.project_id != project_id:
+                    continue
+                digest = entry.hash_after(heads.get(entry.chain, GENESIS))
+                heads[entry.chain] = digest
+                yield Chained(entry, digest)
         start = batch[-1].id
 
 
@@ -89,7 +90,7 @@ def recorded(view: AuditView, project_id: UUID | None, batch: int = 2000) -> Ite
     """The model's position, then the table's entries (of ``project_id`` only, if given) in position order, all
     read in one snapshot: entries past the position cannot exist, and are reported as extra."""
     where = SQL(" WHERE project_id = %(project_id)s") if project_id else SQL("")
-    query = SQL("SELECT {} FROM {}").format(COLUMNS, view.table("audit")) + where + SQL(" ORDER BY position")
+    query = SQL("SELECT {} FROM {}").format(COLUMNS, view.table("audit")) + where + SQL(" ORDER BY position, chain")
     with view.datastore.transaction(commit=False) as curs, \
             curs.connection.cursor(name="audit_verify", row_factory=dict_row) as named:
         curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -127,12 +128,17 @@ class _Walk:
 
     def missing(self, want: Chained) -> None:
         entry = want.entry
+        where = f"project {entry.project_id}" if entry.project_id else "the platform"
         self.report.add("missing", entry.position, f"{entry.type} of stream {entry.stream_id} "
-                                                   f"v{entry.stream_version}")
+                                                   f"v{entry.stream_version} in {where}")
 
     def unexpected(self, row: dict[str, Any]) -> None:
-        self.table_heads[row["project_id"] or UUID(int=0)] = row["hash"]
-        self.report.add("extra", row["position"], f"{row['type']}: no such event in the store")
+        self.table_heads[row["chain"]] = row["hash"]
+        self.report.add("extra", row["position"], f"{row['type']}: no such event in the store for this chain")
+
+
+def _key(want: Chained) -> tuple[int, UUID]:
+    return want.entry.position, want.entry.chain
 
 
 def verify(recorder: Any, mapper: Any, view: AuditView, *, project_id: UUID | None = None,
@@ -144,11 +150,11 @@ def verify(recorder: Any, mapper: Any, view: AuditView, *, project_id: UUID | No
     wants = expected(recorder, mapper, stop, project_id)
     want, row = next(wants, None), next(rows, None)
     while want is not None or row is not None:
-        if row is None or (want is not None and want.entry.position < row["position"]):
+        if row is None or (want is not None and _key(want) < (row["position"], row["chain"])):
             assert want is not None
             walk.missing(want)
             position, want = want.entry.position, next(wants, None)
-        elif want is None or row["position"] < want.entry.position:
+        elif want is None or (row["position"], row["chain"]) < _key(want):
             walk.unexpected(row)
             position, row = row["position"], next(rows, None)
         else:

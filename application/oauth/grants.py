@@ -21,7 +21,7 @@ from application.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from application.oauth.limits import ADDRESS, AttemptBudget, AttemptKey, account_keys, client_keys
+from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey, account_keys, client_keys
 from application.oauth.refusals import RefusalContext, RefusalFactory
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint
@@ -110,21 +110,24 @@ class TokenEndpoint:
                 budget: AttemptBudget | None = None) -> OAuthError:
         """Attaches the refusal's TokenRequestRefused aggregate to ``error`` when it is to be recorded; returns it.
 
-        A refusal is recorded when it counts as a failure of its source address (see ``counts_against_source``):
-        so the abuse limits bound how many refusals one address can have recorded.
+        Failed authentications are recorded (the limits count them and lock their keys); other refusals are
+        counted per source address and recorded up to the address limit per window (``counts_against_source``):
+        so the abuse limits bound how many refusals one address can have recorded. 429 and 503 answers are not
+        recorded.
         """
         if self.counts_against_source(error, request, budget):
             error.aggregates = (RefusalFactory(app=self.app, minter=self.minter).build(error, request, preloaded),)
         return error
 
     def counts_against_source(self, error: OAuthError, request: TokenRequest, budget: AttemptBudget | None) -> bool:
-        """Counts a refusal the limits did not count yet as one failure of its source address; False (not to be
-        recorded) for 429 and 503 answers and while the address is locked."""
+        """Whether a refusal is to be recorded: failed authentications always (the limits counted them); 429 and 503
+        answers never; others while their source address has recorded fewer than its limit this window (counted
+        here). An address past it is answered as before: this key only stops the recording, it locks nothing."""
         if isinstance(error, TooManyAttempts | TemporarilyUnavailable):
             return False
         if error.counted or not request.source:
             return True
-        keys: tuple[AttemptKey, ...] = ((ADDRESS, request.source),)
+        keys: tuple[AttemptKey, ...] = ((REFUSAL, request.source),)
         if budget is not None:
             if budget.refusal(keys) is not None:
                 return False
@@ -158,7 +161,7 @@ class TokenEndpoint:
         write: never a round trip per request.
         """
         ids = [client_aggregate_id(r.client_id) for r in requests if r.client_id and r.client_id != DASHBOARD_CLIENT_ID]
-        # Every source address is read too: any refusal counts against its address (see ``refused``).
+        # Every source address's refusal counter is read too: it bounds the refusals recorded (see ``refused``).
         keys = [key for r in requests for key in (*self.client_attempt_keys(r), *_source_key(r))]
         try:
             budget = self.limiter.budget(keys)
@@ -369,7 +372,7 @@ class TokenEndpoint:
 
 
 def _source_key(request: TokenRequest) -> tuple[AttemptKey, ...]:
-    return ((ADDRESS, request.source),) if request.source else ()
+    return ((REFUSAL, request.source),) if request.source else ()
 
 
 def _login_refused(user: User | None) -> OAuthError:

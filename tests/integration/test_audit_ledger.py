@@ -70,15 +70,26 @@ def populate(container: Container) -> None:
 
 def table(url: str) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
-        return conn.execute("SELECT * FROM audit ORDER BY position").fetchall()
+        return conn.execute("SELECT * FROM audit ORDER BY position, chain").fetchall()
 
 
-def test_every_stored_event_has_one_entry_in_position_order(ledger: tuple[Container, str]) -> None:
+def test_every_stored_event_has_its_entry_and_members_see_their_dashboard_tokens(
+        ledger: tuple[Container, str]) -> None:
     container, url = ledger
     rows = table(url)
-    last = container.audit.position()
-    store = container.app.recorder.select_notifications(start=1, limit=10**6, stop=last)
-    assert [r["position"] for r in rows] == [n.id for n in store]
+    store = container.app.recorder.select_notifications(start=1, limit=10**6, stop=container.audit.position())
+    by_position: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_position.setdefault(row["position"], []).append(row)
+    assert list(by_position) == [n.id for n in store]
+    for entries in by_position.values():
+        own, *copies = entries
+        assert own["chain"] == (own["project_id"] or PLATFORM_CHAIN)
+        # Copies only of platform-level events about a person, one per project they belong to.
+        assert not copies or (own["project_id"] is None and own["user_id"] is not None)
+        assert all(c["chain"] == c["project_id"] and c["user_id"] == own["user_id"] for c in copies)
+    login = [e for e in by_position.values() if e[0]["type"] == "TokenIssued" and e[0]["client_id"] == "dashboard"]
+    assert login and all(len(entries) == 2 for entries in login)  # the platform's and project A's
     assert {"TokenIssued", "TokenRefreshed", "TokenRevoked", "RefreshTokenReuseDetected", "TokenRequestRefused",
             "ProjectCreated", "ClientCreated", "UserRegistered"} <= {r["type"] for r in rows}
 
@@ -103,8 +114,10 @@ def test_refusals_name_reason_client_project_source_and_agent_but_no_secret(ledg
     assert wrong_secret["project_id"] is not None and wrong_secret["client_id"]
     assert wrong_secret["data"]["source"] == "192.0.2.7"
     assert wrong_secret["data"]["user_agent"] == "pytest-audit/1.0"
-    login = reasons["password_wrong"]
-    assert login["project_id"] is None and login["user_id"] is not None  # a dashboard login: platform-level
+    logins = [r for r in refusals if r["data"]["reason"] == "password_wrong"]
+    # A dashboard login is platform-level, and a copy goes to each project of the person: theirs to audit.
+    assert [r["project_id"] is None for r in logins] == [True, False]
+    assert logins[0]["user_id"] is not None and logins[0]["data"] == logins[1]["data"]
     assert reasons["refresh_token_reused"]["token_id"] is not None
     dump = json.dumps([r["data"] for r in table(url)])
     assert not re.search(r"kl(cs|rt)_[A-Za-z0-9]{8}", dump)  # hints ("klcs_...abcd") only, never a secret
@@ -147,10 +160,10 @@ def test_the_tenant_role_sees_only_its_projects_entries(ledger: tuple[Container,
 
 
 def test_verify_passes_on_an_intact_ledger(ledger: tuple[Container, str]) -> None:
-    container, _ = ledger
+    container, url = ledger
     report = verify(container.app.recorder, container.app.mapper, container.audit)
     assert report.ok, report.problems
-    assert report.checked == container.audit.position()
+    assert (report.checked, report.up_to) == (len(table(url)), container.audit.position())
 
 
 def cli(url: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -180,7 +193,7 @@ def test_verify_reports_altered_missing_and_extra_entries(server_url: str, redis
         with psycopg.connect(url) as conn:
             conn.execute("UPDATE audit SET actor_id = 'someone-else' WHERE position = %s", (altered,))
             conn.execute("DELETE FROM audit WHERE position = %s", (deleted,))
-            conn.execute("INSERT INTO audit SELECT position + 1000000, project_id, type, occurred_at, actor_kind, "
+            conn.execute("INSERT INTO audit SELECT position + 1000000, chain, project_id, type, occurred_at, actor_kind, "
                          "actor_id, token_id, client_id, user_id, stream_id, stream_version, data, hash FROM audit "
                          "WHERE position = %s", (positions[0],))
         tampered = cli(url, redis_url, "audit", "verify")
