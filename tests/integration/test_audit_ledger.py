@@ -193,9 +193,9 @@ def test_verify_reports_altered_missing_and_extra_entries(server_url: str, redis
         with psycopg.connect(url) as conn:
             conn.execute("UPDATE audit SET actor_id = 'someone-else' WHERE position = %s", (altered,))
             conn.execute("DELETE FROM audit WHERE position = %s", (deleted,))
-            conn.execute("INSERT INTO audit SELECT position + 1000000, chain, project_id, type, occurred_at, actor_kind, "
-                         "actor_id, token_id, client_id, user_id, stream_id, stream_version, data, hash FROM audit "
-                         "WHERE position = %s", (positions[0],))
+            conn.execute("INSERT INTO audit SELECT position + 1000000, chain, project_id, type, occurred_at, "
+                         "actor_kind, actor_id, token_id, client_id, user_id, stream_id, stream_version, data, hash "
+                         "FROM audit WHERE position = %s", (positions[0],))
         tampered = cli(url, redis_url, "audit", "verify")
         assert tampered.returncode == 1
         assert f"altered position {altered}:" in tampered.stdout
