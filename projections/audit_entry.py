@@ -15,13 +15,15 @@ Secrets never enter an entry: event fields whose name marks a secret or a hash o
 """
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
+
+import msgspec
 
 from domain.events import tenant_of
 from domain.project import Project
@@ -40,6 +42,7 @@ _SECRET_MARKERS = ("secret", "password", "hash", "private", "credential", "acces
 _DESCRIBES_A_SECRET = frozenset({"secret_hint", "secret_expires_at", "previous_secret_expires_at", "secret_ttl"})
 
 
+@lru_cache(maxsize=4096)
 def is_secret_field(name: str) -> bool:
     """Whether an event field may hold a secret (or a hash of one) and so stays out of the ledger."""
     lowered = name.lower()
@@ -48,21 +51,26 @@ def is_secret_field(name: str) -> bool:
 
 def jsonable(value: Any) -> Any:
     """An event value as JSON that survives a round trip through PostgreSQL's jsonb unchanged."""
-    if isinstance(value, Enum):
-        value = value.value
-    if isinstance(value, set | frozenset):
-        value = sorted(value, key=str)
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")  # jsonb and text refuse NUL
-    if value is None or isinstance(value, bool | int):
+    kind = type(value)
+    if kind is str:
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value  # jsonb and text refuse NUL
+    if value is None or kind is int or kind is bool:
         return value
+    return _converted(value)
+
+
+def _converted(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if isinstance(value, set | frozenset):
+        return [jsonable(v) for v in sorted(value, key=str)]
     if isinstance(value, datetime):
         return timestamp(value)
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items() if not is_secret_field(str(k))}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    return str(value)
+    return str(value)  # UUIDs and anything else: their text
 
 
 def timestamp(value: datetime) -> str:
@@ -75,7 +83,12 @@ def _text(value: Any) -> str | None:
 
 
 def _uuid(value: Any) -> UUID | None:
-    return None if value is None else UUID(str(value))
+    if value is None or type(value) is UUID:
+        return value
+    return UUID(str(value))
+
+
+_encode = msgspec.json.Encoder(order="sorted").encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +115,24 @@ class AuditEntry:
 
     def canonical(self) -> str:
         """The entry's content as canonical JSON (what its hash covers besides the previous hash)."""
+        return self._canonical().decode()
+
+    def _canonical(self) -> bytes:
         content = {
             "position": self.position, "project_id": _text(self.project_id), "type": self.type,
             "occurred_at": timestamp(self.occurred_at), "actor_kind": self.actor_kind, "actor_id": self.actor_id,
             "token_id": _text(self.token_id), "client_id": self.client_id, "user_id": _text(self.user_id),
             "stream_id": str(self.stream_id), "stream_version": self.stream_version, "data": self.data,
         }
-        return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _encode(content)
 
     def hash_after(self, previous: str) -> str:
         """The entry's hash in its chain, after the entry whose hash is ``previous`` (GENESIS for the first)."""
-        return hashlib.sha256(f"{previous}\n{self.canonical()}".encode()).hexdigest()
+        return hashlib.sha256(previous.encode() + b"\n" + self._canonical()).hexdigest()
 
     def data_json(self) -> str:
         """``data`` as compact JSON, as the table stores it."""
-        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _encode(self.data).decode()
 
 
 def actor_parts(actor: str) -> tuple[str, str | None]:
@@ -127,13 +143,13 @@ def actor_parts(actor: str) -> tuple[str, str | None]:
 
 def _token_id(event: Any) -> UUID | None:
     if isinstance(event, Token.Event):
-        return UUID(str(event.originator_id))
+        return _uuid(event.originator_id)
     return _uuid(getattr(event, "token_id", None))
 
 
 def _user_id(event: Any) -> UUID | None:
     if isinstance(event, User.Event):
-        return UUID(str(event.originator_id))
+        return _uuid(event.originator_id)
     if isinstance(event, Project.ProjectCreated):
         return _uuid(event.owner_id)
     if isinstance(event, EmailIndex.Event):
@@ -152,7 +168,8 @@ def entry_of(position: int, event: Any) -> AuditEntry:
     return AuditEntry(position=position, project_id=tenant_of(event), type=type(event).__name__,
                       occurred_at=event.timestamp, actor_kind=kind, actor_id=ident, token_id=_token_id(event),
                       client_id=None if client_id is None else str(jsonable(client_id)), user_id=_user_id(event),
-                      stream_id=UUID(str(event.originator_id)), stream_version=int(event.originator_version),
+                      stream_id=_uuid(event.originator_id) or UUID(int=0),
+                      stream_version=int(event.originator_version),
                       data=data)
 
 
