@@ -108,7 +108,7 @@ def list_audit(
         raise InvalidArgument("since must be before until")
     view = container.audit
     view.wait_for(container.app.recorder.max_notification_id() or 0)
-    export = wanted_format(request.headers.get("accept", ""))
+    export = wanted_format(", ".join(request.headers.getall("accept", [])))
     if export == NDJSON:
         return Stream(ndjson(view.lines(query, as_tenant=True)), media_type=NDJSON)
     if export == CSV:
