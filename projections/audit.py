@@ -153,6 +153,8 @@ class AuditView(ReadModel):
     @staticmethod
     def _confine(curs: Cursor[DictRow], project_id: UUID | None) -> None:
         curs.execute("SET LOCAL TIME ZONE 'UTC'")  # timestamps in exports read the same wherever they are made
+        # An export's transaction idles while the client reads a batch: the pool's 10 s idle limit is for commands.
+        curs.execute("SET LOCAL idle_in_transaction_session_timeout = '10min'")
         if project_id is not None:
             curs.execute(SQL("SET LOCAL ROLE {}").format(Identifier(TENANT_ROLE)))
             curs.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, str(project_id)))

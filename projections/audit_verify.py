@@ -94,6 +94,7 @@ def recorded(view: AuditView, project_id: UUID | None, batch: int = 2000) -> Ite
     with view.datastore.transaction(commit=False) as curs, \
             curs.connection.cursor(name="audit_verify", row_factory=dict_row) as named:
         curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        curs.execute("SET LOCAL idle_in_transaction_session_timeout = '10min'")  # idles while the store is read
         yield view._max_tracking_id(APPLICATION_NAME, curs) or 0
         named.itersize = batch
         named.execute(query, {"project_id": project_id})
