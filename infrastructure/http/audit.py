@@ -87,7 +87,7 @@ def ndjson(lines: Iterator[list[str]]) -> Iterator[bytes]:
 def list_audit(
     project_id: UUID, caller: Principal, state: State, request: Request[Any, Any, Any], *,
     token_id: UUID | None = None,
-    client_id: Annotated[str | None, Parameter(max_length=200)] = None,
+    client_id: Annotated[str | None, Parameter(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
     user_id: UUID | None = None,
     types: Annotated[list[str] | None, Parameter(query="type")] = None,
     since: datetime | None = None,

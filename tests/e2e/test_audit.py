@@ -147,6 +147,7 @@ def test_ndjson_and_csv_exports_stream_the_filtered_range(team: Team) -> None:
     {"cursor": "not-a-cursor"}, {"cursor": base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|x").decode()},
     {"type": "Token Issued"}, {"type": "x" * 70}, {"token_id": "nope"}, {"user_id": "1"}, {"since": "yesterday"},
     {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, {"limit": "0"}, {"limit": "100000"},
+    {"client_id": "klc_\x00"}, {"client_id": "a b"}, {"type": "Token\x00"}, {"cursor": "\x00"},
 ])
 def test_bad_filters_are_400_problems(team: Team, params: dict[str, str]) -> None:
     response = team.http.get(team.url("/audit"), params=params, headers=bearer(team.member_token))
