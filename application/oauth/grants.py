@@ -21,8 +21,14 @@ from application.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey, account_keys, client_keys
-from application.oauth.refusals import RefusalContext, RefusalFactory
+from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys
+from application.oauth.refusals import (
+    RefusalContext,
+    RefusalFactory,
+    counts_against_source,
+    login_refused,
+    refusal_key,
+)
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint
 from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
@@ -115,28 +121,9 @@ class TokenEndpoint:
         so the abuse limits bound how many refusals one address can have recorded. 429 and 503 answers are not
         recorded.
         """
-        if self.counts_against_source(error, request, budget):
+        if counts_against_source(self.limiter, error, request, budget):
             error.aggregates = (RefusalFactory(app=self.app, minter=self.minter).build(error, request, preloaded),)
         return error
-
-    def counts_against_source(self, error: OAuthError, request: TokenRequest, budget: AttemptBudget | None) -> bool:
-        """Whether a refusal is to be recorded: failed authentications always (the limits counted them); 429 and 503
-        answers never; others while their source address has recorded fewer than its limit this window (counted
-        here). An address past it is answered as before: this key only stops the recording, it locks nothing."""
-        if isinstance(error, TooManyAttempts | TemporarilyUnavailable):
-            return False
-        if error.counted or not request.source:
-            return True
-        keys: tuple[AttemptKey, ...] = ((REFUSAL, request.source),)
-        if budget is not None:
-            if budget.refusal(keys) is not None:
-                return False
-            budget.fail(keys)
-            return True
-        try:
-            return self.limiter.reserve(keys) is None
-        except TemporarilyUnavailable:
-            return True  # the limits' store is down: record rather than lose the refusal
 
     def _decide(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None,
                 budget: AttemptBudget | None) -> IssuedTokens:
@@ -162,7 +149,7 @@ class TokenEndpoint:
         """
         ids = [client_aggregate_id(r.client_id) for r in requests if r.client_id and r.client_id != DASHBOARD_CLIENT_ID]
         # Every source address's refusal counter is read too: it bounds the refusals recorded (see ``refused``).
-        keys = [key for r in requests for key in (*self.client_attempt_keys(r), *_source_key(r))]
+        keys = [key for r in requests for key in (*self.client_attempt_keys(r), *refusal_key(r.source))]
         try:
             budget = self.limiter.budget(keys)
         except TemporarilyUnavailable as error:
@@ -292,7 +279,7 @@ class TokenEndpoint:
         keys = account_keys(username, request.source)
         user = self.limited_attempt(keys, keys[0], check)
         if user is None:
-            raise _login_refused(found[0])
+            raise login_refused(found[0])
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
                       user_id=user.id, scope=scope, actor=user_actor(user.id))
@@ -370,13 +357,3 @@ class TokenEndpoint:
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
                             aggregates=(access_agg,))
 
-
-def _source_key(request: TokenRequest) -> tuple[AttemptKey, ...]:
-    return ((REFUSAL, request.source),) if request.source else ()
-
-
-def _login_refused(user: User | None) -> OAuthError:
-    """The refusal of a password login, with the audit's reason (the answer is the same for every reason)."""
-    reason = why.USER_UNKNOWN if user is None else why.USER_DISABLED if user.disabled else why.PASSWORD_WRONG
-    context = RefusalContext(user_id=None if user is None else user.id)
-    return InvalidGrant("the username or password is wrong", reason=reason).about(context, counted=True)

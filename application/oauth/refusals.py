@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
-from application.oauth.errors import OAuthError
-from application.ports import CredentialMinter
+from application.oauth.errors import InvalidGrant, OAuthError, TemporarilyUnavailable, TooManyAttempts
+from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey
+from application.ports import AttemptLimiter, CredentialMinter
 from application.store import Keyledger
+from domain import refusal as why
 from domain.client import Client
 from domain.ids import DASHBOARD_CLIENT_ID, SYSTEM_ACTOR, client_aggregate_id
 from domain.refusal import Refusal
+from domain.user import User
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._~:-]{1,64}")
 UNRECOGNISED = "[unrecognised]"
@@ -79,3 +82,37 @@ class RefusalFactory:
                        client_id=client_id, user_id=context.user_id, token_id=context.token_id,
                        reason=error.reason, error=error.error, source=request.source,
                        user_agent=user_agent(request.user_agent), actor=SYSTEM_ACTOR)
+
+
+def refusal_key(source: str | None) -> tuple[AttemptKey, ...]:
+    """The key counting a source address's recorded refusals (none without an address)."""
+    return ((REFUSAL, source),) if source else ()
+
+
+def counts_against_source(limiter: AttemptLimiter, error: OAuthError, request: Any,
+                          budget: AttemptBudget | None) -> bool:
+    """Whether a refusal is to be recorded: failed authentications always (the limits counted them); 429 and 503
+    answers never; others while their source address has recorded fewer than its limit this window (counted here,
+    in the batch's ``budget`` or with one ``reserve``). An address past it is answered as before: this key only
+    stops the recording, it locks nothing."""
+    if isinstance(error, TooManyAttempts | TemporarilyUnavailable):
+        return False
+    keys = refusal_key(request.source)
+    if error.counted or not keys:
+        return True
+    if budget is not None:
+        if budget.refusal(keys) is not None:
+            return False
+        budget.fail(keys)
+        return True
+    try:
+        return limiter.reserve(keys) is None
+    except TemporarilyUnavailable:
+        return True  # the limits' store is down: record rather than lose the refusal
+
+
+def login_refused(user: User | None) -> OAuthError:
+    """The refusal of a password login, with the audit's reason (the answer is the same for every reason)."""
+    reason = why.USER_UNKNOWN if user is None else why.USER_DISABLED if user.disabled else why.PASSWORD_WRONG
+    context = RefusalContext(user_id=None if user is None else user.id)
+    return InvalidGrant("the username or password is wrong", reason=reason).about(context, counted=True)
