@@ -79,7 +79,12 @@ def timestamp(value: datetime) -> str:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(jsonable(value))
+    return None if value is None else str(value)
+
+
+def hash_of(previous: str, canonical: bytes) -> str:
+    """The hash of an entry whose canonical content is ``canonical``, after the entry whose hash is ``previous``."""
+    return hashlib.sha256(previous.encode() + b"\n" + canonical).hexdigest()
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -115,9 +120,10 @@ class AuditEntry:
 
     def canonical(self) -> str:
         """The entry's content as canonical JSON (what its hash covers besides the previous hash)."""
-        return self._canonical().decode()
+        return self.canonical_bytes().decode()
 
-    def _canonical(self) -> bytes:
+    def canonical_bytes(self) -> bytes:
+        """``canonical()`` encoded as UTF-8."""
         content = {
             "position": self.position, "project_id": _text(self.project_id), "type": self.type,
             "occurred_at": timestamp(self.occurred_at), "actor_kind": self.actor_kind, "actor_id": self.actor_id,
@@ -128,7 +134,7 @@ class AuditEntry:
 
     def hash_after(self, previous: str) -> str:
         """The entry's hash in its chain, after the entry whose hash is ``previous`` (GENESIS for the first)."""
-        return hashlib.sha256(previous.encode() + b"\n" + self._canonical()).hexdigest()
+        return hash_of(previous, self.canonical_bytes())
 
     def data_json(self) -> str:
         """``data`` as compact JSON, as the table stores it."""
