@@ -224,16 +224,40 @@ def _chain(*sources: Iterable[Any]) -> Iterator[Any]:
 
 
 def catch_up(container: Any, batch_size: int) -> None:
-    """Brings every read model to the store's head, with a progress line each."""
-    from projections.base import ProjectionRunner  # noqa: PLC0415
+    """Brings every read model to the store's head, with a progress line each (the audit model first).
 
-    head = container.app.recorder.max_notification_id() or 0
-    for name, view in container.views.items():
-        runner = ProjectionRunner(recorder=container.app.recorder, mapper=container.app.mapper, model=view,
-                                  batch_size=batch_size)
-        started, start = time.monotonic(), view.position()
-        runner.catch_up(lambda done, s=started, b=start, n=name: progress(f"projection {n}", b + done, head, s))
+    Each batch is applied and tracked in one transaction, as the projection runner does; the models that write a
+    statement per event get psycopg's pipeline mode, which sends a batch's statements without waiting for each
+    answer (the audit model writes with COPY, which pipeline mode does not take).
+    """
+    recorder, mapper = container.app.recorder, container.app.mapper
+    head = recorder.max_notification_id() or 0
+    for name, view in sorted(container.views.items(), key=lambda item: item[0] != "audit"):
+        started = time.monotonic()
+        while (position := view.position()) < head:
+            # A bounded range: with the head as the stop, PostgreSQL sorts every remaining match of the topics.
+            stop = min(head, position + 4 * batch_size)
+            notifications = recorder.select_notifications(start=position, limit=batch_size, stop=stop,
+                                                          topics=sorted(view.topics), inclusive_of_start=False)
+            last = notifications[-1].id if len(notifications) == batch_size else stop
+            _apply(view, view.decode(mapper, notifications), last, piped=name != "audit")
+            progress(f"projection {name}", last, head, started)
         print(file=sys.stderr)
+
+
+def _apply(view: Any, events: list[Any], last: int, *, piped: bool) -> None:
+    from eventsourcing.persistence import Tracking  # noqa: PLC0415
+
+    from projections.base import APPLICATION_NAME  # noqa: PLC0415
+
+    with view.datastore.transaction(commit=True) as curs:
+        view.lock(curs)
+        if piped:
+            with curs.connection.pipeline():
+                view.apply_events(curs, events)
+        else:
+            view.apply_events(curs, events)
+        view._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20_000, help="events per COPY transaction")
     parser.add_argument("--projection-batch", type=int, default=5_000, help="events per projection transaction")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--catch-up-only", action="store_true", help="write nothing; bring the read models up to date")
     args = parser.parse_args(argv)
     from infrastructure.bootstrap import Endpoints, build  # noqa: PLC0415
     from infrastructure.settings import Settings  # noqa: PLC0415
@@ -256,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                           redis_url=os.environ["KEYLEDGER_REDIS_URL"])
     container = build(settings, endpoints, migrate=True)
     try:
-        written = seed(args, container)
+        written = 0 if args.catch_up_only else seed(args, container)
         catch_up(container, args.projection_batch)
     finally:
         container.close()
