@@ -240,18 +240,21 @@ def catch_up(container: Any, batch_size: int) -> None:
             notifications = recorder.select_notifications(start=position, limit=batch_size, stop=stop,
                                                           topics=sorted(view.topics), inclusive_of_start=False)
             last = notifications[-1].id if len(notifications) == batch_size else stop
-            _apply(view, view.decode(mapper, notifications), last, piped=name != "audit")
+            _apply(view, view.decode(mapper, notifications), last, after=position, piped=name != "audit")
             progress(f"projection {name}", last, head, started)
         print(file=sys.stderr)
 
 
-def _apply(view: Any, events: list[Any], last: int, *, piped: bool) -> None:
+def _apply(view: Any, events: list[Any], last: int, *, after: int, piped: bool) -> None:
+    """``ReadModel.apply_batch`` with pipeline mode: applies nothing if another writer moved the model first."""
     from eventsourcing.persistence import Tracking  # noqa: PLC0415
 
     from projections.base import APPLICATION_NAME  # noqa: PLC0415
 
     with view.datastore.transaction(commit=True) as curs:
         view.lock(curs)
+        if (view._max_tracking_id(APPLICATION_NAME, curs) or 0) != after:
+            return
         if piped:
             with curs.connection.pipeline():
                 view.apply_events(curs, events)
