@@ -8,7 +8,11 @@ only by the operator's CLI, which reads as the owner.
 
 Indexes: the position (primary key) for the operator's export, and per project: position, token, client, user,
 type (each ending with the position, so a filtered page is one index range scan in position order), and
-``occurred_at`` for ``since``/``until`` windows far from either end.
+``reach`` for ``since``. An entry's ``reach`` is the latest ``occurred_at`` of its chain up to it: it never
+decreases along the chain, so the first entry whose reach is at or after ``since`` is found in the index, and no
+entry before it can have occurred at or after ``since``. A page from ``since`` then starts there in position order
+instead of scanning the project from its beginning (event times and positions agree only nearly: an event is
+timestamped when decided and positioned when committed).
 """
 
 from collections.abc import Iterator, Sequence
@@ -19,7 +23,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
-from projections.audit_entry import GENESIS, AuditEntry, Memberships, entry_of
+from projections.audit_entry import AuditEntry, Head, Memberships, chained, entry_of
 from projections.audit_query import COLUMNS, AuditQuery
 from projections.base import TENANT_ROLE, TENANT_SETTING, ReadModel
 
@@ -29,7 +33,7 @@ _INDEXES = {
     "audit_client_idx": "(project_id, client_id, position) WHERE client_id IS NOT NULL",
     "audit_user_idx": "(project_id, user_id, position) WHERE user_id IS NOT NULL",
     "audit_type_idx": "(project_id, type, position)",
-    "audit_time_idx": "(project_id, occurred_at, position)",
+    "audit_reach_idx": "(project_id, reach, position)",
 }
 
 
@@ -50,9 +54,10 @@ class AuditView(ReadModel):
                 "type text NOT NULL, "
                 "occurred_at timestamptz NOT NULL, actor_kind text NOT NULL, actor_id text, token_id uuid, "
                 "client_id text, user_id uuid, stream_id uuid NOT NULL, stream_version integer NOT NULL, "
-                "data jsonb NOT NULL, hash text NOT NULL, PRIMARY KEY (position, chain))").format(table),
-            SQL("CREATE TABLE IF NOT EXISTS {} (chain uuid PRIMARY KEY, position bigint NOT NULL, hash text NOT NULL)")
-            .format(self.table("audit_chain")),
+                "data jsonb NOT NULL, hash text NOT NULL, reach timestamptz NOT NULL, PRIMARY KEY (position, chain))")
+            .format(table),
+            SQL("CREATE TABLE IF NOT EXISTS {} (chain uuid PRIMARY KEY, position bigint NOT NULL, hash text NOT NULL, "
+                "reach timestamptz NOT NULL)").format(self.table("audit_chain")),
             SQL("CREATE TABLE IF NOT EXISTS {} (user_id uuid NOT NULL, project_id uuid NOT NULL, "
                 "PRIMARY KEY (user_id, project_id))").format(self.table("audit_member")),
         ]
@@ -77,18 +82,17 @@ class AuditView(ReadModel):
         entries = [entry for b, (_, event) in zip(base, events, strict=True) for entry in memberships.expand(b, event)]
         heads = self._heads(curs, {e.chain for e in entries})
         copy = SQL("COPY {} (position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, "
-                   "client_id, user_id, stream_id, stream_version, data, hash) FROM STDIN").format(self.table("audit"))
-        moved: dict[UUID, tuple[int, str]] = {}
+                   "client_id, user_id, stream_id, stream_version, data, hash, reach) FROM STDIN").format(
+            self.table("audit"))
         with curs.copy(copy) as pipe:
             for entry in entries:
-                digest = entry.hash_after(heads.get(entry.chain, GENESIS))
-                heads[entry.chain] = digest
-                moved[entry.chain] = (entry.position, digest)
-                pipe.write_row(_row(entry, digest))
-        curs.executemany(SQL("INSERT INTO {} AS c (chain, position, hash) VALUES (%s, %s, %s) ON CONFLICT (chain) "
-                             "DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash")
-                         .format(self.table("audit_chain")),
-                         [(chain, position, digest) for chain, (position, digest) in moved.items()])
+                head = heads[entry.chain] = chained(entry, heads.get(entry.chain))
+                pipe.write_row(_row(entry, head))
+        curs.executemany(SQL("INSERT INTO {} AS c (chain, position, hash, reach) VALUES (%s, %s, %s, %s) "
+                             "ON CONFLICT (chain) DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash, "
+                             "reach = EXCLUDED.reach").format(self.table("audit_chain")),
+                         [(chain, head.position, head.hash, head.reach) for chain, head in heads.items()
+                          if head.position is not None])
         self._save_memberships(curs, memberships)
 
     def _memberships(self, curs: Cursor[DictRow], users: set[UUID | None]) -> dict[UUID, set[UUID]]:
@@ -111,15 +115,15 @@ class AuditView(ReadModel):
         if left:
             curs.executemany(SQL("DELETE FROM {} WHERE user_id = %s AND project_id = %s").format(table), left)
 
-    def _heads(self, curs: Cursor[DictRow], chains: set[UUID]) -> dict[UUID, str]:
-        curs.execute(SQL("SELECT chain, hash FROM {} WHERE chain = ANY(%s)").format(self.table("audit_chain")),
-                     (list(chains),))
-        return {row["chain"]: row["hash"] for row in curs.fetchall()}
+    def _heads(self, curs: Cursor[DictRow], chains: set[UUID]) -> dict[UUID, Head]:
+        curs.execute(SQL("SELECT chain, hash, reach FROM {} WHERE chain = ANY(%s)").format(
+            self.table("audit_chain")), (list(chains),))
+        return {row["chain"]: Head(hash=row["hash"], reach=row["reach"]) for row in curs.fetchall()}
 
     def page(self, query: AuditQuery) -> list[DictRow]:
         """A page of one project's entries in position order, read as the tenant role."""
         assert query.project_id is not None
-        where, params = query.where()
+        where, params = query.where(self.table("audit"))
         select = SQL("SELECT {} FROM {} WHERE ").format(COLUMNS, self.table("audit"))
         order = SQL(" ORDER BY position LIMIT %(limit)s")
         params["limit"] = query.limit
@@ -128,7 +132,7 @@ class AuditView(ReadModel):
     def lines(self, query: AuditQuery, *, as_tenant: bool, batch: int = 2000) -> Iterator[list[str]]:
         """The whole filtered range as NDJSON lines (built by PostgreSQL), in batches, through a server-side cursor:
         memory stays flat however long the range. ``as_tenant`` confines the read to ``query.project_id``."""
-        where, params = query.where()
+        where, params = query.where(self.table("audit"))
         select = SQL("SELECT {} FROM {} WHERE ").format(_JSON_LINE, self.table("audit")) + where + SQL(
             " ORDER BY position, chain")
         with self.datastore.transaction(commit=False) as curs:
@@ -141,7 +145,7 @@ class AuditView(ReadModel):
 
     def csv(self, query: AuditQuery, *, as_tenant: bool) -> Iterator[bytes]:
         """The whole filtered range as CSV with a header, streamed by COPY in blocks (flat memory)."""
-        where, params = query.where()
+        where, params = query.where(self.table("audit"))
         select = SQL("SELECT {} FROM {} WHERE ").format(_CSV_COLUMNS, self.table("audit")) + where + SQL(
             " ORDER BY position, chain")
         with self.datastore.transaction(commit=False) as curs:
@@ -165,10 +169,10 @@ def _first(cursor: Any) -> Any:
     return lambda values: values[0]
 
 
-def _row(entry: AuditEntry, digest: str) -> tuple[Any, ...]:
+def _row(entry: AuditEntry, head: Head) -> tuple[Any, ...]:
     return (entry.position, entry.chain, entry.project_id, entry.type, entry.occurred_at, entry.actor_kind,
             entry.actor_id, entry.token_id, entry.client_id, entry.user_id, entry.stream_id, entry.stream_version,
-            entry.data_json(), digest)
+            entry.data_json(), head.hash, head.reach)
 
 
 # One entry as the API shows it, built by PostgreSQL so an export costs Python almost nothing per entry.

@@ -179,6 +179,24 @@ def entry_of(position: int, event: Any) -> AuditEntry:
                       data=data)
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A chain's last entry: its position, its hash and its ``reach`` (the latest ``occurred_at`` of the chain up to
+    it, which never decreases along the chain; the ``since`` filter's index)."""
+
+    hash: str
+    reach: datetime
+    position: int | None = None
+
+
+def chained(entry: AuditEntry, previous: Head | None) -> Head:
+    """The head of ``entry``'s chain once ``entry`` follows ``previous`` (None: the chain's first entry)."""
+    if previous is None:
+        return Head(hash=entry.hash_after(GENESIS), reach=entry.occurred_at, position=entry.position)
+    return Head(hash=entry.hash_after(previous.hash), reach=max(previous.reach, entry.occurred_at),
+                position=entry.position)
+
+
 def fan_out(entry: AuditEntry, projects: Iterable[UUID]) -> list[AuditEntry]:
     """The entries of one event: its own (its project's, or the platform's), then, for a platform-level event that
     concerns a person (their dashboard tokens, their refused logins, their account), one in each project they are

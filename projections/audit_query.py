@@ -8,7 +8,7 @@ from uuid import UUID
 from psycopg.sql import SQL, Composable
 
 COLUMNS = SQL("position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, client_id, user_id, "
-              "stream_id, stream_version, data, hash")
+              "stream_id, stream_version, data, hash, reach")
 
 ALL_PROJECTS = "all"
 PLATFORM = "platform"
@@ -38,8 +38,8 @@ class AuditQuery:
     after: int | None = None
     scope: str = ALL_PROJECTS
 
-    def where(self) -> tuple[Composable, dict[str, Any]]:
-        """The WHERE clause and its parameters."""
+    def where(self, table: Composable) -> tuple[Composable, dict[str, Any]]:
+        """The WHERE clause on ``table`` and its parameters."""
         clauses: list[Composable] = [self._scope()]
         params: dict[str, Any] = {"project_id": self.project_id}
         optional = (("token_id", self.token_id, "token_id = %(token_id)s"),
@@ -53,6 +53,11 @@ class AuditQuery:
             if value is not None:
                 clauses.append(SQL(clause))  # type: ignore[arg-type]
                 params[name] = value
+        if self.since is not None and self.project_id is not None:
+            # Where ``since`` starts in position order (see ``reach`` in projections.audit): one index probe.
+            clauses.append(SQL("position >= COALESCE((SELECT r.position FROM {} r WHERE r.project_id = %(project_id)s "
+                               "AND r.reach >= %(since)s ORDER BY r.reach, r.position LIMIT 1), {})").format(
+                table, SQL(str(2**63 - 1))))
         return SQL(" AND ").join(clauses), params
 
     def _scope(self) -> Composable:

@@ -15,6 +15,7 @@ Only the positions the model has applied (its tracking position) are compared: a
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -66,11 +67,12 @@ class Chained:
     entry: AuditEntry
     hash: str
     canonical: bytes
+    reach: datetime
 
 
 def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, page: int = 2000) -> Iterator[Chained]:
     """The entries the store implies up to ``stop`` (of ``project_id`` only, if given), chained."""
-    heads: dict[UUID, str] = {}
+    heads: dict[UUID, tuple[str, datetime]] = {}
     memberships = Memberships()
     start = 0
     while start < stop:
@@ -82,9 +84,9 @@ def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, pag
                 if project_id is not None and entry.project_id != project_id:
                     continue
                 canonical = entry.canonical_bytes()
-                digest = hash_of(heads.get(entry.chain, GENESIS), canonical)
-                heads[entry.chain] = digest
-                yield Chained(entry, digest, canonical)
+                previous, reach = heads.get(entry.chain, (GENESIS, entry.occurred_at))
+                head = heads[entry.chain] = (hash_of(previous, canonical), max(reach, entry.occurred_at))
+                yield Chained(entry, head[0], canonical, head[1])
         start = batch[-1].id
 
 
@@ -129,6 +131,8 @@ class _Walk:
             self.report.add("altered", got.position, f"{want.entry.type}: hash differs from the chain of the store")
         elif hash_of(previous, canonical) != row["hash"]:
             self.report.add("altered", got.position, f"{want.entry.type}: hash does not follow the previous entry")
+        elif row["reach"] != want.reach:
+            self.report.add("altered", got.position, f"{want.entry.type}: reach differs from the chain's times")
 
     def missing(self, want: Chained) -> None:
         entry = want.entry

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -19,9 +20,11 @@ from psycopg.sql import SQL
 from application.oauth.errors import InvalidClient, InvalidGrant
 from application.oauth.grants import TokenRequest
 from domain.ids import DASHBOARD_CLIENT_ID
+from domain.refusal import Refusal
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 from projections.audit_entry import GENESIS, PLATFORM_CHAIN
+from projections.audit_query import AuditQuery
 from projections.audit_verify import row_entry, verify
 from projections.base import TENANT_ROLE
 from tests.conftest import SECRET_KEY, fresh_database
@@ -197,8 +200,8 @@ def test_verify_reports_altered_missing_and_extra_entries(server_url: str, redis
             conn.execute("UPDATE audit SET actor_id = 'someone-else' WHERE position = %s", (altered,))
             conn.execute("DELETE FROM audit WHERE position = %s", (deleted,))
             conn.execute("INSERT INTO audit SELECT position + 1000000, chain, project_id, type, occurred_at, "
-                         "actor_kind, actor_id, token_id, client_id, user_id, stream_id, stream_version, data, hash "
-                         "FROM audit WHERE position = %s", (positions[0],))
+                         "actor_kind, actor_id, token_id, client_id, user_id, stream_id, stream_version, data, hash, "
+                         "reach FROM audit WHERE position = %s", (positions[0],))
         tampered = cli(url, redis_url, "audit", "verify")
         assert tampered.returncode == 1
         assert f"altered position {altered}:" in tampered.stdout
@@ -220,3 +223,33 @@ def test_export_writes_a_projects_entries_as_ndjson_and_csv(ledger: tuple[Contai
     assert csv.returncode == 0, csv.stderr
     assert csv.stdout.splitlines()[0].startswith("position,type,occurred_at")
     assert len(csv.stdout.splitlines()) == 1 + sum(1 for r in rows if r["project_id"] is None)
+
+
+def test_since_finds_entries_whose_time_runs_behind_their_position(server_url: str, redis_url: str,
+                                                                   settings: Settings) -> None:
+    """An event is timestamped when decided and positioned when committed: a later position can carry an earlier
+    time. ``since`` must still find it (the ``reach`` index only says where to start)."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    project = UUID(int=7)
+    minutes = [10, 30, 20, 40, 5]
+    events = []
+    for position, minute in enumerate(minutes, start=1):
+        refusal = Refusal(refusal_id=UUID(int=position), project_id=project, grant_type="client_credentials",
+                          client_id="klc_x", user_id=None, token_id=None, reason="client_secret_wrong",
+                          error="invalid_client", source=None, user_agent=None, actor="system")
+        (event,) = refusal.collect_events()
+        object.__setattr__(event, "timestamp", base + timedelta(minutes=minute))
+        events.append((position, event))
+    with fresh_database(server_url) as url:
+        built = build(settings, Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        try:
+            built.audit.apply_batch(events, len(events))
+            for since in (0, 15, 25, 35, 45):
+                at = base + timedelta(minutes=since)
+                found = [r["position"] for r in built.audit.page(AuditQuery(project_id=project, since=at, limit=50))]
+                assert found == [p for p, m in enumerate(minutes, start=1) if m >= since], since
+            window = built.audit.page(AuditQuery(project_id=project, since=base + timedelta(minutes=15),
+                                                 until=base + timedelta(minutes=35), limit=50))
+            assert [r["position"] for r in window] == [2, 3]
+        finally:
+            built.close()
