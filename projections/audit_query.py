@@ -24,6 +24,8 @@ class AuditQuery:
         scope: ``ALL_PROJECTS`` or ``PLATFORM`` when ``project_id`` is None.
         types: event types, any of which matches (empty: every type).
         since: entries that occurred at or after this instant.
+        start: a position no entry matching ``since`` precedes (``AuditView.bounded`` finds it): a plain bound the
+            index scan starts at.
         until: entries that occurred before this instant.
     """
 
@@ -37,9 +39,10 @@ class AuditQuery:
     until: datetime | None = None
     after: int | None = None
     scope: str = ALL_PROJECTS
+    start: int | None = None
 
-    def where(self, table: Composable) -> tuple[Composable, dict[str, Any]]:
-        """The WHERE clause on ``table`` and its parameters."""
+    def where(self) -> tuple[Composable, dict[str, Any]]:
+        """The WHERE clause and its parameters."""
         clauses: list[Composable] = [self._scope()]
         params: dict[str, Any] = {"project_id": self.project_id}
         optional = (("token_id", self.token_id, "token_id = %(token_id)s"),
@@ -48,16 +51,12 @@ class AuditQuery:
                     ("types", list(self.types) or None, "type = ANY(%(types)s)"),
                     ("since", self.since, "occurred_at >= %(since)s"),
                     ("until", self.until, "occurred_at < %(until)s"),
-                    ("after", self.after, "position > %(after)s"))
+                    ("after", self.after, "position > %(after)s"),
+                    ("start", self.start, "position >= %(start)s"))
         for name, value, clause in optional:
             if value is not None:
                 clauses.append(SQL(clause))  # type: ignore[arg-type]
                 params[name] = value
-        if self.since is not None and self.project_id is not None:
-            # Where ``since`` starts in position order (see ``reach`` in projections.audit): one index probe.
-            clauses.append(SQL("position >= COALESCE((SELECT r.position FROM {} r WHERE r.project_id = %(project_id)s "
-                               "AND r.reach >= %(since)s ORDER BY r.reach, r.position LIMIT 1), {})").format(
-                table, SQL(str(2**63 - 1))))
         return SQL(" AND ").join(clauses), params
 
     def _scope(self) -> Composable:
