@@ -172,8 +172,15 @@ class AuditView(ReadModel):
             select = SQL("SELECT {} FROM {} WHERE ").format(_CSV_COLUMNS, self.table("audit")) + where + SQL(
                 " ORDER BY position, chain")
             with curs.copy(SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(select), params) as pipe:
+                # COPY hands over about a row per block: gather them, so each chunk sent is worth a thread hop.
+                buffer = bytearray()
                 for block in pipe:
-                    yield bytes(block)
+                    buffer += block
+                    if len(buffer) >= _CHUNK:
+                        yield bytes(buffer)
+                        buffer.clear()
+                if buffer:
+                    yield bytes(buffer)
 
     @staticmethod
     def _confine(curs: Cursor[DictRow], project_id: UUID | None) -> None:
@@ -183,6 +190,9 @@ class AuditView(ReadModel):
         if project_id is not None:
             curs.execute(SQL("SET LOCAL ROLE {}").format(Identifier(TENANT_ROLE)))
             curs.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, str(project_id)))
+
+
+_CHUNK = 256 * 1024
 
 
 def _first(cursor: Any) -> Any:
