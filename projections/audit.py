@@ -206,10 +206,13 @@ def _row(entry: AuditEntry, head: Head) -> tuple[Any, ...]:
             entry.data_json(), head.hash, head.reach)
 
 
+# Times as the API shows them (``API_TIME``): UTC, always with microseconds, whatever the session's settings.
+_TIME = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
 # One entry as the API shows it, built by PostgreSQL so an export costs Python almost nothing per entry.
 _JSON_LINE = SQL(
-    "json_build_object('position', position, 'type', type, 'occurred_at', occurred_at, 'project_id', project_id, "
+    "json_build_object('position', position, 'type', type, 'occurred_at', " + _TIME + ", 'project_id', project_id, "
     "'actor', json_build_object('kind', actor_kind, 'id', actor_id), 'token_id', token_id, 'client_id', client_id, "
     "'user_id', user_id, 'stream_id', stream_id, 'stream_version', stream_version, 'data', data, 'hash', hash)::text")
-_CSV_COLUMNS = SQL("position, type, occurred_at, project_id, actor_kind, actor_id, token_id, client_id, user_id, "
-                   "stream_id, stream_version, data, hash")
+_CSV_COLUMNS = SQL("position, type, " + _TIME + " AS occurred_at, project_id, actor_kind, actor_id, token_id, "
+                   "client_id, user_id, stream_id, stream_version, data, hash")

@@ -59,6 +59,12 @@ def jsonable(value: Any) -> Any:
     return _converted(value)
 
 
+def api_time(value: datetime) -> str:
+    """A time as the audit API and its exports show it: UTC, always with six digits of microseconds (the exports
+    format it in PostgreSQL the same way), so one entry reads the same in a page and in an export."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
 def _converted(value: Any) -> Any:
     if isinstance(value, Enum):
         return jsonable(value.value)

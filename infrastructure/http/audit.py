@@ -20,7 +20,7 @@ from application.authz import Principal, authorize
 from domain.errors import InvalidArgument
 from infrastructure.http.auth import AUTH
 from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_cursor
-from projections.audit_entry import timestamp
+from projections.audit_entry import api_time
 from projections.audit_query import AuditQuery
 
 NDJSON = "application/x-ndjson"
@@ -70,7 +70,7 @@ def entry_out(row: dict[str, Any]) -> dict[str, Any]:
     def text(value: object) -> str | None:
         return None if value is None else str(value)
 
-    return {"position": row["position"], "type": row["type"], "occurred_at": timestamp(row["occurred_at"]),
+    return {"position": row["position"], "type": row["type"], "occurred_at": api_time(row["occurred_at"]),
             "project_id": text(row["project_id"]), "actor": {"kind": row["actor_kind"], "id": row["actor_id"]},
             "token_id": text(row["token_id"]), "client_id": row["client_id"], "user_id": text(row["user_id"]),
             "stream_id": text(row["stream_id"]), "stream_version": row["stream_version"], "data": row["data"],

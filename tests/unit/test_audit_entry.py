@@ -15,6 +15,7 @@ from projections.audit_entry import (
     PLATFORM_CHAIN,
     AuditEntry,
     Memberships,
+    api_time,
     fan_out,
     is_secret_field,
     jsonable,
@@ -117,3 +118,9 @@ def test_an_entry_without_a_project_is_on_the_platform_chain() -> None:
     entry = AuditEntry(position=1, project_id=None, type="X", occurred_at=ts(), actor_kind="system", actor_id=None,
                        token_id=None, client_id=None, user_id=None, stream_id=UUID(int=1), stream_version=1, data={})
     assert entry.chain == PLATFORM_CHAIN
+
+
+def test_api_times_always_carry_six_digits_of_microseconds() -> None:
+    # PostgreSQL's to_char(..., 'US') in the exports does the same: a page and an export agree on every entry.
+    assert api_time(datetime(2026, 1, 1, 1, 2, 3, 640000, tzinfo=UTC)) == "2026-01-01T01:02:03.640000+00:00"
+    assert api_time(datetime(2026, 1, 1, 1, 2, 3, tzinfo=UTC)) == "2026-01-01T01:02:03.000000+00:00"
