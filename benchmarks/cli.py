@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import audit_scenarios  # noqa: F401 - registers the audit scenarios
 from benchmarks.fixtures import SetupContext, SetupError, parse_target
 from benchmarks.report import ScenarioResult, markdown_table, print_error_samples, write_json
 from benchmarks.runner import run_scenario

@@ -83,10 +83,15 @@ class Token(Aggregate):
         reason = self.refusal(now)
         if reason is not None:
             raise InvariantViolated(f"the refresh token cannot be used: {reason}")
-        self._refresh(refresh_id=refresh_id, access_id=access_id, project_id=self.project_id, actor=actor)
+        self._refresh(refresh_id=refresh_id, access_id=access_id, project_id=self.project_id, actor=actor,
+                      client_id=self.client_id, user_id=self.user_id, family_id=self.family_id)
 
+    # The client, user and family on the events after TokenIssued make each event self-describing, so the audit
+    # ledger can file it under its client and user without looking the token up. Events recorded before they were
+    # added lack them: the defaults let those replay.
     @event("TokenRefreshed")
-    def _refresh(self, *, refresh_id: UUID, access_id: UUID, project_id: UUID | None, actor: str) -> None:
+    def _refresh(self, *, refresh_id: UUID, access_id: UUID, project_id: UUID | None, actor: str,
+                 client_id: str | None = None, user_id: UUID | None = None, family_id: UUID | None = None) -> None:
         self.used = True
         self.children = (refresh_id, access_id)
 
@@ -94,19 +99,27 @@ class Token(Aggregate):
         """Records that this already used refresh token was presented again (its family is to be revoked)."""
         if not self.used:
             raise InvariantViolated("only a used refresh token can be reused")
-        self._reuse(project_id=self.project_id, family_id=self.family_id, source=source, actor=actor)
+        self._reuse(project_id=self.project_id, family_id=self.family_id, source=source, actor=actor,
+                    client_id=self.client_id, user_id=self.user_id)
 
     @event("RefreshTokenReuseDetected")
-    def _reuse(self, *, project_id: UUID | None, family_id: UUID | None, source: str | None, actor: str) -> None:
+    def _reuse(self, *, project_id: UUID | None, family_id: UUID | None, source: str | None, actor: str,
+               client_id: str | None = None, user_id: UUID | None = None) -> None:
         pass
 
-    def revoke(self, *, reason: str, actor: str) -> None:
-        """Revokes the token (RFC 7009); revoking twice is refused so the history stays exact."""
+    def revoke(self, *, reason: str, actor: str, revocation_id: UUID | None = None) -> None:
+        """Revokes the token (RFC 7009); revoking twice is refused so the history stays exact.
+
+        ``revocation_id`` names the command that revoked it: every token of one bulk revocation carries the same.
+        """
         self.check_not_revoked()
-        self._revoke(project_id=self.project_id, reason=reason, actor=actor)
+        self._revoke(project_id=self.project_id, reason=reason, actor=actor, client_id=self.client_id,
+                     user_id=self.user_id, family_id=self.family_id, revocation_id=revocation_id)
 
     @event("TokenRevoked")
-    def _revoke(self, *, project_id: UUID | None, reason: str, actor: str) -> None:
+    def _revoke(self, *, project_id: UUID | None, reason: str, actor: str, client_id: str | None = None,
+                user_id: UUID | None = None, family_id: UUID | None = None,
+                revocation_id: UUID | None = None) -> None:
         self.revoked = True
 
     def check_not_revoked(self) -> None:

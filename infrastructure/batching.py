@@ -122,14 +122,14 @@ class GroupCommitter:
             return
         position = max((r.notification.id for r in recordings), default=0)
         for item in live:
-            item.future.set_result(position if item.request is None else item.outcome)
+            _resolve(item, position)
 
     def _decide_requests(self, batch: list[_Item]) -> None:
         requests = [item for item in batch if item.request is not None]
         if not requests or self._decide is None:
             return
         for item, outcome in zip(requests, self._decide([item.request for item in requests]), strict=True):
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, Exception) and not getattr(outcome, "aggregates", ()):
                 item.future.set_exception(outcome)
             else:
                 item.outcome = outcome
@@ -141,5 +141,13 @@ class GroupCommitter:
         except Exception as exc:
             item.future.set_exception(exc)
             return
-        position = max((r.notification.id for r in recordings), default=0)
+        _resolve(item, max((r.notification.id for r in recordings), default=0))
+
+
+def _resolve(item: _Item, position: int) -> None:
+    """Answers a caller once its events are committed: the position, the decided outcome, or the refusal (an
+    exception whose own events, its TokenRequestRefused, were saved with the batch)."""
+    if isinstance(item.outcome, BaseException):
+        item.future.set_exception(item.outcome)
+    else:
         item.future.set_result(position if item.request is None else item.outcome)

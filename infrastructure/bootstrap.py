@@ -37,6 +37,7 @@ from infrastructure.postgres import eventsourcing_env, migration_lock
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.webhook_setup import url_checker
+from projections.audit import AuditView
 from projections.base import HeadWatcher, ProjectionRunner, ReadModel
 from projections.clients import ClientsView
 from projections.members import MembersView
@@ -47,7 +48,7 @@ from projections.webhooks import WebhooksView
 logger = logging.getLogger(__name__)
 
 READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, WebhooksView,
-                                             SecretExpiryView)
+                                             SecretExpiryView, AuditView)
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -111,6 +112,13 @@ class Container:
         """The webhooks read model and notification outbox."""
         view = self.views[WebhooksView.name]
         assert isinstance(view, WebhooksView)
+        return view
+
+    @property
+    def audit(self) -> AuditView:
+        """The audit ledger read model."""
+        view = self.views[AuditView.name]
+        assert isinstance(view, AuditView)
         return view
 
     def start_projections(self) -> None:

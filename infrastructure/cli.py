@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from infrastructure import embedded
+from infrastructure import audit_cli, embedded
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.serving import serve_processes
@@ -139,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     proj.set_defaults(func=projections)
     add_worker_parsers(sub)
     add_key_parsers(sub)
+    audit_cli.register(sub, runtime)
     return top
 
 

@@ -125,6 +125,11 @@ class ReadModel(PostgresTrackingRecorder):
         digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest, "big", signed=True),))
 
+    def decode(self, mapper: Any, notifications: Sequence[Any]) -> list[Any]:
+        """Turns a batch of notifications into what ``apply_events`` takes: domain events (models that need each
+        event's global position, such as the audit ledger, return them with it)."""
+        return [mapper.to_domain_event(n) for n in notifications]
+
     def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
         """Applies a batch of events inside the caller's transaction (models may coalesce)."""
         for event in events:
@@ -245,7 +250,7 @@ class ProjectionRunner:
             # transaction per pass). The next pass reads from the written position again: nothing is skipped.
             self._model.observe(last)
             return last - start
-        if not self._model.apply_batch([self._mapper.to_domain_event(n) for n in notifications], last, after=start):
+        if not self._model.apply_batch(self._model.decode(self._mapper, notifications), last, after=start):
             return 0
         self._written_at = time.monotonic()
         self._model.observe(last)
@@ -259,7 +264,7 @@ class ProjectionRunner:
                                                                 topics=sorted(self._model.topics),
                                                                 inclusive_of_start=False)
             last = notifications[-1].id if len(notifications) == self._batch_size else head
-            yield [self._mapper.to_domain_event(n) for n in notifications], last
+            yield self._model.decode(self._mapper, notifications), last
             position = last
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:

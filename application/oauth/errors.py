@@ -10,14 +10,28 @@ class OAuthError(Exception):
         error: the RFC error code.
         status_code: the HTTP status (400, or 401 for invalid_client when the client used HTTP authentication).
         description: a human-readable ``error_description``; never contains a presented secret.
+        reason: why, in the audit ledger's finer vocabulary (``domain.refusal``); the client never sees it.
+        counted: whether the abuse limits already counted this refusal as a failure of its source address.
+        aggregates: the refusal's unsaved aggregate (TokenRequestRefused), to be saved before the error is answered.
+        context: what the decision knew about the refused request (``application.oauth.refusals.RefusalContext``).
     """
 
     error: ClassVar[str] = "invalid_request"
     status_code: ClassVar[int] = 400
 
-    def __init__(self, description: str = "") -> None:
+    def __init__(self, description: str = "", *, reason: str | None = None) -> None:
         super().__init__(description)
         self.description = description
+        self.reason = reason or self.error
+        self.counted = False
+        self.aggregates: tuple[object, ...] = ()
+        self.context: object = None
+
+    def about(self, context: object, *, counted: bool = False) -> "OAuthError":
+        """Attaches what the decision knew (``RefusalContext``) and whether the limits counted it; returns self."""
+        self.context = context
+        self.counted = counted
+        return self
 
 
 class InvalidRequest(OAuthError):
@@ -77,5 +91,5 @@ class TooManyAttempts(OAuthError):
     status_code = 429
 
     def __init__(self, retry_after: int, description: str = "too many failed attempts; try again later") -> None:
-        super().__init__(description)
+        super().__init__(description, reason="locked")
         self.retry_after = max(1, int(retry_after))

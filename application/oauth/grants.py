@@ -22,10 +22,18 @@ from application.oauth.errors import (
     UnsupportedGrantType,
 )
 from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys
+from application.oauth.refusals import (
+    RefusalContext,
+    RefusalFactory,
+    counts_against_source,
+    login_refused,
+    refusal_key,
+)
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint
 from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
 from application.store import Keyledger
+from domain import refusal as why
 from domain.client import DASHBOARD, Client, PublicClient
 from domain.ids import (
     DASHBOARD_CLIENT_ID,
@@ -58,6 +66,7 @@ class TokenRequest:
     scope: str | None = None
     refresh_token: str | None = None
     source: str | None = None
+    user_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +90,13 @@ class TokenEndpoint:
     limiter: AttemptLimiter
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
-        """Answers a token request, saving the issued tokens before returning, or raises an OAuthError."""
-        issued = self.decide(request)
+        """Answers a token request, saving the issued tokens (or the refusal) before returning or raising."""
+        try:
+            issued = self.decide(request)
+        except OAuthError as error:
+            if error.aggregates:
+                self.save(*error.aggregates)
+            raise
         self.save(*issued.aggregates)
         return issued
 
@@ -90,17 +104,34 @@ class TokenEndpoint:
         """Decides a token request: the tokens to answer with and their unsaved aggregates, or an OAuthError.
 
         The caller must save ``aggregates`` before sending the tokens, so that no token is ever in a client's hands
-        without its TokenIssued event in the store.
+        without its TokenIssued event in the store; and, for an OAuthError, the error's ``aggregates`` (its
+        TokenRequestRefused) before answering it.
         """
-        return self._decide(request, None, None)
+        try:
+            return self._decide(request, None, None)
+        except OAuthError as error:
+            raise self.refused(error, request) from None
+
+    def refused(self, error: OAuthError, request: TokenRequest, preloaded: Mapping[UUID, Client] | None = None,
+                budget: AttemptBudget | None = None) -> OAuthError:
+        """Attaches the refusal's TokenRequestRefused aggregate to ``error`` when it is to be recorded; returns it.
+
+        Failed authentications are recorded (the limits count them and lock their keys); other refusals are
+        counted per source address and recorded up to the address limit per window (``counts_against_source``):
+        so the abuse limits bound how many refusals one address can have recorded. 429 and 503 answers are not
+        recorded.
+        """
+        if counts_against_source(self.limiter, error, request, budget):
+            error.aggregates = (RefusalFactory(app=self.app, minter=self.minter).build(error, request, preloaded),)
+        return error
 
     def _decide(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None,
                 budget: AttemptBudget | None) -> IssuedTokens:
         if request.grant_type not in SUPPORTED_GRANTS:
-            raise UnsupportedGrantType("the grant type is not supported")
+            raise UnsupportedGrantType("the grant type is not supported", reason=why.UNSUPPORTED_GRANT)
         client = self.authenticate_client(request, preloaded, budget)
         if not client.allows_grant(request.grant_type):
-            raise UnauthorizedClient("the client may not use this grant type")
+            raise UnauthorizedClient("the client may not use this grant type", reason=why.GRANT_NOT_ALLOWED)
         scope = self.granted_scope(client.scopes, request.scope)
         if request.grant_type == GrantType.PASSWORD:
             return self.password_grant(request, scope)
@@ -117,8 +148,10 @@ class TokenEndpoint:
         write: never a round trip per request.
         """
         ids = [client_aggregate_id(r.client_id) for r in requests if r.client_id and r.client_id != DASHBOARD_CLIENT_ID]
+        # Every source address's refusal counter is read too: it bounds the refusals recorded (see ``refused``).
+        keys = [key for r in requests for key in (*self.client_attempt_keys(r), *refusal_key(r.source))]
         try:
-            budget = self.limiter.budget(key for r in requests for key in self.client_attempt_keys(r))
+            budget = self.limiter.budget(keys)
         except TemporarilyUnavailable as error:
             return [TemporarilyUnavailable(error.description) for _ in requests]
         clients = self.app.find_many(ids, Client) if ids else {}
@@ -127,7 +160,7 @@ class TokenEndpoint:
             try:
                 outcomes.append(self._decide(request, clients, budget))
             except OAuthError as error:
-                outcomes.append(error)
+                outcomes.append(self.refused(error, request, clients, budget))
         if budget.dirty:
             self.limiter.settle(budget)
         return outcomes
@@ -148,10 +181,11 @@ class TokenEndpoint:
         client's failures, never the address's.
         """
         if not request.client_id:
-            raise InvalidClient("client authentication is required")
+            raise InvalidClient("client authentication is required", reason=why.CLIENT_AUTHENTICATION_MISSING)
         if request.client_id == DASHBOARD_CLIENT_ID:
             if request.client_secret is not None:
-                raise InvalidClient("the dashboard client is public and has no secret")
+                raise InvalidClient("the dashboard client is public and has no secret",
+                                    reason=why.PUBLIC_CLIENT_WITH_SECRET)
             return DASHBOARD
         keys = client_keys(request.client_id, request.source)
         if budget is None:
@@ -166,8 +200,23 @@ class TokenEndpoint:
             else:
                 budget.succeed(keys[0])
         if client is None:
-            raise InvalidClient("client authentication failed")
+            raise InvalidClient("client authentication failed",
+                                reason=self.client_refusal(request, preloaded)).about(None, counted=True)
         return client
+
+    def client_refusal(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None) -> str:
+        """Why a project client's authentication failed, for the audit (worked out only once it has failed)."""
+        secret = request.client_secret
+        if not secret:
+            return why.CLIENT_AUTHENTICATION_MISSING
+        if not self.minter.is_client_secret(secret):
+            return why.CLIENT_SECRET_MALFORMED
+        key = client_aggregate_id(str(request.client_id))
+        client = preloaded.get(key) if preloaded is not None else None
+        client = client or self.app.find(key, Client, copy=False)
+        if client is None:
+            return why.CLIENT_UNKNOWN
+        return client.secret_refusal(self.secrets.hash(secret), self.clock.now())
 
     def verify_client(self, request: TokenRequest, preloaded: Mapping[UUID, Client] | None) -> Client | None:
         """The project client if the presented secret is one of its current secrets, else None."""
@@ -207,7 +256,7 @@ class TokenEndpoint:
         """RFC 6749 section 3.3: the requested scope if within the client's, else all of the client's scope."""
         scopes = parse_scope(requested)
         if requested is not None and not scopes:
-            raise InvalidScope("the scope is empty")
+            raise InvalidScope("the scope is empty", reason=why.INVALID_SCOPE)
         if unknown_scopes(scopes):
             raise InvalidScope("unknown scope: " + " ".join(unknown_scopes(scopes)))
         if not set(scopes) <= allowed:
@@ -217,11 +266,12 @@ class TokenEndpoint:
     def password_grant(self, request: TokenRequest, scope: str) -> IssuedTokens:
         """RFC 6749 section 4.3: a person logs into the dashboard with email and password."""
         if not request.username or request.password is None:
-            raise InvalidRequest("username and password are required")
+            raise InvalidRequest("username and password are required", reason=why.MISSING_PARAMETER)
         username, password = request.username, request.password
+        found: list[User | None] = [None]
 
         def check() -> User | None:
-            user = self.find_user(username)
+            user = found[0] = self.find_user(username)
             ok = self.passwords.verify(user.password_hash if user else None, password)
             return user if user is not None and ok and not user.disabled else None
 
@@ -229,7 +279,7 @@ class TokenEndpoint:
         keys = account_keys(username, request.source)
         user = self.limited_attempt(keys, keys[0], check)
         if user is None:
-            raise InvalidGrant("the username or password is wrong")
+            raise login_refused(found[0])
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
                       user_id=user.id, scope=scope, actor=user_actor(user.id))
@@ -249,22 +299,26 @@ class TokenEndpoint:
         """
         value = request.refresh_token
         if not value:
-            raise InvalidRequest("refresh_token is required")
+            raise InvalidRequest("refresh_token is required", reason=why.MISSING_PARAMETER)
         if not self.minter.is_refresh_token(value):
-            raise InvalidGrant("the refresh token is invalid")
+            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_MALFORMED)
         token = self.app.find(refresh_token_aggregate_id(self.secrets.hash(value)), Token)
         if token is None or token.kind != TokenKind.REFRESH or token.client_id != client.client_id:
-            raise InvalidGrant("the refresh token is invalid")
+            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN)
+        context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
         refusal = token.refusal(now)
         if refusal == "reused":
             self.refuse_reuse(token, request.source)
         if refusal is not None:
-            raise InvalidGrant(f"the refresh token is {refusal}")
-        scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
+            raise InvalidGrant(f"the refresh token is {refusal}", reason=f"refresh_token_{refusal}").about(context)
+        try:
+            scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
+        except InvalidScope as error:
+            raise error.about(context) from None
         user = self.app.find(token.user_id, User, copy=False) if token.user_id else None
         if token.user_id is not None and (user is None or user.disabled):
-            raise InvalidGrant("the user can no longer log in")
+            raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
         grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
                       user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
                       else client_actor(client.client_id))
@@ -302,3 +356,4 @@ class TokenEndpoint:
         access, access_agg = self.mint.access_token(grant, now, ttl)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
                             aggregates=(access_agg,))
+

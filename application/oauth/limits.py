@@ -26,6 +26,9 @@ from domain.ids import normalize_email
 ACCOUNT = "account"
 CLIENT = "client"
 ADDRESS = "address"
+# Refusals recorded per source address (the audit ledger's TokenRequestRefused) that no other key counted: past the
+# address limit they are still answered, no longer recorded, so one address cannot fill the ledger.
+REFUSAL = "refusal"
 
 AttemptKey = tuple[str, str]
 
@@ -37,7 +40,8 @@ class AttemptLimits:
     Attributes:
         per_account: failed password logins of one account (normalised email) before it is locked.
         per_client: failed authentications of one project client (``client_id``) before it is locked.
-        per_address: failed authentications of any kind from one source address before it is refused.
+        per_address: failed authentications of any kind from one source address before it is refused; also how many
+            other refusals (bad scope, grant or refresh token...) one address has recorded per window.
         window: seconds from a key's first counted failure during which its failures add up.
         lockout: seconds a key stays locked after the failure that reached its limit.
     """

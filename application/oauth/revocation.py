@@ -8,7 +8,7 @@ list as well as the token lookup model, so the token is refused from the moment 
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
@@ -45,8 +45,10 @@ class Revoker:
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
         ``extra`` is called again on each attempt, so its aggregates are fresh. ``first``: private copies of the
         tokens ``select`` names, already loaded by the caller, used by the first attempt instead of loading them
-        again. Returns how many tokens this call revoked.
+        again. Returns how many tokens this call revoked. Every token it revokes carries the same
+        ``revocation_id``: the audit ledger groups a bulk revocation by it.
         """
+        revocation_id = uuid4()
         for attempt in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())
@@ -54,7 +56,7 @@ class Revoker:
             loaded = first if attempt == 0 and first else [self.app.find(i, Token) for i in select()]
             tokens = [t for t in loaded if t is not None and t.revocable(now)]
             for token in tokens:
-                token.revoke(reason=reason, actor=actor)
+                token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
             others = extra() if extra is not None else ()
             if not tokens and not others:
                 return 0

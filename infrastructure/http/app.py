@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from infrastructure.bootstrap import Container, Endpoints, build
-from infrastructure.http import clients, members, oauth, tokens, v1, webhooks, wellknown
+from infrastructure.http import audit, clients, members, oauth, tokens, v1, webhooks, wellknown
 from infrastructure.http.errors import EXCEPTION_HANDLERS
 from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import FastIntrospection
@@ -70,7 +70,8 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
                         # sync GET of its path with a 500 (tests/e2e/test_clients.py covers both on one path).
                         tokens.revoke_tokens, tokens.delete_client, members.list_members, members.add_member,
                         members.change_member_role, members.remove_member, webhooks.list_webhooks,
-                        webhooks.create_webhook, webhooks.list_deliveries, webhooks.delete_webhook, healthz],
+                        webhooks.create_webhook, webhooks.list_deliveries, webhooks.delete_webhook, audit.list_audit,
+                        healthz],
         state=state, on_startup=[startup], on_shutdown=[shutdown], exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi, request_max_body_size=settings.max_body_bytes, debug=False,
     )

@@ -8,11 +8,12 @@ from eventsourcing.persistence import IntegrityError
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest
+from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError
 from application.oauth.grants import TokenRequest
 from application.oauth.revocation import RevocationRequest
 from domain.client import Client, PublicClient
 from domain.policy import GrantType
+from domain.refusal import REFRESH_TOKEN_CONFLICT
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.forms import basic_credentials, parse_form
 
@@ -47,7 +48,7 @@ def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
     return TokenRequest(grant_type=params["grant_type"], client_id=client_id, client_secret=client_secret,
                         username=params.get("username"), password=params.get("password"),
                         scope=params.get("scope"), refresh_token=params.get("refresh_token"),
-                        source=source_address(request))
+                        source=source_address(request), user_agent=request.headers.get("user-agent"))
 
 
 @post("/oauth2/token", status_code=200, tags=["oauth2"],
@@ -70,8 +71,21 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
             issued = await asyncio.wrap_future(container.committer.submit_request(parsed))
     except IntegrityError:
         # Another request changed the same refresh token first: exactly one rotation wins.
-        raise InvalidGrant("the refresh token was already used") from None
+        error = InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
+        await record_refusal(container, container.tokens.refused(error, parsed))
+        raise error from None
+    except OAuthError as error:
+        await record_refusal(container, error)  # threaded grants: the refusal joins the next group commit
+        raise
     return Response(issued.response(), headers=NO_STORE)
+
+
+async def record_refusal(container: Any, error: OAuthError) -> None:
+    """Saves a refusal's TokenRequestRefused before the refusal is answered (a no-op when already saved: the
+    group committer saves the refusals of the requests it decides, and clears nothing, so it is saved once)."""
+    aggregates = [a for a in error.aggregates if getattr(a, "pending_events", None)]
+    if aggregates:
+        await asyncio.wrap_future(container.committer.submit(*aggregates))
 
 
 def authenticated_client(state: State, request: Request[Any, Any, Any],

@@ -34,6 +34,9 @@ ENDPOINTS: dict[str, tuple[str, Call]] = {
     "list tokens": ("tokens:read", lambda t, tok: t.http.get(t.url("/tokens"), headers=bearer(tok))),
     "revoke tokens": ("tokens:revoke", lambda t, tok: t.http.post(
         t.url("/tokens/revoke"), json={"client_id": t.owner["client"]["client_id"]}, headers=bearer(tok))),
+    "read audit": ("audit:read", lambda t, tok: t.http.get(t.url("/audit"), headers=bearer(tok))),
+    "export audit": ("audit:read", lambda t, tok: t.http.get(t.url("/audit"), headers={
+        **bearer(tok), "Accept": "application/x-ndjson"})),
 }
 
 # Membership changes as (role before, role after), None meaning "not a member": each rule of the table is touched

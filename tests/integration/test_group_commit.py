@@ -19,7 +19,7 @@ from domain.token import Token, TokenKind
 from domain.user import EmailIndex
 from infrastructure.batching import GroupCommitter
 from infrastructure.bootstrap import Container
-from tests.integration.support import GatedSave, sign_up
+from tests.integration.support import GatedSave, head, sign_up
 
 pytestmark = pytest.mark.integration
 
@@ -120,10 +120,16 @@ def test_decided_requests_are_stored_before_their_futures_resolve(container: Con
         # Read straight from the store, at the moment the caller is answered.
         assert [e.topic for e in container.app.recorder.select_events(jti)] == ["domain.token:Token.TokenIssued"]
         jtis.append(jti)
+    before = head(container)
     for name, future in refused_futures.items():
-        with pytest.raises(refused[name][1]):
+        with pytest.raises(refused[name][1]) as error:
             future.result(timeout=10)
-    assert save.calls[1] == len(good), "the good requests were not saved in one transaction with each other"
+        # The refusal's TokenRequestRefused is stored by the time it is answered, in the same batch.
+        (refusal,) = error.value.aggregates
+        assert [e.topic for e in container.app.recorder.select_events(refusal.id)] == [  # type: ignore[attr-defined]
+            "domain.refusal:Refusal.TokenRequestRefused"]
+    assert head(container) == before
+    assert save.calls[1] == len(good) + len(refused), "the batch's tokens and refusals were not saved together"
     tokens = container.app.find_many(jtis, Token)
     assert len(tokens) == len(good)
     assert all(t.kind == TokenKind.ACCESS and t.project_id == signed.project.id for t in tokens.values())

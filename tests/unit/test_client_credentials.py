@@ -81,12 +81,16 @@ def test_client_access_token_ttl_is_clamped(world: World, acme: SignedUp) -> Non
     assert world.tokens.handle(request).expires_in == 5
 
 
-def test_wrong_secret_is_invalid_client_and_saves_nothing(world: World, acme: SignedUp) -> None:
+def test_wrong_secret_is_invalid_client_and_saves_only_its_refusal(world: World, acme: SignedUp) -> None:
     before = world.position()
+    wrong = world.minter.client_secret()
     with pytest.raises(InvalidClient) as refused:
-        world.tokens.handle(cc(acme, client_secret=world.minter.client_secret()))
+        world.tokens.handle(cc(acme, client_secret=wrong))
     assert refused.value.status_code == 401
-    assert world.position() == before
+    assert world.position() == before + 1
+    (recorded,) = world.app.recorder.select_notifications(start=before + 1, limit=1)
+    assert recorded.topic.endswith("Refusal.TokenRequestRefused")
+    assert wrong.encode() not in bytes(recorded.state)
 
 
 @pytest.mark.parametrize("secret", [None, "", "secret", "klcs_short", "klrt_" + "A" * 38])
@@ -103,7 +107,8 @@ def test_a_malformed_secret_is_refused_without_reading_the_store(world: World, a
     for request in (cc(acme, client_secret=mistyped), cc(acme, client_id="klc_unknown", client_secret=mistyped)):
         with pytest.raises(InvalidClient) as malformed:
             world.tokens.decide(request)
-    assert reads.calls == 0
+    # The decision reads nothing; recording each refusal looks its client's project up once (bounded by the limits).
+    assert reads.calls == 2
     # The control: a well-formed secret of an unknown client is refused the same way, after a look-up.
     with pytest.raises(InvalidClient) as unknown:
         world.tokens.decide(cc(acme, client_id="klc_unknown", client_secret=world.minter.client_secret()))

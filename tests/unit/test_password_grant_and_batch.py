@@ -77,7 +77,9 @@ def test_wrong_password_and_unknown_user_are_the_same_invalid_grant(world: World
     with pytest.raises(InvalidGrant) as unknown_user:
         world.tokens.handle(login(username="nobody@example.test"))
     assert wrong_password.value.description == unknown_user.value.description
-    assert world.position() == before
+    # Only the audit tells them apart: each refusal is recorded, with its reason.
+    assert (wrong_password.value.reason, unknown_user.value.reason) == ("password_wrong", "user_unknown")
+    assert world.position() == before + 2
 
 
 def test_a_disabled_user_is_refused(world: World) -> None:

@@ -1,0 +1,118 @@
+"""Refused token requests as TokenRequestRefused events: what is recorded, and what never is.
+
+A refusal names the grant type, the client and, when known, the user, the refresh token concerned and the project
+(the client's, or the refresh token's), with the audit reason, the RFC 6749 error code, the source address and the
+user agent. Presented values that could be secrets are never recorded: not the secret, password or refresh token,
+not a client_id or grant_type that is not a well-formed identifier (a secret pasted into the wrong field), and not
+the email of a login (a password typed into the email field would otherwise be kept forever).
+"""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from application.oauth.errors import InvalidGrant, OAuthError, TemporarilyUnavailable, TooManyAttempts
+from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey
+from application.ports import AttemptLimiter, CredentialMinter
+from application.store import Keyledger
+from domain import refusal as why
+from domain.client import Client
+from domain.ids import DASHBOARD_CLIENT_ID, SYSTEM_ACTOR, client_aggregate_id
+from domain.refusal import Refusal
+from domain.user import User
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._~:-]{1,64}")
+UNRECOGNISED = "[unrecognised]"
+MAX_USER_AGENT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalContext:
+    """What the decision knew when it refused: set on the error (``OAuthError.context``) where it is raised."""
+
+    project_id: UUID | None = None
+    user_id: UUID | None = None
+    token_id: UUID | None = None
+
+
+def identifier(value: str | None, minter: CredentialMinter) -> str | None:
+    """A presented identifier as it may be recorded: itself if it is a plain identifier, else a placeholder."""
+    if value is None:
+        return None
+    if not _IDENTIFIER.fullmatch(value) or minter.is_client_secret(value) or minter.is_refresh_token(value):
+        return UNRECOGNISED
+    return value
+
+
+def user_agent(value: str | None) -> str | None:
+    """The User-Agent header, cut to a bounded length and to printable characters."""
+    if value is None:
+        return None
+    return "".join(c if c.isprintable() else "?" for c in value[:MAX_USER_AGENT])
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalFactory:
+    """Builds the unsaved Refusal aggregate of a refused request."""
+
+    app: Keyledger
+    minter: CredentialMinter
+
+    def project_of(self, client_id: str | None, preloaded: Mapping[UUID, Client] | None) -> UUID | None:
+        """The project of a registered project client (its aggregate read only on this refusal path)."""
+        if not client_id or client_id == DASHBOARD_CLIENT_ID:
+            return None
+        key = client_aggregate_id(client_id)
+        client = preloaded.get(key) if preloaded is not None else None
+        if client is None:
+            client = self.app.find(key, Client, copy=False)
+        return None if client is None else client.project_id
+
+    def build(self, error: OAuthError, request: Any, preloaded: Mapping[UUID, Client] | None) -> Refusal:
+        """The TokenRequestRefused aggregate of ``request`` refused with ``error``."""
+        context = error.context if isinstance(error.context, RefusalContext) else RefusalContext()
+        client_id = identifier(request.client_id, self.minter)
+        project_id = context.project_id
+        if project_id is None and client_id not in (None, UNRECOGNISED):
+            project_id = self.project_of(client_id, preloaded)
+        return Refusal(refusal_id=uuid4(), project_id=project_id, grant_type=identifier(request.grant_type,
+                                                                                         self.minter) or "",
+                       client_id=client_id, user_id=context.user_id, token_id=context.token_id,
+                       reason=error.reason, error=error.error, source=request.source,
+                       user_agent=user_agent(request.user_agent), actor=SYSTEM_ACTOR)
+
+
+def refusal_key(source: str | None) -> tuple[AttemptKey, ...]:
+    """The key counting a source address's recorded refusals (none without an address)."""
+    return ((REFUSAL, source),) if source else ()
+
+
+def counts_against_source(limiter: AttemptLimiter, error: OAuthError, request: Any,
+                          budget: AttemptBudget | None) -> bool:
+    """Whether a refusal is to be recorded: failed authentications always (the limits counted them); 429 and 503
+    answers never; others while their source address has recorded fewer than its limit this window (counted here,
+    in the batch's ``budget`` or with one ``reserve``). An address past it is answered as before: this key only
+    stops the recording, it locks nothing."""
+    if isinstance(error, TooManyAttempts | TemporarilyUnavailable):
+        return False
+    keys = refusal_key(request.source)
+    if error.counted or not keys:
+        return True
+    if budget is not None:
+        if budget.refusal(keys) is not None:
+            return False
+        budget.fail(keys)
+        return True
+    try:
+        return limiter.reserve(keys) is None
+    except TemporarilyUnavailable:
+        return True  # the limits' store is down: record rather than lose the refusal
+
+
+def login_refused(user: User | None) -> OAuthError:
+    """The refusal of a password login, with the audit's reason (the answer is the same for every reason)."""
+    reason = why.USER_UNKNOWN if user is None else why.USER_DISABLED if user.disabled else why.PASSWORD_WRONG
+    context = RefusalContext(user_id=None if user is None else user.id)
+    return InvalidGrant("the username or password is wrong", reason=reason).about(context, counted=True)
