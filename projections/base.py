@@ -135,17 +135,20 @@ class ReadModel(PostgresTrackingRecorder):
         for event in events:
             self.apply(curs, event)
 
-    def apply_batch(self, events: Sequence[Any], last_id: int, *, after: int | None = None) -> bool:
+    def apply_batch(self, events: Sequence[Any] | Callable[[], Sequence[Any]], last_id: int, *,
+                    after: int | None = None) -> bool:
         """Applies ``events`` and records ``last_id`` as the new position, in one transaction.
 
         With ``after``, applies nothing and returns False unless the position is still ``after`` once the lock is
         held: another writer (another process's runner, a rebuild) got there first, and the caller re-reads.
+        ``events`` may be a callable, called only once the lock is held and the position checked: runners of
+        several processes race for the same batch, and only the winner should spend the decoding.
         """
         with self.datastore.transaction(commit=True) as curs:
             self.lock(curs)
             if after is not None and (self._max_tracking_id(APPLICATION_NAME, curs) or 0) != after:
                 return False
-            self.apply_events(curs, events)
+            self.apply_events(curs, events() if callable(events) else events)
             self._insert_tracking(curs, Tracking(APPLICATION_NAME, last_id))
         return True
 
@@ -250,7 +253,8 @@ class ProjectionRunner:
             # transaction per pass). The next pass reads from the written position again: nothing is skipped.
             self._model.observe(last)
             return last - start
-        if not self._model.apply_batch(self._model.decode(self._mapper, notifications), last, after=start):
+        if not self._model.apply_batch(lambda: self._model.decode(self._mapper, notifications), last, after=start):
+            self._model.observe(self._model.position())  # another process applied it: let waiters see that now
             return 0
         self._written_at = time.monotonic()
         self._model.observe(last)
