@@ -31,11 +31,20 @@ class Target:
     address: str
 
 
+# IPv6 ranges that carry or reach an IPv4 address (NAT64, 6to4, IPv4-compatible, SIIT) or are deprecated site-local:
+# refused whole, since the IPv4 address inside may be a private one.
+_EMBEDDING_IPV4 = tuple(ipaddress.ip_network(n) for n in (
+    "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96", "::ffff:0:0:0/96", "fec0::/10"))
+
+
 def address_allowed(address: str) -> bool:
     """Whether an IP address is a public unicast one (not loopback, private, link-local, multicast, reserved...)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif any(ip in network for network in _EMBEDDING_IPV4):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -46,6 +55,13 @@ def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _check_text(url: str) -> None:
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeUrl(f"the url is longer than {MAX_URL_LENGTH} characters")
+    if any(not 0x21 <= ord(char) <= 0x7E for char in url):
+        raise UnsafeUrl("the url must be printable ASCII (percent-encode anything else)")
+
+
 def parse(url: str, *, allow_private: bool) -> SplitResult:
     """Checks a URL at registration.
 
@@ -53,8 +69,7 @@ def parse(url: str, *, allow_private: bool) -> SplitResult:
         UnsafeUrl: not http(s) (https only unless ``allow_private``), credentials in it, no host, a fragment, or a
             literal address or local name that is not public.
     """
-    if len(url) > MAX_URL_LENGTH:
-        raise UnsafeUrl(f"the url is longer than {MAX_URL_LENGTH} characters")
+    _check_text(url)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -103,7 +118,7 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     if not allow_private:
         refused = [a for a in addresses if not address_allowed(a)]
         if refused:
-            raise UnsafeUrl(f"the url's host resolves to a forbidden address ({refused[0]})")
+            raise UnsafeUrl("the url's host resolves to a forbidden address")  # which one is not the tenant's business
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

@@ -5,9 +5,11 @@ made to that checked address, with the URL's host kept for the ``Host`` header a
 verification), so DNS cannot answer differently between the check and the connection. Redirects are not followed.
 """
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 
@@ -83,15 +85,35 @@ def post(url: str, message: Message, *, allow_private: bool, timeout: float) -> 
         return Attempt(status_code=None, error=f"refused: {exc}", duration_ms=elapsed(), response_body=None)
     connection_class = _PinnedHTTPS if target.scheme == "https" else _PinnedHTTP
     connection = connection_class(target, timeout)
+    # The socket timeout bounds each read; a receiver trickling a byte at a time would still hold the worker: the
+    # whole attempt is cut at ``timeout`` seconds by shutting the socket from a timer.
+    cut = threading.Event()
+    watchdog = threading.Timer(timeout, _abort, args=(connection, cut))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         connection.request("POST", target.path, body=message.body, headers=headers(message, int(time.time())))
         response = connection.getresponse()
         body = response.read(MAX_RESPONSE_BODY).decode("utf-8", errors="replace")
+        if cut.is_set():  # what was read before the cut is not an answer
+            return Attempt(status_code=None, error="timed out", duration_ms=elapsed(), response_body=None)
         return Attempt(status_code=response.status, error=None, duration_ms=elapsed(), response_body=body)
     except TimeoutError:
         return Attempt(status_code=None, error="timed out", duration_ms=elapsed(), response_body=None)
     except (OSError, http.client.HTTPException) as exc:
         return Attempt(status_code=None, error=f"{type(exc).__name__}: {exc}"[:200], duration_ms=elapsed(),
                        response_body=None)
+    except Exception as exc:  # anything else is recorded too: an unrecorded attempt would be retried forever
+        return Attempt(status_code=None, error=type(exc).__name__, duration_ms=elapsed(), response_body=None)
     finally:
+        watchdog.cancel()
         connection.close()
+
+
+def _abort(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """Ends an attempt that outlasted its deadline: the blocked read fails at once and is recorded as an error."""
+    cut.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

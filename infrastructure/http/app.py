@@ -15,6 +15,7 @@ from infrastructure.http import audit, clients, members, oauth, tokens, v1, webh
 from infrastructure.http.errors import EXCEPTION_HANDLERS
 from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import FastIntrospection
+from infrastructure.http.nul_guard import refuse_nul
 from infrastructure.settings import Settings
 
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
                         webhooks.create_webhook, webhooks.list_deliveries, webhooks.delete_webhook, audit.list_audit,
                         healthz],
         state=state, on_startup=[startup], on_shutdown=[shutdown], exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_nul,
         openapi_config=openapi, request_max_body_size=settings.max_body_bytes, debug=False,
     )
 

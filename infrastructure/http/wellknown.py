@@ -44,7 +44,7 @@ def resource_metadata(state: State) -> dict[str, Any]:
 
 
 @get("/.well-known/jwks.json", tags=["discovery"], summary="RFC 7517 JSON Web Key Set",
-     sync_to_thread=False)
+     sync_to_thread=True)  # checks the key ring's version: a query, so not on the event loop
 def jwks(state: State) -> Response[dict[str, Any]]:
     """The public keys that verify access tokens (short cache so rotations propagate)."""
     return Response(state.container.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})

@@ -230,3 +230,44 @@ def test_the_webhook_settings_are_read_and_checked() -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"KEYLEDGER_SMTP_URL": "http://user:hunter2@mail.test"})
     assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a00:1", "64:ff9b:1::a00:1", "2002:7f00:1::", "2002:a00:1::",
+                                     "::ffff:0:7f00:1", "::127.0.0.1", "fec0::1"])
+def test_ipv6_forms_that_carry_an_ipv4_address_are_refused(address: str) -> None:
+    assert not address_allowed(address)
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/\u00e9", "https://hooks.example.com/?q=\u00e9",
+                                 "https://hooks.example.com/a b", "https://hooks.example.com/\x01"])
+def test_urls_must_be_printable_ascii(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        resolve(url, allow_private=True)
+
+
+def test_an_attempt_is_cut_at_its_total_deadline_and_recorded() -> None:
+    """A receiver trickling its answer a byte at a time cannot hold a worker past the timeout."""
+    class Trickle(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(40):
+                try:
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                threading.Event().wait(0.1)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        attempt = post(url, Message(id="msg_1", body=b"{}", secret="whsec_" + "A" * 32), allow_private=True,
+                       timeout=1.0)
+    finally:
+        server.shutdown()
+    assert attempt.status_code is None and attempt.error

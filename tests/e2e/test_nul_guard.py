@@ -1,0 +1,35 @@
+"""A NUL character is refused everywhere before it can reach an event: stored, it would fail every read model that
+copies it, for every tenant, on every pass (PostgreSQL's text refuses NUL)."""
+
+import httpx
+import pytest
+
+from tests.conftest import bearer, password_login, signup
+
+pytestmark = pytest.mark.e2e
+
+
+def test_nul_in_json_forms_queries_and_paths_is_a_400_and_the_projections_go_on(http: httpx.Client) -> None:
+    account = signup(http)
+    token = password_login(http, account).json()["access_token"]
+    project = f"/v1/projects/{account['project']['id']}"
+    refused = [
+        http.post("/v1/signup", json={"email": "nul@example.com", "password": "pw-123456789",
+                                       "project_name": "a\u0000b"}),
+        http.post(f"{project}/clients", json={"name": "c\u0000d"}, headers=bearer(token)),
+        http.post("/v1/projects", json={"name": "p\u0000"}, headers=bearer(token)),
+        http.post(f"{project}/webhooks", json={"url": "https://hooks.example.com/\u0000",
+                                              "event_types": ["member.added"]}, headers=bearer(token)),
+        http.get(f"{project}/tokens", params={"client_id": "x\u0000"}, headers=bearer(token)),
+        http.get(f"{project}/clients/klc_%00", headers=bearer(token)),
+    ]
+    assert [r.status_code for r in refused] == [400] * len(refused)
+    assert all(r.headers["content-type"].startswith("application/problem+json") for r in refused)
+    oauth = http.post("/oauth2/token", data={"grant_type": "client_credentials", "scope": "a\u0000b"},
+                      auth=(account["client"]["client_id"], account["client"]["client_secret"]))
+    assert oauth.status_code == 400 and oauth.json()["error"] == "invalid_request"
+    # The read models kept going: a listing that waits for them answers.
+    created = http.post(f"{project}/clients", json={"name": "after"}, headers=bearer(token))
+    assert created.status_code == 201
+    listed = http.get(f"{project}/clients", headers=bearer(token))
+    assert listed.status_code == 200 and "after" in listed.text
