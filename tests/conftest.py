@@ -209,3 +209,13 @@ def introspect_token(http: httpx.Client, account: dict[str, Any], token: str, **
     client = account["client"]
     return http.post("/oauth2/introspect", data={"token": token, **extra},
                      auth=(client["client_id"], client["client_secret"]))
+
+
+def eventually(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Waits (with a deadline, never asserting on time itself) until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")

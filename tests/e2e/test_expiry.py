@@ -12,7 +12,7 @@ import pytest
 
 from domain.token import Token
 from infrastructure.bootstrap import Container, Endpoints, build
-from tests.conftest import SECRET_KEY, bearer, introspect_token, signup
+from tests.conftest import SECRET_KEY, bearer, eventually, introspect_token, signup
 from tests.e2e.support import login
 from workers.inprocess import in_process_workers
 from workers.runtime import enqueue
@@ -43,14 +43,6 @@ def short_lived_token(http: httpx.Client, account: dict[str, Any]) -> tuple[str,
     return issued.json()["access_token"], {**account, "client": client}
 
 
-def wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
 
 def listed(http: httpx.Client, account: dict[str, Any], token_id: str, **params: str) -> list[dict[str, Any]]:
     owner = login(http, account)
@@ -79,8 +71,8 @@ def test_a_five_second_token_is_refused_without_a_sweep_and_the_sweep_records_it
 
     with in_process_workers(server_container, redis_url, threads=1) as broker:
         enqueue(broker, "expire-tokens")
-        wait_for(lambda: server_container.app.load(UUID(token_id), Token).expired)
-    wait_for(lambda: [t["ended_reason"] for t in listed(http, account, token_id)] == ["expired"])
+        eventually(lambda: server_container.app.load(UUID(token_id), Token).expired)
+    eventually(lambda: [t["ended_reason"] for t in listed(http, account, token_id)] == ["expired"])
     row = listed(http, account, token_id, status="expired")[0]
     assert (row["status"], row["ended_by"]) == ("expired", "system")
     assert listed(http, account, token_id, status="active") == []

@@ -2,12 +2,15 @@
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 from tests.conftest import fresh_database
+from workers.broker import make_broker
+from workers.runtime import declare
 
 
 @contextlib.contextmanager
@@ -26,3 +29,15 @@ def quiet_container(server_url: str, redis_url: str, settings: Settings) -> Iter
     """A container on a database no other test writes to, with no background projection."""
     with isolated_container(server_url, redis_url, settings) as built:
         yield built
+
+
+@pytest.fixture
+def broker(container: Container, redis_url: str) -> Iterator[Any]:
+    """A Dramatiq broker with every job declared against the session container; only this deployment's keys are
+    flushed, before and after."""
+    built = make_broker(redis_url, namespace=container.namespace)
+    declare(built, container)
+    built.flush_all()
+    yield built
+    built.flush_all()
+    built.close()

@@ -7,33 +7,11 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from infrastructure.bootstrap import Container
-from tests.conftest import SECRET_KEY
-from workers.broker import make_broker
+from tests.conftest import SECRET_KEY, eventually
 from workers.jobs import Job
 from workers.maintenance import HEARTBEAT_KEY
-from workers.runtime import claim_slot, declare, enqueue, run_worker, schedule_due
-
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-def broker(container: Container, redis_url: str) -> Any:
-    built = make_broker(redis_url, namespace=container.namespace)
-    declare(built, container)
-    built.flush_all()
-    yield built
-    built.flush_all()
-    built.close()
+from workers.runtime import claim_slot, enqueue, run_worker, schedule_due
 
 
 def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
@@ -51,7 +29,7 @@ def test_a_worker_runs_a_scheduled_job(container: Container, broker: Any) -> Non
     thread.start()
     try:
         assert "heartbeat" in schedule_due(broker, container.redis, container.namespace, time.time() + 10 ** 7)
-        wait_for(lambda: container.redis.get(HEARTBEAT_KEY) is not None)
+        eventually(lambda: container.redis.get(HEARTBEAT_KEY) is not None)
     finally:
         stop.set()
         thread.join(30)
@@ -67,7 +45,7 @@ def test_keyledger_worker_command_runs_jobs_and_stops_on_sigterm(container: Cont
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         enqueue(broker, "heartbeat")
-        wait_for(lambda: container.redis.get(HEARTBEAT_KEY) is not None, timeout=60)
+        eventually(lambda: container.redis.get(HEARTBEAT_KEY) is not None, timeout=60)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)

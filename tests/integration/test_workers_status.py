@@ -1,15 +1,14 @@
 """``workers status`` providers against a real Redis broker: ready, delayed and dead-lettered messages counted."""
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from infrastructure.bootstrap import Container
-from workers.broker import make_broker
+from tests.conftest import eventually
 from workers.jobs import job
-from workers.runtime import declare, enqueue, run_worker
+from workers.runtime import enqueue, run_worker
 from workers.status import STATUS_PROVIDERS, collect, queue_depth
 
 pytestmark = pytest.mark.integration
@@ -28,23 +27,6 @@ def depth(container: Container, queue: str) -> dict[str, int]:
     return {metric: int(value) for component, metric, value in queue_depth(container) if component == f"queue {queue}"}
 
 
-def wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-def broker(container: Container, redis_url: str) -> Any:
-    built = make_broker(redis_url, namespace=container.namespace)
-    declare(built, container)
-    built.flush_all()  # only this deployment's Dramatiq keys
-    yield built
-    built.flush_all()
-    built.close()
 
 
 def test_queue_depth_counts_ready_delayed_and_dead_lettered_messages(container: Container, broker: Any) -> None:
@@ -58,7 +40,7 @@ def test_queue_depth_counts_ready_delayed_and_dead_lettered_messages(container: 
     worker = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
     worker.start()
     try:
-        wait_for(lambda: depth(container, PROBE_QUEUE)["dead-lettered"] == 1)
+        eventually(lambda: depth(container, PROBE_QUEUE)["dead-lettered"] == 1)
     finally:
         stop.set()
         worker.join(30)
