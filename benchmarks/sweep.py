@@ -9,17 +9,12 @@ import argparse
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
-
-import psycopg
-from psycopg import sql
 
 from application.expiry import TokenSweep
 from domain.token import Token, TokenKind
 from infrastructure.bootstrap import Container, Endpoints, build
-from infrastructure.postgres import with_database
+from infrastructure.postgres import scratch_database
 from infrastructure.settings import Settings
 
 SAVE_CHUNK = 1000
@@ -33,20 +28,6 @@ class Later:
 
     def now(self) -> datetime:
         return self._clock.now() + timedelta(hours=1)  # type: ignore[attr-defined]
-
-
-@contextmanager
-def scratch_database(url: str) -> Iterator[str]:
-    """A fresh database on URL's server, dropped at the end."""
-    name = f"keyledger_bench_sweep_{uuid.uuid4().hex[:8]}"
-    admin = with_database(url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_database(url, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def seed(container: Container, count: int) -> None:
@@ -69,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     args = parser.parse_args(argv)
-    with scratch_database(args.database_url) as url:
+    with scratch_database(args.database_url, "keyledger_bench_sweep") as url:
         container = build(Settings(secret_key="benchmark-server-key-" + "b" * 32), Endpoints(url, args.redis_url),
                           migrate=True)
         try:

@@ -1,6 +1,7 @@
 """PostgreSQL: turning a database URL into eventsourcing's settings, and making sure the database exists."""
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -66,3 +67,18 @@ def migration_lock(database_url: str) -> Iterator[None]:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A uniquely named database on ``server_url``'s server (``prefix`` and a random suffix), dropped at the end
+    (tests and benchmarks)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = with_database(server_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

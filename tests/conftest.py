@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
 from infrastructure import embedded
 from infrastructure.bootstrap import Container, Endpoints, build
-from infrastructure.postgres import with_database
+from infrastructure.postgres import scratch_database
 from infrastructure.settings import Settings
 
 SECRET_KEY = "test-server-key-" + "k" * 40
@@ -45,18 +43,9 @@ def server_url(services_dir: Path) -> Iterator[str]:
     embedded.stop(server, None)
 
 
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
+def fresh_database(server_url: str) -> contextlib.AbstractContextManager[str]:
     """Creates a uniquely named database and drops it afterwards."""
-    name = f"keyledger_test_{uuid.uuid4().hex[:10]}"
-    admin = with_database(server_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_database(server_url, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return scratch_database(server_url, "keyledger_test")
 
 
 @pytest.fixture(scope="session")
