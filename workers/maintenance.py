@@ -7,11 +7,13 @@ from workers.jobs import job
 
 logger = logging.getLogger("keyledger.jobs")
 
-HEARTBEAT_KEY = "keyledger:worker:heartbeat"
+def heartbeat_key(container: object) -> str:
+    """The deployment's heartbeat key (deployments sharing one Redis keep theirs apart by namespace)."""
+    return f"{getattr(container, 'namespace')}:worker:heartbeat"  # noqa: B009 - typed as object, see below
 
 
 @job("heartbeat", every=60.0, max_retries=0)
 def heartbeat(container: object, **_: object) -> None:
     """Records in Redis when a worker last ran a job, for ``keyledger workers status``-style checks."""
     redis = getattr(container, "redis")  # noqa: B009 - typed as object to keep workers free of import cycles
-    redis.set(HEARTBEAT_KEY, str(time.time()), ex=3600)
+    redis.set(heartbeat_key(container), str(time.time()), ex=3600)

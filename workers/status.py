@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.jobs import DEFAULT_QUEUE, JOBS
-from workers.maintenance import HEARTBEAT_KEY
+from workers.maintenance import heartbeat_key
 
 StatusRow = tuple[str, str, str]
 StatusProvider = Callable[[Any], list[StatusRow]]
@@ -41,7 +41,7 @@ def queue_depth(container: Any) -> list[StatusRow]:
 
 def heartbeat(container: Any) -> list[StatusRow]:
     """Seconds since a worker last ran the heartbeat job (scheduled every minute), or ``never``."""
-    value = container.redis.get(HEARTBEAT_KEY)
+    value = container.redis.get(heartbeat_key(container))
     age = "never" if value is None else f"{max(time.time() - float(value), 0.0):.0f}s ago"
     return [("workers", "last heartbeat", age)]
 

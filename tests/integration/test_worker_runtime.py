@@ -10,7 +10,7 @@ from typing import Any
 from infrastructure.bootstrap import Container
 from tests.conftest import SECRET_KEY, eventually
 from workers.jobs import Job
-from workers.maintenance import HEARTBEAT_KEY
+from workers.maintenance import heartbeat_key
 from workers.runtime import claim_slot, enqueue, run_worker, schedule_due
 
 
@@ -23,13 +23,13 @@ def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
 
 
 def test_a_worker_runs_a_scheduled_job(container: Container, broker: Any) -> None:
-    container.redis.delete(HEARTBEAT_KEY)
+    container.redis.delete(heartbeat_key(container))
     stop = threading.Event()
     thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 2})
     thread.start()
     try:
         assert "heartbeat" in schedule_due(broker, container.redis, container.namespace, time.time() + 10 ** 7)
-        eventually(lambda: container.redis.get(HEARTBEAT_KEY) is not None)
+        eventually(lambda: container.redis.get(heartbeat_key(container)) is not None)
     finally:
         stop.set()
         thread.join(30)
@@ -38,14 +38,14 @@ def test_a_worker_runs_a_scheduled_job(container: Container, broker: Any) -> Non
 
 def test_keyledger_worker_command_runs_jobs_and_stops_on_sigterm(container: Container, broker: Any,
                                                                   database_url: str, redis_url: str) -> None:
-    container.redis.delete(HEARTBEAT_KEY)
+    container.redis.delete(heartbeat_key(container))
     env = {**os.environ, "KEYLEDGER_DATABASE_URL": database_url, "KEYLEDGER_REDIS_URL": redis_url,
            "KEYLEDGER_SECRET_KEY": SECRET_KEY}
     proc = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "worker", "--threads", "2"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         enqueue(broker, "heartbeat")
-        eventually(lambda: container.redis.get(HEARTBEAT_KEY) is not None, timeout=60)
+        eventually(lambda: container.redis.get(heartbeat_key(container)) is not None, timeout=60)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
