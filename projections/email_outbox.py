@@ -83,8 +83,10 @@ class EmailOutbox:
         delay = None if error is None else retry_delay(number)
         status = "delivered" if error is None else ("pending" if delay is not None else "failed")
         with self._view.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("UPDATE {} SET attempts = %s, lease_until = NULL, dispatched_until = NULL, status = %s, "
-                             "last_error = %s, delivered_at = CASE WHEN %s THEN now() END, "
+            # A late worker (its lease ran out and another sent the e-mail) must not turn delivered back to pending.
+            curs.execute(SQL("UPDATE {} SET attempts = GREATEST(attempts, %s), lease_until = NULL, "
+                             "dispatched_until = NULL, status = CASE WHEN status = 'pending' THEN %s ELSE status END, "
+                             "last_error = %s, delivered_at = CASE WHEN %s THEN now() ELSE delivered_at END, "
                              "next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s").format(self._table),
                          (number, status, (error or "")[:MAX_ERROR] or None, error is None, delay or 0,
                           claimed["id"]))

@@ -151,3 +151,18 @@ def test_smtp_urls_are_read() -> None:
     server = parse_smtp_url("smtps://ops%40x.test:p%40ss@mail.example.com?from=k@x.test&starttls=false")
     assert (server.host, server.port, server.tls, server.user, server.password, server.sender) == (
         "mail.example.com", 465, True, "ops@x.test", "p@ss", "k@x.test")
+
+
+def test_a_late_worker_cannot_undo_a_delivery(mailing: Container, port: int) -> None:
+    signed = sign_up(mailing)
+    add(mailing, signed, "admin")
+    mailing.runner("webhooks").catch_up()
+    [row] = [r for r in emails(mailing) if r["project_id"] == signed.project.id]
+    outbox = EmailOutbox(mailing.webhooks_view)
+    late = outbox.claim(row["id"], lease=0)  # its lease runs out at once: another worker takes the e-mail over
+    assert late is not None
+    with smtp_server(port):
+        assert mail(mailing, str(row["id"])) == "delivered"
+    outbox.record(late, "timed out")  # the first worker's failure arrives after the delivery
+    [after] = [r for r in emails(mailing) if r["id"] == row["id"]]
+    assert after["status"] == "delivered" and after["delivered_at"] is not None
