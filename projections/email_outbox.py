@@ -15,7 +15,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable
 
 from projections.notifications import NS_NOTIFICATION, PLATFORM_TYPES, Derived, notification_id
-from projections.outbox import MAX_ERROR, retry_delay
+from projections.outbox import MAX_ERROR, mark_due, retry_delay
 
 EMAIL_CHANNEL = uuid5(NS_NOTIFICATION, "email")
 EMAIL_TABLE = "email_notification"
@@ -55,13 +55,7 @@ class EmailOutbox:
 
     def due(self, *, lease: float, limit: int = 500) -> list[UUID]:
         """Marks up to ``limit`` due e-mails dispatched for ``lease`` seconds and returns their ids."""
-        query = SQL("UPDATE {t} SET dispatched_until = now() + make_interval(secs => %s) WHERE id IN (SELECT id FROM "
-                    "{t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL OR "
-                    "dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
-                    "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id").format(t=self._table)
-        with self._view.datastore.transaction(commit=True) as curs:
-            curs.execute(query, (lease, limit))
-            return [row["id"] for row in curs.fetchall()]
+        return mark_due(self._view, self._table, lease=lease, limit=limit)
 
     def claim(self, email_id: UUID, *, lease: float) -> dict[str, Any] | None:
         """Leases a due e-mail; returns its row and ``recipients`` (the project's owners and admins now)."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Composable
 
 from domain.webhooks import EXPIRY_WARNINGS_DAYS
 from projections.notifications import Derived, expiring_key, warning_threshold
@@ -35,6 +35,7 @@ def retry_delay(failed_attempts: int) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+
 class Claimed:
     """A notification leased for one delivery attempt, with where it goes."""
 
@@ -73,13 +74,7 @@ class Outbox:
 
     def due(self, *, lease: float, limit: int = 500) -> list[UUID]:
         """Marks up to ``limit`` due notifications dispatched for ``lease`` seconds and returns their ids."""
-        query = SQL("UPDATE {o} SET dispatched_until = now() + make_interval(secs => %s) WHERE id IN (SELECT id FROM "
-                    "{o} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL OR "
-                    "dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
-                    "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id").format(o=self._outbox)
-        with self._view.datastore.transaction(commit=True) as curs:
-            curs.execute(query, (lease, limit))
-            return [row["id"] for row in curs.fetchall()]
+        return mark_due(self._view, self._outbox, lease=lease, limit=limit)
 
     def claim(self, notification_id: UUID, *, lease: float) -> Claimed | None:
         """Leases a due notification for one attempt; None if it is not due, delivered, or leased by another."""
@@ -156,3 +151,15 @@ class Outbox:
 def outbox_status(container: Any) -> dict[str, Any]:
     """The notification outbox's lag for status commands: pending, due now, the oldest due time, failed, delivered."""
     return Outbox(container.webhooks_view).status()
+
+
+def mark_due(view: Any, table: Composable, *, lease: float, limit: int) -> list[UUID]:
+    """Marks up to ``limit`` due rows of an outbox ``table`` (pending, due, neither dispatched nor leased) as
+    dispatched for ``lease`` seconds and returns their ids; shared by the webhook and the e-mail outboxes."""
+    query = SQL("UPDATE {t} SET dispatched_until = now() + make_interval(secs => %s) WHERE id IN (SELECT id FROM "
+                "{t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL OR "
+                "dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
+                "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id").format(t=table)
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(query, (lease, limit))
+        return [row["id"] for row in curs.fetchall()]
