@@ -14,13 +14,28 @@ from domain.errors import NotFound
 A = TypeVar("A", bound=Aggregate)
 
 
-
 def mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
     """Applies ``events`` to ``aggregate`` in turn: eventsourcing's ``project_aggregate`` without its per-event
     ``isinstance`` check against a runtime Protocol, which costs more than applying a small event."""
     for domain_event in events:
         aggregate = domain_event.mutate(aggregate)
     return aggregate
+
+
+class Unsaved:
+    """Events built without their aggregate (a bulk path's version-2 events), handed to a saver that collects
+    pending events from what it is given, as it does from aggregates."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, *events: Any) -> None:
+        self._events = list(events)
+
+    def collect_events(self) -> list[Any]:
+        """The events, once (like an aggregate's pending events)."""
+        events, self._events = self._events, []
+        return events
+
 
 class Keyledger(Application[UUID]):
     """All of keyledger's aggregates in one store, named so its tables are ``keyledger_events``.
@@ -87,3 +102,12 @@ class Keyledger(Application[UUID]):
             if isinstance(aggregate, kind):
                 result[UUID(str(originator_id))] = aggregate
         return result
+
+    def versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Each existing aggregate's current version, in one query without decoding any event (a recorder with
+        ``select_versions``; others load each aggregate)."""
+        select_versions = getattr(self.recorder, "select_versions", None)
+        if select_versions is not None:
+            return dict(select_versions(sorted(set(aggregate_ids))))
+        found = {i: self.find(i, Aggregate, copy=False) for i in set(aggregate_ids)}
+        return {i: a.version for i, a in found.items() if a is not None}

@@ -144,6 +144,27 @@ class GroupCommitter:
         _resolve(item, max((r.notification.id for r in recordings), default=0))
 
 
+class RequestRouter:
+    """The committer's decider for several kinds of request: each kind's requests of a batch go, in one list, to the
+    decider registered for their type, and the outcomes come back in the batch's order."""
+
+    def __init__(self, routes: dict[type, Callable[[list[Any]], list[Any]]]) -> None:
+        self._routes = routes
+
+    def __call__(self, requests: list[Any]) -> list[Any]:
+        """Decides ``requests``, kind by kind."""
+        outcomes: list[Any] = [None] * len(requests)
+        for kind, decide in self._routes.items():
+            positions = [i for i, r in enumerate(requests) if type(r) is kind]
+            if positions:
+                for i, outcome in zip(positions, decide([requests[i] for i in positions]), strict=True):
+                    outcomes[i] = outcome
+        for i, request in enumerate(requests):
+            if outcomes[i] is None:
+                outcomes[i] = TypeError(f"no decider for {type(request).__name__}")
+        return outcomes
+
+
 def _resolve(item: _Item, position: int) -> None:
     """Answers a caller once its events are committed: the position, the decided outcome, or the refusal (an
     exception whose own events, its TokenRequestRefused, were saved with the batch)."""

@@ -18,7 +18,8 @@ from application.accounts import Accounts
 from application.clients import Clients
 from application.keys import SigningKeys
 from application.members import Members
-from application.oauth.grants import TokenEndpoint
+from application.oauth.client_revocation import ClientTokenRevocation, ClientTokenRevoker
+from application.oauth.grants import TokenEndpoint, TokenRequest
 from application.oauth.introspection import IntrospectionEndpoint
 from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinder
 from application.oauth.tokens import TokenMint
@@ -28,7 +29,7 @@ from application.webhooks import Webhooks
 from domain.ids import keyring_id
 from domain.keyring import KeyRing
 from infrastructure.adapters import OpaqueCredentials, SystemClock
-from infrastructure.batching import GroupCommitter
+from infrastructure.batching import GroupCommitter, RequestRouter
 from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
@@ -243,7 +244,8 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                            save=_position(app), lifetimes=settings.lifetimes, revoker=revoker,
                            limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")))
-    committer.bind(tokens.decide_batch)
+    committer.bind(RequestRouter({TokenRequest: tokens.decide_batch,
+                                  ClientTokenRevocation: ClientTokenRevoker(app=app, clock=clock).decide_batch}))
     webhook_secrets = WebhookSecrets(derive_key(secret_key, "keyledger webhook secret encryption v1"))
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)

@@ -16,12 +16,13 @@ from application.oauth.errors import InvalidGrant, InvalidRequest
 from application.ports import AccessTokenReader, Clock, CredentialMinter, Saver, SecretHasher, TokenIndex
 from application.store import Keyledger
 from domain.client import Client, PublicClient
-from domain.ids import refresh_token_aggregate_id
+from domain.ids import client_actor, refresh_token_aggregate_id
 from domain.token import Token, TokenKind
 
 # Each retry resolves one of the racing revocations of the same tokens (the group commit saves them one by one
 # after a conflict): a refresh token presented by many requests at once needs as many rounds as it has racers.
 ATTEMPTS = 16
+REVOKED_BY_CLIENT = "revoked by client"  # the reason of an RFC 7009 revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,4 +135,4 @@ class RevocationEndpoint:
             return
         if token.client_id != client.client_id:
             raise InvalidGrant("the token was not issued to this client")
-        self.revoker.revoke_one(token, reason="revoked by client", actor=f"client:{client.client_id}")
+        self.revoker.revoke_one(token, reason=REVOKED_BY_CLIENT, actor=client_actor(client.client_id))

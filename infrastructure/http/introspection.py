@@ -135,7 +135,7 @@ class FastIntrospection:
         the address, and (``ring_version``) the key snapshot the token was checked against is the ring's; then
         the token's status (``revoked`` if the store listed its revocation)."""
         (version, status, ring), clean = await asyncio.gather(self._versions(client.id, token_id),
-                                                              self._no_failures(client.client_id, source))
+                                                              self.no_failures(client.client_id, source))
         current = version == client.version and (ring_version is None or ring == ring_version)
         return current and clean, status
 
@@ -161,7 +161,7 @@ class FastIntrospection:
             self._pool, self._query, {"c": client_key, "t": token_id, "k": keyring_id()})
         return version, "revoked" if written_through else status, ring or 0
 
-    async def _no_failures(self, client_id: str, source: str | None) -> bool:
+    async def no_failures(self, client_id: str, source: str | None) -> bool:
         """Whether neither the client nor the address has failures counted, read at most once per CLEAN_FOR.
 
         Failures are always counted at once (wrong secrets never take this path); only noticing that a known

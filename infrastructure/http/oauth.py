@@ -15,6 +15,7 @@ from domain.client import Client, PublicClient
 from domain.policy import GrantType
 from domain.refusal import REFRESH_TOKEN_CONFLICT
 from infrastructure.http.errors import NO_STORE
+from infrastructure.http.fast_revocation import revoke_known
 from infrastructure.http.forms import basic_credentials, parse_form
 
 THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
@@ -102,12 +103,17 @@ async def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> 
 
     Answers 200 once every API process would refuse the token; 200 too for unknown or already revoked tokens
     (RFC 7009 section 2.2). ``token_type_hint`` is accepted and not trusted. A client whose secret this process
-    verified before is authenticated without a thread (see ``infrastructure.http.introspection``).
+    verified before revoking its own client_credentials token is answered on the event loop with the group
+    commit (``infrastructure.http.fast_revocation``); otherwise such a client is authenticated without a thread
+    (``infrastructure.http.introspection``) and the token decided on its stream in a worker thread.
     """
     params = parse_form(request.headers.get("content-type", ""), body)
     client_id, client_secret = client_credentials(request, params)
-    known = await state.fast_introspection.authenticate(client_id, client_secret, source_address(request))
-    await anyio.to_thread.run_sync(_revoke, request, params, state, known)
+    source = source_address(request)
+    if not await revoke_known(state.fast_introspection, state.container, (client_id, client_secret),
+                              params.get("token"), source):
+        known = await state.fast_introspection.authenticate(client_id, client_secret, source)
+        await anyio.to_thread.run_sync(_revoke, request, params, state, known)
     # An empty body: section 2.2 says the client ignores it, and ``null`` would surprise a strict client.
     return Response(b"", status_code=200, headers=NO_STORE)
 
