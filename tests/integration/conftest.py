@@ -9,6 +9,7 @@ import pytest
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 from tests.conftest import fresh_database
+from tests.integration.fast_support import Harness
 from workers.broker import make_broker
 from workers.runtime import declare
 
@@ -40,4 +41,11 @@ def broker(container: Container, redis_url: str) -> Iterator[Any]:
     built.flush_all()
     yield built
     built.flush_all()
+    built.close()
+
+
+@pytest.fixture
+def harness(container: Container, database_url: str, redis_url: str) -> Iterator[Harness]:
+    built = Harness(container, database_url, redis_url)
+    yield built
     built.close()

@@ -12,8 +12,8 @@ from application.oauth.revocation import RevocationRequest
 from domain.token import Token
 from infrastructure.bootstrap import Container
 from infrastructure.http.fast_revocation import revoke_known
+from tests.integration.fast_support import Harness, client_token
 from tests.integration.support import sign_up
-from tests.integration.test_fast_introspection import Harness, client_token, harness  # noqa: F401 (fixture)
 
 SOURCE = "198.51.100.8"
 
@@ -39,7 +39,7 @@ def test_a_known_client_revokes_its_own_token_in_the_batch(harness: Harness, con
     known(harness, container, account)
     token = client_token(container, account)
     assert revoke(harness, account, token) is True
-    issued, revoked = stream(container, token)
+    _, revoked = stream(container, token)
     assert isinstance(revoked, Token.TokenRevoked) and revoked.originator_version == 2
     client_id = account.client.client.client_id
     assert (revoked.reason, revoked.actor, revoked.client_id) == ("revoked by client", f"client:{client_id}",
