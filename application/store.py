@@ -22,21 +22,6 @@ def mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
-class Unsaved:
-    """Events built without their aggregate (a bulk path's version-2 events), handed to a saver that collects
-    pending events from what it is given, as it does from aggregates."""
-
-    __slots__ = ("_events",)
-
-    def __init__(self, *events: Any) -> None:
-        self._events = list(events)
-
-    def collect_events(self) -> list[Any]:
-        """The events, once (like an aggregate's pending events)."""
-        events, self._events = self._events, []
-        return events
-
-
 class Keyledger(Application[UUID]):
     """All of keyledger's aggregates in one store, named so its tables are ``keyledger_events``.
 
@@ -86,6 +71,15 @@ class Keyledger(Application[UUID]):
         except NotFound:
             return None
 
+    def find_many_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A],
+                               versioned_ids: Sequence[UUID]) -> tuple[dict[UUID, A], dict[UUID, int]]:
+        """``find_many(aggregate_ids, kind)`` and ``versions(versioned_ids)``, in one query when the recorder can."""
+        select = getattr(self.recorder, "select_events_and_versions", None)
+        if select is None:
+            return self.find_many(aggregate_ids, kind), self.versions(versioned_ids)
+        stored, versions = select(sorted(set(aggregate_ids)), sorted(set(versioned_ids)))
+        return self._reconstruct(stored, kind), dict(versions)
+
     def find_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
         """Returns the aggregates of type ``kind`` among ``aggregate_ids``, read in one query.
 
@@ -94,10 +88,14 @@ class Keyledger(Application[UUID]):
         """
         select_many = getattr(self.recorder, "select_events_of", None)
         if select_many is None:
-            found = {i: self.find(i, kind, copy=False) for i in set(aggregate_ids)}
+            found = {i: self.find(i, kind) for i in set(aggregate_ids)}  # copies, as the replayed ones are
             return {i: a for i, a in found.items() if a is not None}
+        return self._reconstruct(select_many(sorted(set(aggregate_ids))), kind)
+
+    def _reconstruct(self, stored_events: Iterable[Any], kind: type[A]) -> dict[UUID, A]:
+        """The aggregates of type ``kind`` replayed from stored events grouped by aggregate, in version order."""
         result: dict[UUID, A] = {}
-        for originator_id, stored in groupby(select_many(sorted(set(aggregate_ids))), key=lambda e: e.originator_id):
+        for originator_id, stored in groupby(stored_events, key=lambda e: e.originator_id):
             aggregate = mutate_all(None, (self.mapper.to_domain_event(e) for e in stored))
             if isinstance(aggregate, kind):
                 result[UUID(str(originator_id))] = aggregate

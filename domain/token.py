@@ -116,20 +116,6 @@ class Token(Aggregate):
         self._revoke(project_id=self.project_id, reason=reason, actor=actor, client_id=self.client_id,
                      user_id=self.user_id, family_id=self.family_id, revocation_id=revocation_id)
 
-    @classmethod
-    def revocation_of_issued(cls, *, token_id: UUID, project_id: UUID, client_id: str, reason: str, actor: str,
-                             revocation_id: UUID) -> "Token.TokenRevoked":
-        """The ``TokenRevoked`` event of a client's access token whose stream holds only its issuance (version 1).
-
-        Exactly what ``revoke`` records for such a token (a client_credentials token: no user, no family), built
-        without replaying the stream, for the batched revocation path. Saving it conflicts on version 2 if the
-        stream moved meanwhile, so the decision stays on the stream.
-        """
-        return cls.TokenRevoked(  # type: ignore[call-arg]
-            originator_id=token_id, originator_version=2, timestamp=cls.TokenRevoked.create_timestamp(),
-            project_id=project_id, reason=reason, actor=actor, client_id=client_id, user_id=None, family_id=None,
-            revocation_id=revocation_id)
-
     @event("TokenRevoked")
     def _revoke(self, *, project_id: UUID | None, reason: str, actor: str, client_id: str | None = None,
                 user_id: UUID | None = None, family_id: UUID | None = None,

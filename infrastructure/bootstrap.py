@@ -6,7 +6,7 @@ will use the result, so each process owns its connection pools.
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,14 @@ logger = logging.getLogger(__name__)
 
 READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, ClientsView, WebhooksView,
                                              SecretExpiryView, AuditView)
+# The read models that apply every token event. With several API processes (``keyledger serve --workers N``) they
+# run in the supervisor process, not in the API processes: applying thousands of events a second in a thread of an
+# API process holds that process's GIL in bursts, and every request it serves waits behind them. The others, idle
+# under token traffic and waited on by requests after each management command, run in every API process.
+TOKEN_RATE_MODELS = frozenset({TokenLookupView.name, AuditView.name})
+REMOTE_IDLE_WRITE = 0.05  # seconds: how fresh the position of a model run by another process stays for waiters
+# Set by the supervisor for its API processes: the read models (comma-separated) it runs itself.
+PROJECTIONS_ELSEWHERE = "KEYLEDGER_PROJECTIONS_ELSEWHERE"
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -122,14 +130,18 @@ class Container:
         assert isinstance(view, AuditView)
         return view
 
-    def start_projections(self) -> None:
-        """Runs every read model's projection in background threads of this process, woken by one head poll
-        (every 50 ms) or by a request waiting on them; each also passes once a second on its own."""
-        for view in self.views.values():
-            runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view, interval=1.0)
+    def start_projections(self, names: Collection[str] | None = None, *, idle_write_interval: float = 1.0) -> None:
+        """Runs the projections of the read models ``names`` (default: all) in background threads of this process,
+        woken by one head poll (every 50 ms) or by a request waiting on them; each also passes once a second on
+        its own. ``idle_write_interval``: how often a pass with nothing of a model's writes its position anyway
+        (waiters in other processes read it: keep it short for models that run away from their API process)."""
+        views = [view for view in self.views.values() if names is None or view.name in names]
+        for view in views:
+            runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view, interval=1.0,
+                                      idle_write_interval=idle_write_interval)
             runner.start()
             self.runners.append(runner)
-        self.head_watcher = HeadWatcher(self.app.recorder, list(self.views.values()))
+        self.head_watcher = HeadWatcher(self.app.recorder, views)
         self.head_watcher.start()
 
     def runner(self, name: str) -> ProjectionRunner:

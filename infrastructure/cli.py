@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from infrastructure import audit_cli, embedded
-from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.bootstrap import REMOTE_IDLE_WRITE, TOKEN_RATE_MODELS, Container, Endpoints, build
 from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.serving import serve_processes
 from infrastructure.settings import Settings, SettingsError
@@ -70,14 +70,16 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         # container closes and the embedded servers stop).
         jobs = contextlib.ExitStack()
         try:
-            if args.workers == 1 or settings.embedded:
+            if args.workers == 1:
                 container.start_projections()
+            else:  # the API processes run the others (see TOKEN_RATE_MODELS); waiters there read the position
+                container.start_projections(TOKEN_RATE_MODELS, idle_write_interval=REMOTE_IDLE_WRITE)
             if settings.embedded:
                 jobs.enter_context(in_process_workers(container, endpoints.redis_url))
             logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
             if args.workers > 1:
-                # Each API process builds its own container and runs its own projection runners, so a request
-                # waiting for a read model wakes a runner in its own process instead of polling another's progress.
+                # Each API process builds its own container and runs the projections of the models requests wait
+                # on after a command, so such a wait wakes a runner in its own process instead of polling.
                 os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
                                    "KEYLEDGER_REDIS_URL": endpoints.redis_url,
                                    "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})

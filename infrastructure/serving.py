@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+from infrastructure.bootstrap import PROJECTIONS_ELSEWHERE, TOKEN_RATE_MODELS
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,6 +45,7 @@ def _serve_one(host: str, port: int, options: dict[str, Any], parent: int) -> No
     import uvicorn  # noqa: PLC0415
 
     threading.Thread(target=_exit_with, args=(parent,), name="supervisor-watch", daemon=True).start()
+    os.environ[PROJECTIONS_ELSEWHERE] = ",".join(sorted(TOKEN_RATE_MODELS))  # the supervisor runs those
     config = uvicorn.Config("infrastructure.http.app:app_from_env", factory=True, **options)
     uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
 

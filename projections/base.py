@@ -37,6 +37,9 @@ _CREATE_TENANT_ROLE = SQL(
 ).format(name=Literal(TENANT_ROLE), role=Identifier(TENANT_ROLE))
 
 
+_ASYNCHRONOUS_COMMIT = "SET LOCAL synchronous_commit = off"
+
+
 class ReadModel(PostgresTrackingRecorder):
     """Base of read models: declares tables and topics, applies events, answers queries."""
 
@@ -46,6 +49,11 @@ class ReadModel(PostgresTrackingRecorder):
     # Tables of tenant data: each has a ``project_id`` column and a row-level security policy confining the
     # tenant role to the project named by the transaction's ``keyledger.project_id`` setting.
     tenant_tables: ClassVar[tuple[str, ...]] = ()
+    # Whether applying a batch waits for its commit to be flushed to disk. A read model can be rebuilt from the store
+    # and its rows commit atomically with its position, so a crash that loses its last commits only makes it
+    # re-apply those events: no fsync per batch (the event store's own commits are always durable). A model whose
+    # rows lead to effects outside the database (the webhook outbox) keeps durable commits.
+    durable_commit: ClassVar[bool] = False
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -145,6 +153,8 @@ class ReadModel(PostgresTrackingRecorder):
         several processes race for the same batch, and only the winner should spend the decoding.
         """
         with self.datastore.transaction(commit=True) as curs:
+            if not self.durable_commit:
+                curs.execute(_ASYNCHRONOUS_COMMIT)
             self.lock(curs)
             if after is not None and (self._max_tracking_id(APPLICATION_NAME, curs) or 0) != after:
                 return False

@@ -13,6 +13,7 @@ select tokens here (a family, a client's, a user's) first wait until this model 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 from uuid import UUID
 
@@ -130,65 +131,64 @@ class TokenLookupView(ReadModel):
             *expired_table_statements(self),
         ]
 
-    def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
-        """Applies the batch's token events, then moves each project client's ``last_used_at`` once.
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        table = self.table("token_lookup")
+        # Rendered once: composing SQL objects per statement costs more than applying the event.
+        self._insert_sql = SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', NULL, "
+                               "NULL, NULL) ON CONFLICT (token_id) DO NOTHING").format(table).as_string(None)
+        self._revoke_sql = SQL(
+            "UPDATE {} AS t SET status = 'revoked', ended_at = r.at, ended_reason = r.reason, ended_by = r.by "
+            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[]) AS r(id, at, reason, by) "
+            "WHERE t.token_id = r.id AND t.status IN ('active', 'used')").format(table).as_string(None)
+        self._use_sql = SQL(
+            "UPDATE {} AS t SET status = 'used', ended_at = r.at, ended_reason = 'refreshed', ended_by = r.by "
+            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[]) AS r(id, at, by) "
+            "WHERE t.token_id = r.id AND t.status = 'active'").format(table).as_string(None)
+        self._last_used_sql = SQL(
+            "INSERT INTO {} AS t SELECT * FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[]) "
+            "ON CONFLICT (project_id, client_id) DO UPDATE "
+            "SET last_used_at = GREATEST(t.last_used_at, EXCLUDED.last_used_at)").format(
+            self.table("client_last_used")).as_string(None)
 
-        Consecutive ``TokenExpired`` events (a sweep records thousands at once) move their rows in one statement.
-        """
-        expired: list[UUID] = []
-        issued: list[Any] = []
-        for event in events:
-            if isinstance(event, Token.TokenExpired):
-                self._insert_issued(curs, issued)
-                expired.append(event.originator_id)
-                continue
-            if expired:
-                move_expired(self, curs, expired)
-                expired = []
-            if isinstance(event, Token.TokenIssued):
-                issued.append(event)
-                continue
-            self._insert_issued(curs, issued)
-            self.apply(curs, event)
-        self._insert_issued(curs, issued)
-        if expired:
-            move_expired(self, curs, expired)
+    def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
+        """Applies the batch's token events, each run of consecutive events of one type in one statement (a busy
+        store records them in runs: issuances, revocations, a sweep's thousands of expiries), then moves each
+        project client's ``last_used_at`` once. Runs are applied in order, so a token issued and revoked in the
+        same batch ends revoked."""
+        for kind, run in groupby(events, key=type):
+            self._apply_run(curs, kind, list(run))
         last_used: dict[tuple[UUID, str], datetime] = {}
         for event in events:
             if isinstance(event, Token.TokenIssued) and event.project_id is not None:
                 key = (event.project_id, event.client_id)
                 last_used[key] = max(event.issued_at, last_used.get(key, event.issued_at))
-        table = self.table("client_last_used")
-        for (project_id, client_id), used_at in last_used.items():
-            curs.execute(SQL("INSERT INTO {} AS t VALUES (%s, %s, %s) ON CONFLICT (project_id, client_id) DO UPDATE "
-                             "SET last_used_at = GREATEST(t.last_used_at, EXCLUDED.last_used_at)").format(table),
-                         (project_id, client_id, used_at))
+        if last_used:
+            keys = sorted(last_used)  # one order for every writer: no deadlock between concurrent upserts
+            curs.execute(self._last_used_sql, ([k[0] for k in keys], [k[1] for k in keys],
+                                               [last_used[k] for k in keys]))
+
+    def _apply_run(self, curs: Cursor[DictRow], kind: type, run: list[Any]) -> None:
+        if issubclass(kind, Token.TokenIssued):
+            self._insert_issued(curs, run)
+        elif issubclass(kind, Token.TokenExpired):
+            move_expired(self, curs, [e.originator_id for e in run])
+        elif issubclass(kind, Token.TokenRefreshed):
+            curs.execute(self._use_sql, ([e.originator_id for e in run], [e.timestamp for e in run],
+                                         [e.actor for e in run]))
+        elif issubclass(kind, Token.TokenRevoked):
+            curs.execute(self._revoke_sql, ([e.originator_id for e in run], [e.timestamp for e in run],
+                                            [e.reason for e in run], [e.actor for e in run]))
 
     def _insert_issued(self, curs: Cursor[DictRow], issued: list[Any]) -> None:
-        """Inserts a run of consecutive ``TokenIssued`` rows in one pipelined round trip, then empties the run."""
-        if not issued:
-            return
-        curs.executemany(SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', NULL, "
-                             "NULL, NULL) ON CONFLICT (token_id) DO NOTHING").format(self.table("token_lookup")),
-                         [(e.originator_id, e.project_id, str(e.kind), e.client_id, e.user_id, e.family_id,
-                           e.parent_id, e.scope, e.grant_type, e.issued_at, e.expires_at) for e in issued])
-        issued.clear()
+        """Inserts a run of ``TokenIssued`` rows in one pipelined round trip."""
+        curs.executemany(self._insert_sql, [(e.originator_id, e.project_id, str(e.kind), e.client_id, e.user_id,
+                                             e.family_id, e.parent_id, e.scope, e.grant_type, e.issued_at,
+                                             e.expires_at) for e in issued])
 
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
         """Applies a token event."""
-        table = self.table("token_lookup")
-        if isinstance(event, Token.TokenIssued):
-            self._insert_issued(curs, [event])
-        elif isinstance(event, Token.TokenExpired):
-            move_expired(self, curs, [event.originator_id])
-        elif isinstance(event, Token.TokenRefreshed):
-            curs.execute(SQL("UPDATE {} SET status = 'used', ended_at = %s, ended_reason = 'refreshed', "
-                             "ended_by = %s WHERE token_id = %s AND status = 'active'").format(table),
-                         (event.timestamp, event.actor, event.originator_id))
-        else:
-            curs.execute(SQL("UPDATE {} SET status = 'revoked', ended_at = %s, ended_reason = %s, ended_by = %s "
-                             "WHERE token_id = %s AND status IN ('active', 'used')").format(table),
-                         (event.timestamp, event.reason, event.actor, event.originator_id))
+        self._apply_run(curs, type(event), [event])
 
     def _select(self, where: Composable, params: tuple[Any, ...], table: str = "token_lookup") -> list[TokenRow]:
         query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)), self.table(table)) + where

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.bootstrap import PROJECTIONS_ELSEWHERE, Container, Endpoints, build
 from infrastructure.http import audit, clients, members, oauth, tokens, v1, webhooks, wellknown
 from infrastructure.http.errors import EXCEPTION_HANDLERS
 from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table, revoked_table
@@ -34,7 +34,8 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
     async def startup(app: Litestar) -> None:
         if app.state.container is None:
             built = await anyio.to_thread.run_sync(lambda: build(settings, endpoints))
-            built.start_projections()
+            elsewhere = set(os.environ.get(PROJECTIONS_ELSEWHERE, "").split(","))
+            built.start_projections([name for name in built.views if name not in elsewhere])
             app.state.container = built
         built = app.state.container
         app.state.gate = RequestGate(endpoints.database_url, lookup_table=built.lookup.table("token_lookup"),

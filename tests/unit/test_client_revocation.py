@@ -1,14 +1,14 @@
-"""The batched revocation of client_credentials tokens on the in-memory store: decided on stream versions, the
-event exactly what ``Token.revoke`` records, and anything that moved left to the general path."""
+"""The batched revocation of client_credentials tokens on the in-memory store: decided on each token's stream
+(whose it is, whether it is live), and anything that is not plainly such a revocation left to the general path."""
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from application.oauth.client_revocation import ClientTokenRevocation, ClientTokenRevoker
 from application.oauth.grants import TokenRequest
 from domain.client import Client
 from domain.token import Token
 from infrastructure.batching import RequestRouter
-from tests.unit.conftest import World
+from tests.unit.conftest import PASSWORD, World
 
 
 def issued(world: World) -> tuple[Client, Token]:
@@ -21,45 +21,54 @@ def issued(world: World) -> tuple[Client, Token]:
     return world.app.load(signed.client.client.id, Client), world.app.load(token_id, Token)
 
 
-def request(client: Client, token: Token) -> ClientTokenRevocation:
-    return ClientTokenRevocation(client=client, token_id=token.id, expires_at=token.expires_at)
+def decide(world: World, *requests: ClientTokenRevocation) -> list:
+    return ClientTokenRevoker(app=world.app, clock=world.clock).decide_batch(list(requests))
 
 
-def test_a_live_token_gets_the_event_revoke_would_record(world: World) -> None:
+def test_a_live_token_of_the_client_is_revoked_on_its_aggregate(world: World) -> None:
     client, token = issued(world)
-    revoker = ClientTokenRevoker(app=world.app, clock=world.clock)
-    [outcome] = revoker.decide_batch([request(client, token)])
+    [outcome] = decide(world, ClientTokenRevocation(client=client, token_id=token.id))
     assert outcome.decided and outcome.revoked == 1
-    [event] = [e for holder in outcome.aggregates for e in holder.collect_events()]
-    expected = world.app.load(token.id, Token)
-    expected.revoke(reason="revoked by client", actor=f"client:{client.client_id}", revocation_id=event.revocation_id)
-    [pending] = expected.collect_events()
-    assert type(event) is type(pending) and event.originator_version == pending.originator_version == 2
-    assert {k: v for k, v in vars(event).items() if k != "timestamp"} == \
-        {k: v for k, v in vars(pending).items() if k != "timestamp"}
+    [aggregate] = outcome.aggregates
+    [event] = aggregate.collect_events()
+    assert isinstance(event, Token.TokenRevoked) and event.originator_version == 2
+    assert (event.reason, event.actor, event.client_id, event.project_id) == (
+        "revoked by client", f"client:{client.client_id}", client.client_id, client.project_id)
+    assert event.revocation_id is not None
+    assert world.app.load(token.id, Token).version == 1  # nothing saved: the committer saves the batch
 
 
-def test_moved_streams_twins_and_stale_clients_are_left_undecided(world: World) -> None:
+def test_revoked_and_expired_tokens_need_nothing(world: World) -> None:
     client, token = issued(world)
-    _, revoked = issued(world)
+    _, later = issued(world)
+    token.revoke(reason="test", actor="system")
+    world.app.save(token)
+    [revoked] = decide(world, ClientTokenRevocation(client=client, token_id=token.id))
+    assert revoked.decided and revoked.revoked == 0 and not revoked.aggregates
+    world.clock.current = later.expires_at
+    later_client = world.app.load(Client.create_id(later.client_id), Client)
+    [expired] = decide(world, ClientTokenRevocation(client=later_client, token_id=later.id))
+    assert expired.decided and expired.revoked == 0
+
+
+def test_other_clients_tokens_logins_unknown_ids_twins_and_stale_clients_are_undecided(world: World) -> None:
+    client, token = issued(world)
     other_client, other = issued(world)
-    revoked.revoke(reason="test", actor="system")
-    world.app.save(revoked)
-    revoker = ClientTokenRevoker(app=world.app, clock=world.clock)
-    outcomes = revoker.decide_batch([request(client, token), request(client, token), request(client, revoked)])
-    assert [o.decided for o in outcomes] == [True, False, False]
+    signed = world.sign_up("login-revoker@example.com")
+    login = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
+                                             username=signed.user.email, password=PASSWORD))
+    dashboard_id = UUID(world.validator.claims(login.access_token)["jti"])
+    outcomes = decide(world, ClientTokenRevocation(client=client, token_id=token.id),
+                      ClientTokenRevocation(client=client, token_id=token.id),
+                      ClientTokenRevocation(client=client, token_id=other.id),
+                      ClientTokenRevocation(client=client, token_id=dashboard_id),
+                      ClientTokenRevocation(client=client, token_id=uuid4()))
+    assert [o.decided for o in outcomes] == [True, False, False, False, False]
     deleted = world.app.load(other_client.id, Client)
     deleted.revoke(actor="system")  # the client's stream moves on: the copy held is stale
     world.app.save(deleted)
-    [stale] = revoker.decide_batch([request(other_client, other)])
+    [stale] = decide(world, ClientTokenRevocation(client=other_client, token_id=other.id))
     assert not stale.decided
-
-
-def test_an_expired_token_needs_no_revocation(world: World) -> None:
-    client, token = issued(world)
-    world.clock.current = token.expires_at
-    [outcome] = ClientTokenRevoker(app=world.app, clock=world.clock).decide_batch([request(client, token)])
-    assert outcome.decided and outcome.revoked == 0 and not outcome.aggregates
 
 
 def test_the_router_hands_each_kind_to_its_decider_in_order() -> None:
