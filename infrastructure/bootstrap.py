@@ -130,18 +130,20 @@ class Container:
         assert isinstance(view, AuditView)
         return view
 
-    def start_projections(self, names: Collection[str] | None = None, *, idle_write_interval: float = 1.0) -> None:
+    def start_projections(self, names: Collection[str] | None = None, *, idle_write_interval: float = 1.0,
+                          remote_waiters: bool = False) -> None:
         """Runs the projections of the read models ``names`` (default: all) in background threads of this process,
         woken by one head poll (every 50 ms) or by a request waiting on them; each also passes once a second on
-        its own. ``idle_write_interval``: how often a pass with nothing of a model's writes its position anyway
-        (waiters in other processes read it: keep it short for models that run away from their API process)."""
+        its own. ``idle_write_interval``: how often a pass with nothing of a model's writes its position anyway;
+        ``remote_waiters``: requests of other processes wait on these models (they read the written position, so
+        every model behind is woken to write it, and ``idle_write_interval`` should be short)."""
         views = [view for view in self.views.values() if names is None or view.name in names]
         for view in views:
             runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view, interval=1.0,
                                       idle_write_interval=idle_write_interval)
             runner.start()
             self.runners.append(runner)
-        self.head_watcher = HeadWatcher(self.app.recorder, views)
+        self.head_watcher = HeadWatcher(self.app.recorder, views, by_topic=not remote_waiters)
         self.head_watcher.start()
 
     def runner(self, name: str) -> ProjectionRunner:

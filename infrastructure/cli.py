@@ -55,7 +55,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal under the handler it found: make that
     # handler unwind the stack, so the embedded servers are stopped and the data dir unlocked.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    from infrastructure.http.app import create_app  # noqa: PLC0415
+    from infrastructure.http.app import served_app  # noqa: PLC0415
 
     # uvicorn would trust X-Forwarded-For from 127.0.0.1 by default: only the configured proxies may set the
     # client address that per-address abuse limits count against.
@@ -73,7 +73,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             if args.workers == 1:
                 container.start_projections()
             else:  # the API processes run the others (see TOKEN_RATE_MODELS); waiters there read the position
-                container.start_projections(TOKEN_RATE_MODELS, idle_write_interval=REMOTE_IDLE_WRITE)
+                container.start_projections(TOKEN_RATE_MODELS, idle_write_interval=REMOTE_IDLE_WRITE,
+                                            remote_waiters=True)
             if settings.embedded:
                 jobs.enter_context(in_process_workers(container, endpoints.redis_url))
             logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)
@@ -84,7 +85,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                                    "KEYLEDGER_REDIS_URL": endpoints.redis_url,
                                    "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
                 return serve_processes(args.workers, host=args.host, port=args.port, options=options)
-            uvicorn.run(create_app(settings, endpoints, container), host=args.host, port=args.port, **options)
+            uvicorn.run(served_app(settings, endpoints, container), host=args.host, port=args.port, **options)
         finally:
             jobs.close()
             container.close()

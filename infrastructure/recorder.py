@@ -63,6 +63,9 @@ class OneTripRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, max(originator_version), NULL, NULL FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) GROUP BY originator_id ORDER BY 1, 2").format(
             schema=schema, table=table).as_string(None)
+        self.select_topics_statement = SQL(
+            "SELECT DISTINCT topic FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s").format(
+            schema=schema, table=table).as_string(None)
         self.select_versions_statement = SQL(
             "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) GROUP BY originator_id").format(schema=schema, table=table).as_string(None)
@@ -76,6 +79,14 @@ class OneTripRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_many_statement, (list(originator_ids),), prepare=True)
             return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
                                 topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_topics(self, start: int, stop: int) -> set[str]:
+        """The topics of the events after position ``start`` up to ``stop`` (the head watcher's question: did
+        anything a read model cares about arrive?)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_topics_statement, (start, stop), prepare=True)
+            return {row["topic"] for row in curs.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_versions(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:

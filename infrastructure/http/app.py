@@ -16,6 +16,7 @@ from infrastructure.http.errors import EXCEPTION_HANDLERS
 from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import FastIntrospection
 from infrastructure.http.nul_guard import refuse_nul
+from infrastructure.http.revocation_lane import RevocationLane
 from infrastructure.settings import Settings
 
 
@@ -80,9 +81,15 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
     )
 
 
-def app_from_env() -> Litestar:
+def served_app(settings: Settings, endpoints: Endpoints, container: Container | None = None) -> RevocationLane:
+    """The ASGI app a server runs: the Litestar app behind the revocation lane (``infrastructure.http.
+    revocation_lane``), which answers the hottest revocations itself and hands everything else to Litestar."""
+    return RevocationLane(create_app(settings, endpoints, container), max_body_bytes=settings.max_body_bytes)
+
+
+def app_from_env() -> RevocationLane:
     """ASGI factory for ``uvicorn --factory``: each worker process reads the environment the CLI prepared."""
     settings = Settings.from_env(os.environ)
     endpoints = Endpoints(database_url=os.environ["KEYLEDGER_DATABASE_URL"],
                           redis_url=os.environ["KEYLEDGER_REDIS_URL"])
-    return create_app(settings, endpoints)
+    return served_app(settings, endpoints)

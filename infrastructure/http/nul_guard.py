@@ -15,7 +15,7 @@ from infrastructure.http.errors import oauth_response, problem
 _NUL_MARKERS = (b"\x00", b"\\u0000", b"%00")
 
 
-def _has_nul(data: bytes) -> bool:
+def has_nul(data: bytes) -> bool:
     return any(marker in data for marker in _NUL_MARKERS)
 
 
@@ -23,9 +23,9 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """``before_request`` hook: 400 (RFC 6749 ``invalid_request`` on /oauth2, RFC 9457 elsewhere) for a NUL in the
     path, the query or the body (raw, JSON-escaped or percent-encoded)."""
     scope = request.scope
-    found = _has_nul(scope.get("raw_path") or b"") or _has_nul(scope.get("query_string") or b"")
+    found = has_nul(scope.get("raw_path") or b"") or has_nul(scope.get("query_string") or b"")
     if not found and request.method in ("POST", "PUT", "PATCH"):
-        found = _has_nul(await request.body())
+        found = has_nul(await request.body())
     if not found:
         return None
     if request.url.path.startswith("/oauth2/"):

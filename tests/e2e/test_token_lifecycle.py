@@ -166,6 +166,40 @@ def test_revoking_a_refresh_token_revokes_its_family(http: httpx.Client, which: 
     assert_invalid_grant(refresh_login(http, second["refresh_token"]))
 
 
+def test_a_known_clients_revocations_answer_as_the_general_path(http: httpx.Client) -> None:
+    """Once a client's secret was verified, its revocations of its own tokens are answered in front of the router
+    (``infrastructure.http.revocation_lane``): the same answer as the general path's, the token refused at once;
+    everything else (another client's token, a wrong secret, a malformed form) still gets the general path's
+    error."""
+    alice, bob = signup(http, "A"), signup(http, "B")
+    first = revoke_token(http, client_login(http, alice).json()["access_token"], alice)  # general path: learns it
+    client = alice["client"]
+    for method in ("basic", "post"):
+        token = client_login(http, alice).json()["access_token"]
+        data = {"token": token} if method == "basic" else {"token": token, "client_id": client["client_id"],
+                                                           "client_secret": client["client_secret"]}
+        auth = (client["client_id"], client["client_secret"]) if method == "basic" else None
+        answer = http.post("/oauth2/revoke", data=data, auth=auth)
+        assert (answer.status_code, answer.content) == (first.status_code, first.content) == (200, b"")
+        assert {k: answer.headers.get(k) for k in ("cache-control", "pragma", "content-type")} == \
+            {k: first.headers.get(k) for k in ("cache-control", "pragma", "content-type")}
+        assert project_status(http, alice, token) == 401
+        assert introspect_token(http, alice, token).json() == INACTIVE
+
+    bob_key = client_login(http, bob).json()["access_token"]
+    assert_invalid_grant(revoke_token(http, bob_key, alice))
+    assert project_status(http, bob, bob_key) == 200
+    live = client_login(http, alice).json()["access_token"]
+    wrong = http.post("/oauth2/revoke", data={"token": live}, auth=(client["client_id"], client["client_secret"][:-2]))
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert wrong.headers["www-authenticate"].lower().startswith("basic")
+    repeated = http.post("/oauth2/revoke", content=f"token={live}&token={live}".encode(),
+                         headers={"content-type": "application/x-www-form-urlencoded"},
+                         auth=(client["client_id"], client["client_secret"]))
+    assert repeated.status_code == 400 and repeated.json()["error"] == "invalid_request"
+    assert project_status(http, alice, live) == 200
+
+
 def test_unknown_and_already_revoked_tokens_answer_200(http: httpx.Client) -> None:
     """RFC 7009 section 2.2: nothing to revoke is still a success."""
     account = signup(http)

@@ -1,0 +1,108 @@
+"""The revocation lane's ASGI plumbing: it answers only what the fast path revoked, and hands every other request
+to the app behind it with the body intact (read in chunks or not at all)."""
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+
+from infrastructure.http import revocation_lane
+from infrastructure.http.revocation_lane import RevocationLane
+
+
+class State(dict):
+    container = object()
+
+
+class Inner:
+    """The app behind the lane: records what reached it."""
+
+    def __init__(self, fast: object | None = object()) -> None:
+        self.state = State(fast_introspection=fast) if fast is not None else State()
+        self.calls: list[tuple[str, bytes]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.calls.append((scope["path"], body))
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"inner"})
+
+
+BASIC = b"Basic " + base64.b64encode(b"client-1:secret-1")
+
+
+def scope(path: str = "/oauth2/revoke", *, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
+          body: bytes = b"token=abc") -> dict[str, Any]:
+    default = [(b"content-type", b"application/x-www-form-urlencoded"), (b"authorization", BASIC),
+               (b"content-length", str(len(body)).encode())]
+    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": query,
+            "headers": default if headers is None else headers, "client": ("203.0.113.9", 5000)}
+
+
+def run(lane: RevocationLane, request: dict[str, Any], chunks: list[bytes]) -> list[dict[str, Any]]:
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(lane(request, receive, send))
+    return sent
+
+
+@pytest.fixture
+def decided(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    seen: list[tuple[Any, ...]] = []
+
+    async def fake(fast: object, container: object, credentials: tuple[str, str], token: str, source: str) -> bool:
+        seen.append((credentials, token, source))
+        return token == "abc"
+
+    monkeypatch.setattr(revocation_lane, "revoke_known", fake)
+    return seen
+
+
+def test_a_revocation_the_fast_path_took_is_answered_by_the_lane(decided: list[tuple[Any, ...]]) -> None:
+    inner = Inner()
+    sent = run(RevocationLane(inner, max_body_bytes=1024), scope(body=b"token=abc&token_type_hint=access_token"),
+               [b"token=abc", b"&token_type_hint=access_token"])
+    assert decided == [(("client-1", "secret-1"), "abc", "203.0.113.9")]
+    assert inner.calls == []
+    assert sent[0]["status"] == 200 and (b"cache-control", b"no-store") in sent[0]["headers"]
+    assert sent[1]["body"] == b""
+
+
+@pytest.mark.parametrize(("request_scope", "chunks"), [
+    (scope(body=b"token=other"), [b"token=", b"other"]),  # the fast path declined
+    (scope(body=b"token=abc&token=abc"), [b"token=abc&token=abc"]),  # repeated parameter: invalid_request
+    (scope(body=b"token=abc%00"), [b"token=abc%00"]),  # NUL
+    (scope(query=b"token=abc"), [b"token=abc"]),  # a query string
+    (scope(body=b"token=abc&client_secret=x"), [b"token=abc&client_secret=x"]),  # two authentication methods
+    (scope(headers=[(b"content-type", b"application/json"), (b"authorization", BASIC),
+                    (b"content-length", b"9")]), [b"token=abc"]),  # not a form
+    (scope(headers=[(b"content-type", b"application/x-www-form-urlencoded"), (b"authorization", BASIC)]),
+     [b"token=", b"abc"]),  # no content-length (chunked): not read by the lane at all
+    (scope(body=b"token=abc" + b"x" * 2000), [b"token=abc", b"x" * 2000]),  # over the size limit
+    (scope(path="/oauth2/token"), [b"token=abc"]),
+])
+def test_everything_else_reaches_the_app_with_its_body(decided: list[tuple[Any, ...]],
+                                                       request_scope: dict[str, Any], chunks: list[bytes]) -> None:
+    inner = Inner()
+    sent = run(RevocationLane(inner, max_body_bytes=1024), request_scope, chunks)
+    assert inner.calls == [(request_scope["path"], b"".join(chunks))]
+    assert sent[0]["status"] == 299
+
+
+def test_before_startup_everything_reaches_the_app(decided: list[tuple[Any, ...]]) -> None:
+    inner = Inner(fast=None)
+    run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
+    assert decided == [] and inner.calls == [("/oauth2/revoke", b"token=abc")]
