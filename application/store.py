@@ -8,6 +8,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from domain.errors import NotFound
 
@@ -93,9 +94,14 @@ class Keyledger(Application[UUID]):
         return self._reconstruct(select_many(sorted(set(aggregate_ids))), kind)
 
     def _reconstruct(self, stored_events: Iterable[Any], kind: type[A]) -> dict[UUID, A]:
-        """The aggregates of type ``kind`` replayed from stored events grouped by aggregate, in version order."""
+        """The aggregates of type ``kind`` replayed from stored events grouped by aggregate, in version order
+        (streams of another type are skipped by their first event's topic, before anything is decoded)."""
         result: dict[UUID, A] = {}
-        for originator_id, stored in groupby(stored_events, key=lambda e: e.originator_id):
+        prefix = get_topic(kind) + "."
+        for originator_id, group in groupby(stored_events, key=lambda e: e.originator_id):
+            stored = list(group)
+            if not stored[0].topic.startswith(prefix):
+                continue
             aggregate = mutate_all(None, (self.mapper.to_domain_event(e) for e in stored))
             if isinstance(aggregate, kind):
                 result[UUID(str(originator_id))] = aggregate

@@ -139,7 +139,10 @@ class Container:
         every model behind is woken to write it, and ``idle_write_interval`` should be short)."""
         views = [view for view in self.views.values() if names is None or view.name in names]
         for view in views:
-            runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view, interval=1.0,
+            # With remote waiters a runner also passes on its own every idle_write_interval: its position advances
+            # in memory on passes with nothing to apply, and those waiters only see it once written.
+            runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view,
+                                      interval=idle_write_interval if remote_waiters else 1.0,
                                       idle_write_interval=idle_write_interval)
             runner.start()
             self.runners.append(runner)

@@ -7,7 +7,10 @@ joins (``application.oauth.client_revocation``: the token's stream, named by the
 whether it is this client's and live; its ``TokenRevoked`` is saved in the batch's transaction, which also lists the
 token in ``revoked_tokens``). The answer waits for that commit, so every process refuses the token the moment it is
 answered (DESIGN.md invariant 1). The string is only read for its ``jti`` and ``client_id``, to pick the stream
-and skip what is plainly not this client's: nothing in it is trusted, so it needs no signature check here.
+and skip what is plainly not this client's: nothing in it is trusted, so it needs no signature check here. One
+difference with the general path follows: a string that does not verify (a forged signature, say) but names one of
+the caller's own live tokens revokes that token here, where the general path would answer 200 and change nothing.
+The caller is authenticated as that token's client and could revoke it anyway; the ledger records it as such.
 Anything else returns False and takes the general path, which authenticates with counting, verifies the token
 strictly and decides on its stream.
 """
@@ -66,6 +69,6 @@ def _unverified_claims(token: str) -> dict[str, Any] | None:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: a deeply nested payload
         return None
     return payload if isinstance(payload, dict) else None

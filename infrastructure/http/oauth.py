@@ -17,6 +17,7 @@ from domain.refusal import REFRESH_TOKEN_CONFLICT
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.fast_revocation import revoke_known
 from infrastructure.http.forms import basic_credentials, parse_form
+from infrastructure.http.revocation_lane import TRIED
 
 THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
 
@@ -110,8 +111,9 @@ async def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> 
     params = parse_form(request.headers.get("content-type", ""), body)
     client_id, client_secret = client_credentials(request, params)
     source = source_address(request)
-    if not await revoke_known(state.fast_introspection, state.container, (client_id, client_secret),
-                              params.get("token"), source):
+    tried = request.scope.get(TRIED, False)  # type: ignore[call-overload]
+    if tried or not await revoke_known(state.fast_introspection, state.container, (client_id, client_secret),
+                                       params.get("token"), source):
         known = await state.fast_introspection.authenticate(client_id, client_secret, source)
         await anyio.to_thread.run_sync(_revoke, request, params, state, known)
     # An empty body: section 2.2 says the client ignores it, and ``null`` would surprise a strict client.

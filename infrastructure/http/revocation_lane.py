@@ -10,6 +10,7 @@ the general path answers with the usual validation, counting and error bodies. T
 200, an empty body, ``Cache-Control: no-store``.
 """
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -22,9 +23,11 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 PATH = "/oauth2/revoke"
+TRIED = "keyledger.fast_revocation_tried"  # set in the scope once the lane has tried the fast path
 _ANSWER_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"), (b"content-type", b"application/json"),
                    (b"content-length", b"0")]
 
@@ -41,6 +44,7 @@ class RevocationLane:
             await self.app(scope, receive, send)
             return
         body, complete = await self._read(scope, receive)
+        scope[TRIED] = complete  # the endpoint need not try the fast path again
         if complete and await self._answered(scope, body):
             await send({"type": "http.response.start", "status": 200, "headers": _ANSWER_HEADERS})
             await send({"type": "http.response.body", "body": b""})
@@ -50,7 +54,7 @@ class RevocationLane:
     async def _read(self, scope: Scope, receive: Receive) -> tuple[bytes, bool]:
         """The body, if it arrives whole within the limit (complete=False: what was read, to be replayed)."""
         length = _header(scope, b"content-length")
-        if length is None or not length.isdigit() or int(length) > self._max_body:
+        if length is None or not (length.isascii() and length.isdigit()) or int(length) > self._max_body:
             return b"", False  # chunked, malformed or too large: Litestar reads (and limits) it
         chunks: list[bytes] = []
         size = 0
@@ -67,20 +71,27 @@ class RevocationLane:
                 return b"".join(chunks), True
 
     async def _answered(self, scope: Scope, body: bytes) -> bool:
-        """Whether the fast path revoked (or found nothing to revoke) for this request."""
+        """Whether the fast path revoked (or found nothing to revoke) for this request. Any failure hands the
+        request to Litestar, whose general path answers it (a 503 for an unavailable database) and whose error
+        handlers log it: a failed fast attempt has changed nothing."""
         state = self.app.state
         fast = state.get("fast_introspection")
         if fast is None or has_nul(scope.get("raw_path") or b"") or has_nul(body):
             return False
+        if sum(1 for key, _ in scope["headers"] if key == b"authorization") > 1:
+            return False  # Litestar joins repeated headers, and Basic refuses the result
         try:
             params = parse_form(_header(scope, b"content-type") or "", body)
             credentials = _credentials(_header(scope, b"authorization"), params)
+            if credentials is None:
+                return False
+            source = scope["client"][0] if scope.get("client") else None
+            return await revoke_known(fast, state.container, credentials, params.get("token"), source)
         except OAuthError:
             return False  # refused: the general path answers with its error body
-        if credentials is None:
+        except Exception as exc:  # handed on, never swallowed: the general path meets it again
+            logger.debug("revocation lane: %s, handed to the general path", type(exc).__name__)
             return False
-        source = scope["client"][0] if scope.get("client") else None
-        return await revoke_known(fast, state.container, credentials, params.get("token"), source)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

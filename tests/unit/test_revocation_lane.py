@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from infrastructure.http import revocation_lane
+from infrastructure.http.fast_revocation import _unverified_claims
 from infrastructure.http.revocation_lane import RevocationLane
 
 
@@ -106,3 +107,33 @@ def test_before_startup_everything_reaches_the_app(decided: list[tuple[Any, ...]
     inner = Inner(fast=None)
     run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
     assert decided == [] and inner.calls == [("/oauth2/revoke", b"token=abc")]
+
+
+def test_a_failing_fast_path_hands_the_request_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def failing(*_: object) -> bool:
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(revocation_lane, "revoke_known", failing)
+    inner = Inner()
+    sent = run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
+    assert inner.calls == [("/oauth2/revoke", b"token=abc")] and sent[0]["status"] == 299
+
+
+def test_repeated_authorization_headers_are_left_to_the_app(decided: list[tuple[Any, ...]]) -> None:
+    inner = Inner()
+    headers = [(b"content-type", b"application/x-www-form-urlencoded"), (b"authorization", BASIC),
+               (b"authorization", BASIC), (b"content-length", b"9")]
+    run(RevocationLane(inner, max_body_bytes=1024), scope(headers=headers), [b"token=abc"])
+    assert decided == [] and len(inner.calls) == 1
+
+
+def test_the_endpoint_is_told_the_fast_path_was_tried(decided: list[tuple[Any, ...]]) -> None:
+    request = scope(body=b"token=other")
+    run(RevocationLane(Inner(), max_body_bytes=1024), request, [b"token=other"])
+    assert request[revocation_lane.TRIED] is True and len(decided) == 1
+
+
+@pytest.mark.parametrize("payload", [b"[" * 5000, b"not json", b"[1, 2]", b"\xff\xfe"])
+def test_payloads_that_are_not_claims_name_no_stream(payload: bytes) -> None:
+    token = "e30." + base64.urlsafe_b64encode(payload).decode().rstrip("=") + ".c2ln"
+    assert _unverified_claims(token) is None
