@@ -226,6 +226,31 @@ class SetupContext:
             raise SetupError(f"password grant for {account.email}: no access_token in {json.dumps(data)[:300]}")
         return data
 
+    async def settled(self, account: Account, *, attempts: int = 60) -> None:
+        """Wait until the server's token lookup and audit read models have applied everything setup wrote.
+
+        A token listing and an audit page each wait, server-side, until their read model has reached the event
+        store's head; they answer 503 if that takes longer than the server's wait. Bulk setup (thousands of issued
+        tokens) leaves the models a backlog to apply, which would otherwise be applied during the measurement and
+        be counted against the scenario.
+
+        Raises:
+            SetupError: The models did not catch up within ``attempts`` tries.
+        """
+        token = (await self.fresh_password_tokens(account))["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        for path in (f"/v1/projects/{account.project_id}/tokens?limit=1",
+                     f"/v1/projects/{account.project_id}/audit?limit=1"):
+            for _ in range(attempts):
+                status, _body = await self.call("GET", path, headers)
+                if status == 200:
+                    break
+                if status != 503:
+                    raise SetupError(f"GET {path}: expected 200 or 503, got {status}")
+            else:
+                raise SetupError(f"GET {path}: the read models did not catch up with the setup")
+        print("[setup] read models caught up with the setup's events", file=self.progress, flush=True)
+
     async def paged_project(self, members: int, clients: int) -> PagedProject:
         """Return a project with ``members`` developers besides its owner and ``clients`` clients in all.
 

@@ -177,13 +177,15 @@ async def v1_read(ctx: SetupContext) -> Plan:
 async def revoke(ctx: SetupContext) -> Plan:
     """``POST /oauth2/revoke`` of a fresh client_credentials access token; only the revocation is measured.
 
-    Setup issues a pool of ``revoke_rate x window x 1.25`` tokens, split between the virtual users; a virtual
-    user whose share runs out issues further tokens itself, unmeasured (reported as helper requests).
+    Setup issues a pool of ``revoke_rate x window x 1.25`` tokens, split between the virtual users, and waits until
+    the read models have applied them; a virtual user whose share runs out issues further tokens itself, unmeasured
+    (reported as helper requests).
     """
     per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
     accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
     label = f"[revoke] setup: issuing {per_vu * ctx.concurrency} access tokens to revoke"
     pools = await ctx.client_tokens([(account, per_vu) for account in accounts], label=label)
+    await ctx.settled(accounts[0])  # the pool's events applied by the read models before measuring starts
     sessions = tuple(
         RevokeQueue(ctx.target, basic_auth(account.client_id, account.client_secret), pool)
         for account, pool in zip(accounts, pools, strict=True)
