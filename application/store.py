@@ -72,15 +72,6 @@ class Keyledger(Application[UUID]):
         except NotFound:
             return None
 
-    def find_many_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A],
-                               versioned_ids: Sequence[UUID]) -> tuple[dict[UUID, A], dict[UUID, int]]:
-        """``find_many(aggregate_ids, kind)`` and ``versions(versioned_ids)``, in one query when the recorder can."""
-        select = getattr(self.recorder, "select_events_and_versions", None)
-        if select is None:
-            return self.find_many(aggregate_ids, kind), self.versions(versioned_ids)
-        stored, versions = select(sorted(set(aggregate_ids)), sorted(set(versioned_ids)))
-        return self._reconstruct(stored, kind), dict(versions)
-
     def find_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
         """Returns the aggregates of type ``kind`` among ``aggregate_ids``, read in one query.
 

@@ -130,20 +130,17 @@ class Container:
         assert isinstance(view, AuditView)
         return view
 
-    def start_projections(self, names: Collection[str] | None = None, *, idle_write_interval: float = 1.0,
-                          remote_waiters: bool = False) -> None:
+    def start_projections(self, names: Collection[str] | None = None, *, remote_waiters: bool = False) -> None:
         """Runs the projections of the read models ``names`` (default: all) in background threads of this process,
         woken by one head poll (every 50 ms) or by a request waiting on them; each also passes once a second on
-        its own. ``idle_write_interval``: how often a pass with nothing of a model's writes its position anyway;
-        ``remote_waiters``: requests of other processes wait on these models (they read the written position, so
-        every model behind is woken to write it, and ``idle_write_interval`` should be short)."""
+        its own, writing its position even when it had nothing to apply. ``remote_waiters``: requests of other
+        processes wait on these models and only see the written position, so every model behind is woken, and
+        each passes and writes its position every ``REMOTE_IDLE_WRITE`` seconds."""
         views = [view for view in self.views.values() if names is None or view.name in names]
+        interval = REMOTE_IDLE_WRITE if remote_waiters else 1.0
         for view in views:
-            # With remote waiters a runner also passes on its own every idle_write_interval: its position advances
-            # in memory on passes with nothing to apply, and those waiters only see it once written.
             runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view,
-                                      interval=idle_write_interval if remote_waiters else 1.0,
-                                      idle_write_interval=idle_write_interval)
+                                      interval=interval, idle_write_interval=interval)
             runner.start()
             self.runners.append(runner)
         self.head_watcher = HeadWatcher(self.app.recorder, views, by_topic=not remote_waiters)

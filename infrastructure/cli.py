@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from infrastructure import audit_cli, embedded
-from infrastructure.bootstrap import REMOTE_IDLE_WRITE, TOKEN_RATE_MODELS, Container, Endpoints, build
+from infrastructure.bootstrap import TOKEN_RATE_MODELS, Container, Endpoints, build
 from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.serving import serve_processes
 from infrastructure.settings import Settings, SettingsError
@@ -73,8 +73,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             if args.workers == 1:
                 container.start_projections()
             else:  # the API processes run the others (see TOKEN_RATE_MODELS); waiters there read the position
-                container.start_projections(TOKEN_RATE_MODELS, idle_write_interval=REMOTE_IDLE_WRITE,
-                                            remote_waiters=True)
+                container.start_projections(TOKEN_RATE_MODELS, remote_waiters=True)
             if settings.embedded:
                 jobs.enter_context(in_process_workers(container, endpoints.redis_url))
             logger.info("keyledger serving on http://%s:%d (issuer %s)", args.host, args.port, settings.issuer)

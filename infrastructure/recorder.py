@@ -57,12 +57,6 @@ class OneTripRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
             schema=schema, table=table).as_string(None)
-        self.select_events_and_versions_statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) UNION ALL "
-            "SELECT originator_id, max(originator_version), NULL, NULL FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id ORDER BY 1, 2").format(
-            schema=schema, table=table).as_string(None)
         self.select_topics_statement = SQL(
             "SELECT DISTINCT topic FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s").format(
             schema=schema, table=table).as_string(None)
@@ -99,22 +93,6 @@ class OneTripRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.select_versions_statement, (list(originator_ids),), prepare=True)
             return {row["originator_id"]: row["version"] for row in curs.fetchall()}
-
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def select_events_and_versions(self, originator_ids: Sequence[UUID],
-                                   versioned_ids: Sequence[UUID]) -> tuple[list[StoredEvent], dict[UUID, int]]:
-        """``select_events_of(originator_ids)`` and ``select_versions(versioned_ids)`` in one round trip (a batch's
-        tokens and its clients' versions, read together by the group committer)."""
-        if not versioned_ids:
-            return self.select_events_of(originator_ids), {}
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.select_events_and_versions_statement, (list(originator_ids), list(versioned_ids)),
-                         prepare=True)
-            rows = curs.fetchall()
-        events = [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
-                              topic=row["topic"], state=bytes(row["state"]))
-                  for row in rows if row["topic"] is not None]  # still grouped by aggregate, in version order
-        return events, {row["originator_id"]: row["originator_version"] for row in rows if row["topic"] is None}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:

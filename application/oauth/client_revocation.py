@@ -50,10 +50,9 @@ class ClientTokenRevoker:
     clock: Clock
 
     def decide_batch(self, requests: Sequence[ClientTokenRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from one read of the batch's token streams and its clients' versions."""
-        # Fresh copies of the tokens (this batch's own to change), and the clients' versions: one query.
-        tokens, versions = self.app.find_many_and_versions([r.token_id for r in requests], Token,
-                                                           [r.client.id for r in requests])
+        """One outcome per request, from one read of the batch's token streams and one of its clients' versions."""
+        tokens = self.app.find_many([r.token_id for r in requests], Token)  # fresh copies, this batch's to change
+        versions = self.app.versions([r.client.id for r in requests])
         now = self.clock.now()
         taken: set[UUID] = set()
         outcomes = []

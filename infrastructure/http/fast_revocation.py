@@ -16,16 +16,14 @@ strictly and decides on its stream.
 """
 
 import asyncio
-import base64
-import binascii
 import json
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
+from jwt.utils import base64url_decode
 
 from application.oauth.client_revocation import ClientTokenRevocation, RevocationOutcome
-from infrastructure.http.introspection import FastIntrospection
+from infrastructure.http.introspection import FastIntrospection, token_id_of
 
 JWS_PARTS = 3
 MAX_TOKEN_LENGTH = 4096  # our access tokens are well under 1 KiB; anything longer is not one of them
@@ -55,11 +53,8 @@ def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | N
     claims = _unverified_claims(token)
     if claims is None or claims.get("client_id") != client.client_id:
         return None  # not a JWT, or another client's (refused by the general path)
-    try:
-        token_id = UUID(str(claims["jti"]))
-    except (KeyError, ValueError):
-        return None
-    return ClientTokenRevocation(client=client, token_id=token_id)
+    token_id = token_id_of(claims)
+    return ClientTokenRevocation(client=client, token_id=token_id) if token_id is not None else None
 
 
 def _unverified_claims(token: str) -> dict[str, Any] | None:
@@ -68,7 +63,7 @@ def _unverified_claims(token: str) -> dict[str, Any] | None:
     if len(parts) != JWS_PARTS:
         return None
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, RecursionError):  # RecursionError: a deeply nested payload
+        payload = json.loads(base64url_decode(parts[1]))
+    except (ValueError, RecursionError):  # binascii.Error is a ValueError; RecursionError: a deeply nested payload
         return None
     return payload if isinstance(payload, dict) else None

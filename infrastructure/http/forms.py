@@ -34,6 +34,20 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
     return params
 
 
+def client_authentication(authorization: str | None, params: dict[str, str]) -> tuple[str | None, str | None]:
+    """The client's (client_id, client_secret): RFC 6749 section 2.3.1, client_secret_basic or client_secret_post,
+    never both (the ``Authorization`` header's value, the form's parameters)."""
+    basic = basic_credentials(authorization)
+    client_id, client_secret = params.get("client_id"), params.get("client_secret")
+    if basic is None:
+        return client_id, client_secret
+    if client_secret is not None:
+        raise InvalidRequest("use one client authentication method, not two")
+    if client_id is not None and client_id != basic[0]:
+        raise InvalidRequest("client_id does not match the authenticated client")
+    return basic
+
+
 def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
     """Returns (client_id, client_secret) from an ``Authorization: Basic`` header, None when there is none."""
     if not authorization:

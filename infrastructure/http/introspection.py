@@ -123,7 +123,7 @@ class FastIntrospection:
             return None  # maybe a key another process just published: the general path checks the ring
         except InvalidToken:
             claims, ring_version = None, self._container.validator.keys.snapshot.version
-        token_id = _token_id(claims)
+        token_id = token_id_of(claims)
         confirmed, status = await self._confirm(client, source, token_id=token_id, ring_version=ring_version)
         if not confirmed:
             return None
@@ -195,7 +195,8 @@ class FastIntrospection:
             self.known.remember(copy, secret_hash)
 
 
-def _token_id(claims: dict[str, Any] | None) -> UUID | None:
+def token_id_of(claims: dict[str, Any] | None) -> UUID | None:
+    """The token id a JWT's claims name (its ``jti``), or None."""
     if claims is None:
         return None
     try:

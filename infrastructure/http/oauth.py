@@ -16,7 +16,7 @@ from domain.policy import GrantType
 from domain.refusal import REFRESH_TOKEN_CONFLICT
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.fast_revocation import revoke_known
-from infrastructure.http.forms import basic_credentials, parse_form
+from infrastructure.http.forms import client_authentication, parse_form
 from infrastructure.http.revocation_lane import TRIED
 
 THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
@@ -24,15 +24,7 @@ THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
 
 def client_credentials(request: Request[Any, Any, Any], params: dict[str, str]) -> tuple[str | None, str | None]:
     """RFC 6749 section 2.3.1: client_secret_basic or client_secret_post, never both."""
-    basic = basic_credentials(request.headers.get("authorization"))
-    client_id, client_secret = params.get("client_id"), params.get("client_secret")
-    if basic is None:
-        return client_id, client_secret
-    if client_secret is not None:
-        raise InvalidRequest("use one client authentication method, not two")
-    if client_id is not None and client_id != basic[0]:
-        raise InvalidRequest("client_id does not match the authenticated client")
-    return basic
+    return client_authentication(request.headers.get("authorization"), params)
 
 
 def source_address(request: Request[Any, Any, Any]) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from application.oauth.errors import OAuthError
 from infrastructure.http.fast_revocation import revoke_known
-from infrastructure.http.forms import basic_credentials, parse_form
+from infrastructure.http.forms import client_authentication, parse_form
 from infrastructure.http.nul_guard import has_nul
 
 Scope = MutableMapping[str, Any]
@@ -82,9 +82,7 @@ class RevocationLane:
             return False  # Litestar joins repeated headers, and Basic refuses the result
         try:
             params = parse_form(_header(scope, b"content-type") or "", body)
-            credentials = _credentials(_header(scope, b"authorization"), params)
-            if credentials is None:
-                return False
+            credentials = client_authentication(_header(scope, b"authorization"), params)
             source = scope["client"][0] if scope.get("client") else None
             return await revoke_known(fast, state.container, credentials, params.get("token"), source)
         except OAuthError:
@@ -98,15 +96,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     """The value of the request header ``name`` (lower case) if it appears exactly once."""
     values = [value for key, value in scope["headers"] if key == name]
     return values[0].decode("latin-1") if len(values) == 1 else None
-
-
-def _credentials(authorization: str | None, params: dict[str, str]) -> tuple[str, str] | None:
-    """The client's (id, secret) from exactly one authentication method, else None (the general path decides)."""
-    basic = basic_credentials(authorization)
-    if basic is not None:
-        return basic if "client_secret" not in params and params.get("client_id", basic[0]) == basic[0] else None
-    client_id, secret = params.get("client_id"), params.get("client_secret")
-    return (client_id, secret) if client_id and secret else None
 
 
 def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
