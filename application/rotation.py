@@ -2,7 +2,9 @@
 
 The schedule keeps every resource server that caches the JWKS working: a new key is published long before it signs
 (``prepublish``), so a cache fetched at any time before the activation already knows it; the replaced key stays
-published until every token it signed has expired (``max_token_ttl`` after it stopped signing). The emergency path
+published until every token it signed has expired (``max_token_ttl`` after it stopped signing, plus ``retire_margin``
+for a token a process signed in the second before it saw the successor, and for verifiers' clock leeway). The
+emergency path
 activates a fresh key at once and revokes the old one: its tokens are refused from then on, and it leaves the JWKS.
 
 Every decision is taken on the key ring's own stream, so two workers running the same step conflict on its version
@@ -21,6 +23,9 @@ from domain.ids import SYSTEM_ACTOR, keyring_id
 from domain.keyring import KeyRing
 
 ATTEMPTS = 5
+RETIRE_MARGIN = 300
+"""Seconds a replaced key stays published beyond the longest token lifetime: a process re-checks which key signs
+at most every second, and resource servers commonly accept tokens a minute or more past ``exp`` (clock leeway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +35,14 @@ class RotationPolicy:
     Attributes:
         rotation: A key signs for this long before its successor takes over.
         prepublish: A successor is published this long before it signs.
-        max_token_ttl: The longest access-token lifetime: a replaced key stays published this long.
+        max_token_ttl: The longest access-token lifetime: a replaced key stays published this long...
+        retire_margin: ...and this much longer (see ``RETIRE_MARGIN``).
     """
 
     rotation: int
     prepublish: int
     max_token_ttl: int
+    retire_margin: int = RETIRE_MARGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +100,8 @@ class KeyRotation:
             seconds=self.policy.prepublish)]
         if due:
             newest = due[-1]
-            ring.rotate_to(kid=newest, now=now, retire_after=now + timedelta(seconds=self.policy.max_token_ttl),
-                           actor=SYSTEM_ACTOR)
+            keep = self.policy.max_token_ttl + self.policy.retire_margin
+            ring.rotate_to(kid=newest, now=now, retire_after=now + timedelta(seconds=keep), actor=SYSTEM_ACTOR)
             steps.append(RotationStep("activated", newest))
         for kid in ring.retirable(now):
             ring.retire(kid=kid, actor=SYSTEM_ACTOR)

@@ -15,7 +15,8 @@ ROTATION_EVERY = 300.0
 
 
 def rotation_policy(settings: Any) -> RotationPolicy:
-    """The schedule from settings; a replaced key stays published for the longest access-token lifetime."""
+    """The schedule from settings; a replaced key stays published for the longest access-token lifetime (and a
+    margin)."""
     lifetimes = settings.lifetimes
     longest = max(lifetimes.dashboard_access_token_ttl, lifetimes.client_access_token_ttl, MAX_ACCESS_TOKEN_TTL)
     return RotationPolicy(rotation=settings.signing_key_rotation, prepublish=settings.signing_key_prepublish,

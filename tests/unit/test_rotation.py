@@ -47,9 +47,11 @@ def test_the_schedule_prepublishes_activates_and_retires(world: World) -> None:
     world.clock.advance(days=1)
     assert [(s.action, s.kid) for s in rotator.run_schedule()] == [("activated", new)]
     assert ring(world).active_kid == new and first in ring(world).published()  # the old key still verifies
-    world.clock.advance(hours=23)
+    world.clock.advance(hours=24)  # the longest token lifetime has passed...
+    assert rotator.run_schedule() == []  # ...but a token signed in the second after activation may still verify
+    world.clock.advance(seconds=POLICY.retire_margin - 1)
     assert rotator.run_schedule() == []
-    world.clock.advance(hours=1)
+    world.clock.advance(seconds=1)
     assert [(s.action, s.kid) for s in rotator.run_schedule()] == [("retired", first)]
     assert set(ring(world).published()) == {new}
     world.clock.advance(days=29)
@@ -67,7 +69,7 @@ def test_rotation_events_carry_kid_successor_and_times(world: World) -> None:
     last = [world.app.mapper.to_domain_event(n) for n in world.app.recorder.select_notifications(start=1, limit=10 ** 6)
             if n.topic.endswith("SigningKeyDeactivated")][-1]
     assert (last.kid, last.successor_kid, last.deactivated_at, last.retire_after) == (
-        first, new, world.clock.now(), world.clock.now() + timedelta(days=1))
+        first, new, world.clock.now(), world.clock.now() + timedelta(days=1, seconds=POLICY.retire_margin))
 
 
 def test_emergency_rotation_activates_at_once_and_revokes_the_old_key(world: World) -> None:
