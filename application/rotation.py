@@ -4,8 +4,8 @@ The schedule keeps every resource server that caches the JWKS working: a new key
 (``prepublish``), so a cache fetched at any time before the activation already knows it; the replaced key stays
 published until every token it signed has expired (``max_token_ttl`` after it stopped signing, plus ``retire_margin``
 for a token a process signed in the second before it saw the successor, and for verifiers' clock leeway). The
-emergency path
-activates a fresh key at once and revokes the old one: its tokens are refused from then on, and it leaves the JWKS.
+emergency path activates a fresh key at once and revokes the old one: its tokens are refused from then on, and it
+leaves the JWKS.
 
 Every decision is taken on the key ring's own stream, so two workers running the same step conflict on its version
 (optimistic concurrency) and the loser re-reads and finds nothing left to do.
