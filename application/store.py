@@ -98,6 +98,17 @@ class Keyledger(Application[UUID]):
                 result[UUID(str(originator_id))] = aggregate
         return result
 
+    def find_many_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A], versioned_ids: Sequence[UUID],
+                               ) -> tuple[dict[UUID, A], dict[UUID, int]]:
+        """``find_many(aggregate_ids, kind)`` and ``versions(versioned_ids)`` read in one query where the recorder
+        can (``select_events_and_versions``): the revocation batch decides on both, and a round trip is a large
+        share of a small batch's cost."""
+        select_both = getattr(self.recorder, "select_events_and_versions", None)
+        if select_both is None:
+            return self.find_many(aggregate_ids, kind), self.versions(versioned_ids)
+        events, versions = select_both(sorted(set(aggregate_ids)), sorted(set(versioned_ids)))
+        return self._reconstruct(events, kind), versions
+
     def versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Each existing aggregate's current version, in one query without decoding any event (a recorder with
         ``select_versions``; others load each aggregate)."""

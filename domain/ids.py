@@ -13,6 +13,8 @@ NS_REFRESH = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e03")
 NS_KEYRING = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e04")
 NS_SIGNING_KEY = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e05")
 
+_KEYRING_ID = uuid5(NS_KEYRING, "keyring")
+
 DASHBOARD_CLIENT_ID = "dashboard"
 SYSTEM_ACTOR = "system"
 
@@ -38,8 +40,8 @@ def refresh_token_aggregate_id(keyed_hash: str) -> UUID:
 
 
 def keyring_id() -> UUID:
-    """Returns the id of the platform's single signing-key ring."""
-    return uuid5(NS_KEYRING, "keyring")
+    """Returns the id of the platform's single signing-key ring (computed once: every request's gate asks)."""
+    return _KEYRING_ID
 
 
 def signing_key_id(kid: str) -> UUID:

@@ -1,7 +1,7 @@
 """RFC 7009 revocation of a client_credentials access token by its own client, decided in batches.
 
 The common revocation (a project's API key revokes one of its own access tokens) is decided by the group committer
-for a whole batch at once: one read of every batch token's stream, one read of every batch client's version, each
+for a whole batch at once: one read of every batch token's stream and every batch client's version, each
 token revoked on its own aggregate (``Token.revoke``: the event the general path records) and every event saved in
 the batch's transaction. The presented string only names the stream (its ``jti``): whether the token was issued to
 this client, and whether it is still live, is decided on the stream, never on the string's claims, so no signature
@@ -50,9 +50,10 @@ class ClientTokenRevoker:
     clock: Clock
 
     def decide_batch(self, requests: Sequence[ClientTokenRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from one read of the batch's token streams and one of its clients' versions."""
-        tokens = self.app.find_many([r.token_id for r in requests], Token)  # fresh copies, this batch's to change
-        versions = self.app.versions([r.client.id for r in requests])
+        """One outcome per request, from one read of the batch's token streams and its clients' versions."""
+        # Fresh copies of the tokens, this batch's to change.
+        tokens, versions = self.app.find_many_and_versions([r.token_id for r in requests], Token,
+                                                           [r.client.id for r in requests])
         now = self.clock.now()
         taken: set[UUID] = set()
         outcomes = []

@@ -96,3 +96,31 @@ def test_find_many_returns_aggregates_of_the_asked_type_only(container: Containe
     clients = container.app.find_many([signed.client.client.id, signed.project.id], Client)
     assert list(clients) == [signed.client.client.id]
     assert clients[signed.client.client.id].secret_hash == signed.client.client.secret_hash
+
+
+def test_select_events_and_versions_answers_both_reads_in_one_query(container: Container) -> None:
+    recorder = container.app.recorder
+    projects = [project_with_members(n) for n in (2, 0, 1)]
+    container.app.save(*projects)
+    streams, versioned = [projects[1].id, uuid.uuid4(), projects[0].id], [projects[2].id, uuid.uuid4(), projects[0].id]
+    events, versions = recorder.select_events_and_versions(streams, versioned)
+    assert [(e.originator_id, e.originator_version, e.topic, e.state) for e in events] == [
+        (e.originator_id, e.originator_version, e.topic, e.state) for e in recorder.select_events_of(streams)]
+    assert versions == recorder.select_versions(versioned) == {projects[2].id: 2, projects[0].id: 3}
+    assert recorder.select_events_and_versions([], versioned) == ([], versions)
+    assert recorder.select_events_and_versions(streams, []) == (recorder.select_events_of(streams), {})
+
+
+def test_find_many_and_versions_reads_once_with_the_one_trip_recorder(container: Container,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    signed = sign_up(container)
+    recorder = container.app.recorder
+    calls: list[str] = []
+    for name in ("select_events_of", "select_versions", "select_events_and_versions"):
+        original = getattr(recorder, name)
+        monkeypatch.setattr(recorder, name, lambda *a, _n=name, _o=original: calls.append(_n) or _o(*a))
+    found, versions = container.app.find_many_and_versions([signed.project.id, signed.client.client.id], Project,
+                                                           [signed.client.client.id, signed.user.id])
+    assert calls == ["select_events_and_versions"]
+    assert list(found) == [signed.project.id] and found[signed.project.id].name == signed.project.name
+    assert versions == {signed.client.client.id: signed.client.client.version, signed.user.id: signed.user.version}

@@ -42,6 +42,14 @@ def test_find_many_returns_only_existing_aggregates_of_the_kind(world: World) ->
     assert found[b.client.client.id].client_id == b.client.client.client_id
 
 
+def test_find_many_and_versions_falls_back_to_two_reads(world: World) -> None:
+    a = world.sign_up("a@example.test")
+    found, versions = world.app.find_many_and_versions([a.client.client.id, a.project.id, uuid4()], Client,
+                                                        [a.project.id, a.user.id, uuid4()])
+    assert list(found) == [a.client.client.id] and found[a.client.client.id].client_id == a.client.client.client_id
+    assert versions == {a.project.id: a.project.version, a.user.id: a.user.version}
+
+
 class OneQueryRecorder:
     """Gives the in-memory recorder the ``select_events_of`` of keyledger's PostgreSQL recorder, and counts reads."""
 
