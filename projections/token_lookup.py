@@ -265,11 +265,24 @@ class TokenLookupView(ReadModel):
             row = curs.fetchone()
             return int(row["n"]) if row else 0
 
+    def prune_written_through(self, before: datetime, limit: int) -> int:
+        """Deletes up to ``limit`` ids from ``revoked_tokens`` whose token expired before ``before``; how many.
+
+        The list exists so a revocation is refused before this model applies it; once the token is past its expiry
+        every check refuses it on ``exp`` alone, so its entry only costs the hot path's index. A token this model
+        does not hold (a rebuild in progress, a projection behind) keeps its entry.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT r.token_id FROM {listed} r JOIN {hot} t "
+                             "ON t.token_id = r.token_id WHERE t.expires_at < %s LIMIT %s)").format(
+                listed=self.table(REVOKED_TOKENS_TABLE), hot=self.table("token_lookup")), (before, limit))
+            return curs.rowcount
+
     def sizes(self) -> dict[str, int]:
-        """Row counts of the hot and the expired table (estimates would do; these are for status and tests)."""
+        """Row counts of the hot and the expired table and of the revocation list (for status and tests)."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             counts = {}
-            for name in ("token_lookup", EXPIRED_TABLE):
+            for name in ("token_lookup", EXPIRED_TABLE, REVOKED_TOKENS_TABLE):
                 curs.execute(SQL("SELECT count(*) AS n FROM {}").format(self.table(name)))
                 row = curs.fetchone()
                 counts[name] = int(row["n"]) if row else 0

@@ -1,10 +1,12 @@
-"""Expiry sweep jobs: ``TokenExpired`` and ``ClientSecretExpired`` for what reached its expiry.
+"""Expiry sweep jobs: ``TokenExpired`` and ``ClientSecretExpired`` for what reached its expiry, and the pruning of
+the written-through revocation list.
 
 See application/expiry.py for the decisions.
 Registration only at import; the job functions build their commands from the worker's container when they run.
 """
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from application.expiry import SecretSweep, SweepResult, TokenSweep
@@ -14,6 +16,9 @@ from workers.runtime import log_line
 logger = logging.getLogger("keyledger.jobs")
 
 SWEEP_EVERY = 30.0
+PRUNE_EVERY = 300.0
+# How long past its token's expiry a revocation stays listed: other hosts' clocks may run behind this worker's.
+PRUNE_MARGIN = timedelta(minutes=5)
 
 
 def token_sweep(container: Any, *, batch_size: int = 2000, max_batches: int = 100) -> TokenSweep:
@@ -40,3 +45,25 @@ def expire_client_secrets(container: Any, **_: Any) -> None:
     """Records ``ClientSecretExpired`` for due client secrets (current ones, and previous ones after their grace)."""
     result = secret_sweep(container).run()
     logger.info(log_line(job="expire-client-secrets", expired=result.expired))
+
+
+def prune_revocation_list(container: Any, *, now: datetime | None = None, batch_size: int = 5000,
+                          max_batches: int = 100) -> tuple[int, bool]:
+    """Deletes from ``revoked_tokens`` the entries of tokens expired more than ``PRUNE_MARGIN`` ago, in batches;
+    returns how many and whether more are left for the next run."""
+    before = (now or container.tokens.clock.now()) - PRUNE_MARGIN
+    pruned = 0
+    for _ in range(max_batches):
+        deleted = container.lookup.prune_written_through(before, batch_size)
+        pruned += deleted
+        if deleted < batch_size:
+            return pruned, False
+    return pruned, True
+
+
+@job("prune-revocation-list", every=PRUNE_EVERY, max_retries=3, time_limit=300_000)
+def prune_revocations(container: Any, **_: Any) -> None:
+    """Keeps the list every request reads small: a revoked token's entry goes once the token has expired (its
+    ``exp`` refuses it from then on); its ``TokenRevoked`` and its lookup row stay (DESIGN.md invariant 1 holds)."""
+    pruned, more = prune_revocation_list(container)
+    logger.info(log_line(job="prune-revocation-list", pruned=pruned, more=more))

@@ -47,12 +47,14 @@ def heartbeat(container: Any) -> list[StatusRow]:
 
 
 def expiry_backlog(container: Any) -> list[StatusRow]:
-    """Tokens past expiry that the sweep has not recorded yet, and the sizes of the lookup's two tables."""
+    """Tokens past expiry that the sweep has not recorded yet, the sizes of the lookup's two tables and of the
+    written-through revocation list."""
     sizes = container.lookup.sizes()
     due = container.lookup.count_due(container.tokens.clock.now())
     return [("expiry sweep", "tokens due", str(due)),
             ("expiry sweep", "hot token rows", str(sizes["token_lookup"])),
-            ("expiry sweep", "expired token rows", str(sizes["token_expired"]))]
+            ("expiry sweep", "expired token rows", str(sizes["token_expired"])),
+            ("expiry sweep", "revocation list rows", str(sizes["revoked_tokens"]))]
 
 
 def signing_keys(container: Any) -> list[StatusRow]:

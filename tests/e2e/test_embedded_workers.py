@@ -15,7 +15,8 @@ from tests.e2e.test_embedded import embedded_env
 pytestmark = pytest.mark.e2e
 
 JOB_LINES = ('"event":"scheduler started"', '"event":"worker started"', '"job":"heartbeat"', '"job":"expire-tokens"',
-             '"job":"expire-client-secrets"', '"job":"rotate-signing-keys"')
+             '"job":"expire-client-secrets"', '"job":"rotate-signing-keys"',
+             '"job":"prune-revocation-list"')
 
 
 def wait_for_lines(log: Path, lines: tuple[str, ...], timeout: float = 60.0) -> str:

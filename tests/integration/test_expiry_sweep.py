@@ -12,13 +12,14 @@ from psycopg.sql import SQL
 from application.clients import RotateSecret
 from application.expiry import TokenSweep
 from application.oauth.grants import TokenRequest
+from application.oauth.revocation import RevocationRequest
 from domain.token import Token
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
-from projections.token_lookup import TokenQuery
+from projections.token_lookup import REVOKED_TOKENS_TABLE, TokenQuery
 from tests.integration.conftest import isolated_container
 from tests.integration.support import head, notifications, sign_up
-from workers.expiry import secret_sweep, token_sweep
+from workers.expiry import PRUNE_MARGIN, prune_revocation_list, secret_sweep, token_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +166,29 @@ def test_the_job_function_sweeps_with_the_containers_clock(own: Container) -> No
     _, ids = issue(own, 1)
     assert token_sweep(own).run().expired == 0  # a fresh token is not due
     assert own.app.load(ids[0], Token).is_live(own.tokens.clock.now())
+
+
+def test_the_revocation_list_keeps_an_entry_until_its_token_has_expired(own: Container) -> None:
+    signed = sign_up(own)
+    client = signed.client.client
+    issued = [own.tokens.handle(TokenRequest(grant_type="client_credentials", client_id=client.client_id,
+                                             client_secret=signed.client.client_secret)) for _ in range(3)]
+    for token in issued[:2]:
+        own.revocation.handle(client, RevocationRequest(token=token.access_token, token_type_hint=None))
+    revoked = [own.revocation.finder.find(t.access_token).id for t in issued[:2]]  # type: ignore[union-attr]
+    stranger = UUID(int=7)  # listed, but not a token the lookup model holds (say, a rebuild is under way)
+    with own.app.recorder.datastore.transaction(commit=True) as curs:
+        curs.execute(SQL("INSERT INTO {} (token_id) VALUES (%s)").format(own.lookup.table(REVOKED_TOKENS_TABLE)),
+                     (stranger,))
+    own.lookup.wait_for(head(own))
+    assert own.lookup.sizes()["revoked_tokens"] == 3
+    expiry = own.lookup.get(revoked[0]).expires_at  # type: ignore[union-attr]
+
+    assert prune_revocation_list(own) == (0, False)  # live tokens: their entries are what refuses them
+    assert prune_revocation_list(own, now=expiry + PRUNE_MARGIN - timedelta(seconds=1)) == (0, False)
+    after = expiry + PRUNE_MARGIN + timedelta(seconds=1)
+    assert prune_revocation_list(own, now=after, batch_size=1, max_batches=1) == (1, True)
+    assert prune_revocation_list(own, now=after, batch_size=1) == (1, False)
+    assert own.lookup.sizes()["revoked_tokens"] == 1  # the stranger's entry stays
+    assert all(own.lookup.is_revoked(token_id) for token_id in revoked)  # the model still says revoked
+    assert prune_revocation_list(own, now=after) == (0, False)
