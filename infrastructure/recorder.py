@@ -55,21 +55,21 @@ class OneTripRecorder(PostgresApplicationRecorder):
             schema=schema, function=function).as_string(None)
         self.select_many_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
+            "WHERE originator_id = ANY(%b) ORDER BY originator_id, originator_version").format(
             schema=schema, table=table).as_string(None)
         # One round trip for a revocation batch: every event of the tokens (kind 0) and the clients' versions (kind 1).
         self.select_many_and_versions_statement = SQL(
             "SELECT 0 AS kind, originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) UNION ALL "
+            "WHERE originator_id = ANY(%b) UNION ALL "
             "SELECT 1, originator_id, max(originator_version), NULL, NULL FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id ORDER BY 1, 2, 3").format(
+            "WHERE originator_id = ANY(%b) GROUP BY originator_id ORDER BY 1, 2, 3").format(
             schema=schema, table=table).as_string(None)
         self.select_topics_statement = SQL(
             "SELECT DISTINCT topic FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s").format(
             schema=schema, table=table).as_string(None)
         self.select_versions_statement = SQL(
             "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id").format(schema=schema, table=table).as_string(None)
+            "WHERE originator_id = ANY(%b) GROUP BY originator_id").format(schema=schema, table=table).as_string(None)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:

@@ -100,7 +100,7 @@ class AuditView(ReadModel):
         wanted = [u for u in users if u is not None]
         if not wanted:
             return {}
-        curs.execute(SQL("SELECT user_id, project_id FROM {} WHERE user_id = ANY(%s)").format(
+        curs.execute(SQL("SELECT user_id, project_id FROM {} WHERE user_id = ANY(%b)").format(
             self.table("audit_member")), (wanted,))
         found: dict[UUID, set[UUID]] = {}
         for row in curs.fetchall():
@@ -117,7 +117,7 @@ class AuditView(ReadModel):
             curs.executemany(SQL("DELETE FROM {} WHERE user_id = %s AND project_id = %s").format(table), left)
 
     def _heads(self, curs: Cursor[DictRow], chains: set[UUID]) -> dict[UUID, Head]:
-        curs.execute(SQL("SELECT chain, hash, reach FROM {} WHERE chain = ANY(%s)").format(
+        curs.execute(SQL("SELECT chain, hash, reach FROM {} WHERE chain = ANY(%b)").format(
             self.table("audit_chain")), (list(chains),))
         return {row["chain"]: Head(hash=row["hash"], reach=row["reach"]) for row in curs.fetchall()}
 

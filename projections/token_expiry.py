@@ -41,7 +41,7 @@ def move_expired(view: Any, curs: Cursor[DictRow], token_ids: Sequence[UUID]) ->
 
     The row's end is its expiry instant (what the API has shown since then), recorded by ``system``.
     """
-    curs.execute(SQL("WITH moved AS (DELETE FROM {hot} WHERE token_id = ANY(%s) AND status = 'active' "
+    curs.execute(SQL("WITH moved AS (DELETE FROM {hot} WHERE token_id = ANY(%b) AND status = 'active' "
                      "RETURNING {cols}) INSERT INTO {cold} SELECT {cols}, 'expired', expires_at, 'expired', 'system' "
                      "FROM moved "
                      "ON CONFLICT (token_id) DO NOTHING").format(hot=view.table("token_lookup"),

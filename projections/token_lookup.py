@@ -139,14 +139,14 @@ class TokenLookupView(ReadModel):
                                "NULL, NULL) ON CONFLICT (token_id) DO NOTHING").format(table).as_string(None)
         self._revoke_sql = SQL(
             "UPDATE {} AS t SET status = 'revoked', ended_at = r.at, ended_reason = r.reason, ended_by = r.by "
-            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[]) AS r(id, at, reason, by) "
+            "FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[], %b::text[]) AS r(id, at, reason, by) "
             "WHERE t.token_id = r.id AND t.status IN ('active', 'used')").format(table).as_string(None)
         self._use_sql = SQL(
             "UPDATE {} AS t SET status = 'used', ended_at = r.at, ended_reason = 'refreshed', ended_by = r.by "
-            "FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[]) AS r(id, at, by) "
+            "FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[]) AS r(id, at, by) "
             "WHERE t.token_id = r.id AND t.status = 'active'").format(table).as_string(None)
         self._last_used_sql = SQL(
-            "INSERT INTO {} AS t SELECT * FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[]) "
+            "INSERT INTO {} AS t SELECT * FROM unnest(%b::uuid[], %b::text[], %b::timestamptz[]) "
             "ON CONFLICT (project_id, client_id) DO UPDATE "
             "SET last_used_at = GREATEST(t.last_used_at, EXCLUDED.last_used_at)").format(
             self.table("client_last_used")).as_string(None)
