@@ -7,7 +7,8 @@ notification, a fraction of the CPU. Everything else (reads, subscriptions, the 
 
 The same function writes every revoked token's id through to ``revoked_tokens`` in the transaction that records its
 ``TokenRevoked``: a revocation is refused everywhere (DESIGN.md invariant 1) the instant it commits, without waiting
-for the token lookup model to apply it. Readers check the token lookup model's status OR this list.
+for the token lookup model to apply it. Readers check the token lookup model's status OR this list. An entry leaves
+the list once its token has expired (the ``prune-revocation-list`` job, ``workers.expiry``).
 """
 
 from collections.abc import Sequence
