@@ -70,6 +70,7 @@ class KeySet:
         self._sign_check_interval = sign_check_interval
         self._lock = threading.Lock()
         self._snapshot = loader()
+        self._jwks_body: tuple[KeySnapshot, bytes] | None = None  # the JWK Set document of one snapshot, encoded
         self._loaded_at = self._checked_at = time.monotonic()
 
     @property
@@ -121,6 +122,15 @@ class KeySet:
         if self._version is not None:
             self.refresh()
         return {"keys": [key.jwk for key in self._snapshot.published.values()]}
+
+    def jwks_json(self) -> bytes:
+        """The current snapshot's JWK Set document as JSON, encoded once per snapshot; the caller has checked the
+        snapshot against the ring (``observe``/``reload``), as ``jwks`` does itself."""
+        snapshot, cached = self._snapshot, self._jwks_body
+        if cached is None or cached[0] is not snapshot:
+            cached = (snapshot, msgspec.json.encode({"keys": [key.jwk for key in snapshot.published.values()]}))
+            self._jwks_body = cached
+        return cached[1]
 
 
 def published_key(kid: str, alg: str, jwk: dict[str, str]) -> PublishedKey:

@@ -52,6 +52,14 @@ class RequestGate:
             "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(p)s), "
             "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
         ).format(lookup=lookup_table, events=events_table, revoked=revoked_table).as_string(None)
+        self._ring_query = SQL(
+            "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
+        ).format(events=events_table).as_string(None)
+
+    async def ring_version(self) -> int:
+        """The key ring's version (the JWKS endpoint's one question), on the event loop like ``check``."""
+        (version,) = await fetch_row(self.pool, self._ring_query, {"k": keyring_id()})
+        return int(version or 0)
 
     async def open(self) -> None:
         """Opens the pool (in the event loop that will use it)."""

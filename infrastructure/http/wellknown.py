@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from litestar import Response, get
+import anyio
+from litestar import MediaType, Response, get
 from litestar.datastructures import State
 
 from domain.scopes import SCOPES
@@ -43,8 +44,15 @@ def resource_metadata(state: State) -> dict[str, Any]:
     }
 
 
-@get("/.well-known/jwks.json", tags=["discovery"], summary="RFC 7517 JSON Web Key Set",
-     sync_to_thread=True)  # checks the key ring's version: a query, so not on the event loop
-def jwks(state: State) -> Response[dict[str, Any]]:
-    """The public keys that verify access tokens (short cache so rotations propagate)."""
-    return Response(state.container.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+@get("/.well-known/jwks.json", tags=["discovery"], summary="RFC 7517 JSON Web Key Set", media_type=MediaType.JSON)
+async def jwks(state: State) -> Response[bytes]:
+    """The public keys that verify access tokens (short cache so rotations propagate).
+
+    Every request reads the key ring's version (one asynchronous query, as the request gate does), so a key that
+    another process pre-published or revoked shows at once; the document itself is encoded once per key snapshot,
+    and a changed ring is reloaded in a thread.
+    """
+    keys = state.container.keys
+    if not keys.observe(await state.gate.ring_version()):
+        await anyio.to_thread.run_sync(keys.reload)
+    return Response(keys.jwks_json(), media_type=MediaType.JSON, headers={"Cache-Control": "public, max-age=300"})

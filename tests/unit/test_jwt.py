@@ -170,6 +170,15 @@ def test_jwks_publishes_only_public_keys(material: Material) -> None:
     assert all(not {"d", "p", "q"} & set(key) for key in document["keys"])
 
 
+def test_the_encoded_jwks_follows_the_snapshot(material: Material) -> None:
+    snapshots = iter([material.snapshot("ES256"), material.snapshot("EdDSA", published=("EdDSA",))])
+    keys = KeySet(lambda: next(snapshots))
+    first = keys.jwks_json()
+    assert json.loads(first) == keys.jwks() and keys.jwks_json() is first  # encoded once per snapshot
+    keys.reload()
+    assert [key["kid"] for key in json.loads(keys.jwks_json())["keys"]] == [material.kid["EdDSA"]]
+
+
 class FakeMonotonic:
     def __init__(self) -> None:
         self.now = 1000.0
