@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per setup request (default 30)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--allow-remote", action="store_true", help="allow a server that is not on loopback")
+    parser.add_argument("--cpu", action="store_true",
+                        help="also print CPU µs per request of the server's processes, PostgreSQL, Redis and this "
+                             "load generator, read from /proc (Linux, server on this machine)")
     return parser
 
 
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 processes=args.processes,
                 warmup=args.warmup,
                 duration=args.duration,
+                cpu=args.cpu,
             )
         except (SetupError, RuntimeError) as exc:
             print(f"\n[{name}] failed: {exc}", file=sys.stderr)

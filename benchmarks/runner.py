@@ -11,6 +11,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event, Semaphore
 from typing import Any, TextIO
 
+from benchmarks.cpu import CpuMeter, per_request_line
 from benchmarks.httpclient import Target
 from benchmarks.report import ScenarioResult, WorkerResult, merge
 from benchmarks.scenarios import Plan
@@ -24,9 +25,12 @@ _START_TIMEOUT = 60.0  # seconds for worker processes to start and open their co
 class Progress:
     """A single status line on stderr, rewritten in place (``\\r``) about once a second."""
 
-    def __init__(self, scenario: str, warmup: float, duration: float, stream: TextIO = sys.stderr) -> None:
-        """Prepare the display; its clock starts with :meth:`start`."""
+    def __init__(self, scenario: str, warmup: float, duration: float, stream: TextIO = sys.stderr,
+                 cpu: CpuMeter | None = None) -> None:
+        """Prepare the display; its clock starts with :meth:`start`. With ``cpu``, every tick of the measurement
+        window also samples the processes' CPU times, and :meth:`finish` prints them per request."""
         self.scenario, self.warmup, self.duration, self.stream = scenario, warmup, duration, stream
+        self.cpu = cpu
         self._measure_from = self._last_time = time.perf_counter()
         self._last_requests = 0
         self._width = 0
@@ -43,6 +47,8 @@ class Progress:
         if elapsed < 0:
             self._write(f"[{self.scenario}] warming up {self.warmup + elapsed:4.1f}/{self.warmup:g} s")
             return
+        if self.cpu is not None and elapsed <= self.duration:
+            self.cpu.sample(requests)
         span = now - self._last_time
         rate = (requests - self._last_requests) / span if span > 0 else 0.0
         self._last_time, self._last_requests = now, requests
@@ -58,6 +64,9 @@ class Progress:
             f"{result.rps:.1f} req/s, {result.errors} errors",
             end="\n",
         )
+        line = per_request_line(self.scenario, self.cpu.first, self.cpu.last) if self.cpu is not None else None
+        if line is not None:
+            self.stream.write(line + "\n")
 
     def _write(self, text: str, end: str = "") -> None:
         self._width = max(self._width, len(text))
@@ -157,7 +166,8 @@ def _run_processes(jobs: list[Job], progress: Progress) -> list[WorkerResult]:
 
 
 def run_scenario(
-    name: str, target: Target, plan: Plan, *, concurrency: int, processes: int, warmup: float, duration: float
+    name: str, target: Target, plan: Plan, *, concurrency: int, processes: int, warmup: float, duration: float,
+    cpu: bool = False,
 ) -> ScenarioResult:
     """Run one scenario and return its merged result.
 
@@ -169,6 +179,8 @@ def run_scenario(
         processes: Number of OS processes to split the virtual users across (1 runs in this process).
         warmup: Seconds of load before measuring.
         duration: Seconds of measurement.
+        cpu: Also print the CPU time per request of the server's processes, PostgreSQL, Redis and the load
+            generator (``benchmarks.cpu``; the server must run on this machine).
 
     Returns:
         The merged result.
@@ -184,7 +196,7 @@ def run_scenario(
         vus = share + (1 if slot < extra else 0)
         first = sum(job.vus for job in jobs)
         jobs.append(Job(target=target, plan=plan, first_vu=first, vus=vus, warmup=warmup, duration=duration))
-    progress = Progress(name, warmup, duration)
+    progress = Progress(name, warmup, duration, cpu=CpuMeter() if cpu else None)
     parts = [asyncio.run(_run_here(jobs[0], progress))] if processes == 1 else _run_processes(jobs, progress)
     result = merge(name, concurrency, parts)
     progress.finish(result)

@@ -1,0 +1,121 @@
+"""CPU time per request, by process group, read from ``/proc`` (Linux) while a scenario runs on this machine.
+
+Requests a second follow the machine: on a shared virtual machine the same commit has given results a quarter apart
+from one run to the next. The CPU each process spends per request drifts far less, so two commits compare better on
+it, and it says where the time goes: the ``keyledger serve`` process (the supervisor, or the whole server with one
+worker), its API worker processes, PostgreSQL, Redis and this load generator; ``machine`` is every core's busy time
+(``/proc/stat``), so what it holds beyond the groups is everything else. A process that exits during the window
+takes its time with it (none of these do).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CpuMeter", "CpuSample", "group_times", "per_request_line"]
+
+SERVE_MARKERS = ("keyledger serve", "infrastructure.cli serve")
+
+
+@dataclass(frozen=True, slots=True)
+class Proc:
+    """What one process's ``stat`` and ``cmdline`` say."""
+
+    pid: int
+    ppid: int
+    comm: str
+    cmdline: str
+    seconds: float  # user + system CPU time
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    """CPU seconds per group, and the requests completed, at one instant."""
+
+    requests: int
+    groups: Mapping[str, float]
+
+
+def read_procs(root: Path = Path("/proc")) -> list[Proc]:
+    """Every process readable under ``root`` (processes that vanish while being read are skipped)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    procs = []
+    for entry in root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        procs.append(Proc(pid=int(entry.name), ppid=int(fields[1]), comm=comm, cmdline=cmdline,
+                          seconds=(int(fields[11]) + int(fields[12])) / ticks))
+    return procs
+
+
+def machine_seconds(root: Path = Path("/proc")) -> float:
+    """Busy CPU seconds of all cores since boot (``/proc/stat``: everything but idle and iowait)."""
+    values = [int(v) for v in (root / "stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def group_times(procs: Iterable[Proc], own_pid: int) -> dict[str, float]:
+    """CPU seconds of each group: ``serve``, ``api workers`` (its descendants), ``postgres``, ``redis`` and
+    ``load generator`` (``own_pid`` and its descendants)."""
+    procs = list(procs)
+    children: dict[int, list[Proc]] = {}
+    for proc in procs:
+        children.setdefault(proc.ppid, []).append(proc)
+
+    def descendants(pid: int) -> list[Proc]:
+        found, stack = [], list(children.get(pid, []))
+        while stack:
+            proc = stack.pop()
+            found.append(proc)
+            stack.extend(children.get(proc.pid, []))
+        return found
+
+    servers = [p for p in procs if any(marker in p.cmdline for marker in SERVE_MARKERS)]
+    own = [p for p in procs if p.pid == own_pid]
+    times = {
+        "serve": sum(p.seconds for p in servers),
+        "api workers": sum(d.seconds for p in servers for d in descendants(p.pid)),
+        "postgres": sum(p.seconds for p in procs if p.comm == "postgres"),
+        "redis": sum(p.seconds for p in procs if p.comm.startswith("redis-server")),
+        "load generator": sum(p.seconds for p in own + [d for p in own for d in descendants(p.pid)]),
+    }
+    return times
+
+
+class CpuMeter:
+    """Samples the groups at the first and the latest progress tick of the measurement window."""
+
+    def __init__(self, root: Path = Path("/proc"), own_pid: int | None = None) -> None:
+        """Reads ``root`` (``/proc``); the load generator is ``own_pid`` (this process) and its children."""
+        self._root, self._own_pid = root, own_pid if own_pid is not None else os.getpid()
+        self.first: CpuSample | None = None
+        self.last: CpuSample | None = None
+
+    def sample(self, requests: int) -> None:
+        """Records the groups' times now, with the requests completed so far."""
+        groups = group_times(read_procs(self._root), self._own_pid)
+        groups["machine"] = machine_seconds(self._root)
+        taken = CpuSample(requests=requests, groups=groups)
+        if self.first is None:
+            self.first = taken
+        else:
+            self.last = taken
+
+
+def per_request_line(scenario: str, first: CpuSample | None, last: CpuSample | None) -> str | None:
+    """``[scenario] CPU µs per request: ...`` between two samples, or None if no request completed between them."""
+    if first is None or last is None or last.requests <= first.requests:
+        return None
+    count = last.requests - first.requests
+    parts = [f"{name} {(last.groups[name] - first.groups.get(name, 0.0)) / count * 1e6:.0f}" for name in last.groups]
+    return f"[{scenario}] CPU µs per request ({count} requests): " + ", ".join(parts)

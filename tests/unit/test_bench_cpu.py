@@ -1,0 +1,65 @@
+"""The benchmark's CPU-per-request meter, on a fake ``/proc``: which process counts in which group, and the sums."""
+
+import os
+from pathlib import Path
+
+from benchmarks.cpu import CpuMeter, group_times, per_request_line, read_procs
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def write_proc(root: Path, pid: int, *, ppid: int, comm: str, cmdline: str, ticks: int) -> None:
+    folder = root / str(pid)
+    folder.mkdir(exist_ok=True)
+    # Fields after "(comm)": state, ppid, then nine more, then utime and stime (proc(5)).
+    (folder / "stat").write_text(f"{pid} ({comm}) S {ppid} " + "0 " * 9 + f"{ticks} {ticks} 0 0\n")
+    (folder / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0")
+
+
+def fake_proc(root: Path, scale: int) -> None:
+    """A server (supervisor and two API workers), PostgreSQL, Redis, the load generator with a child, a stranger."""
+    spawn = "python -B -c from multiprocessing.spawn import spawn_main"
+    table = [(10, 1, "python", ".venv/bin/python .venv/bin/keyledger serve --workers 2", 1),
+             (11, 10, "python", spawn, 2), (12, 10, "python", spawn, 3),
+             (20, 1, "postgres", "postgres: 15/main: postgres kl 127.0.0.1(5000) idle", 4),
+             (30, 1, "redis-server", "redis-server 127.0.0.1:6379", 5),
+             (40, 1, "python", "python -m benchmarks --cpu", 6), (41, 40, "python", spawn, 7),
+             (50, 1, "odd) (name", "something else", 8)]
+    for pid, ppid, comm, cmdline, ticks in table:
+        write_proc(root, pid, ppid=ppid, comm=comm, cmdline=cmdline, ticks=ticks * scale)
+    (root / "stat").write_text(f"cpu  {100 * scale} 0 {100 * scale} 999 7 0 0 0 0 0\ncpu0 1 2 3\n")
+    (root / "self").mkdir(exist_ok=True)  # not a process: skipped
+
+
+def test_processes_fall_in_their_groups(tmp_path: Path) -> None:
+    fake_proc(tmp_path, scale=1)
+    procs = read_procs(tmp_path)
+    assert {p.comm for p in procs} >= {"odd) (name", "postgres"}
+    times = group_times(procs, own_pid=40)
+    assert {name: round(seconds * TICKS) for name, seconds in times.items()} == {
+        "serve": 2, "api workers": 2 * (2 + 3), "postgres": 8, "redis": 10, "load generator": 2 * (6 + 7)}
+
+
+def test_the_meter_reports_cpu_per_request_between_its_first_and_last_sample(tmp_path: Path) -> None:
+    meter = CpuMeter(tmp_path, own_pid=40)
+    fake_proc(tmp_path, scale=1)
+    meter.sample(requests=100)
+    fake_proc(tmp_path, scale=3)  # every process used twice its first time again
+    meter.sample(requests=150)
+    fake_proc(tmp_path, scale=5)
+    meter.sample(requests=200)
+    line = per_request_line("revoke", meter.first, meter.last)
+    per_tick = 1e6 / TICKS / 100  # µs per request of one tick over the 100 requests between the samples
+    assert line == "[revoke] CPU µs per request (100 requests): " + ", ".join(
+        f"{name} {ticks * 4 * per_tick:.0f}" for name, ticks in (
+            ("serve", 2), ("api workers", 10), ("postgres", 8), ("redis", 10), ("load generator", 26),
+            ("machine", 200)))
+
+
+def test_no_line_without_two_samples_or_requests(tmp_path: Path) -> None:
+    meter = CpuMeter(tmp_path, own_pid=40)
+    fake_proc(tmp_path, scale=1)
+    meter.sample(requests=10)
+    assert per_request_line("jwks", meter.first, meter.last) is None
+    meter.sample(requests=10)
+    assert per_request_line("jwks", meter.first, meter.last) is None
