@@ -80,16 +80,23 @@ def group_times(procs: Iterable[Proc], own_pid: int) -> dict[str, float]:
             stack.extend(children.get(proc.pid, []))
         return found
 
+    def is_postgres(proc: Proc) -> bool:
+        return proc.comm == "postgres"
+
+    def is_redis(proc: Proc) -> bool:
+        return proc.comm.startswith("redis-server")
+
     servers = [p for p in procs if any(marker in p.cmdline for marker in SERVE_MARKERS)]
     own = [p for p in procs if p.pid == own_pid]
-    times = {
+    # The embedded PostgreSQL and Redis of ``make run`` may be the server's children: they count as themselves.
+    workers = [d for p in servers for d in descendants(p.pid) if not (is_postgres(d) or is_redis(d))]
+    return {
         "serve": sum(p.seconds for p in servers),
-        "api workers": sum(d.seconds for p in servers for d in descendants(p.pid)),
-        "postgres": sum(p.seconds for p in procs if p.comm == "postgres"),
-        "redis": sum(p.seconds for p in procs if p.comm.startswith("redis-server")),
+        "api workers": sum(p.seconds for p in workers),
+        "postgres": sum(p.seconds for p in procs if is_postgres(p)),
+        "redis": sum(p.seconds for p in procs if is_redis(p)),
         "load generator": sum(p.seconds for p in own + [d for p in own for d in descendants(p.pid)]),
     }
-    return times
 
 
 class CpuMeter:

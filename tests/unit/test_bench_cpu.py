@@ -21,7 +21,8 @@ def fake_proc(root: Path, scale: int) -> None:
     spawn = "python -B -c from multiprocessing.spawn import spawn_main"
     table = [(10, 1, "python", ".venv/bin/python .venv/bin/keyledger serve --workers 2", 1),
              (11, 10, "python", spawn, 2), (12, 10, "python", spawn, 3),
-             (20, 1, "postgres", "postgres: 15/main: postgres kl 127.0.0.1(5000) idle", 4),
+             (20, 1, "postgres", "postgres: 15/main: postgres kl 127.0.0.1(5000) idle", 3),
+             (21, 10, "postgres", "postgres -D data/pg", 1),  # an embedded server's child counts as PostgreSQL
              (30, 1, "redis-server", "redis-server 127.0.0.1:6379", 5),
              (40, 1, "python", "python -m benchmarks --cpu", 6), (41, 40, "python", spawn, 7),
              (50, 1, "odd) (name", "something else", 8)]
