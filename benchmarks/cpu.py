@@ -5,7 +5,7 @@ from one run to the next. The CPU each process spends per request drifts far les
 it, and it says where the time goes: the ``keyledger serve`` process (the supervisor, or the whole server with one
 worker), its API worker processes, PostgreSQL, Redis and this load generator; ``machine`` is every core's busy time
 (``/proc/stat``), so what it holds beyond the groups is everything else. A process that exits during the window
-takes its time with it (none of these do).
+takes its time with it (the server's pools keep their connections, so its processes and backends normally stay).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuMeter", "CpuSample", "group_times", "per_request_line"]
+__all__ = ["CpuMeter", "CpuSample", "group_times", "per_request_line", "read_procs"]
 
 SERVE_MARKERS = ("keyledger serve", "infrastructure.cli serve")
 
