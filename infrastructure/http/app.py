@@ -45,10 +45,7 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
         await app.state.gate.open()
         app.state.async_redis = redis.asyncio.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2,
                                                              socket_timeout=2)
-        app.state.fast_introspection = FastIntrospection(built, pool=app.state.gate.pool,
-                                                         redis_client=app.state.async_redis,
-                                                         events_table=events_table(built.app),
-                                                         revoked_table=revoked_table(built.app))
+        app.state.fast_introspection = FastIntrospection(built, gate=app.state.gate, redis_client=app.state.async_redis)
 
     async def shutdown(app: Litestar) -> None:
         if app.state.get("gate") is not None:

@@ -5,26 +5,25 @@ A bearer request needs three facts from PostgreSQL: whether its token was revoke
 on a project's path, the version of that project's stream (the caller's role is decided on the project as it is
 now, not on a stale copy); and the key ring's version (a signing key revoked by another process is refused by this
 one at once). Asking all three in one query, on the event loop with an asynchronous pool, costs one round trip and
-no thread hand-off, where the synchronous path cost two round trips and two hand-offs. The project itself comes from
+no thread hand-off, where the synchronous path cost two round trips and two hand-offs; the questions of requests
+that arrive together share one query (``infrastructure.http.coalescing``). The project itself comes from
 :class:`ProjectSnapshots` when the version matches, so a read of an unchanged project decodes nothing.
 """
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import psycopg
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import AsyncConnectionPool
 
 from domain.ids import keyring_id
 from domain.project import Project
+from infrastructure.http.coalescing import NIL, ReadBatcher
 from projections.token_lookup import REVOKED_TOKENS_TABLE
-
-READ_ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +35,46 @@ class GateAnswer:
     ring_version: int
 
 
+@dataclass(frozen=True, slots=True)
+class GateRow:
+    """One key's answer: the token's facts, a stream's version and the ring's version."""
+
+    status: str | None
+    written_through: bool
+    stream_version: int | None
+    ring_version: int
+
+
 class RequestGate:
-    """Answers "revoked?" and "project version?" in one query (see the module docstring)."""
+    """Answers "revoked?", "stream version?" and "ring version?" (see the module docstring), coalescing the
+    questions that arrive together into one query (``infrastructure.http.coalescing``)."""
 
     def __init__(self, database_url: str, *, lookup_table: Composable, events_table: Composable,
                  revoked_table: Composable, max_size: int) -> None:
         # A request waits at most a few seconds for a connection: then 503 (see ``errors.unavailable_handler``),
         # never a hung request. Connections are not checked when taken (that is a round trip per request): a broken
-        # one fails its query, is discarded by the pool, and ``fetch_row`` tries another.
+        # one fails its query, is discarded by the pool, and ``fetch_rows`` tries another.
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
                                         kwargs={"autocommit": True})
-        self._query = SQL(
-            "SELECT (SELECT status FROM {lookup} WHERE token_id = %(t)s), "
-            "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
-            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(p)s), "
-            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
+        query = SQL(
+            "SELECT q.i, (SELECT status FROM {lookup} WHERE token_id = q.t), "
+            "EXISTS (SELECT FROM {revoked} WHERE token_id = q.t), "
+            "(SELECT max(originator_version) FROM {events} WHERE originator_id = q.s), "
+            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)b) "
+            "FROM unnest(%(t)b::uuid[], %(s)b::uuid[]) WITH ORDINALITY AS q(t, s, i)"
         ).format(lookup=lookup_table, events=events_table, revoked=revoked_table).as_string(None)
-        self._ring_query = SQL(
-            "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
-        ).format(events=events_table).as_string(None)
+        self.reads = ReadBatcher(self.pool, query, _read_params)
+
+    async def read(self, token_id: UUID | None, stream_id: UUID | None) -> GateRow:
+        """The token's lookup status and whether its revocation is listed, the stream's version and the key ring's
+        version, from a query started after this call (None: no such token or stream)."""
+        status, written_through, version, ring = await self.reads.read(token_id or NIL, stream_id or NIL)
+        return GateRow(status=status, written_through=bool(written_through), stream_version=version,
+                       ring_version=int(ring or 0))
 
     async def ring_version(self) -> int:
         """The key ring's version (the JWKS endpoint's one question), on the event loop like ``check``."""
-        (version,) = await fetch_row(self.pool, self._ring_query, {"k": keyring_id()})
-        return int(version or 0)
+        return (await self.read(None, None)).ring_version
 
     async def open(self) -> None:
         """Opens the pool (in the event loop that will use it)."""
@@ -72,31 +87,13 @@ class RequestGate:
     async def check(self, token_id: UUID, project_id: UUID | None) -> GateAnswer:
         """Whether the token is revoked (or used up), the project's stream version (None: no project) and the key
         ring's version (a process whose key snapshot is older reloads it before trusting a signature)."""
-        status, written_through, version, ring = await fetch_row(
-            self.pool, self._query, {"t": token_id, "p": project_id, "k": keyring_id()})
-        return GateAnswer(revoked=bool(written_through) or status in ("revoked", "used"), project_version=version,
-                          ring_version=ring or 0)
+        row = await self.read(token_id, project_id)
+        return GateAnswer(revoked=row.written_through or row.status in ("revoked", "used"),
+                          project_version=row.stream_version, ring_version=row.ring_version)
 
 
-async def fetch_row(pool: AsyncConnectionPool, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
-    """The one row of a prepared single-row read (each of ours selects scalar subqueries, so there always is one).
-
-    A connection that broke since it was last used (a server restart breaks them all) is discarded and the read tried
-    again on another, a few times: the query only reads.
-    """
-    for attempt in range(1, READ_ATTEMPTS + 1):
-        try:
-            async with pool.connection() as conn:
-                cursor = conn.cursor(row_factory=tuple_row)
-                await cursor.execute(query, params, prepare=True)
-                row = await cursor.fetchone()
-        except psycopg.OperationalError:
-            if attempt == READ_ATTEMPTS:
-                raise
-            continue
-        assert row is not None
-        return row
-    raise AssertionError("unreachable")
+def _read_params(keys: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    return {"t": [key[0] for key in keys], "s": [key[1] for key in keys], "k": keyring_id()}
 
 
 def events_table(app: Any) -> Composable:

@@ -29,14 +29,12 @@ from typing import Any
 from uuid import UUID
 
 import redis.asyncio
-from psycopg.sql import SQL, Composable
-from psycopg_pool import AsyncConnectionPool
 
 from application.oauth.limits import client_keys
 from domain.client import Client
-from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id, keyring_id
+from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id
 from infrastructure.crypto.jwt import InvalidToken, UnknownKey
-from infrastructure.http.gate import fetch_row
+from infrastructure.http.gate import RequestGate
 
 INACTIVE: dict[str, Any] = {"active": False}
 CLEAN_FOR = 1.0  # seconds a clean read of a known client's failure counters is trusted
@@ -71,19 +69,11 @@ class KnownClients:
 class FastIntrospection:
     """The event-loop path (see the module docstring)."""
 
-    def __init__(self, container: Any, *, pool: AsyncConnectionPool, redis_client: redis.asyncio.Redis,
-                 events_table: Composable, revoked_table: Composable) -> None:
+    def __init__(self, container: Any, *, gate: RequestGate, redis_client: redis.asyncio.Redis) -> None:
         self._container = container
-        self._pool = pool
+        self._gate = gate
         self._redis = redis_client
         self.known = KnownClients()
-        self._query = SQL(
-            "SELECT (SELECT max(originator_version) FROM {events} WHERE originator_id = %(c)s), "
-            "(SELECT status FROM {lookup} WHERE token_id = %(t)s), "
-            "EXISTS (SELECT FROM {revoked} WHERE token_id = %(t)s), "
-            "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)s)"
-        ).format(events=events_table, lookup=container.lookup.table("token_lookup"),
-                 revoked=revoked_table).as_string(None)  # rendered once, not per request
         self._clean_until: dict[tuple[str, str | None], float] = {}
 
     def secret_hash(self, secret: str) -> str:
@@ -157,9 +147,8 @@ class FastIntrospection:
                 "jti": claims["jti"]}
 
     async def _versions(self, client_key: UUID, token_id: UUID | None) -> tuple[int | None, str | None, int]:
-        version, status, written_through, ring = await fetch_row(
-            self._pool, self._query, {"c": client_key, "t": token_id, "k": keyring_id()})
-        return version, "revoked" if written_through else status, ring or 0
+        row = await self._gate.read(token_id, client_key)
+        return row.stream_version, "revoked" if row.written_through else row.status, row.ring_version
 
     async def no_failures(self, client_id: str, source: str | None) -> bool:
         """Whether neither the client nor the address has failures counted, read at most once per CLEAN_FOR.

@@ -30,9 +30,7 @@ class Harness:
                                 max_size=2)
         self.loop.run_until_complete(self.gate.open())
         self.redis = redis.asyncio.Redis.from_url(redis_url)
-        self.fast = FastIntrospection(container, pool=self.gate.pool, redis_client=self.redis,
-                                      events_table=events_table(container.app),
-                                      revoked_table=revoked_table(container.app))
+        self.fast = FastIntrospection(container, gate=self.gate, redis_client=self.redis)
 
     def answer(self, account: SignedUp, token: str, secret: str | None = None) -> dict[str, Any] | None:
         client = account.client.client
