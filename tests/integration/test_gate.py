@@ -5,12 +5,16 @@ import asyncio
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
+import jwt
 import psycopg
 import pytest
 
+from application.members import AddMember
 from application.oauth.grants import TokenRequest
+from application.oauth.revocation import RevocationRequest
+from domain.scopes import Role
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http.auth import principal
 from infrastructure.http.errors import BearerError
@@ -18,6 +22,7 @@ from infrastructure.http.gate import GateAnswer, RequestGate, events_table, revo
 from infrastructure.settings import Settings
 from tests.conftest import fresh_database
 from tests.integration.support import sign_up
+from tests.integration.webhook_support import owner
 from workers.keys import key_rotation
 
 
@@ -36,10 +41,7 @@ def pair(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[
 
 
 def issue(container: Container) -> str:
-    signed = sign_up(container)
-    return str(container.tokens.handle(TokenRequest(grant_type="client_credentials",
-                                                    client_id=signed.client.client.client_id,
-                                                    client_secret=signed.client.client_secret)).access_token)
+    return issue_for(container, sign_up(container))
 
 
 class RacingGate:
@@ -102,3 +104,40 @@ def test_a_lost_connection_is_replaced_without_an_error(pair: tuple[Container, C
     finally:
         loop.run_until_complete(gate.close())
         loop.close()
+
+
+def test_questions_asked_together_get_each_their_own_token_and_project(pair: tuple[Container, Container, str]) -> None:
+    """Two tenants' requests in one coalesced query: each gets its own token's revocation and its own project's
+    version, never the other's."""
+    _, api, url = pair
+    first, second = sign_up(api, project="First"), sign_up(api, project="Second")
+    colleague = sign_up(api)
+    api.members_admin.add(AddMember(project_id=first.project.id, email=colleague.user.email, role=Role.AUDITOR,
+                                    caller=owner(first)))  # the two projects' streams now differ in length
+    tokens = [issue_for(api, first), issue_for(api, second)]
+    api.revocation.handle(first.client.client, RevocationRequest(token=tokens[0], token_type_hint=None))
+    ids = [UUID(jwt.decode(token, options={"verify_signature": False})["jti"]) for token in tokens]
+    versions = [api.app.repository.get(account.project.id).version for account in (first, second)]
+    assert versions[0] != versions[1]
+    loop = asyncio.new_event_loop()
+    gate = open_gate(loop, api, url)
+    try:
+        async def together() -> list[GateAnswer]:
+            return list(await asyncio.gather(gate.check(ids[0], second.project.id),
+                                             gate.check(ids[1], first.project.id), gate.check(ids[1], None),
+                                             gate.check(uuid4(), uuid4())))
+
+        answers = loop.run_until_complete(together())
+        assert gate.reads.queries == 1 and gate.reads.keys == 4
+    finally:
+        loop.run_until_complete(gate.close())
+        loop.close()
+    assert [answer.revoked for answer in answers] == [True, False, False, False]
+    assert [answer.project_version for answer in answers] == [versions[1], versions[0], None, None]
+    assert len({answer.ring_version for answer in answers}) == 1 and answers[0].ring_version > 0
+
+
+def issue_for(container: Container, account: Any) -> str:
+    return str(container.tokens.handle(TokenRequest(grant_type="client_credentials",
+                                                    client_id=account.client.client.client_id,
+                                                    client_secret=account.client.client_secret)).access_token)
