@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from infrastructure.http.coalescing import ReadBatcher
 from tests.conftest import fresh_database
@@ -107,3 +107,17 @@ def test_a_caller_that_gave_up_does_not_disturb_the_others(kv_url: str) -> None:
     cancelled, kept = run(kv_url, scenario, pause=0.05)
     assert cancelled
     assert kept[0] == 50
+
+
+def test_a_pool_with_no_free_connection_fails_the_callers_after_one_wait(kv_url: str) -> None:
+    async def main() -> tuple[list[Any], int]:
+        async with AsyncConnectionPool(kv_url, min_size=1, max_size=1, timeout=0.2,
+                                       kwargs={"autocommit": True}) as pool:
+            batcher = ReadBatcher(pool, SLOW_QUERY, params(0.0))
+            async with pool.connection():  # the only connection, taken
+                outcomes = await asyncio.gather(batcher.read(1), batcher.read(2), return_exceptions=True)
+            return outcomes, pool.get_stats().get("requests_errors", 0)
+
+    outcomes, timeouts = asyncio.run(main())
+    assert all(isinstance(outcome, PoolTimeout) for outcome in outcomes)
+    assert timeouts == 1  # asked once for the batch, not again and again
