@@ -62,8 +62,9 @@ def wait_for_active_sleep(url: str) -> None:
     """Until a query with pg_sleep is running in PostgreSQL (its snapshot is taken)."""
     with psycopg.connect(url, autocommit=True) as conn:
         for _ in range(500):
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                               "AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()").fetchone()
+            # Sleeping: past planning, so the query's snapshot is taken (merely "active" may still be preparing).
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                               "AND datname = current_database() AND pid <> pg_backend_pid()").fetchone()
             if row and row[0]:
                 return
             time.sleep(0.01)
@@ -95,29 +96,49 @@ def test_a_failed_query_fails_its_callers_and_the_next_one_answers(kv_url: str) 
     assert later[0] == 30
 
 
-def test_a_caller_that_gave_up_does_not_disturb_the_others(kv_url: str) -> None:
+def test_a_caller_that_gives_up_during_its_query_does_not_disturb_the_others(kv_url: str) -> None:
     async def scenario(batcher: ReadBatcher) -> tuple[bool, tuple[Any, ...]]:
         abandoned = asyncio.ensure_future(batcher.read(4))
         kept = asyncio.ensure_future(batcher.read(5))
-        await asyncio.sleep(0)
+        await asyncio.to_thread(wait_for_active_sleep, kv_url)  # both are in the running query
         abandoned.cancel()
         await asyncio.gather(abandoned, return_exceptions=True)
-        return abandoned.cancelled(), await kept
+        return abandoned.cancelled(), await asyncio.wait_for(kept, 10)
 
-    cancelled, kept = run(kv_url, scenario, pause=0.05)
+    cancelled, kept = run(kv_url, scenario, pause=0.3)
     assert cancelled
     assert kept[0] == 50
 
 
-def test_a_pool_with_no_free_connection_fails_the_callers_after_one_wait(kv_url: str) -> None:
+def test_a_pool_with_no_free_connection_fails_the_waiting_callers_after_one_wait(kv_url: str) -> None:
     async def main() -> tuple[list[Any], int]:
-        async with AsyncConnectionPool(kv_url, min_size=1, max_size=1, timeout=0.2,
+        async with AsyncConnectionPool(kv_url, min_size=1, max_size=1, timeout=0.3,
                                        kwargs={"autocommit": True}) as pool:
-            batcher = ReadBatcher(pool, SLOW_QUERY, params(0.0))
+            batcher = ReadBatcher(pool, SLOW_QUERY, params(0.0), max_in_flight=1)
             async with pool.connection():  # the only connection, taken
-                outcomes = await asyncio.gather(batcher.read(1), batcher.read(2), return_exceptions=True)
+                first = asyncio.ensure_future(batcher.read(1))
+                while not batcher._tasks or batcher._waiting:  # until the first question's query waits on the pool
+                    await asyncio.sleep(0)
+                behind = asyncio.ensure_future(batcher.read(2))  # queued behind the waiting query
+                outcomes = await asyncio.wait_for(asyncio.gather(first, behind, return_exceptions=True), 10)
             return outcomes, pool.get_stats().get("requests_errors", 0)
 
     outcomes, timeouts = asyncio.run(main())
     assert all(isinstance(outcome, PoolTimeout) for outcome in outcomes)
-    assert timeouts == 1  # asked once for the batch, not again and again
+    assert timeouts == 1  # the pool was asked once: the question behind failed with it, not after its own wait
+
+
+def test_a_batcher_stopped_mid_query_leaves_no_caller_waiting_and_works_again(kv_url: str) -> None:
+    async def scenario(batcher: ReadBatcher) -> tuple[bool, bool, tuple[Any, ...]]:
+        running = asyncio.ensure_future(batcher.read(6))
+        await asyncio.to_thread(wait_for_active_sleep, kv_url)
+        queued = asyncio.ensure_future(batcher.read(7))  # behind the running query (one in flight at most)
+        await asyncio.sleep(0)
+        for task in list(batcher._tasks):
+            task.cancel()  # what closing the event loop does
+        await asyncio.wait_for(asyncio.gather(running, queued, return_exceptions=True), 10)
+        return running.cancelled(), queued.cancelled(), await asyncio.wait_for(batcher.read(8), 10)
+
+    running, queued, later = run(kv_url, scenario, pause=0.3, max_in_flight=1)
+    assert running and queued
+    assert later[0] == 80
