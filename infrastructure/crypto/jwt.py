@@ -121,16 +121,22 @@ class KeySet:
         """Returns the RFC 7517 JWK Set document (pre-published keys included, revoked and retired ones not)."""
         if self._version is not None:
             self.refresh()
-        return {"keys": [key.jwk for key in self._snapshot.published.values()]}
+        return jwk_set(self._snapshot)
 
     def jwks_json(self) -> bytes:
         """The current snapshot's JWK Set document as JSON, encoded once per snapshot; the caller has checked the
         snapshot against the ring (``observe``/``reload``), as ``jwks`` does itself."""
         snapshot, cached = self._snapshot, self._jwks_body
         if cached is None or cached[0] is not snapshot:
-            cached = (snapshot, msgspec.json.encode({"keys": [key.jwk for key in snapshot.published.values()]}))
+            cached = (snapshot, msgspec.json.encode(jwk_set(snapshot)))
             self._jwks_body = cached
         return cached[1]
+
+
+def jwk_set(snapshot: KeySnapshot) -> dict[str, list[dict[str, str]]]:
+    """RFC 7517 section 5: the JWK Set of a snapshot's published keys (pre-published included, revoked and retired
+    ones not)."""
+    return {"keys": [key.jwk for key in snapshot.published.values()]}
 
 
 def published_key(kid: str, alg: str, jwk: dict[str, str]) -> PublishedKey:

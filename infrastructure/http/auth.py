@@ -62,7 +62,7 @@ async def principal(request: Request[Any, Any, Any], state: State) -> Principal:
     # Every request checks revocation: a revocation is listed in the same transaction as its event.
     if answer.revoked:
         raise BearerError(401, "invalid_token", "the access token is invalid")
-    request.state.project_version = answer.project_version
+    request.state.project_version = answer.stream_version
     return caller
 
 

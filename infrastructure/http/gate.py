@@ -28,21 +28,17 @@ from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 @dataclass(frozen=True, slots=True)
 class GateAnswer:
-    """What one request's query learnt."""
+    """What one question learnt: the token's facts, a stream's version and the key ring's version."""
 
-    revoked: bool
-    project_version: int | None
+    status: str | None  # the token lookup's status, None if the model has no row (yet)
+    written_through: bool  # the token's revocation is listed in ``revoked_tokens``
+    stream_version: int | None  # None: no such stream (or none asked)
     ring_version: int
 
-
-@dataclass(frozen=True, slots=True)
-class GateRow:
-    """One key's answer: the token's facts, a stream's version and the ring's version."""
-
-    status: str | None
-    written_through: bool
-    stream_version: int | None
-    ring_version: int
+    @property
+    def revoked(self) -> bool:
+        """Whether the token may no longer be used (revoked, or a refresh token used up)."""
+        return self.written_through or self.status in ("revoked", "used")
 
 
 class RequestGate:
@@ -65,12 +61,12 @@ class RequestGate:
         ).format(lookup=lookup_table, events=events_table, revoked=revoked_table).as_string(None)
         self.reads = ReadBatcher(self.pool, query, _read_params)
 
-    async def read(self, token_id: UUID | None, stream_id: UUID | None) -> GateRow:
+    async def read(self, token_id: UUID | None, stream_id: UUID | None) -> GateAnswer:
         """The token's lookup status and whether its revocation is listed, the stream's version and the key ring's
         version, from a query started after this call (None: no such token or stream)."""
         status, written_through, version, ring = await self.reads.read(token_id or NIL, stream_id or NIL)
-        return GateRow(status=status, written_through=bool(written_through), stream_version=version,
-                       ring_version=int(ring or 0))
+        return GateAnswer(status=status, written_through=bool(written_through), stream_version=version,
+                          ring_version=int(ring or 0))
 
     async def ring_version(self) -> int:
         """The key ring's version (the JWKS endpoint's one question), on the event loop like ``check``."""
@@ -85,11 +81,10 @@ class RequestGate:
         await self.pool.close()
 
     async def check(self, token_id: UUID, project_id: UUID | None) -> GateAnswer:
-        """Whether the token is revoked (or used up), the project's stream version (None: no project) and the key
-        ring's version (a process whose key snapshot is older reloads it before trusting a signature)."""
-        row = await self.read(token_id, project_id)
-        return GateAnswer(revoked=row.written_through or row.status in ("revoked", "used"),
-                          project_version=row.stream_version, ring_version=row.ring_version)
+        """A bearer request's question: whether the token is revoked (or used up), the project's stream version
+        (None: no project) and the key ring's version (a process whose key snapshot is older reloads it before
+        trusting a signature)."""
+        return await self.read(token_id, project_id)
 
 
 def _read_params(keys: Sequence[tuple[Any, ...]]) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def test_a_lost_connection_is_replaced_without_an_error(pair: tuple[Container, C
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (loop.run_until_complete(backend()),))
         answer = loop.run_until_complete(gate.check(uuid4(), None))
-        assert answer.revoked is False and answer.project_version is None
+        assert answer.revoked is False and answer.stream_version is None
     finally:
         loop.run_until_complete(gate.close())
         loop.close()
@@ -133,7 +133,7 @@ def test_questions_asked_together_get_each_their_own_token_and_project(pair: tup
         loop.run_until_complete(gate.close())
         loop.close()
     assert [answer.revoked for answer in answers] == [True, False, False, False]
-    assert [answer.project_version for answer in answers] == [versions[1], versions[0], None, None]
+    assert [answer.stream_version for answer in answers] == [versions[1], versions[0], None, None]
     assert len({answer.ring_version for answer in answers}) == 1 and answers[0].ring_version > 0
 
 
