@@ -130,6 +130,8 @@ class OneTripRecorder(PostgresApplicationRecorder):
             return []
         params = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
                   [e.topic for e in stored_events], [e.state for e in stored_events])
-        with self.datastore.transaction(commit=True) as curs:
+        # The pool's connections are in autocommit mode: the one statement is its own transaction, so no BEGIN
+        # and COMMIT round trips around it (the function's LOCK is allowed there: it is not a top-level statement).
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.insert_call, params, prepare=True)
             return [row[self.insert_function] for row in curs.fetchall()]
