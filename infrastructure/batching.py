@@ -9,11 +9,12 @@ answered before its TokenIssued event is durably stored, and one thread doing th
 database free of per-request hand-offs.
 """
 
+import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +23,74 @@ from eventsourcing.persistence import IntegrityError
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+_PENDING = object()
 
 
 @dataclass(slots=True)
 class _Item:
-    """One caller's work: aggregates to save, or a request to decide (whose outcome carries aggregates)."""
+    """One caller's work: aggregates to save, or a request to decide (whose outcome carries aggregates).
 
-    future: Future[Any]
+    A caller waits on ``future``: a thread's ``concurrent.futures.Future``, or an ``asyncio.Future`` of ``loop``,
+    which the committer settles with one hand-off per loop and batch (``_Settlements``).
+    """
+
+    future: "Future[Any] | asyncio.Future[Any]"
+    loop: asyncio.AbstractEventLoop | None = None
     aggregates: tuple[Any, ...] = ()
     request: Any = None
     outcome: Any = None
     events: list[Any] = field(default_factory=list)
+    result: Any = _PENDING  # what the caller gets: a value or an exception, once decided
+
+    @property
+    def settled(self) -> bool:
+        """Whether the committer has decided what the caller gets."""
+        return self.result is not _PENDING
+
+
+class _Settlements:
+    """The answers of one batch, handed to their callers once the batch is done.
+
+    Threads' futures are set at once. Each event loop gets one ``call_soon_threadsafe`` for all its callers of the
+    batch: a hand-off per caller (what ``asyncio.wrap_future`` does) costs each of them a lock, a wake-up write and
+    a callback chain, more than deciding its revocation.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+
+    def add(self, item: _Item) -> None:
+        if item.loop is None:
+            _settle(item)
+        else:
+            self._by_loop.setdefault(item.loop, []).append(item)
+
+    def flush(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, items)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                logger.debug("group commit: %d answers for a closed event loop dropped", len(items))
+
+
+def _settle(item: _Item) -> None:
+    """Gives the caller its answer, unless it stopped waiting (a cancelled future)."""
+    result = item.result if item.settled else RuntimeError("the group committer left this request undecided")
+    try:
+        if item.future.done():
+            return
+        if isinstance(result, BaseException):
+            item.future.set_exception(result)
+        else:
+            item.future.set_result(result)
+    except InvalidStateError:  # a thread's future cancelled meanwhile: nobody waits for it
+        return
+
+
+def _settle_all(items: list[_Item]) -> None:
+    for item in items:
+        _settle(item)
 
 
 class GroupCommitter:
@@ -73,6 +131,22 @@ class GroupCommitter:
         self._queue.put(_Item(future=future, request=request))
         return future
 
+    async def saved(self, *aggregates: Any) -> int:
+        """``submit`` for a coroutine: the position, once the aggregates are committed (waits without a thread)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.put(_Item(future=future, loop=loop, aggregates=aggregates))
+        return await future
+
+    async def decided(self, request: Any) -> Any:
+        """``submit_request`` for a coroutine: the outcome, once its aggregates are committed."""
+        if self._decide is None:
+            raise RuntimeError("this committer decides nothing")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Item(future=future, loop=loop, request=request))
+        return await future
+
     def close(self) -> None:
         """Stops the committer after the queued work is saved."""
         self._queue.put(_STOP)
@@ -102,14 +176,20 @@ class GroupCommitter:
                 except Exception as exc:
                     logger.warning("group commit of %d items failed: %s", len(batch), type(exc).__name__)
                     for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
+                        if not item.settled:
+                            item.result = exc
+                settlements = _Settlements()
+                for item in batch:
+                    settlements.add(item)
+                settlements.flush()
             if stop:
                 return
 
     def _process(self, batch: list[_Item]) -> None:
+        """Decides the batch's requests, saves every caller's events in one transaction and records each caller's
+        answer in its item (handed out by ``_run`` once the whole batch is done)."""
         self._decide_requests(batch)
-        live = [item for item in batch if not item.future.done()]
+        live = [item for item in batch if not item.settled and not item.future.cancelled()]
         for item in live:
             # Collect the pending events once, so a failed batch can be retried caller by caller.
             item.events = [e for agg in item.aggregates for e in agg.collect_events()]
@@ -130,7 +210,7 @@ class GroupCommitter:
             return
         for item, outcome in zip(requests, self._decide([item.request for item in requests]), strict=True):
             if isinstance(outcome, Exception) and not getattr(outcome, "aggregates", ()):
-                item.future.set_exception(outcome)
+                item.result = outcome
             else:
                 item.outcome = outcome
                 item.aggregates = tuple(outcome.aggregates)
@@ -139,7 +219,7 @@ class GroupCommitter:
         try:
             recordings = self._save(*item.events)
         except Exception as exc:
-            item.future.set_exception(exc)
+            item.result = exc
             return
         _resolve(item, max((r.notification.id for r in recordings), default=0))
 
@@ -166,9 +246,7 @@ class RequestRouter:
 
 
 def _resolve(item: _Item, position: int) -> None:
-    """Answers a caller once its events are committed: the position, the decided outcome, or the refusal (an
-    exception whose own events, its TokenRequestRefused, were saved with the batch)."""
-    if isinstance(item.outcome, BaseException):
-        item.future.set_exception(item.outcome)
-    else:
-        item.future.set_result(position if item.request is None else item.outcome)
+    """Records a caller's answer once its events are committed: the position, the decided outcome, or the refusal
+    (an exception whose own events, its TokenRequestRefused, were saved with the batch)."""
+    item.result = item.outcome if isinstance(item.outcome, BaseException) else (
+        position if item.request is None else item.outcome)

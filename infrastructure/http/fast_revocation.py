@@ -15,7 +15,6 @@ Anything else returns False and takes the general path, which authenticates with
 strictly and decides on its stream.
 """
 
-import asyncio
 import json
 from typing import Any
 
@@ -36,7 +35,7 @@ async def revoke_known(fast: FastIntrospection, container: Any, credentials: tup
     if request is None or not await fast.no_failures(request.client.client_id, source):
         return False
     try:
-        outcome: RevocationOutcome = await asyncio.wrap_future(container.committer.submit_request(request))
+        outcome: RevocationOutcome = await container.committer.decided(request)
     except IntegrityError:
         return False  # a racing revocation or sweep moved the stream first: the general path sees it
     return outcome.decided

@@ -1,6 +1,5 @@
 """OAuth endpoints: token (RFC 6749 section 3.2), revocation (RFC 7009), introspection (RFC 7662)."""
 
-import asyncio
 from typing import Any
 
 import anyio
@@ -60,9 +59,9 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
     try:
         if parsed.grant_type in THREADED_GRANTS:
             issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
-            await asyncio.wrap_future(container.committer.submit(*issued.aggregates))
+            await container.committer.saved(*issued.aggregates)
         else:
-            issued = await asyncio.wrap_future(container.committer.submit_request(parsed))
+            issued = await container.committer.decided(parsed)
     except IntegrityError:
         # Another request changed the same refresh token first: exactly one rotation wins.
         error = InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
@@ -79,7 +78,7 @@ async def record_refusal(container: Any, error: OAuthError) -> None:
     group committer saves the refusals of the requests it decides, and clears nothing, so it is saved once)."""
     aggregates = [a for a in error.aggregates if getattr(a, "pending_events", None)]
     if aggregates:
-        await asyncio.wrap_future(container.committer.submit(*aggregates))
+        await container.committer.saved(*aggregates)
 
 
 def authenticated_client(state: State, request: Request[Any, Any, Any],

@@ -1,5 +1,6 @@
 """GroupCommitter on the real store: batching, per-caller failure, and decided token requests."""
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -146,3 +147,39 @@ def test_the_containers_committer_issues_durable_tokens(container: Container) ->
     with pytest.raises(InvalidClient):
         container.committer.submit_request(TokenRequest(grant_type="client_credentials", client_id="klc_nobody",
                                                         client_secret=signed.client.client_secret)).result(10)
+
+
+def test_coroutines_of_one_batch_are_answered_together_and_a_cancelled_one_does_not_fail_the_rest(
+        container: Container, gated: tuple[GroupCommitter, GatedSave]) -> None:
+    """Coroutines wait on asyncio futures that the committer settles with one hand-off per loop and batch. One that
+    stops waiting (its task cancelled: a client gone, a shutdown) is skipped: its aggregate is not saved, and the
+    others of its batch still get their positions (a cancelled future must not turn their answers into errors)."""
+    committer, save = gated
+    projects = [new_project() for _ in range(5)]
+    handed_off: list[int] = []
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            handed_off.append(len(args[0]) if args and isinstance(args[0], list) else 0)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        tasks = [asyncio.create_task(committer.saved(project)) for project in projects]
+        await asyncio.sleep(0.05)  # every task has queued its item behind the gated first transaction
+        tasks[2].cancel()
+        await asyncio.sleep(0)
+        save.gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+
+    assert isinstance(results[2], asyncio.CancelledError)
+    positions = [r for i, r in enumerate(results) if i != 2]
+    assert all(isinstance(p, int) and p > 0 for p in positions) and len(set(positions)) == 1
+    assert save.calls == [1, 4], "the four waiting coroutines were not saved in one transaction"
+    assert handed_off == [5], "the batch's answers were not handed to the loop at once"
+    found = container.app.find_many([p.id for p in projects], Project)
+    assert set(found) == {p.id for i, p in enumerate(projects) if i != 2}
