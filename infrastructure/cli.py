@@ -13,7 +13,7 @@ from typing import Any
 from infrastructure import audit_cli, embedded
 from infrastructure.bootstrap import TOKEN_RATE_MODELS, Container, Endpoints, build
 from infrastructure.keys_cli import add_parsers as add_key_parsers
-from infrastructure.serving import serve_processes
+from infrastructure.serving import freeze_startup_heap, serve_processes
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 from projections.outbox import outbox_status
@@ -83,6 +83,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                 os.environ.update({"KEYLEDGER_DATABASE_URL": endpoints.database_url,
                                    "KEYLEDGER_REDIS_URL": endpoints.redis_url,
                                    "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
+                freeze_startup_heap()
                 return serve_processes(args.workers, host=args.host, port=args.port, options=options)
             uvicorn.run(served_app(settings, endpoints, container), host=args.host, port=args.port, **options)
         finally:

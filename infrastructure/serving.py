@@ -6,6 +6,7 @@ land 31 to 1 on two processes and leave a core idle. With a socket per process t
 the processes by their address hash instead.
 """
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -30,6 +31,15 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def freeze_startup_heap() -> None:
+    """Puts what starting allocated (the app and its routes, pools, compiled SQL, caches) out of the cyclic garbage
+    collector's sight, so that its full collections walk what requests allocate, not the whole process. Seen under
+    load without it: a full collection of 70-80 ms in each API process within the first minute, every request of
+    the process waiting behind it."""
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_with(parent: int) -> None:
