@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from eventsourcing.persistence import IntegrityError
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+_EMPTY = object()
+LINGER = 0.001  # seconds a batch waits at most for the rest of its wave (see GroupCommitter._take_batch)
 _PENDING = object()
 
 
@@ -98,8 +101,10 @@ class GroupCommitter:
 
     def __init__(self, save: Callable[..., Sequence[Any]],
                  decide: Callable[[list[Any]], list[Any]] | None = None,
-                 max_batch: int = 256, timeout: float = 10.0) -> None:
+                 max_batch: int = 256, timeout: float = 10.0, linger: float = LINGER) -> None:
         self._save = save
+        self._linger = linger
+        self._expected = 1  # the previous batch's size
         self._decide = decide
         self._max_batch = max_batch
         self._timeout = timeout
@@ -153,18 +158,40 @@ class GroupCommitter:
         self._thread.join(timeout=self._timeout)
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
+        """The next batch: what is queued, and, while it is smaller than the previous batch, what arrives within
+        ``linger`` seconds of the first item.
+
+        Under concurrent load the callers come in waves (each answered batch's callers send their next requests
+        together), a little spread out in time. Taking only what is queued at the first item splits a wave into a
+        small batch and a large one that waits a whole commit behind it; waiting briefly for the previous batch's
+        size keeps the wave together: fewer round trips per request and a narrower spread of waits (PostgreSQL's
+        commit_delay, which also waits only when there are siblings). A caller alone (the previous batch had one
+        item) is never kept waiting.
+        """
         first = self._queue.get()
         if first is _STOP:
             return [], True
         batch = [first]
+        deadline: float | None = None
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                if len(batch) >= self._expected:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self._linger
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else _EMPTY
+                except queue.Empty:
+                    item = _EMPTY
+                if item is _EMPTY:
+                    break
             if item is _STOP:
                 return batch, True
             batch.append(item)
+        self._expected = len(batch)
         return batch, False
 
     def _run(self) -> None:

@@ -183,3 +183,34 @@ def test_coroutines_of_one_batch_are_answered_together_and_a_cancelled_one_does_
     assert handed_off == [5], "the batch's answers were not handed to the loop at once"
     found = container.app.find_many([p.id for p in projects], Project)
     assert set(found) == {p.id for i, p in enumerate(projects) if i != 2}
+
+
+def test_a_batch_waits_for_the_rest_of_its_wave_but_a_lone_caller_never_waits(container: Container) -> None:
+    """After a batch of N, the next batch takes its first caller and waits (up to ``linger``) until N are queued:
+    callers of one wave that arrive a little apart commit together instead of as a small batch and a large one
+    behind it. After a batch of one, a caller is taken alone at once (the long linger here would time it out)."""
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save, linger=30.0)
+    try:
+        committer.submit(new_project("Gate"))
+        assert save.entered.wait(timeout=10)
+        wave = [committer.submit(new_project()) for _ in range(3)]  # queued behind the gate: one batch of 3
+        save.gate.set()
+        assert all(future.result(timeout=10) > 0 for future in wave)
+
+        first = committer.submit(new_project())  # taken at once; the batch waits for two more
+        late = threading.Timer(0.2, lambda: wave.extend(committer.submit(new_project()) for _ in range(2)))
+        late.start()
+        late.join()
+        assert first.result(timeout=10) > 0 and all(future.result(timeout=10) > 0 for future in wave[3:])
+        assert save.calls == [1, 3, 3], "the wave's late callers were not saved with its first"
+    finally:
+        save.gate.set()
+        committer.close()
+
+    alone = GroupCommitter(container.app.save, linger=30.0)
+    try:
+        for _ in range(3):  # each batch had one caller: none waits for company
+            assert alone.submit(new_project()).result(timeout=10) > 0
+    finally:
+        alone.close()
