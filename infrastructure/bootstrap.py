@@ -34,7 +34,7 @@ from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
 from infrastructure.crypto.webhook_secrets import WebhookSecrets
-from infrastructure.postgres import eventsourcing_env, migration_lock
+from infrastructure.postgres import eventsourcing_env, hand_out_recent_first, migration_lock
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.webhook_setup import url_checker
@@ -223,6 +223,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
         with lock:
             app = Keyledger(env=env)
             opened.append(app)
+            hand_out_recent_first(app.recorder.datastore.pool)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
