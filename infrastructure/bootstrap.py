@@ -39,7 +39,7 @@ from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.webhook_setup import url_checker
 from projections.audit import AuditView
-from projections.base import HeadWatcher, ProjectionRunner, ReadModel
+from projections.base import HeadWatcher, ProjectionRunner, ReadModel, SharedDecoder
 from projections.clients import ClientsView
 from projections.members import MembersView
 from projections.secret_expiry import SecretExpiryView
@@ -138,8 +138,9 @@ class Container:
         each passes and writes its position every ``REMOTE_IDLE_WRITE`` seconds."""
         views = [view for view in self.views.values() if names is None or view.name in names]
         interval = REMOTE_IDLE_WRITE if remote_waiters else 1.0
+        decoder = SharedDecoder(self.app.mapper)  # the runners read the same events: each is decoded once
         for view in views:
-            runner = ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=view,
+            runner = ProjectionRunner(recorder=self.app.recorder, mapper=decoder, model=view,
                                       interval=interval, idle_write_interval=interval)
             runner.start()
             self.runners.append(runner)

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from abc import abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 from uuid import UUID
@@ -221,13 +222,45 @@ class ReadModel(PostgresTrackingRecorder):
         self.rebuild(())
 
 
+class SharedDecoder:
+    """The application's mapper for the runners of one process: each stored event decoded once for all of them.
+
+    Runners read the same notifications at about the same time (the audit model reads every event, the token
+    lookup model every token event), and decoding one (its JSON, then the event object) costs more than applying a
+    token event to a table. A runner decodes its batch holding the decoder (``batch``): one woken at the same
+    moment waits, then finds the events already decoded (events are immutable, so they are shared). Decoding is
+    Python work under the GIL, so the wait costs no parallelism. The last ``capacity`` events are kept: a runner
+    far behind decodes its own.
+    """
+
+    def __init__(self, mapper: Any, capacity: int = 4096) -> None:
+        self._mapper = mapper
+        self._capacity = capacity
+        self._events: OrderedDict[int, Any] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def batch(self) -> Any:
+        """Held while a runner decodes a batch (a context manager)."""
+        return self._lock
+
+    def to_domain_event(self, notification: Any) -> Any:
+        """The event stored at ``notification`` (its id names it in the whole store)."""
+        with self._lock:
+            event = self._events.get(notification.id)
+            if event is None:
+                event = self._events[notification.id] = self._mapper.to_domain_event(notification)
+                if len(self._events) > self._capacity:
+                    self._events.popitem(last=False)
+            return event
+
+
 class ProjectionRunner:
     """Feeds one read model from the application's notification log."""
 
     def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500,
                  interval: float = 0.05, idle_write_interval: float = 1.0) -> None:
         self._recorder = recorder
-        self._mapper = mapper
+        self._decoder = mapper if isinstance(mapper, SharedDecoder) else SharedDecoder(mapper, capacity=0)
         self._model = model
         self._batch_size = batch_size
         self._interval = interval
@@ -263,12 +296,16 @@ class ProjectionRunner:
             # transaction per pass). The next pass reads from the written position again: nothing is skipped.
             self._model.observe(last)
             return last - start
-        if not self._model.apply_batch(lambda: self._model.decode(self._mapper, notifications), last, after=start):
+        if not self._model.apply_batch(lambda: self._decode(notifications), last, after=start):
             self._model.observe(self._model.position())  # another process applied it: let waiters see that now
             return 0
         self._written_at = time.monotonic()
         self._model.observe(last)
         return last - start
+
+    def _decode(self, notifications: Sequence[Any]) -> list[Any]:
+        with self._decoder.batch():
+            return self._model.decode(self._decoder, notifications)
 
     def pages(self) -> Iterator[tuple[list[Any], int]]:
         """The model's events from the beginning up to the store's head (read again until reached), in batches."""
@@ -278,7 +315,7 @@ class ProjectionRunner:
                                                                 topics=sorted(self._model.topics),
                                                                 inclusive_of_start=False)
             last = notifications[-1].id if len(notifications) == self._batch_size else head
-            yield self._model.decode(self._mapper, notifications), last
+            yield self._decode(notifications), last
             position = last
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
