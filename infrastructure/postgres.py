@@ -44,7 +44,7 @@ class RecentFirstPool(ConnectionPool[Any]):
     group committer, the projection runners) spreads them over every server process of its pool, each of them
     cold: its CPU caches, its plan and catalogue caches. Taking the most recently returned one keeps the few
     server processes that the concurrency needs busy and hot, and leaves the others idle (the pool's idle timeout
-    can then close them). Measured on revocations at concurrency 32: PostgreSQL's CPU per revocation 200 -> 170
+    can then close them). Measured on revocations at concurrency 32: PostgreSQL's CPU per revocation 200 -> 166-173
     us. The override relies on psycopg_pool's internals (its deque of idle connections, taken from the left):
     ``tests/integration/test_pool.py`` fails if a release changes them.
     """

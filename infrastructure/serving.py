@@ -36,8 +36,8 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 def freeze_startup_heap() -> None:
     """Puts what starting allocated (the app and its routes, pools, compiled SQL, caches) out of the cyclic garbage
     collector's sight, so that its full collections walk what requests allocate, not the whole process. Seen under
-    load without it: a full collection of 70-80 ms in each API process within the first minute, every request of
-    the process waiting behind it."""
+    load without it: full collections of 40 to 80 ms in each API process, one to three a minute, every request of
+    the process waiting behind each."""
     gc.collect()
     gc.freeze()
 
