@@ -159,7 +159,7 @@ class GroupCommitter:
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
         """The next batch: what is queued, and, while it is smaller than the previous batch, what arrives within
-        ``linger`` seconds of the first item.
+        ``linger`` seconds of finding the queue empty.
 
         Under concurrent load the callers come in waves (each answered batch's callers send their next requests
         together), a little spread out in time. Taking only what is queued at the first item splits a wave into a

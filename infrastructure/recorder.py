@@ -133,5 +133,6 @@ class OneTripRecorder(PostgresApplicationRecorder):
         # The pool's connections are in autocommit mode: the one statement is its own transaction, so no BEGIN
         # and COMMIT round trips around it (the function's LOCK is allowed there: it is not a top-level statement).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            assert conn.autocommit, "the insert must be its own transaction"
             curs.execute(self.insert_call, params, prepare=True)
             return [row[self.insert_function] for row in curs.fetchall()]

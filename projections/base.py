@@ -230,7 +230,8 @@ class SharedDecoder:
     token event to a table. A runner decodes its batch holding the decoder (``batch``): one woken at the same
     moment waits, then finds the events already decoded (events are immutable, so they are shared). Decoding is
     Python work under the GIL, so the wait costs no parallelism. The last ``capacity`` events are kept: a runner
-    far behind decodes its own.
+    far behind decodes its own. A runner holds the decoder inside its batch's transaction, so decoding must never
+    wait on the database (no model's ``decode`` does: it only turns notifications into events).
     """
 
     def __init__(self, mapper: Any, capacity: int = 4096) -> None:

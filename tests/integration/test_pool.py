@@ -8,9 +8,10 @@ from infrastructure.postgres import RecentFirstPool
 pytestmark = pytest.mark.integration
 
 
-def test_statements_one_after_another_reuse_one_server_process(container: Container) -> None:
-    """Sequential use keeps to the server process used last; concurrent use still gets distinct connections."""
-    pool = container.app.recorder.datastore.pool
+def test_statements_one_after_another_reuse_one_server_process(quiet_container: Container) -> None:
+    """Sequential use keeps to the server process used last; concurrent use still gets distinct connections (a
+    container with no background runner, so nothing else takes a connection between the steps)."""
+    pool = quiet_container.app.recorder.datastore.pool
     assert isinstance(pool, RecentFirstPool)
     with pool.connection() as conn:  # opens the pool if it is not yet
         conn.execute("SELECT 1")
