@@ -24,7 +24,6 @@ from eventsourcing.persistence import IntegrityError
 logger = logging.getLogger(__name__)
 
 _STOP = object()
-_EMPTY = object()
 LINGER = 0.001  # seconds a batch waits at most for the rest of its wave (see GroupCommitter._take_batch)
 _PENDING = object()
 
@@ -182,11 +181,11 @@ class GroupCommitter:
                 if deadline is None:
                     deadline = time.monotonic() + self._linger
                 remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
                 try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else _EMPTY
+                    item = self._queue.get(timeout=remaining)
                 except queue.Empty:
-                    item = _EMPTY
-                if item is _EMPTY:
                     break
             if item is _STOP:
                 return batch, True
