@@ -2,8 +2,14 @@
 
 eventsourcing's recorder pipelines four statements (lock, notify, insert of a composite-type array, sync) and dumps
 each event as a composite value in Python. This one calls a PL/pgSQL function with four plain arrays, which psycopg
-dumps in C: the same lock (insert order equals commit order, so tailing readers never skip a late commit), the same
-notification, a fraction of the CPU. Everything else (reads, subscriptions, the table) is eventsourcing's own.
+dumps in C: the same lock (insert order equals commit order, so tailing readers never skip a late commit), a
+fraction of the CPU. Everything else (reads, the table) is eventsourcing's own.
+
+The lock is held until the transaction commits, its WAL flush included, so every writer of the store waits behind
+whatever the function does after taking it: only the events' insert follows it. The revocation list (below) needs no
+order and is written before; and there is no ``NOTIFY``: keyledger's readers poll the head (``projections.base``),
+nobody listens, and a notifying commit takes PostgreSQL's cluster-wide notification lock and writes its queue while
+the table lock is still held. eventsourcing's LISTEN-based ``subscribe`` therefore hears nothing from this recorder.
 
 The same function writes every revoked token's id through to ``revoked_tokens`` in the transaction that records its
 ``TokenRevoked``: a revocation is refused everywhere (DESIGN.md invariant 1) the instant it commits, without waiting
@@ -40,17 +46,16 @@ class OneTripRecorder(PostgresApplicationRecorder):
             "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
             "PERFORM set_config('lock_timeout', '{timeout}s', true); "
-            "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-            "NOTIFY {channel}; "
             "IF {revoked_topic} = ANY(topics) THEN "
             "INSERT INTO {schema}.{revoked} (token_id) SELECT DISTINCT r.id FROM unnest(ids, topics) AS r(id, topic) "
             "WHERE r.topic = {revoked_topic} ON CONFLICT DO NOTHING; END IF; "
+            "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(ids, versions, topics, states) RETURNING notification_id; "
             "END $body$"
         ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
                  revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
-                 timeout=SQL(str(int(self.datastore.lock_timeout))), channel=Identifier(self.channel_name)))
+                 timeout=SQL(str(int(self.datastore.lock_timeout)))))
         # Rendered once: psycopg would compose the SQL object again on every call.
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%b, %b, %b, %b)").format(
             schema=schema, function=function).as_string(None)

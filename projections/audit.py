@@ -1,10 +1,10 @@
 """The audit ledger read model: one row per stored event, every project's entries hash-chained.
 
-Rows are written with COPY, one batch per transaction together with the model's tracking position (exactly-once,
-like every read model). The head of each chain (its last position and hash) is kept in ``audit_chain`` so a batch
-needs one read of the heads it extends, not a scan. ``audit`` is tenant data: the request path reads it as the
-tenant role, confined by row-level security to the request's project; platform-level entries (no project) are seen
-only by the operator's CLI, which reads as the owner.
+Rows are inserted a batch per statement (one array per column), in one transaction with the model's tracking
+position (exactly-once, like every read model). The head of each chain (its last position and hash) is kept in
+``audit_chain`` so a batch needs one read of the heads it extends, not a scan. ``audit`` is tenant data: the
+request path reads it as the tenant role, confined by row-level security to the request's project; platform-level
+entries (no project) are seen only by the operator's CLI, which reads as the owner.
 
 Indexes: the position (primary key) for the operator's export, and per project: position, token, client, user,
 type (each ending with the position, so a filtered page is one index range scan in position order), and
@@ -66,6 +66,16 @@ class AuditView(ReadModel):
                        for name, spec in _INDEXES.items()]
         return statements
 
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        # A column per array, dumped by psycopg in C (binary): a COPY formats every row and sends it from Python.
+        self._insert_sql = SQL(
+            "INSERT INTO {} (position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, "
+            "client_id, user_id, stream_id, stream_version, data, hash, reach) SELECT * FROM unnest(%b::bigint[], "
+            "%b::uuid[], %b::uuid[], %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::uuid[], %b::text[], "
+            "%b::uuid[], %b::uuid[], %b::integer[], %b::text[]::jsonb[], %b::text[], %b::timestamptz[])").format(
+            self.table("audit")).as_string(None)
+
     def decode(self, mapper: Any, notifications: Sequence[Any]) -> list[Any]:
         """Entries need their event's global position: ``(position, event)`` pairs."""
         return [(n.id, mapper.to_domain_event(n)) for n in notifications]
@@ -82,13 +92,11 @@ class AuditView(ReadModel):
         memberships = Memberships(of=self._memberships(curs, {e.user_id for e in base if e.project_id is None}))
         entries = [entry for b, (_, event) in zip(base, events, strict=True) for entry in memberships.expand(b, event)]
         heads = self._heads(curs, {e.chain for e in entries})
-        copy = SQL("COPY {} (position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, "
-                   "client_id, user_id, stream_id, stream_version, data, hash, reach) FROM STDIN").format(
-            self.table("audit"))
-        with curs.copy(copy) as pipe:
-            for entry in entries:
-                head = heads[entry.chain] = chained(entry, heads.get(entry.chain))
-                pipe.write_row(_row(entry, head))
+        rows = []
+        for entry in entries:
+            head = heads[entry.chain] = chained(entry, heads.get(entry.chain))
+            rows.append(_row(entry, head))
+        curs.execute(self._insert_sql, [list(column) for column in zip(*rows, strict=True)])
         curs.executemany(SQL("INSERT INTO {} AS c (chain, position, hash, reach) VALUES (%s, %s, %s, %s) "
                              "ON CONFLICT (chain) DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash, "
                              "reach = EXCLUDED.reach").format(self.table("audit_chain")),

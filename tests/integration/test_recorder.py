@@ -3,8 +3,10 @@
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from psycopg import sql
 
 from domain.client import Client
 from domain.project import Project
@@ -124,3 +126,15 @@ def test_find_many_and_versions_reads_once_with_the_one_trip_recorder(container:
     assert calls == ["select_events_and_versions"]
     assert list(found) == [signed.project.id] and found[signed.project.id].name == signed.project.name
     assert versions == {signed.client.client.id: signed.client.client.version, signed.user.id: signed.user.version}
+
+
+def test_an_insert_notifies_nobody(container: Container, database_url: str) -> None:
+    """Readers poll the head; a NOTIFY would take PostgreSQL's notification lock while the table lock is held."""
+    recorder = container.app.recorder
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(recorder.channel_name)))
+        ids = recorder.insert_events(stored(container, project_with_members(1)))
+        assert ids
+        assert list(listener.notifies(timeout=0.5)) == []
+        listener.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))
+        assert len(list(listener.notifies(timeout=2.0, stop_after=1))) == 1  # the listener itself does hear
