@@ -38,9 +38,6 @@ _CREATE_TENANT_ROLE = SQL(
 ).format(name=Literal(TENANT_ROLE), role=Identifier(TENANT_ROLE))
 
 
-_ASYNCHRONOUS_COMMIT = "SET LOCAL synchronous_commit = off"
-
-
 class ReadModel(PostgresTrackingRecorder):
     """Base of read models: declares tables and topics, applies events, answers queries."""
 
@@ -50,11 +47,6 @@ class ReadModel(PostgresTrackingRecorder):
     # Tables of tenant data: each has a ``project_id`` column and a row-level security policy confining the
     # tenant role to the project named by the transaction's ``keyledger.project_id`` setting.
     tenant_tables: ClassVar[tuple[str, ...]] = ()
-    # Whether applying a batch waits for its commit to be flushed to disk. A read model can be rebuilt from the store
-    # and its rows commit atomically with its position, so a crash that loses its last commits only makes it
-    # re-apply those events: no fsync per batch (the event store's own commits are always durable). A model whose
-    # rows lead to effects outside the database (the webhook outbox) keeps durable commits.
-    durable_commit: ClassVar[bool] = False
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -152,10 +144,12 @@ class ReadModel(PostgresTrackingRecorder):
         held: another writer (another process's runner, a rebuild) got there first, and the caller re-reads.
         ``events`` may be a callable, called only once the lock is held and the position checked: runners of
         several processes race for the same batch, and only the winner should spend the decoding.
+
+        The commit waits for its WAL flush, as the event store's do. Committed asynchronously, a batch left its WAL
+        (the audit ledger writes the most) for the store's next commit to flush, and that commit holds the store's
+        table lock until it is flushed (``infrastructure.recorder``): every writer of the store waited on it.
         """
         with self.datastore.transaction(commit=True) as curs:
-            if not self.durable_commit:
-                curs.execute(_ASYNCHRONOUS_COMMIT)
             self.lock(curs)
             if after is not None and (self._max_tracking_id(APPLICATION_NAME, curs) or 0) != after:
                 return False

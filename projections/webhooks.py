@@ -51,7 +51,6 @@ class WebhooksView(ReadModel):
     """Webhooks and the notification outbox (see the module docstring)."""
 
     name = "webhooks"
-    durable_commit = True  # its outbox rows lead to deliveries: never lose one that a worker may have acted on
     tables = ("webhook_view", "outbox_client")
     tenant_tables = ("webhook_view", "webhook_notification", "webhook_attempt")
     topics = frozenset({get_topic(Project.WebhookConfigured), get_topic(Project.WebhookRemoved),

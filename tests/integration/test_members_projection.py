@@ -128,3 +128,20 @@ def test_a_pass_with_nothing_of_the_models_moves_waiters_at_once_and_the_positio
                              model=quiet_container.members, idle_write_interval=0)
     eager.run_once()
     assert quiet_container.members.position() == head(quiet_container)
+
+
+def test_a_batch_commits_durably(quiet_container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An asynchronous commit would leave the batch's WAL for the event store's next commit to flush, under the
+    store's table lock."""
+    sign_up(quiet_container)
+    view = quiet_container.members
+    settings: list[str] = []
+    apply_events = view.apply_events
+
+    def recording(curs: Any, events: Any) -> None:
+        settings.append(curs.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"])
+        apply_events(curs, events)
+
+    monkeypatch.setattr(view, "apply_events", recording)
+    ProjectionRunner(recorder=quiet_container.app.recorder, mapper=quiet_container.app.mapper, model=view).catch_up()
+    assert settings and set(settings) == {"on"}
