@@ -147,7 +147,8 @@ class ReadModel(PostgresTrackingRecorder):
 
         The commit waits for its WAL flush, as the event store's do. Committed asynchronously, a batch left its WAL
         (the audit ledger writes the most) for the store's next commit to flush, and that commit holds the store's
-        table lock until it is flushed (``infrastructure.recorder``): every writer of the store waited on it.
+        table lock until it is flushed (``infrastructure.recorder``): every writer of the store waited on it. The
+        webhook outbox needs it besides: a worker may deliver a row as soon as it is committed, so none may be lost.
         """
         with self.datastore.transaction(commit=True) as curs:
             self.lock(curs)
