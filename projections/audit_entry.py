@@ -56,6 +56,8 @@ def jsonable(value: Any) -> Any:
         return value.replace("\x00", "\ufffd") if "\x00" in value else value  # jsonb and text refuse NUL
     if value is None or kind is int or kind is bool:
         return value
+    if kind is UUID:  # the commonest values after text: ids
+        return str(value)
     return _converted(value)
 
 
@@ -130,11 +132,13 @@ class AuditEntry:
 
     def canonical_bytes(self) -> bytes:
         """``canonical()`` encoded as UTF-8."""
+        stream_id = str(self.stream_id)  # a token event's stream is its token: the same text, made once
         content = {
             "position": self.position, "project_id": _text(self.project_id), "type": self.type,
             "occurred_at": timestamp(self.occurred_at), "actor_kind": self.actor_kind, "actor_id": self.actor_id,
-            "token_id": _text(self.token_id), "client_id": self.client_id, "user_id": _text(self.user_id),
-            "stream_id": str(self.stream_id), "stream_version": self.stream_version, "data": self.data,
+            "token_id": stream_id if self.token_id is self.stream_id else _text(self.token_id),
+            "client_id": self.client_id, "user_id": _text(self.user_id),
+            "stream_id": stream_id, "stream_version": self.stream_version, "data": self.data,
         }
         return _encode(content)
 
