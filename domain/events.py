@@ -15,14 +15,16 @@ from domain.project import Project
 def tenant_of(event: Any) -> UUID | None:
     """Returns the project an event belongs to, or None for platform-level events."""
     if isinstance(event, Project.Event):
-        return _as_uuid(event.originator_id)
-    project_id = getattr(event, "project_id", None)
-    return None if project_id is None else _as_uuid(project_id)
+        return as_uuid(event.originator_id)
+    return as_uuid(getattr(event, "project_id", None))
 
 
-def _as_uuid(value: Any) -> UUID:
-    # Decoded events already hold UUIDs: a round trip through text costs more than the rest of an audit entry's id work.
-    return value if type(value) is UUID else UUID(str(value))
+def as_uuid(value: Any) -> UUID | None:
+    """An event's id value as a UUID (None stays None). Decoded events already hold UUIDs: they are returned as they
+    are, since a round trip through text costs more than the rest of an audit entry's id work."""
+    if value is None or type(value) is UUID:
+        return value
+    return UUID(str(value))
 
 
 def actor_of(event: Any) -> str:

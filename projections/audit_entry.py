@@ -25,7 +25,7 @@ from uuid import UUID
 
 import msgspec
 
-from domain.events import tenant_of
+from domain.events import as_uuid, tenant_of
 from domain.project import Project
 from domain.token import Token
 from domain.user import EmailIndex, User
@@ -95,12 +95,6 @@ def hash_of(previous: str, canonical: bytes) -> str:
     return hashlib.sha256(previous.encode() + b"\n" + canonical).hexdigest()
 
 
-def _uuid(value: Any) -> UUID | None:
-    if value is None or type(value) is UUID:
-        return value
-    return UUID(str(value))
-
-
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -159,18 +153,18 @@ def actor_parts(actor: str) -> tuple[str, str | None]:
 
 def _token_id(event: Any) -> UUID | None:
     if isinstance(event, Token.Event):
-        return _uuid(event.originator_id)
-    return _uuid(getattr(event, "token_id", None))
+        return as_uuid(event.originator_id)
+    return as_uuid(getattr(event, "token_id", None))
 
 
 def _user_id(event: Any) -> UUID | None:
     if isinstance(event, User.Event):
-        return _uuid(event.originator_id)
+        return as_uuid(event.originator_id)
     if isinstance(event, Project.ProjectCreated):
-        return _uuid(event.owner_id)
+        return as_uuid(event.owner_id)
     if isinstance(event, EmailIndex.Event):
-        return _uuid(getattr(event, "user_id", None))
-    return _uuid(getattr(event, "user_id", None))
+        return as_uuid(getattr(event, "user_id", None))
+    return as_uuid(getattr(event, "user_id", None))
 
 
 def entry_of(position: int, event: Any) -> AuditEntry:
@@ -184,7 +178,7 @@ def entry_of(position: int, event: Any) -> AuditEntry:
     return AuditEntry(position=position, project_id=tenant_of(event), type=type(event).__name__,
                       occurred_at=event.timestamp, actor_kind=kind, actor_id=ident, token_id=_token_id(event),
                       client_id=None if client_id is None else str(jsonable(client_id)), user_id=_user_id(event),
-                      stream_id=_uuid(event.originator_id) or UUID(int=0),
+                      stream_id=as_uuid(event.originator_id) or UUID(int=0),
                       stream_version=int(event.originator_version),
                       data=data)
 
