@@ -1,9 +1,14 @@
 """Token lookup read model: "is this token live, whose is it", for validation, introspection and listing.
 
 One row per token (access or refresh), keyed by its id and carrying its project (the tenant; NULL for dashboard
-tokens, which are platform-wide). ``TokenExpired`` (recorded by the expiry sweep) moves a token's row from the hot
-``token_lookup`` table, which every API request reads, to ``token_expired``, read only by listings: the hot table
-holds live tokens and recently ended ones, not the whole history.
+tokens, which are platform-wide). A token's row leaves the hot ``token_lookup`` table, which every API request reads,
+for ``token_expired``, read only by listings, once the token is past its expiry: when the sweep records its
+``TokenExpired``, or, for a revoked or used-up token, once the model applies an event later than its expiry
+(``projections.token_expiry``). The hot table holds live tokens and recently ended ones, not the whole history.
+
+Ending a token updates its row in place, and no index of the hot table reads the columns that change (``status``
+and the ``ended_*`` ones, not even in a predicate), so PostgreSQL makes it a heap-only (HOT) update: no new entry in
+any index. The table keeps room on its pages for that (``fillfactor``).
 
 A revoked token is refused before this model applies its ``TokenRevoked``: the event store lists it in
 ``revoked_tokens`` in the same transaction (``infrastructure.recorder``), and every check reads both. Revocations that
@@ -25,7 +30,14 @@ from psycopg.sql import SQL, Composable
 from application.expiry import DueToken
 from domain.token import Token
 from projections.base import ReadModel
-from projections.token_expiry import EXPIRED_TABLE, expired_table_statements, move_expired
+from projections.token_expiry import (
+    EXPIRED_TABLE,
+    HORIZON_TABLE,
+    behind_horizon,
+    expired_table_statements,
+    move_ended_sql,
+    move_expired,
+)
 
 # Written through by the event store's recorder in the transaction of every TokenRevoked (infrastructure.recorder).
 REVOKED_TOKENS_TABLE = "revoked_tokens"
@@ -104,7 +116,7 @@ class TokenLookupView(ReadModel):
     name = "token_lookup"
     # ``client_last_used``: each project client's newest token, for the clients listing. Kept here because this
     # model already decodes every TokenIssued; a second model decoding them all again cost issuance about 20%.
-    tables = ("token_lookup", "client_last_used", EXPIRED_TABLE)
+    tables = ("token_lookup", "client_last_used", EXPIRED_TABLE, HORIZON_TABLE)
     tenant_tables = ("token_lookup", "client_last_used", EXPIRED_TABLE)
     topics = frozenset(get_topic(cls) for cls in (Token.TokenIssued, Token.TokenRevoked, Token.TokenRefreshed,
                                                   Token.TokenExpired))
@@ -117,8 +129,11 @@ class TokenLookupView(ReadModel):
                 "client_id text NOT NULL, user_id uuid, family_id uuid, parent_id uuid, scope text NOT NULL, "
                 "grant_type text NOT NULL, issued_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, "
                 "status text NOT NULL, ended_at timestamptz, ended_reason text, ended_by text)").format(table),
-            SQL("CREATE INDEX IF NOT EXISTS token_lookup_family_idx ON {} (family_id) WHERE status = 'active'")
+            # Room on each page for a HOT update's new row version (inserts fill pages to 85%).
+            SQL("ALTER TABLE {} SET (fillfactor = 85)").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS token_lookup_in_family_idx ON {} (family_id) WHERE family_id IS NOT NULL")
             .format(table),
+            SQL("DROP INDEX IF EXISTS {}").format(self.table("token_lookup_family_idx")),  # WHERE status = 'active'
             SQL("CREATE INDEX IF NOT EXISTS token_lookup_project_idx ON {} (project_id, issued_at, token_id)")
             .format(table),
             # Only people's tokens have a user: an API key's tokens (most of them) need no entry here.
@@ -144,14 +159,22 @@ class TokenLookupView(ReadModel):
             "INSERT INTO {} SELECT r.*, 'active', NULL, NULL, NULL FROM unnest(%b::uuid[], %b::uuid[], %b::text[], "
             "%b::text[], %b::uuid[], %b::uuid[], %b::uuid[], %b::text[], %b::text[], %b::timestamptz[], "
             "%b::timestamptz[]) AS r ON CONFLICT (token_id) DO NOTHING").format(table).as_string(None)
-        self._revoke_sql = SQL(
-            "UPDATE {} AS t SET status = 'revoked', ended_at = r.at, ended_reason = r.reason, ended_by = r.by "
-            "FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[], %b::text[]) AS r(id, at, reason, by) "
-            "WHERE t.token_id = r.id AND t.status IN ('active', 'used')").format(table).as_string(None)
-        self._use_sql = SQL(
-            "UPDATE {} AS t SET status = 'used', ended_at = r.at, ended_reason = 'refreshed', ended_by = r.by "
-            "FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[]) AS r(id, at, by) "
-            "WHERE t.token_id = r.id AND t.status = 'active'").format(table).as_string(None)
+        # Both answer the rows they ended that are already behind the horizon (``projections.token_expiry``). A used
+        # refresh token may already be in the expired table when its family is revoked: it is revoked there.
+        self._revoke_sql = (SQL(
+            "WITH r AS (SELECT * FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[], %b::text[]) AS r(id, at, "
+            "reason, by)), ended AS (UPDATE {hot} AS t SET status = 'revoked', ended_at = r.at, "
+            "ended_reason = r.reason, ended_by = r.by FROM r WHERE t.token_id = r.id "
+            "AND t.status IN ('active', 'used') RETURNING t.token_id, t.expires_at), "
+            "cold AS (UPDATE {cold} AS t SET status = 'revoked', ended_at = r.at, ended_reason = r.reason, "
+            "ended_by = r.by FROM r WHERE t.token_id = r.id AND t.status = 'used') ").format(
+            hot=table, cold=self.table(EXPIRED_TABLE)) + behind_horizon(self)).as_string(None)
+        self._use_sql = (SQL(
+            "WITH ended AS (UPDATE {} AS t SET status = 'used', ended_at = r.at, ended_reason = 'refreshed', "
+            "ended_by = r.by FROM unnest(%b::uuid[], %b::timestamptz[], %b::text[]) AS r(id, at, by) "
+            "WHERE t.token_id = r.id AND t.status = 'active' RETURNING t.token_id, t.expires_at) ").format(table)
+            + behind_horizon(self)).as_string(None)
+        self._move_ended_sql = move_ended_sql(self)
         self._last_used_sql = SQL(
             "INSERT INTO {} AS t SELECT * FROM unnest(%b::uuid[], %b::text[], %b::timestamptz[]) "
             "ON CONFLICT (project_id, client_id) DO UPDATE "
@@ -162,9 +185,13 @@ class TokenLookupView(ReadModel):
         """Applies the batch's token events, each run of consecutive events of one type in one statement (a busy
         store records them in runs: issuances, revocations, a sweep's thousands of expiries), then moves each
         project client's ``last_used_at`` once. Runs are applied in order, so a token issued and revoked in the
-        same batch ends revoked."""
+        same batch ends revoked. Then ended rows past the batch's horizon move to the expired table."""
+        if not events:
+            return
+        late: list[UUID] = []
         for kind, run in groupby(events, key=type):
-            self._apply_run(curs, kind, list(run))
+            late += self._apply_run(curs, kind, list(run))
+        curs.execute(self._move_ended_sql, {"latest": max(e.timestamp for e in events), "late": late})
         last_used: dict[tuple[UUID, str], datetime] = {}
         for event in events:
             if isinstance(event, Token.TokenIssued) and event.project_id is not None:
@@ -175,7 +202,8 @@ class TokenLookupView(ReadModel):
             curs.execute(self._last_used_sql, ([k[0] for k in keys], [k[1] for k in keys],
                                                [last_used[k] for k in keys]))
 
-    def _apply_run(self, curs: Cursor[DictRow], kind: type, run: list[Any]) -> None:
+    def _apply_run(self, curs: Cursor[DictRow], kind: type, run: list[Any]) -> list[UUID]:
+        """Applies a run of one event type; returns the ids of rows it ended behind the horizon (usually none)."""
         if issubclass(kind, Token.TokenIssued):
             self._insert_issued(curs, run)
         elif issubclass(kind, Token.TokenExpired):
@@ -183,9 +211,12 @@ class TokenLookupView(ReadModel):
         elif issubclass(kind, Token.TokenRefreshed):
             curs.execute(self._use_sql, ([e.originator_id for e in run], [e.timestamp for e in run],
                                          [e.actor for e in run]))
+            return [row["token_id"] for row in curs.fetchall()]
         elif issubclass(kind, Token.TokenRevoked):
             curs.execute(self._revoke_sql, ([e.originator_id for e in run], [e.timestamp for e in run],
                                             [e.reason for e in run], [e.actor for e in run]))
+            return [row["token_id"] for row in curs.fetchall()]
+        return []
 
     def _insert_issued(self, curs: Cursor[DictRow], issued: list[Any]) -> None:
         """Inserts a run of ``TokenIssued`` rows in one statement, a column per array (binary: no text to format
@@ -196,7 +227,7 @@ class TokenLookupView(ReadModel):
 
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
         """Applies a token event."""
-        self._apply_run(curs, type(event), [event])
+        self.apply_events(curs, [event])
 
     def _select(self, where: Composable, params: tuple[Any, ...], table: str = "token_lookup") -> list[TokenRow]:
         query = SQL("SELECT {} FROM {} WHERE ").format(SQL(", ").join(map(SQL, COLUMNS)), self.table(table)) + where
@@ -242,10 +273,9 @@ class TokenLookupView(ReadModel):
         params["limit"] = query.limit
         columns = SQL(", ").join(map(SQL, COLUMNS))
         order = SQL(" ORDER BY issued_at DESC, token_id DESC LIMIT %(limit)s")
-        # Swept tokens live in the expired table: only listings that can show expired tokens read it (each side is
-        # an index scan in order, merged).
-        sources = ["token_lookup"] if query.status in ("active", "revoked", "used") else ["token_lookup",
-                                                                                          EXPIRED_TABLE]
+        # Tokens past their expiry live in the expired table (swept, or ended before): only a listing of active
+        # tokens does without it (each side is an index scan in order, merged).
+        sources = ["token_lookup"] if query.status == "active" else ["token_lookup", EXPIRED_TABLE]
         parts = [SQL("(SELECT {} FROM {} WHERE ").format(columns, self.table(t)) + where + order + SQL(")")
                  for t in sources]
         statement = SQL(" UNION ALL ").join(parts) + order if len(parts) > 1 else parts[0]
@@ -278,12 +308,15 @@ class TokenLookupView(ReadModel):
 
         The list exists so a revocation is refused before this model applies it; once the token is past its expiry
         every check refuses it on ``exp`` alone, so its entry only costs the hot path's index. A token this model
-        does not hold (a rebuild in progress, a projection behind) keeps its entry.
+        does not hold (a rebuild in progress, a projection behind) keeps its entry. The row may be in either table:
+        an ended token's moves to the expired table once the model has seen its expiry pass.
         """
+        expired = SQL("EXISTS (SELECT FROM {} t WHERE t.token_id = r.token_id AND t.expires_at < %(before)s)")
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT r.token_id FROM {listed} r JOIN {hot} t "
-                             "ON t.token_id = r.token_id WHERE t.expires_at < %s LIMIT %s)").format(
-                listed=self.table(REVOKED_TOKENS_TABLE), hot=self.table("token_lookup")), (before, limit))
+            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT r.token_id FROM {listed} r WHERE {hot} "
+                             "OR {cold} LIMIT %(limit)s)").format(
+                listed=self.table(REVOKED_TOKENS_TABLE), hot=expired.format(self.table("token_lookup")),
+                cold=expired.format(self.table(EXPIRED_TABLE))), {"before": before, "limit": limit})
             return curs.rowcount
 
     def sizes(self) -> dict[str, int]:
