@@ -90,6 +90,12 @@ def _settle(item: _Item) -> None:
         return
 
 
+def _expire(future: "asyncio.Future[Any]") -> None:
+    """Fails a caller's future that the committer has not answered in time (its answer, if any, is then dropped)."""
+    if not future.done():
+        future.set_exception(TimeoutError("the group commit did not answer in time"))
+
+
 def _settle_all(items: list[_Item]) -> None:
     for item in items:
         _settle(item)
@@ -136,20 +142,34 @@ class GroupCommitter:
         return future
 
     async def saved(self, *aggregates: Any) -> int:
-        """``submit`` for a coroutine: the position, once the aggregates are committed (waits without a thread)."""
+        """``submit`` for a coroutine: the position, once the aggregates are committed (waits without a thread).
+
+        Raises TimeoutError (a 503 for the HTTP layer) after ``timeout`` seconds, as ``__call__`` does: a database
+        that stops answering must not hold requests forever. The aggregates may still be saved after that.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._queue.put(_Item(future=future, loop=loop, aggregates=aggregates))
-        return await future
+        return await self._within_timeout(loop, future)
 
     async def decided(self, request: Any) -> Any:
-        """``submit_request`` for a coroutine: the outcome, once its aggregates are committed."""
+        """``submit_request`` for a coroutine: the outcome, once its aggregates are committed (TimeoutError after
+        ``timeout`` seconds, like ``saved``)."""
         if self._decide is None:
             raise RuntimeError("this committer decides nothing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Item(future=future, loop=loop, request=request))
-        return await future
+        return await self._within_timeout(loop, future)
+
+    async def _within_timeout(self, loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]") -> Any:
+        """Awaits ``future``, failing it with TimeoutError after ``timeout`` seconds (one timer, no extra task:
+        ``asyncio.wait_for`` would cost every request more than its hand-off)."""
+        timer = loop.call_later(self._timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         """Stops the committer after the queued work is saved."""
@@ -204,6 +224,11 @@ class GroupCommitter:
                     for item in batch:
                         if not item.settled:
                             item.result = exc
+                except BaseException as exc:  # the thread must outlive it, or every later caller hangs
+                    logger.error("group commit of %d items aborted: %s", len(batch), type(exc).__name__)
+                    for item in batch:
+                        if not item.settled:
+                            item.result = RuntimeError(f"the group commit was aborted ({type(exc).__name__})")
                 settlements = _Settlements()
                 for item in batch:
                     settlements.add(item)

@@ -214,3 +214,46 @@ def test_a_batch_waits_for_the_rest_of_its_wave_but_a_lone_caller_never_waits(co
             assert alone.submit(new_project()).result(timeout=10) > 0
     finally:
         alone.close()
+
+
+def test_a_coroutine_stops_waiting_after_the_timeout_when_the_database_does_not_answer(container: Container) -> None:
+    """A transaction that hangs (here: held at a gate) must not hold its callers forever: after ``timeout`` they
+    get TimeoutError, which the HTTP layer answers with a 503. The work itself may still be saved afterwards."""
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save, timeout=0.3)
+    project = new_project("Hung")
+    try:
+        async def scenario() -> None:
+            await committer.saved(project)
+
+        with pytest.raises(TimeoutError):
+            asyncio.run(scenario())
+        assert save.entered.is_set() and not save.gate.is_set()
+    finally:
+        save.gate.set()
+        committer.close()
+    assert container.app.find_many([project.id], Project)  # saved once the gate opened: a timeout undoes nothing
+
+
+class Aborted(BaseException):
+    """Not an Exception: what would end a thread that catches only ``Exception``."""
+
+
+def test_the_committer_survives_a_batch_aborted_by_a_base_exception(container: Container) -> None:
+    """The batch's callers get an error, and the committer goes on serving: a dead committer thread would leave
+    every later caller waiting until its timeout."""
+    calls: list[int] = []
+
+    def save(*events: Any) -> Any:
+        calls.append(len(events))
+        if len(calls) == 1:
+            raise Aborted()
+        return container.app.save(*events)
+
+    committer = GroupCommitter(save)
+    try:
+        with pytest.raises(RuntimeError, match="aborted"):
+            committer.submit(new_project("Aborted")).result(timeout=10)
+        assert committer.submit(new_project("After")).result(timeout=10) > 0
+    finally:
+        committer.close()
