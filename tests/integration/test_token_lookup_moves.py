@@ -18,6 +18,7 @@ from psycopg.sql import SQL
 
 from domain.token import Token, TokenKind
 from infrastructure.bootstrap import Container
+from projections.token_expiry import HORIZON_TABLE
 from projections.token_lookup import REVOKED_TOKENS_TABLE, TokenLookupView, TokenQuery
 
 pytestmark = pytest.mark.integration
@@ -148,6 +149,22 @@ def test_a_moved_tokens_revocation_list_entry_is_pruned_after_its_expiry(view: T
                      (ended.id,))
     assert view.prune_written_through(now + HOUR - timedelta(seconds=1), 10) == 0
     assert view.prune_written_through(now + HOUR + timedelta(seconds=1), 10) == 1
+
+
+def test_the_first_batch_moves_rows_ended_before_there_was_a_horizon(view: TokenLookupView) -> None:
+    """A database from before the horizon (an upgrade) holds ended rows long past their expiry in the hot table:
+    the first batch applied moves them all."""
+    now = datetime.now(UTC)
+    old, old_issued = issued(now - 3 * HOUR, expires_in=HOUR)
+    apply(view, [old_issued, revoked(old, now - 3 * HOUR)])
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(SQL("DELETE FROM {}").format(view.table(HORIZON_TABLE)))
+        curs.execute(SQL("INSERT INTO {} SELECT * FROM {} WHERE token_id = %s").format(
+            view.table("token_lookup"), view.table("token_expired")), (old.id,))
+        curs.execute(SQL("DELETE FROM {} WHERE token_id = %s").format(view.table("token_expired")), (old.id,))
+    assert place(view, old.id) == {"token_lookup": "revoked"}
+    apply(view, [issued(now, expires_in=HOUR)[1]])
+    assert place(view, old.id) == {"token_expired": "revoked"}
 
 
 def test_ending_a_token_adds_no_index_entry(view: TokenLookupView) -> None:
