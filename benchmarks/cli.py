@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from benchmarks import audit_scenarios  # noqa: F401 - registers the audit scenarios
+from benchmarks.cpu import machine_speed, speed_line
 from benchmarks.fixtures import SetupContext, SetupError, parse_target
 from benchmarks.report import ScenarioResult, markdown_table, print_error_samples, write_json
 from benchmarks.runner import run_scenario
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[ScenarioResult] = []
     failed = False
+    speeds: dict[str, float] = {}
+    if args.cpu:
+        speeds["before"] = machine_speed()
+        print(speed_line("before", speeds["before"]), file=sys.stderr)
     for name in names:
         try:
             plan = asyncio.run(SCENARIOS[name](context))
@@ -124,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         print_error_samples(result)
         results.append(result)
 
+    if args.cpu:
+        speeds["after"] = machine_speed()
+        print(speed_line("after", speeds["after"]), file=sys.stderr)
     if results:
         print(markdown_table(results))
     if args.json is not None:
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "users": args.users,
             "revoke_rate": args.revoke_rate,
+            "additions_s": speeds,  # with --cpu: the machine's yardstick before and after the scenarios
         }
         write_json(args.json, results, meta)
     return 1 if failed else 0

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from benchmarks.cpu import CpuMeter, group_times, per_request_line, read_procs
+from benchmarks.cpu import CpuMeter, group_times, per_request_line, read_procs, speed_line
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -64,3 +64,8 @@ def test_no_line_without_two_samples_or_requests(tmp_path: Path) -> None:
     assert per_request_line("jwks", meter.first, meter.last) is None
     meter.sample(requests=10)
     assert per_request_line("jwks", meter.first, meter.last) is None
+
+
+def test_the_machine_yardstick_line_names_the_moment_the_additions_and_the_seconds() -> None:
+    assert speed_line("before", 1.0234) == "[machine] before: 10,000,000 pure-Python additions in 1.02 s"
+    assert speed_line("after", 0.5, additions=1000) == "[machine] after: 1,000 pure-Python additions in 0.50 s"
