@@ -12,6 +12,7 @@ from eventsourcing.persistence import Recording
 from eventsourcing.utils import get_topic
 
 from domain.errors import NotFound
+from domain.events import as_uuid
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -98,29 +99,44 @@ class Keyledger(Application[UUID]):
         return self._reconstruct(select_many(sorted(set(aggregate_ids))), kind)
 
     def _reconstruct(self, stored_events: Iterable[Any], kind: type[A]) -> dict[UUID, A]:
-        """The aggregates of type ``kind`` replayed from stored events grouped by aggregate, in version order
-        (streams of another type are skipped by their first event's topic, before anything is decoded)."""
+        """The aggregates of type ``kind`` replayed from stored events grouped by aggregate, in version order."""
         result: dict[UUID, A] = {}
+        for aggregate_id, events in self._streams(stored_events, kind).items():
+            aggregate = mutate_all(None, events)
+            if isinstance(aggregate, kind):
+                result[aggregate_id] = aggregate
+        return result
+
+    def _streams(self, stored_events: Iterable[Any], kind: type[A]) -> dict[UUID, list[Any]]:
+        """The decoded events of each ``kind`` stream among stored events grouped by aggregate (streams of another
+        type are skipped by their first event's topic, before anything is decoded)."""
+        result: dict[UUID, list[Any]] = {}
         prefix = get_topic(kind) + "."
         for originator_id, group in groupby(stored_events, key=lambda e: e.originator_id):
             stored = list(group)
-            if not stored[0].topic.startswith(prefix):
-                continue
-            aggregate = mutate_all(None, (self.mapper.to_domain_event(e) for e in stored))
-            if isinstance(aggregate, kind):
-                result[UUID(str(originator_id))] = aggregate
+            if stored[0].topic.startswith(prefix):
+                result[as_uuid(originator_id)] = [self.mapper.to_domain_event(e) for e in stored]
         return result
 
     def find_many_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A], versioned_ids: Sequence[UUID],
                                ) -> tuple[dict[UUID, A], dict[UUID, int]]:
-        """``find_many(aggregate_ids, kind)`` and ``versions(versioned_ids)`` read in one query where the recorder
-        can (``select_events_and_versions``): the revocation batch decides on both, and a round trip is a large
-        share of a small batch's cost."""
+        """``find_many(aggregate_ids, kind)`` and ``versions(versioned_ids)``, read as ``streams_and_versions``."""
+        streams, versions = self.streams_and_versions(aggregate_ids, kind, versioned_ids)
+        found = {i: mutate_all(None, events) for i, events in streams.items()}
+        return {i: a for i, a in found.items() if isinstance(a, kind)}, versions
+
+    def streams_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A], versioned_ids: Sequence[UUID],
+                             ) -> tuple[dict[UUID, list[Any]], dict[UUID, int]]:
+        """The decoded event streams of the ``kind`` aggregates among ``aggregate_ids``, not replayed (a decision
+        that needs only a stream's first event skips building the aggregate), and ``versions(versioned_ids)``:
+        read in one query where the recorder can (``select_events_and_versions``), since the revocation batch
+        decides on both and a round trip is a large share of a small batch's cost."""
         select_both = getattr(self.recorder, "select_events_and_versions", None)
         if select_both is None:
-            return self.find_many(aggregate_ids, kind), self.versions(versioned_ids)
+            stored = [e for i in sorted(set(aggregate_ids)) for e in self.recorder.select_events(i)]
+            return self._streams(stored, kind), self.versions(versioned_ids)
         events, versions = select_both(sorted(set(aggregate_ids)), sorted(set(versioned_ids)))
-        return self._reconstruct(events, kind), versions
+        return self._streams(events, kind), versions
 
     def versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Each existing aggregate's current version, in one query without decoding any event (a recorder with

@@ -12,11 +12,13 @@ path (``application.oauth.revocation``), which verifies the token and answers as
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 from application.oauth.revocation import REVOKED_BY_CLIENT
 from application.ports import Clock
-from application.store import Keyledger
+from application.store import Keyledger, mutate_all
 from domain.client import Client
 from domain.ids import client_actor
 from domain.token import Token, TokenKind
@@ -32,14 +34,27 @@ class ClientTokenRevocation:
 
 @dataclass(frozen=True, slots=True)
 class RevocationOutcome:
-    """What the batch decided: ``decided`` False leaves the request to the general path."""
+    """What the batch decided: ``decided`` False leaves the request to the general path. ``aggregates`` are what the
+    group committer saves: objects whose ``collect_events`` gives the events to record."""
 
     decided: bool
     revoked: int = 0
-    aggregates: tuple[Token, ...] = ()
+    aggregates: tuple[Any, ...] = ()
 
 
 UNDECIDED = RevocationOutcome(decided=False)
+
+
+@dataclass(slots=True)
+class Decided:
+    """Events decided without replaying their aggregate, handed to the committer as an aggregate's pending ones."""
+
+    events: list[Any]
+
+    def collect_events(self) -> list[Any]:
+        """The events, once (as an aggregate hands out its pending events)."""
+        events, self.events = self.events, []
+        return events
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,31 +65,47 @@ class ClientTokenRevoker:
     clock: Clock
 
     def decide_batch(self, requests: Sequence[ClientTokenRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from one read of the batch's token streams and its clients' versions."""
-        # Fresh copies of the tokens, this batch's to change.
-        tokens, versions = self.app.find_many_and_versions([r.token_id for r in requests], Token,
-                                                           [r.client.id for r in requests])
+        """One outcome per request, from one read of the batch's token streams and its clients' versions.
+
+        A stream that holds only its ``TokenIssued`` (a live token never touched since: the common case) is decided
+        on that event (``Token.revocation_of_issued``) without replaying the aggregate; any other is replayed and
+        decided by ``Token.revoke``, as the general path does.
+        """
+        streams, versions = self.app.streams_and_versions([r.token_id for r in requests], Token,
+                                                          [r.client.id for r in requests])
         now = self.clock.now()
         taken: set[UUID] = set()
         outcomes = []
         for request in requests:
-            token = tokens.get(request.token_id)
-            if versions.get(request.client.id) != request.client.version or not _own(token, request.client) or (
-                    request.token_id in taken):
+            stream = streams.get(request.token_id)
+            if versions.get(request.client.id) != request.client.version or stream is None or not _own(
+                    stream[0], request.client) or request.token_id in taken:
                 outcomes.append(UNDECIDED)
                 continue
-            assert token is not None
-            taken.add(token.id)
-            if not token.revocable(now):
-                outcomes.append(RevocationOutcome(decided=True))  # revoked or expired already (RFC 7009 2.2)
-                continue
-            token.revoke(reason=REVOKED_BY_CLIENT, actor=client_actor(request.client.client_id),
-                         revocation_id=uuid4())
-            outcomes.append(RevocationOutcome(decided=True, revoked=1, aggregates=(token,)))
+            taken.add(request.token_id)
+            outcomes.append(self._decide(stream, request.client, now))
         return outcomes
 
+    @staticmethod
+    def _decide(stream: list[Any], client: Client, now: datetime) -> RevocationOutcome:
+        """Revokes the client's token of ``stream`` if it is still live (RFC 7009 2.2: otherwise nothing to do)."""
+        actor, revocation_id = client_actor(client.client_id), uuid4()
+        if len(stream) == 1:
+            if now >= stream[0].expires_at:
+                return RevocationOutcome(decided=True)  # expired already
+            event = Token.revocation_of_issued(stream[0], now=now, reason=REVOKED_BY_CLIENT, actor=actor,
+                                               revocation_id=revocation_id)
+            return RevocationOutcome(decided=True, revoked=1, aggregates=(Decided([event]),))
+        token = mutate_all(None, stream)
+        if not token.revocable(now):
+            return RevocationOutcome(decided=True)  # revoked or expired already
+        token.revoke(reason=REVOKED_BY_CLIENT, actor=actor, revocation_id=revocation_id)
+        return RevocationOutcome(decided=True, revoked=1, aggregates=(token,))
 
-def _own(token: Token | None, client: Client) -> bool:
-    """Whether ``token`` is an access token the client got with client_credentials (no login family)."""
-    return (token is not None and token.kind == TokenKind.ACCESS and token.client_id == client.client_id
-            and token.project_id == client.project_id and token.family_id is None)
+
+def _own(issued: Any, client: Client) -> bool:
+    """Whether the stream's ``TokenIssued`` is of an access token the client got with client_credentials (no login
+    family)."""
+    return (isinstance(issued, Token.TokenIssued) and issued.kind == TokenKind.ACCESS
+            and issued.client_id == client.client_id and issued.project_id == client.project_id
+            and issued.family_id is None)

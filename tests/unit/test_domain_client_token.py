@@ -150,3 +150,20 @@ def test_a_revoked_token_is_not_live_and_cannot_be_revoked_twice() -> None:
     assert events[0].reason == "user request"  # type: ignore[attr-defined]
     assert events[0].actor == "user:u"  # type: ignore[attr-defined]
     assert events[0].project_id == token.project_id  # type: ignore[attr-defined]
+
+
+def test_the_revocation_built_from_the_issuance_is_the_one_the_aggregate_records() -> None:
+    """The batched revocation's shortcut records exactly ``revoke``'s event (every field but the time), and only
+    while the token is live."""
+    token = new_token()
+    [issued] = token.collect_events()
+    revocation_id = uuid4()
+    built = Token.revocation_of_issued(issued, now=T0, reason="revoked by client", actor="client:klc_abc",
+                                       revocation_id=revocation_id)
+    token.revoke(reason="revoked by client", actor="client:klc_abc", revocation_id=revocation_id)
+    [recorded] = token.collect_events()
+    assert type(built) is type(recorded)
+    assert {**vars(built), "timestamp": None} == {**vars(recorded), "timestamp": None}
+    assert built.mutate(issued.mutate(None)).revoked  # replays like the recorded one
+    with pytest.raises(InvariantViolated):
+        Token.revocation_of_issued(issued, now=T0 + timedelta(hours=1), reason="late", actor="client:klc_abc")
