@@ -82,20 +82,30 @@ def behind_horizon(view: Any) -> Composable:
 def move_ended_sql(view: Any) -> str:
     """The statement that moves ended rows past the horizon and advances it (rendered once by the view).
 
-    Parameters: the batch's latest event time and the ids of rows the batch ended behind the old horizon
-    (``behind_horizon``). Any other ended row to move has its expiry between the old horizon and the new one: the
-    expiry index finds them, and each batch reads only that slice. The first batch of a model (no horizon yet)
-    reads every row that expired before the new horizon, once.
+    Parameters: the batch's latest event time, the ids of rows the batch ended behind the old horizon
+    (``behind_horizon``) and the most rows to move by expiry in one batch. Any other ended row to move has its
+    expiry between the old horizon and the new one: the expiry index finds them in order, and each batch reads only
+    that slice. The first batch of a model (no horizon yet) starts from the earliest expiry; a slice larger than
+    the limit (an upgrade's backlog, a long pause) is moved a limit per batch, the horizon advancing only as far as
+    the rows moved, so no batch holds the model's lock for long.
+
+    The horizon never passes the database's clock: an event stamped by a host whose clock runs ahead does not move a
+    token that is still live by the database's time. So a rebuild ends equal to the live model once the database's
+    clock has passed the latest event time (at once, unless a clock ran ahead).
     """
     return SQL(
         "WITH h AS (SELECT horizon FROM {horizon} WHERE id = 1), "
-        "bound AS (SELECT GREATEST(%(latest)s, (SELECT horizon FROM h)) AS at), "
-        "moved AS (DELETE FROM {hot} WHERE status IN ('revoked', 'used') AND ("
-        "(token_id = ANY(%(late)s) AND expires_at < (SELECT at FROM bound)) OR "
-        "(expires_at >= COALESCE((SELECT horizon FROM h), '-infinity') AND expires_at < (SELECT at FROM bound))) "
-        "RETURNING {cols}, {ended}), "
-        "kept AS (INSERT INTO {cold} SELECT * FROM moved ON CONFLICT (token_id) DO NOTHING) "
-        "INSERT INTO {horizon} AS t (id, horizon) VALUES (1, %(latest)s) "
+        "bound AS (SELECT GREATEST(LEAST(%(latest)s, statement_timestamp()), (SELECT horizon FROM h)) AS at), "
+        "due AS (SELECT token_id, expires_at FROM {hot} WHERE status IN ('revoked', 'used') "
+        "AND expires_at >= COALESCE((SELECT horizon FROM h), '-infinity') AND expires_at < (SELECT at FROM bound) "
+        "ORDER BY expires_at, token_id LIMIT %(limit)s), "
+        "by_expiry AS (DELETE FROM {hot} WHERE token_id IN (SELECT token_id FROM due) RETURNING {cols}, {ended}), "
+        "late AS (DELETE FROM {hot} WHERE token_id = ANY(%(late)s) AND status IN ('revoked', 'used') "
+        "AND expires_at < (SELECT horizon FROM h) RETURNING {cols}, {ended}), "
+        "kept AS (INSERT INTO {cold} SELECT * FROM by_expiry UNION ALL SELECT * FROM late "
+        "ON CONFLICT (token_id) DO NOTHING) "
+        "INSERT INTO {horizon} AS t (id, horizon) VALUES (1, CASE WHEN (SELECT count(*) FROM due) < %(limit)s "
+        "THEN (SELECT at FROM bound) ELSE (SELECT max(expires_at) FROM due) END) "
         "ON CONFLICT (id) DO UPDATE SET horizon = GREATEST(t.horizon, EXCLUDED.horizon)").format(
         horizon=view.table(HORIZON_TABLE), hot=view.table("token_lookup"), cold=view.table(EXPIRED_TABLE),
         cols=_COLUMNS, ended=_ENDED).as_string(None)

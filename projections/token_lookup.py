@@ -17,7 +17,7 @@ select tokens here (a family, a client's, a user's) first wait until this model 
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 from uuid import UUID
@@ -25,7 +25,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable
+from psycopg.sql import SQL, Composable, Literal
 
 from application.expiry import DueToken
 from domain.token import Token
@@ -118,6 +118,7 @@ class TokenLookupView(ReadModel):
     # model already decodes every TokenIssued; a second model decoding them all again cost issuance about 20%.
     tables = ("token_lookup", "client_last_used", EXPIRED_TABLE, HORIZON_TABLE)
     tenant_tables = ("token_lookup", "client_last_used", EXPIRED_TABLE)
+    move_limit = 5000  # ended rows moved by expiry in one batch at most (see projections.token_expiry)
     topics = frozenset(get_topic(cls) for cls in (Token.TokenIssued, Token.TokenRevoked, Token.TokenRefreshed,
                                                   Token.TokenExpired))
 
@@ -129,8 +130,11 @@ class TokenLookupView(ReadModel):
                 "client_id text NOT NULL, user_id uuid, family_id uuid, parent_id uuid, scope text NOT NULL, "
                 "grant_type text NOT NULL, issued_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, "
                 "status text NOT NULL, ended_at timestamptz, ended_reason text, ended_by text)").format(table),
-            # Room on each page for a HOT update's new row version (inserts fill pages to 85%).
-            SQL("ALTER TABLE {} SET (fillfactor = 85)").format(table),
+            # Room on each page for a HOT update's new row version (inserts fill pages to 85%); set once, not at every
+            # start (the ALTER takes a lock that waits on autovacuum).
+            SQL("DO $$ BEGIN IF NOT coalesce((SELECT 'fillfactor=85' = ANY(reloptions) FROM pg_class "
+                "WHERE oid = {}::regclass), false) THEN ALTER TABLE {} SET (fillfactor = 85); END IF; END $$").format(
+                Literal(table.as_string(None)), table),
             SQL("CREATE INDEX IF NOT EXISTS token_lookup_in_family_idx ON {} (family_id) WHERE family_id IS NOT NULL")
             .format(table),
             SQL("DROP INDEX IF EXISTS {}").format(self.table("token_lookup_family_idx")),  # WHERE status = 'active'
@@ -191,7 +195,8 @@ class TokenLookupView(ReadModel):
         late: list[UUID] = []
         for kind, run in groupby(events, key=type):
             late += self._apply_run(curs, kind, list(run))
-        curs.execute(self._move_ended_sql, {"latest": max(e.timestamp for e in events), "late": late})
+        curs.execute(self._move_ended_sql, {"latest": max(e.timestamp for e in events), "late": late,
+                                            "limit": self.move_limit})
         last_used: dict[tuple[UUID, str], datetime] = {}
         for event in events:
             if isinstance(event, Token.TokenIssued) and event.project_id is not None:
@@ -246,7 +251,9 @@ class TokenLookupView(ReadModel):
         """Whether the token has been revoked (or used up); an unknown token is not, it may be just issued.
 
         A revocation is in ``revoked_tokens`` the instant it commits (the recorder writes it through, see
-        ``infrastructure.recorder``) and in this model's status once the projection applied it.
+        ``infrastructure.recorder``) and in this model's status once the projection applied it. A row moved to the
+        expired table (its token past expiry by the database's clock) is not read here: its ``exp`` refuses it, and
+        its list entry stays for ``workers.expiry.PRUNE_MARGIN`` more.
         """
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(SQL("SELECT (SELECT status FROM {} WHERE token_id = %(t)s) AS status, "
@@ -296,27 +303,33 @@ class TokenLookupView(ReadModel):
             return [DueToken(**row) for row in curs.fetchall()]
 
     def count_due(self, now: datetime) -> int:
-        """How many active tokens are past their expiry (the sweep's backlog; an index-only count)."""
+        """How many active tokens are past their expiry (the sweep's backlog: the expiry index's range up to
+        ``now``, each row's status read from the table)."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(SQL("SELECT count(*) AS n FROM {} WHERE status = 'active' AND expires_at <= %s")
                          .format(self.table("token_lookup")), (now,))
             row = curs.fetchone()
             return int(row["n"]) if row else 0
 
-    def prune_written_through(self, before: datetime, limit: int) -> int:
-        """Deletes up to ``limit`` ids from ``revoked_tokens`` whose token expired before ``before``; how many.
+    def prune_written_through(self, margin: timedelta, limit: int) -> int:
+        """Deletes up to ``limit`` ids from ``revoked_tokens`` whose token expired more than ``margin`` ago by the
+        database's clock; how many.
 
         The list exists so a revocation is refused before this model applies it; once the token is past its expiry
         every check refuses it on ``exp`` alone, so its entry only costs the hot path's index. A token this model
         does not hold (a rebuild in progress, a projection behind) keeps its entry. The row may be in either table:
-        an ended token's moves to the expired table once the model has seen its expiry pass.
+        an ended token's moves to the expired table once the model has seen its expiry pass, and from then on its
+        entry is all that refuses it until ``exp`` does everywhere. So the time is the database's, which also bounds
+        the moves (``projections.token_expiry``), not the pruning worker's own clock.
         """
-        expired = SQL("EXISTS (SELECT FROM {} t WHERE t.token_id = r.token_id AND t.expires_at < %(before)s)")
+        expired = SQL("SELECT r.token_id FROM {listed} r JOIN {} t ON t.token_id = r.token_id "
+                      "WHERE t.expires_at < statement_timestamp() - %(margin)s")
+        listed = self.table(REVOKED_TOKENS_TABLE)
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT r.token_id FROM {listed} r WHERE {hot} "
-                             "OR {cold} LIMIT %(limit)s)").format(
-                listed=self.table(REVOKED_TOKENS_TABLE), hot=expired.format(self.table("token_lookup")),
-                cold=expired.format(self.table(EXPIRED_TABLE))), {"before": before, "limit": limit})
+            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT token_id FROM ({hot} UNION {cold}) AS e "
+                             "LIMIT %(limit)s)").format(
+                listed=listed, hot=expired.format(self.table("token_lookup"), listed=listed),
+                cold=expired.format(self.table(EXPIRED_TABLE), listed=listed)), {"margin": margin, "limit": limit})
             return curs.rowcount
 
     def sizes(self) -> dict[str, int]:

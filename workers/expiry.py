@@ -6,7 +6,7 @@ Registration only at import; the job functions build their commands from the wor
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from application.expiry import SecretSweep, SweepResult, TokenSweep
@@ -47,14 +47,14 @@ def expire_client_secrets(container: Any, **_: Any) -> None:
     logger.info(log_line(job="expire-client-secrets", expired=result.expired))
 
 
-def prune_revocation_list(container: Any, *, now: datetime | None = None, batch_size: int = 5000,
+def prune_revocation_list(container: Any, *, margin: timedelta = PRUNE_MARGIN, batch_size: int = 5000,
                           max_batches: int = 100) -> tuple[int, bool]:
-    """Deletes from ``revoked_tokens`` the entries of tokens expired more than ``PRUNE_MARGIN`` ago, in batches;
-    returns how many and whether more are left for the next run."""
-    before = (now or container.tokens.clock.now()) - PRUNE_MARGIN
+    """Deletes from ``revoked_tokens`` the entries of tokens expired more than ``margin`` ago by the database's
+    clock, in batches; returns how many and whether more are left for the next run. (A negative margin looks
+    ahead: tests use it instead of waiting.)"""
     pruned = 0
     for _ in range(max_batches):
-        deleted = container.lookup.prune_written_through(before, batch_size)
+        deleted = container.lookup.prune_written_through(margin, batch_size)
         pruned += deleted
         if deleted < batch_size:
             return pruned, False

@@ -30,7 +30,7 @@ from projections.token_lookup import REVOKED_TOKENS_TABLE
 class GateAnswer:
     """What one question learnt: the token's facts, a stream's version and the key ring's version."""
 
-    status: str | None  # the token lookup's status, None if the model has no row (yet)
+    status: str | None  # the token lookup's status; None if the hot table has no row (not yet, or moved past expiry)
     written_through: bool  # the token's revocation is listed in ``revoked_tokens``
     stream_version: int | None  # None: no such stream (or none asked)
     ring_version: int

@@ -19,7 +19,7 @@ from infrastructure.settings import Settings
 from projections.token_lookup import REVOKED_TOKENS_TABLE, TokenQuery
 from tests.integration.conftest import isolated_container
 from tests.integration.support import head, notifications, sign_up
-from workers.expiry import PRUNE_MARGIN, prune_revocation_list, secret_sweep, token_sweep
+from workers.expiry import prune_revocation_list, secret_sweep, token_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -185,10 +185,17 @@ def test_the_revocation_list_keeps_an_entry_until_its_token_has_expired(own: Con
     expiry = own.lookup.get(revoked[0]).expires_at  # type: ignore[union-attr]
 
     assert prune_revocation_list(own) == (0, False)  # live tokens: their entries are what refuses them
-    assert prune_revocation_list(own, now=expiry + PRUNE_MARGIN - timedelta(seconds=1)) == (0, False)
-    after = expiry + PRUNE_MARGIN + timedelta(seconds=1)
-    assert prune_revocation_list(own, now=after, batch_size=1, max_batches=1) == (1, True)
-    assert prune_revocation_list(own, now=after, batch_size=1) == (1, False)
+    # The database's clock decides; a negative margin looks ahead to the moments around the expiry.
+    ahead = expiry - database_now(own)
+    assert prune_revocation_list(own, margin=-(ahead - timedelta(seconds=30))) == (0, False)
+    after = -(ahead + timedelta(seconds=30))
+    assert prune_revocation_list(own, margin=after, batch_size=1, max_batches=1) == (1, True)
+    assert prune_revocation_list(own, margin=after, batch_size=1) == (1, False)
     assert own.lookup.sizes()["revoked_tokens"] == 1  # the stranger's entry stays
     assert all(own.lookup.is_revoked(token_id) for token_id in revoked)  # the model still says revoked
-    assert prune_revocation_list(own, now=after) == (0, False)
+    assert prune_revocation_list(own, margin=after) == (0, False)
+
+
+def database_now(container: Container) -> Any:
+    with container.app.recorder.datastore.get_connection() as conn:
+        return conn.execute("SELECT statement_timestamp() AS now").fetchone()["now"]

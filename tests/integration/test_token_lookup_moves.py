@@ -10,6 +10,7 @@ import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -34,6 +35,12 @@ def view(quiet_container: Container) -> Iterator[TokenLookupView]:
     model.rebuild([])
     yield model
     model.rebuild([])
+
+
+def past() -> datetime:
+    """A start far enough back that every event of a test, hours later, is still in the past (the horizon never
+    passes the database's clock)."""
+    return datetime.now(UTC) - 8 * HOUR
 
 
 def token(now: datetime, *, expires_in: timedelta, kind: TokenKind = TokenKind.ACCESS,
@@ -87,7 +94,7 @@ def place(view: TokenLookupView, token_id: UUID) -> dict[str, str]:
 
 def test_an_ended_token_leaves_the_hot_table_once_an_event_after_its_expiry_is_applied(
         view: TokenLookupView) -> None:
-    now = datetime.now(UTC)
+    now = past()
     ended, ended_issued = issued(now, expires_in=HOUR)
     active, active_issued = issued(now, expires_in=HOUR)
     apply(view, [ended_issued, active_issued])
@@ -107,7 +114,7 @@ def test_an_ended_token_leaves_the_hot_table_once_an_event_after_its_expiry_is_a
 
 
 def test_a_token_ended_after_the_horizon_passed_its_expiry_moves_in_the_same_batch(view: TokenLookupView) -> None:
-    now = datetime.now(UTC)
+    now = past()
     late, late_issued = issued(now, expires_in=timedelta(minutes=1))
     apply(view, [late_issued, issued(now, expires_in=HOUR, when=now + 2 * HOUR)[1]])
     # Decided before its expiry, applied after an event two hours later (commit order is not decision order).
@@ -116,7 +123,7 @@ def test_a_token_ended_after_the_horizon_passed_its_expiry_moves_in_the_same_bat
 
 
 def test_a_used_token_already_moved_is_revoked_where_it_is(view: TokenLookupView) -> None:
-    now = datetime.now(UTC)
+    now = past()
     events = _family_history(now)
     apply(view, events[:-1])
     used = events[1].originator_id
@@ -126,7 +133,7 @@ def test_a_used_token_already_moved_is_revoked_where_it_is(view: TokenLookupView
 
 
 def test_where_rows_end_up_does_not_depend_on_the_batches(view: TokenLookupView) -> None:
-    now = datetime.now(UTC)
+    now = past()
     events = _family_history(now) + _mixed_history(now)
     apply(view, events)
     together = (rows(view, "token_lookup"), rows(view, "token_expired"))
@@ -140,21 +147,22 @@ def test_where_rows_end_up_does_not_depend_on_the_batches(view: TokenLookupView)
 
 
 def test_a_moved_tokens_revocation_list_entry_is_pruned_after_its_expiry(view: TokenLookupView) -> None:
-    now = datetime.now(UTC)
+    now = past()
     ended, ended_issued = issued(now, expires_in=HOUR)
     apply(view, [ended_issued, revoked(ended, now), issued(now, expires_in=HOUR, when=now + 2 * HOUR)[1]])
     assert place(view, ended.id) == {"token_expired": "revoked"}
     with view.datastore.transaction(commit=True) as curs:
         curs.execute(SQL("INSERT INTO {} (token_id) VALUES (%s)").format(view.table(REVOKED_TOKENS_TABLE)),
                      (ended.id,))
-    assert view.prune_written_through(now + HOUR - timedelta(seconds=1), 10) == 0
-    assert view.prune_written_through(now + HOUR + timedelta(seconds=1), 10) == 1
+    # By the database's clock: expired 7 hours ago (``past``), so kept for a margin of 8 hours, pruned for 6.
+    assert view.prune_written_through(timedelta(hours=8), 10) == 0
+    assert view.prune_written_through(timedelta(hours=6), 10) == 1
 
 
 def test_the_first_batch_moves_rows_ended_before_there_was_a_horizon(view: TokenLookupView) -> None:
     """A database from before the horizon (an upgrade) holds ended rows long past their expiry in the hot table:
     the first batch applied moves them all."""
-    now = datetime.now(UTC)
+    now = past()
     old, old_issued = issued(now - 3 * HOUR, expires_in=HOUR)
     apply(view, [old_issued, revoked(old, now - 3 * HOUR)])
     with view.datastore.transaction(commit=True) as curs:
@@ -167,10 +175,44 @@ def test_the_first_batch_moves_rows_ended_before_there_was_a_horizon(view: Token
     assert place(view, old.id) == {"token_expired": "revoked"}
 
 
+def test_an_event_stamped_in_the_future_moves_nothing_that_is_live_by_the_databases_clock(
+        view: TokenLookupView) -> None:
+    """A host whose clock runs ahead stamps its events in the future: the horizon stops at the database's clock, so
+    a revoked token that is still live keeps its row (and its status) in the hot table that every request reads."""
+    now = datetime.now(UTC)
+    live, live_issued = issued(now, expires_in=HOUR)
+    apply(view, [live_issued, revoked(live, now), issued(now, expires_in=HOUR, when=now + 3 * HOUR)[1]])
+    assert place(view, live.id) == {"token_lookup": "revoked"}
+
+
+def test_a_large_backlog_moves_a_limited_number_of_rows_per_batch_and_ends_the_same(
+        view: TokenLookupView, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = past()
+    events = []
+    for i in range(10):
+        made, made_issued = issued(now, expires_in=timedelta(minutes=10 * (i + 1)))
+        events += [made_issued, revoked(made, now)]
+    events.append(issued(now, expires_in=HOUR, when=now + 3 * HOUR)[1])  # passes every expiry at once
+    apply(view, events)
+    unlimited = (rows(view, "token_lookup"), rows(view, "token_expired"))
+    view.rebuild([])
+    monkeypatch.setattr(view, "move_limit", 2)
+    moved = [0]
+    for event in events:
+        apply(view, [event])
+        moved.append(len(rows(view, "token_expired")))
+    latest = max(event.timestamp for event in events)
+    while rows(view, "token_expired") != unlimited[1] and len(moved) < 100:
+        apply(view, [issued(now, expires_in=9 * HOUR, when=latest)[1]])  # later batches carry on, no later time
+        moved.append(len(rows(view, "token_expired")))
+    assert rows(view, "token_expired") == unlimited[1]
+    assert max(b - a for a, b in pairwise(moved)) <= 2 < len(unlimited[1])
+
+
 def test_ending_a_token_adds_no_index_entry(view: TokenLookupView) -> None:
     """Revoking and using up update the row heap-only (HOT): no index reads what they change, and the page has
     room for the new version. PostgreSQL counts the transaction's HOT updates itself."""
-    now = datetime.now(UTC)
+    now = past()
     made = [issued(now, expires_in=HOUR, kind=TokenKind.REFRESH, family_id=uuid4()) for _ in range(200)]
     apply(view, [event for _, event in made])
     first, second = made[3][0], made[4][0]
