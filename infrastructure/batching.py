@@ -238,7 +238,10 @@ class GroupCommitter:
 
     def _process(self, batch: list[_Item]) -> None:
         """Decides the batch's requests, saves every caller's events in one transaction and records each caller's
-        answer in its item (handed out by ``_run`` once the whole batch is done)."""
+        answer in its item (handed out by ``_run`` once the whole batch is done). A caller that stopped waiting
+        before the batch was taken (cancelled, or timed out behind a slow database) is neither decided nor saved:
+        nobody would get its answer, and a committer that is behind should not do work for nobody."""
+        batch = [item for item in batch if not item.future.done()]
         self._decide_requests(batch)
         live = [item for item in batch if not item.settled and not item.future.cancelled()]
         for item in live:

@@ -7,7 +7,9 @@ that whole revocation does once it is batched. The lane answers such a request i
 repeated parameter), one client authentication method, and a client and token the fast path accepts. Anything else,
 including every request that will be refused, is handed to Litestar unchanged (the body it read is replayed), where
 the general path answers with the usual validation, counting and error bodies. The lane's answer is the endpoint's:
-200, an empty body, ``Cache-Control: no-store``.
+200, an empty body, ``Cache-Control: no-store``; or, when the group commit did not answer in time (a database that
+stopped answering), RFC 6749's ``temporarily_unavailable`` with 503 at once, as the endpoint would answer after
+waiting as long again: the revocation may still be recorded, and repeating it is harmless (RFC 7009 2.2).
 """
 
 import logging
@@ -30,6 +32,9 @@ PATH = "/oauth2/revoke"
 TRIED = "keyledger.fast_revocation_tried"  # set in the scope once the lane has tried the fast path
 _ANSWER_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"), (b"content-type", b"application/json"),
                    (b"content-length", b"0")]
+_UNAVAILABLE = b'{"error":"temporarily_unavailable","error_description":"try again shortly"}'
+_UNAVAILABLE_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"), (b"retry-after", b"1"),
+                        (b"content-type", b"application/json"), (b"content-length", str(len(_UNAVAILABLE)).encode())]
 
 
 class RevocationLane:
@@ -45,7 +50,13 @@ class RevocationLane:
             return
         body, complete = await self._read(scope, receive)
         scope[TRIED] = complete  # the endpoint need not try the fast path again
-        if complete and await self._answered(scope, body):
+        try:
+            answered = complete and await self._answered(scope, body)
+        except TimeoutError:
+            await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
+            await send({"type": "http.response.body", "body": _UNAVAILABLE})
+            return
+        if answered:
             await send({"type": "http.response.start", "status": 200, "headers": _ANSWER_HEADERS})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -71,9 +82,10 @@ class RevocationLane:
                 return b"".join(chunks), True
 
     async def _answered(self, scope: Scope, body: bytes) -> bool:
-        """Whether the fast path revoked (or found nothing to revoke) for this request. Any failure hands the
+        """Whether the fast path revoked (or found nothing to revoke) for this request. Any other failure hands the
         request to Litestar, whose general path answers it (a 503 for an unavailable database) and whose error
-        handlers log it: a failed fast attempt has changed nothing."""
+        handlers log it: a failed fast attempt has changed nothing. A TimeoutError (the group commit did not answer
+        in time; the revocation may still be recorded) is raised: the caller answers 503."""
         state = self.app.state
         fast = state.get("fast_introspection")
         if fast is None or has_nul(scope.get("raw_path") or b"") or has_nul(body):
@@ -87,6 +99,8 @@ class RevocationLane:
             return await revoke_known(fast, state.container, credentials, params.get("token"), source)
         except OAuthError:
             return False  # refused: the general path answers with its error body
+        except TimeoutError:
+            raise
         except Exception as exc:  # handed on, never swallowed: the general path meets it again
             logger.debug("revocation lane: %s, handed to the general path", type(exc).__name__)
             return False

@@ -221,18 +221,24 @@ def test_a_coroutine_stops_waiting_after_the_timeout_when_the_database_does_not_
     get TimeoutError, which the HTTP layer answers with a 503. The work itself may still be saved afterwards."""
     save = GatedSave(container.app.save)
     committer = GroupCommitter(save, timeout=0.3)
-    project = new_project("Hung")
+    project, queued = new_project("Hung"), new_project("Queued behind it")
     try:
-        async def scenario() -> None:
-            await committer.saved(project)
+        async def scenario() -> list[Any]:
+            first = asyncio.create_task(committer.saved(project))
+            await asyncio.sleep(0.05)  # the first batch is in its (held) transaction; the second waits in the queue
+            second = asyncio.create_task(committer.saved(queued))
+            return await asyncio.gather(first, second, return_exceptions=True)
 
-        with pytest.raises(TimeoutError):
-            asyncio.run(scenario())
+        results = asyncio.run(scenario())
+        assert [type(r) for r in results] == [TimeoutError, TimeoutError]
         assert save.entered.is_set() and not save.gate.is_set()
+        save.gate.set()
+        assert committer.submit(new_project("After")).result(timeout=10) > 0  # the held batch is done by now
     finally:
         save.gate.set()
         committer.close()
-    assert container.app.find_many([project.id], Project)  # saved once the gate opened: a timeout undoes nothing
+    # The batch under way is saved (a timeout undoes nothing); the caller still queued, who stopped waiting, is not.
+    assert set(container.app.find_many([project.id, queued.id], Project)) == {project.id}
 
 
 class Aborted(BaseException):

@@ -3,6 +3,7 @@ to the app behind it with the body intact (read in chunks or not at all)."""
 
 import asyncio
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -117,6 +118,20 @@ def test_a_failing_fast_path_hands_the_request_on(monkeypatch: pytest.MonkeyPatc
     inner = Inner()
     sent = run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
     assert inner.calls == [("/oauth2/revoke", b"token=abc")] and sent[0]["status"] == 299
+
+
+def test_a_group_commit_that_does_not_answer_in_time_is_a_503_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handed on, the request would wait as long again in the general path, for the same 503."""
+    async def slow(*_: object) -> bool:
+        raise TimeoutError("the group commit did not answer in time")
+
+    monkeypatch.setattr(revocation_lane, "revoke_known", slow)
+    inner = Inner()
+    sent = run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
+    assert inner.calls == [] and sent[0]["status"] == 503
+    assert (b"cache-control", b"no-store") in sent[0]["headers"] and (b"retry-after", b"1") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {"error": "temporarily_unavailable", "error_description": "try again shortly"}
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
 
 
 def test_repeated_authorization_headers_are_left_to_the_app(decided: list[tuple[Any, ...]]) -> None:
