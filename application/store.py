@@ -118,13 +118,6 @@ class Keyledger(Application[UUID]):
                 result[as_uuid(originator_id)] = [self.mapper.to_domain_event(e) for e in stored]
         return result
 
-    def find_many_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A], versioned_ids: Sequence[UUID],
-                               ) -> tuple[dict[UUID, A], dict[UUID, int]]:
-        """``find_many(aggregate_ids, kind)`` and ``versions(versioned_ids)``, read as ``streams_and_versions``."""
-        streams, versions = self.streams_and_versions(aggregate_ids, kind, versioned_ids)
-        found = {i: mutate_all(None, events) for i, events in streams.items()}
-        return {i: a for i, a in found.items() if isinstance(a, kind)}, versions
-
     def streams_and_versions(self, aggregate_ids: Sequence[UUID], kind: type[A], versioned_ids: Sequence[UUID],
                              ) -> tuple[dict[UUID, list[Any]], dict[UUID, int]]:
         """The decoded event streams of the ``kind`` aggregates among ``aggregate_ids``, not replayed (a decision

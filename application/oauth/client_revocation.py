@@ -20,6 +20,7 @@ from application.oauth.revocation import REVOKED_BY_CLIENT
 from application.ports import Clock
 from application.store import Keyledger, mutate_all
 from domain.client import Client
+from domain.errors import InvariantViolated
 from domain.ids import client_actor
 from domain.token import Token, TokenKind
 
@@ -91,10 +92,11 @@ class ClientTokenRevoker:
         """Revokes the client's token of ``stream`` if it is still live (RFC 7009 2.2: otherwise nothing to do)."""
         actor, revocation_id = client_actor(client.client_id), uuid4()
         if len(stream) == 1:
-            if now >= stream[0].expires_at:
+            try:
+                event = Token.revocation_of_issued(stream[0], now=now, reason=REVOKED_BY_CLIENT, actor=actor,
+                                                   revocation_id=revocation_id)
+            except InvariantViolated:
                 return RevocationOutcome(decided=True)  # expired already
-            event = Token.revocation_of_issued(stream[0], now=now, reason=REVOKED_BY_CLIENT, actor=actor,
-                                               revocation_id=revocation_id)
             return RevocationOutcome(decided=True, revoked=1, aggregates=(Decided([event]),))
         token = mutate_all(None, stream)
         if not token.revocable(now):

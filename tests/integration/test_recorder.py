@@ -8,6 +8,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg import sql
 
+from application.store import mutate_all
 from domain.client import Client
 from domain.project import Project
 from domain.scopes import Role
@@ -113,7 +114,7 @@ def test_select_events_and_versions_answers_both_reads_in_one_query(container: C
     assert recorder.select_events_and_versions(streams, []) == (recorder.select_events_of(streams), {})
 
 
-def test_find_many_and_versions_reads_once_with_the_one_trip_recorder(container: Container,
+def test_streams_and_versions_reads_once_with_the_one_trip_recorder(container: Container,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     signed = sign_up(container)
     recorder = container.app.recorder
@@ -121,10 +122,11 @@ def test_find_many_and_versions_reads_once_with_the_one_trip_recorder(container:
     for name in ("select_events_of", "select_versions", "select_events_and_versions"):
         original = getattr(recorder, name)
         monkeypatch.setattr(recorder, name, lambda *a, _n=name, _o=original: calls.append(_n) or _o(*a))
-    found, versions = container.app.find_many_and_versions([signed.project.id, signed.client.client.id], Project,
+    streams, versions = container.app.streams_and_versions([signed.project.id, signed.client.client.id], Project,
                                                            [signed.client.client.id, signed.user.id])
     assert calls == ["select_events_and_versions"]
-    assert list(found) == [signed.project.id] and found[signed.project.id].name == signed.project.name
+    assert list(streams) == [signed.project.id]
+    assert mutate_all(None, streams[signed.project.id]).name == signed.project.name
     assert versions == {signed.client.client.id: signed.client.client.version, signed.user.id: signed.user.version}
 
 

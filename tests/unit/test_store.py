@@ -8,6 +8,7 @@ import pytest
 
 from application.oauth.grants import TokenRequest
 from application.oauth.tokens import IssuedTokens
+from application.store import mutate_all
 from domain.client import Client
 from domain.errors import NotFound
 from domain.project import Project
@@ -42,11 +43,13 @@ def test_find_many_returns_only_existing_aggregates_of_the_kind(world: World) ->
     assert found[b.client.client.id].client_id == b.client.client.client_id
 
 
-def test_find_many_and_versions_falls_back_to_two_reads(world: World) -> None:
+def test_streams_and_versions_falls_back_to_two_reads(world: World) -> None:
     a = world.sign_up("a@example.test")
-    found, versions = world.app.find_many_and_versions([a.client.client.id, a.project.id, uuid4()], Client,
-                                                        [a.project.id, a.user.id, uuid4()])
-    assert list(found) == [a.client.client.id] and found[a.client.client.id].client_id == a.client.client.client_id
+    streams, versions = world.app.streams_and_versions([a.client.client.id, a.project.id, uuid4()], Client,
+                                                       [a.project.id, a.user.id, uuid4()])
+    assert list(streams) == [a.client.client.id]  # the client's stream only, decoded and not replayed
+    assert type(streams[a.client.client.id][0]).__name__ == "ClientCreated"
+    assert mutate_all(None, streams[a.client.client.id]).client_id == a.client.client.client_id
     assert versions == {a.project.id: a.project.version, a.user.id: a.user.version}
 
 
