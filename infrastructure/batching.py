@@ -90,10 +90,14 @@ def _settle(item: _Item) -> None:
         return
 
 
+class CommitTimeout(TimeoutError):
+    """The group commit did not answer a caller in time (its work is skipped if not yet taken, saved if under way)."""
+
+
 def _expire(future: "asyncio.Future[Any]") -> None:
     """Fails a caller's future that the committer has not answered in time (its answer, if any, is then dropped)."""
     if not future.done():
-        future.set_exception(TimeoutError("the group commit did not answer in time"))
+        future.set_exception(CommitTimeout("the group commit did not answer in time"))
 
 
 def _settle_all(items: list[_Item]) -> None:
@@ -125,7 +129,12 @@ class GroupCommitter:
         """Saves ``aggregates`` atomically (together with other callers' aggregates) and returns the position."""
         if threading.current_thread() is self._thread:  # called while deciding a batch: waiting would deadlock
             return max((r.notification.id for r in self._save(*aggregates)), default=0)
-        return int(self.submit(*aggregates).result(timeout=self._timeout))
+        future = self.submit(*aggregates)
+        try:
+            return int(future.result(timeout=self._timeout))
+        except TimeoutError:
+            future.cancel()  # still queued: skipped, as a timed-out coroutine's is (see ``_process``)
+            raise
 
     def submit(self, *aggregates: Any) -> "Future[int]":
         """Queues ``aggregates`` for the next batch; the future resolves to the position once they are committed."""
@@ -144,8 +153,9 @@ class GroupCommitter:
     async def saved(self, *aggregates: Any) -> int:
         """``submit`` for a coroutine: the position, once the aggregates are committed (waits without a thread).
 
-        Raises TimeoutError (a 503 for the HTTP layer) after ``timeout`` seconds, as ``__call__`` does: a database
-        that stops answering must not hold requests forever. The aggregates may still be saved after that.
+        Raises ``CommitTimeout``, a TimeoutError (a 503 for the HTTP layer), after ``timeout`` seconds, as
+        ``__call__`` does: a database that stops answering must not hold requests forever. Aggregates whose batch is
+        under way are still saved; those still queued are not.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()

@@ -9,10 +9,12 @@ recently ended ones, not the whole history:
   token's expiry (its *horizon*): from then on the token's ``exp`` refuses it everywhere, and the revocation list
   (``revoked_tokens``) keeps its entry until well after that (``workers.expiry.PRUNE_MARGIN``).
 
-The second move depends on the events only (their timestamps), never on the clock of the process that applies them,
-so a rebuild ends with the same rows in the same table as the live model, whatever its batches: a row is in the
-expired table exactly when it was swept, or ended with its expiry before the latest event time the model applied.
-The horizon is kept in the database, beside the rows, so runners of several processes share it.
+The second move depends on the events (their timestamps) and the database's clock, never on the clock of the process
+that applies them, so a rebuild ends with the same rows in the same table as the live model, whatever its batches:
+once the model is current and has drained any backlog (at most ``move_limit`` rows a batch; a batch comes only with
+token events), a row is in the expired table exactly when it was swept, or ended with its expiry before the latest
+event time the model applied (capped by the database's clock). The horizon is kept in the database, beside the rows,
+so runners of several processes share it.
 
 Kept apart from ``projections/token_lookup.py`` so that file stays about the hot path. The expired table has the
 hot table's columns and the indexes of the listing's queries; an update that ends a used token moved here (its

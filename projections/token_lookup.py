@@ -326,8 +326,8 @@ class TokenLookupView(ReadModel):
                       "WHERE t.expires_at < statement_timestamp() - %(margin)s")
         listed = self.table(REVOKED_TOKENS_TABLE)
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT token_id FROM ({hot} UNION {cold}) AS e "
-                             "LIMIT %(limit)s)").format(
+            curs.execute(SQL("DELETE FROM {listed} WHERE token_id IN (SELECT token_id FROM ({hot} UNION ALL {cold}) "
+                             "AS e LIMIT %(limit)s)").format(
                 listed=listed, hot=expired.format(self.table("token_lookup"), listed=listed),
                 cold=expired.format(self.table(EXPIRED_TABLE), listed=listed)), {"margin": margin, "limit": limit})
             return curs.rowcount

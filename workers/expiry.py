@@ -17,7 +17,8 @@ logger = logging.getLogger("keyledger.jobs")
 
 SWEEP_EVERY = 30.0
 PRUNE_EVERY = 300.0
-# How long past its token's expiry a revocation stays listed: other hosts' clocks may run behind this worker's.
+# How long past its token's expiry (by the database's clock) a revocation stays listed: hosts' clocks may run
+# behind the database's, and a revoked token's row may have left the hot table (projections.token_expiry).
 PRUNE_MARGIN = timedelta(minutes=5)
 
 

@@ -1,13 +1,14 @@
 """RFC 7009 revocation of a client_credentials access token by its own client, decided in batches.
 
 The common revocation (a project's API key revokes one of its own access tokens) is decided by the group committer
-for a whole batch at once: one read of every batch token's stream and every batch client's version, each
-token revoked on its own aggregate (``Token.revoke``: the event the general path records) and every event saved in
-the batch's transaction. The presented string only names the stream (its ``jti``): whether the token was issued to
-this client, and whether it is still live, is decided on the stream, never on the string's claims, so no signature
-check is needed to trust anything. Whatever is not plainly such a revocation (a client changed since its copy was
-taken, a token of another client or of a login's family, an unknown id, a twin in the batch) is left to the general
-path (``application.oauth.revocation``), which verifies the token and answers as RFC 7009 says.
+for a whole batch at once: one read of every batch token's stream and every batch client's version, each token
+revoked on its stream (``Token.revocation_of_issued`` for a stream that holds only its issuance, ``Token.revoke``
+otherwise: the event the general path records) and every event saved in the batch's transaction. The presented
+string only names the stream (its ``jti``): whether the token was issued to this client, and whether it is still
+live, is decided on the stream, never on the string's claims, so no signature check is needed to trust anything.
+Whatever is not plainly such a revocation (a client changed since its copy was taken, a token of another client or
+of a login's family, an unknown id, a twin in the batch) is left to the general path
+(``application.oauth.revocation``), which verifies the token and answers as RFC 7009 says.
 """
 
 from collections.abc import Sequence
@@ -98,6 +99,8 @@ class ClientTokenRevoker:
             except InvariantViolated:
                 return RevocationOutcome(decided=True)  # expired already
             return RevocationOutcome(decided=True, revoked=1, aggregates=(Decided([event]),))
+        # Any later event ends an access token (revoked, expired), so this is not expected to revoke anything; the
+        # aggregate decides all the same, so an event added to the domain later cannot be skipped here.
         token = mutate_all(None, stream)
         if not token.revocable(now):
             return RevocationOutcome(decided=True)  # revoked or expired already

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from application.oauth.errors import OAuthError
+from infrastructure.batching import CommitTimeout
 from infrastructure.http.fast_revocation import revoke_known
 from infrastructure.http.forms import client_authentication, parse_form
 from infrastructure.http.nul_guard import has_nul
@@ -52,7 +53,8 @@ class RevocationLane:
         scope[TRIED] = complete  # the endpoint need not try the fast path again
         try:
             answered = complete and await self._answered(scope, body)
-        except TimeoutError:
+        except CommitTimeout:
+            logger.warning("revocation lane: the group commit did not answer in time; answered 503")
             await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
             await send({"type": "http.response.body", "body": _UNAVAILABLE})
             return
@@ -84,8 +86,8 @@ class RevocationLane:
     async def _answered(self, scope: Scope, body: bytes) -> bool:
         """Whether the fast path revoked (or found nothing to revoke) for this request. Any other failure hands the
         request to Litestar, whose general path answers it (a 503 for an unavailable database) and whose error
-        handlers log it: a failed fast attempt has changed nothing. A TimeoutError (the group commit did not answer
-        in time; the revocation may still be recorded) is raised: the caller answers 503."""
+        handlers log it: a failed fast attempt has changed nothing. A ``CommitTimeout`` (the group commit did not
+        answer in time; the revocation may still be recorded) is raised: the caller answers 503."""
         state = self.app.state
         fast = state.get("fast_introspection")
         if fast is None or has_nul(scope.get("raw_path") or b"") or has_nul(body):
@@ -99,7 +101,7 @@ class RevocationLane:
             return await revoke_known(fast, state.container, credentials, params.get("token"), source)
         except OAuthError:
             return False  # refused: the general path answers with its error body
-        except TimeoutError:
+        except CommitTimeout:
             raise
         except Exception as exc:  # handed on, never swallowed: the general path meets it again
             logger.debug("revocation lane: %s, handed to the general path", type(exc).__name__)

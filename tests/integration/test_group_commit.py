@@ -18,7 +18,7 @@ from domain.ids import email_index_id
 from domain.project import Project
 from domain.token import Token, TokenKind
 from domain.user import EmailIndex
-from infrastructure.batching import GroupCommitter
+from infrastructure.batching import CommitTimeout, GroupCommitter
 from infrastructure.bootstrap import Container
 from tests.integration.support import GatedSave, head, sign_up
 
@@ -225,12 +225,12 @@ def test_a_coroutine_stops_waiting_after_the_timeout_when_the_database_does_not_
     try:
         async def scenario() -> list[Any]:
             first = asyncio.create_task(committer.saved(project))
-            await asyncio.sleep(0.05)  # the first batch is in its (held) transaction; the second waits in the queue
-            second = asyncio.create_task(committer.saved(queued))
+            assert await asyncio.to_thread(save.entered.wait, 10)  # the first batch is in its (held) transaction
+            second = asyncio.create_task(committer.saved(queued))  # so this one waits in the queue
             return await asyncio.gather(first, second, return_exceptions=True)
 
         results = asyncio.run(scenario())
-        assert [type(r) for r in results] == [TimeoutError, TimeoutError]
+        assert [type(r) for r in results] == [CommitTimeout, CommitTimeout]
         assert save.entered.is_set() and not save.gate.is_set()
         save.gate.set()
         assert committer.submit(new_project("After")).result(timeout=10) > 0  # the held batch is done by now
@@ -239,6 +239,23 @@ def test_a_coroutine_stops_waiting_after_the_timeout_when_the_database_does_not_
         committer.close()
     # The batch under way is saved (a timeout undoes nothing); the caller still queued, who stopped waiting, is not.
     assert set(container.app.find_many([project.id, queued.id], Project)) == {project.id}
+
+
+def test_a_thread_that_stops_waiting_is_not_saved_if_its_batch_was_not_taken(container: Container) -> None:
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save, timeout=0.3)
+    queued = new_project("Queued, then abandoned")
+    try:
+        committer.submit(new_project("Gate"))
+        assert save.entered.wait(timeout=10)
+        with pytest.raises(TimeoutError):
+            committer(queued)
+        save.gate.set()
+        assert committer.submit(new_project("After")).result(timeout=10) > 0
+    finally:
+        save.gate.set()
+        committer.close()
+    assert container.app.find_many([queued.id], Project) == {}
 
 
 class Aborted(BaseException):

@@ -209,6 +209,20 @@ def test_a_large_backlog_moves_a_limited_number_of_rows_per_batch_and_ends_the_s
     assert max(b - a for a, b in pairwise(moved)) <= 2 < len(unlimited[1])
 
 
+def test_rows_sharing_an_expiry_across_the_limit_all_move(view: TokenLookupView,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit may cut between rows of one expiry instant: the horizon stops at that instant, not past it."""
+    now = past()
+    made = [issued(now, expires_in=HOUR) for _ in range(3)]
+    apply(view, [event for _, event in made] + [revoked(token, now) for token, _ in made])
+    monkeypatch.setattr(view, "move_limit", 2)
+    later = now + 2 * HOUR
+    apply(view, [issued(now, expires_in=9 * HOUR, when=later)[1]])
+    assert len(rows(view, "token_expired")) == 2
+    apply(view, [issued(now, expires_in=9 * HOUR, when=later)[1]])
+    assert {place(view, token.id)["token_expired"] for token, _ in made} == {"revoked"}
+
+
 def test_ending_a_token_adds_no_index_entry(view: TokenLookupView) -> None:
     """Revoking and using up update the row heap-only (HOT): no index reads what they change, and the page has
     room for the new version. PostgreSQL counts the transaction's HOT updates itself."""

@@ -25,7 +25,7 @@ def decide(world: World, *requests: ClientTokenRevocation) -> list:
     return ClientTokenRevoker(app=world.app, clock=world.clock).decide_batch(list(requests))
 
 
-def test_a_live_token_of_the_client_is_revoked_on_its_aggregate(world: World) -> None:
+def test_a_live_token_of_the_client_is_revoked_on_its_stream(world: World) -> None:
     client, token = issued(world)
     [outcome] = decide(world, ClientTokenRevocation(client=client, token_id=token.id))
     assert outcome.decided and outcome.revoked == 1

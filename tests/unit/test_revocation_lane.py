@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from infrastructure.batching import CommitTimeout
 from infrastructure.http import revocation_lane
 from infrastructure.http.fast_revocation import _unverified_claims
 from infrastructure.http.revocation_lane import RevocationLane
@@ -123,7 +124,7 @@ def test_a_failing_fast_path_hands_the_request_on(monkeypatch: pytest.MonkeyPatc
 def test_a_group_commit_that_does_not_answer_in_time_is_a_503_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handed on, the request would wait as long again in the general path, for the same 503."""
     async def slow(*_: object) -> bool:
-        raise TimeoutError("the group commit did not answer in time")
+        raise CommitTimeout("the group commit did not answer in time")
 
     monkeypatch.setattr(revocation_lane, "revoke_known", slow)
     inner = Inner()
