@@ -111,24 +111,24 @@ def test_before_startup_everything_reaches_the_app(decided: list[tuple[Any, ...]
     assert decided == [] and inner.calls == [("/oauth2/revoke", b"token=abc")]
 
 
-def test_a_failing_fast_path_hands_the_request_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def run_failing(monkeypatch: pytest.MonkeyPatch, error: Exception) -> tuple[Inner, list[dict[str, Any]]]:
+    """A revocation through the lane whose fast path raises ``error``: the app behind it, and what was sent."""
     async def failing(*_: object) -> bool:
-        raise RuntimeError("database unavailable")
+        raise error
 
     monkeypatch.setattr(revocation_lane, "revoke_known", failing)
     inner = Inner()
-    sent = run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
+    return inner, run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
+
+
+def test_a_failing_fast_path_hands_the_request_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    inner, sent = run_failing(monkeypatch, RuntimeError("database unavailable"))
     assert inner.calls == [("/oauth2/revoke", b"token=abc")] and sent[0]["status"] == 299
 
 
 def test_a_group_commit_that_does_not_answer_in_time_is_a_503_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handed on, the request would wait as long again in the general path, for the same 503."""
-    async def slow(*_: object) -> bool:
-        raise CommitTimeout("the group commit did not answer in time")
-
-    monkeypatch.setattr(revocation_lane, "revoke_known", slow)
-    inner = Inner()
-    sent = run(RevocationLane(inner, max_body_bytes=1024), scope(), [b"token=abc"])
+    inner, sent = run_failing(monkeypatch, CommitTimeout("the group commit did not answer in time"))
     assert inner.calls == [] and sent[0]["status"] == 503
     assert (b"cache-control", b"no-store") in sent[0]["headers"] and (b"retry-after", b"1") in sent[0]["headers"]
     assert json.loads(sent[1]["body"]) == {"error": "temporarily_unavailable", "error_description": "try again shortly"}
