@@ -47,6 +47,11 @@ class ReadModel(PostgresTrackingRecorder):
     # Tables of tenant data: each has a ``project_id`` column and a row-level security policy confining the
     # tenant role to the project named by the transaction's ``keyledger.project_id`` setting.
     tenant_tables: ClassVar[tuple[str, ...]] = ()
+    # Whether every statement that applies events reaches rows by key (an id, an index range): its transactions then
+    # run with sequential scans disabled (``lock``). A prepared statement keeps its generic plan for the connection's
+    # life, and one planned while a table was small scans it whole, every batch, however large it has grown since;
+    # nothing re-plans it but a new ANALYZE of the table (autovacuum's, when it runs).
+    keyed_writes: ClassVar[bool] = False
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -124,7 +129,11 @@ class ReadModel(PostgresTrackingRecorder):
         """Takes the model's transaction-scoped advisory lock: one writer at a time (runners of several processes,
         a rebuild), so no two apply the same events or race on the tracking position."""
         digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
-        curs.execute("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest, "big", signed=True),))
+        key = int.from_bytes(digest, "big", signed=True)
+        if self.keyed_writes:  # in the same round trip (see ``keyed_writes``)
+            curs.execute("SELECT pg_advisory_xact_lock(%s), set_config('enable_seqscan', 'off', true)", (key,))
+        else:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     def decode(self, mapper: Any, notifications: Sequence[Any]) -> list[Any]:
         """Turns a batch of notifications into what ``apply_events`` takes: domain events (models that need each

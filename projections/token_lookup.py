@@ -118,6 +118,7 @@ class TokenLookupView(ReadModel):
     # model already decodes every TokenIssued; a second model decoding them all again cost issuance about 20%.
     tables = ("token_lookup", "client_last_used", EXPIRED_TABLE, HORIZON_TABLE)
     tenant_tables = ("token_lookup", "client_last_used", EXPIRED_TABLE)
+    keyed_writes = True
     move_limit = 5000  # ended rows moved by expiry in one batch at most (see projections.token_expiry)
     topics = frozenset(get_topic(cls) for cls in (Token.TokenIssued, Token.TokenRevoked, Token.TokenRefreshed,
                                                   Token.TokenExpired))

@@ -277,3 +277,42 @@ def _mixed_history(now: datetime) -> list[Any]:
 def _random_batches(events: Sequence[Any], rng: random.Random) -> list[list[Any]]:
     cuts = sorted(rng.sample(range(1, len(events)), k=min(6, len(events) - 1)))
     return [list(events[a:b]) for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+
+
+def test_a_batch_reads_the_hot_table_by_index_under_plans_made_while_it_was_small(view: TokenLookupView) -> None:
+    """A prepared statement keeps its generic plan for the connection's life; one made while the table was small may
+    scan it whole. A batch that ends tokens must still read the hot table through its indexes once it is large
+    (``ReadModel.keyed_writes``), here with every plan generic, made and kept while the table was all but empty."""
+    now = past()
+    with view.datastore.get_connection() as conn:
+        conn.prepare_threshold = 0
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            first, first_issued = issued(now, expires_in=HOUR)
+            _apply_on(conn, view, [first_issued, revoked(first, now)])  # plans made on an all but empty table
+            made = [issued(now, expires_in=HOUR) for _ in range(3000)]
+            _apply_on(conn, view, [event for _, event in made])
+            with conn.transaction(), conn.cursor() as curs:
+                view.lock(curs)
+                before = _sequential_reads(view, curs)
+                view.apply_events(curs, [revoked(one, now + timedelta(minutes=1)) for one, _ in made[:5]])
+                after = _sequential_reads(view, curs)
+        finally:
+            conn.execute("RESET plan_cache_mode")
+            conn.execute("DEALLOCATE ALL")
+    assert after - before == 0
+    assert {place(view, one.id)["token_lookup"] for one, _ in made[:6]} == {"revoked", "active"}
+
+
+def _apply_on(conn: Any, view: TokenLookupView, events: Sequence[Any]) -> None:
+    """One batch on ``conn``, as the runner applies it (under the model's lock)."""
+    with conn.transaction(), conn.cursor() as curs:
+        view.lock(curs)
+        view.apply_events(curs, events)
+
+
+def _sequential_reads(view: TokenLookupView, curs: Any) -> int:
+    """Rows of the hot table this connection read by sequential scans, counted and not yet reported."""
+    curs.execute("SELECT pg_stat_get_xact_tuples_returned(%s::regclass) AS n",
+                 (view.table("token_lookup").as_string(None),))
+    return int(curs.fetchone()["n"])
