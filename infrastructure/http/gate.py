@@ -51,7 +51,7 @@ class RequestGate:
         # never a hung request. Connections are not checked when taken (that is a round trip per request): a broken
         # one fails its query, is discarded by the pool, and ``fetch_rows`` tries another.
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-                                        kwargs={"autocommit": True})
+                                        kwargs={"autocommit": True}, configure=_keyed_reads_only)
         query = SQL(
             "SELECT q.i, (SELECT status FROM {lookup} WHERE token_id = q.t), "
             "EXISTS (SELECT FROM {revoked} WHERE token_id = q.t), "
@@ -85,6 +85,14 @@ class RequestGate:
         (None: no project) and the key ring's version (a process whose key snapshot is older reloads it before
         trusting a signature)."""
         return await self.read(token_id, project_id)
+
+
+async def _keyed_reads_only(conn: Any) -> None:
+    """Disables sequential scans on a gate connection: its one query reads every table by key. Prepared, the query
+    keeps its plan for the connection's life, and a plan made while a table was small (the revocation list of a
+    fresh install, empty) scans it whole, on every request, however large it grows; only an ANALYZE of the table
+    (autovacuum's, when it runs) would make PostgreSQL plan it again."""
+    await conn.execute("SET enable_seqscan = off")
 
 
 def _read_params(keys: Sequence[tuple[Any, ...]]) -> dict[str, Any]:

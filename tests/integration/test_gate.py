@@ -141,3 +141,37 @@ def issue_for(container: Container, account: Any) -> str:
     return str(container.tokens.handle(TokenRequest(grant_type="client_credentials",
                                                     client_id=account.client.client.client_id,
                                                     client_secret=account.client.client_secret)).access_token)
+
+
+def test_the_gate_reads_the_revocation_list_by_key_under_a_plan_made_while_it_was_empty(
+        pair: tuple[Container, Container, str]) -> None:
+    """The gate's prepared query keeps its plan for the connection's life: one made while the revocation list was
+    empty must not scan the list once it is long (here with the plan generic, made and kept while it was empty)."""
+    _, api, url = pair
+    loop = asyncio.new_event_loop()
+    gate = open_gate(loop, api, url)
+    listed = revoked_table(api.app).as_string(None)
+
+    async def sequential_reads() -> int:
+        async with gate.pool.connection() as conn:  # the gate's one connection (max_size=1)
+            cursor = await conn.execute("SELECT pg_stat_get_xact_tuples_returned(%s::regclass)", (listed,))
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+    async def generic_plans() -> None:
+        async with gate.pool.connection() as conn:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+    try:
+        loop.run_until_complete(generic_plans())
+        loop.run_until_complete(gate.read(uuid4(), None))  # prepared and planned on an empty list
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {listed} SELECT gen_random_uuid() FROM generate_series(1, 3000)")
+        before = loop.run_until_complete(sequential_reads())
+        answer = loop.run_until_complete(gate.read(uuid4(), None))
+        after = loop.run_until_complete(sequential_reads())
+    finally:
+        loop.run_until_complete(gate.close())
+        loop.close()
+    assert answer.written_through is False
+    assert after - before == 0
