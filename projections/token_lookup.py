@@ -18,7 +18,6 @@ select tokens here (a family, a client's, a user's) first wait until this model 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import groupby
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +40,8 @@ from projections.token_expiry import (
 
 # Written through by the event store's recorder in the transaction of every TokenRevoked (infrastructure.recorder).
 REVOKED_TOKENS_TABLE = "revoked_tokens"
+# The model's event types in the order of a token's life: the order a batch applies them in (``apply_events``).
+LIFECYCLE: tuple[type, ...] = (Token.TokenIssued, Token.TokenRefreshed, Token.TokenRevoked, Token.TokenExpired)
 COLUMNS = ("token_id", "project_id", "kind", "client_id", "user_id", "family_id", "parent_id", "scope",
            "grant_type", "issued_at", "expires_at", "status", "ended_at", "ended_reason", "ended_by")
 
@@ -120,8 +121,7 @@ class TokenLookupView(ReadModel):
     tenant_tables = ("token_lookup", "client_last_used", EXPIRED_TABLE)
     keyed_writes = True
     move_limit = 5000  # ended rows moved by expiry in one batch at most (see projections.token_expiry)
-    topics = frozenset(get_topic(cls) for cls in (Token.TokenIssued, Token.TokenRevoked, Token.TokenRefreshed,
-                                                  Token.TokenExpired))
+    topics = frozenset(get_topic(cls) for cls in LIFECYCLE)
 
     def create_statements(self) -> list[Composable]:
         """The table and the indexes of its queries."""
@@ -187,15 +187,22 @@ class TokenLookupView(ReadModel):
             self.table("client_last_used")).as_string(None)
 
     def apply_events(self, curs: Cursor[DictRow], events: Sequence[Any]) -> None:
-        """Applies the batch's token events, each run of consecutive events of one type in one statement (a busy
-        store records them in runs: issuances, revocations, a sweep's thousands of expiries), then moves each
-        project client's ``last_used_at`` once. Runs are applied in order, so a token issued and revoked in the
-        same batch ends revoked. Then ended rows past the batch's horizon move to the expired table."""
+        """Applies the batch's token events, all those of one type in one statement, then moves each project
+        client's ``last_used_at`` once. Then ended rows past the batch's horizon move to the expired table.
+
+        The types are applied in the order of a token's life (``LIFECYCLE``): a token's own events come in that
+        order (issued; then used up, revoked or expired; a used refresh token may still be revoked with its family),
+        and events of different tokens touch different rows, so the result is that of applying the events one by
+        one. Grouping only consecutive events of a type cost two statements per refresh (its TokenRefreshed
+        between the TokenIssued of other requests) and as many in any mixed traffic."""
         if not events:
             return
+        by_type: dict[type, list[Any]] = {}
+        for event in events:
+            by_type.setdefault(type(event), []).append(event)
         late: list[UUID] = []
-        for kind, run in groupby(events, key=type):
-            late += self._apply_run(curs, kind, list(run))
+        for kind in sorted(by_type, key=_lifecycle_rank):
+            late += self._apply_run(curs, kind, by_type[kind])
         curs.execute(self._move_ended_sql, {"latest": max(e.timestamp for e in events), "late": late,
                                             "limit": self.move_limit})
         last_used: dict[tuple[UUID, str], datetime] = {}
@@ -342,3 +349,8 @@ class TokenLookupView(ReadModel):
                 row = curs.fetchone()
                 counts[name] = int(row["n"]) if row else 0
             return counts
+
+
+def _lifecycle_rank(kind: type) -> int:
+    """Where events of ``kind`` come in a token's life (``LIFECYCLE``); other types last."""
+    return next((rank for rank, stage in enumerate(LIFECYCLE) if issubclass(kind, stage)), len(LIFECYCLE))

@@ -316,3 +316,40 @@ def _sequential_reads(view: TokenLookupView, curs: Any) -> int:
     curs.execute("SELECT pg_stat_get_xact_tuples_returned(%s::regclass) AS n",
                  (view.table("token_lookup").as_string(None),))
     return int(curs.fetchone()["n"])
+
+
+def test_a_batch_of_interleaved_refreshes_applies_each_event_type_in_one_statement(view: TokenLookupView) -> None:
+    """Each refresh records TokenRefreshed and two TokenIssued; a batch of many refreshes holds them interleaved.
+    The batch still costs one statement per event type, and ends as applying the events one by one would."""
+    now = past()
+    family = uuid4()
+    parents = [issued(now, expires_in=HOUR, kind=TokenKind.REFRESH, family_id=family) for _ in range(20)]
+    apply(view, [event for _, event in parents])
+    batch: list[Any] = []
+    children = []
+    for parent, _ in parents:
+        child, child_issued = issued(now, expires_in=HOUR, kind=TokenKind.REFRESH, family_id=family)
+        access, access_issued = issued(now, expires_in=HOUR, family_id=family)
+        parent.refresh(refresh_id=child.id, access_id=access.id, now=now, actor="user:someone")
+        batch += [at(parent.collect_events()[0], now), child_issued, access_issued]
+        children += [child, access]
+    with view.datastore.transaction(commit=True) as curs:
+        counting = _CountingCursor(curs)
+        view.apply_events(counting, batch)  # type: ignore[arg-type]
+    assert counting.statements <= 4  # the issued rows, the used ones, the move, the clients' last use
+    assert {place(view, parent.id)["token_lookup"] for parent, _ in parents} == {"used"}
+    assert {place(view, child.id)["token_lookup"] for child in children} == {"active"}
+
+
+class _CountingCursor:
+    """A cursor that counts the statements run through it."""
+
+    def __init__(self, curs: Any) -> None:
+        self._curs, self.statements = curs, 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return self._curs.execute(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._curs, name)
