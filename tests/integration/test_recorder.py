@@ -2,10 +2,12 @@
 
 import uuid
 from typing import Any
+from unittest.mock import patch
 
 import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
 from psycopg import sql
 
 from application.store import mutate_all
@@ -140,3 +142,17 @@ def test_an_insert_notifies_nobody(container: Container, database_url: str) -> N
         assert list(listener.notifies(timeout=0.5)) == []
         listener.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))
         assert len(list(listener.notifies(timeout=2.0, stop_after=1))) == 1  # the listener itself does hear
+
+
+def test_select_events_answers_as_eventsourcings_without_composing_sql_per_call(container: Container) -> None:
+    recorder = container.app.recorder
+    project = project_with_members(3)
+    recorder.insert_events(stored(container, project))
+    shapes = [{}, {"gt": 1}, {"lte": 2}, {"gt": 1, "lte": 3}, {"desc": True}, {"desc": True, "limit": 2},
+              {"gt": 1, "lte": 4, "desc": True, "limit": 1}, {"limit": 3}]
+    for shape in shapes:
+        assert recorder.select_events(project.id, **shape) == \
+            PostgresAggregateRecorder.select_events(recorder, project.id, **shape), shape
+    with patch.object(sql.Composed, "as_bytes", side_effect=AssertionError("composed per call")):
+        for shape in shapes:
+            recorder.select_events(project.id, **shape)
