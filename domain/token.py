@@ -74,7 +74,9 @@ class Token(Aggregate):
             return "reused"
         if self.revoked:
             return "revoked"
-        if now >= self.expires_at or (self.family_expires_at is not None and now >= self.family_expires_at):
+        # Recorded expired (by a sweep whose clock may run ahead of this one's): never used after that.
+        family_over = self.family_expires_at is not None and now >= self.family_expires_at
+        if self.expired or now >= self.expires_at or family_over:
             return "expired"
         return None
 

@@ -93,8 +93,8 @@ class OneTripRecorder(PostgresApplicationRecorder):
     def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
                       desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
         """eventsourcing's ``select_events``, with each shape of its statement rendered once: eventsourcing composes
-        the statement on every call, which cost a token refresh more CPU than the query's parameters."""
-        shape = (gt is not None, lte is not None, desc, limit is not None)
+        it from psycopg's SQL objects on every call (2.5% of an API process's CPU under the refresh load)."""
+        shape = (gt is not None, lte is not None, desc is not False, limit is not None)  # eventsourcing's tests
         statement = self._select_events_statements.get(shape)
         if statement is None:
             statement = self._select_events_statements[shape] = self._render_select_events(*shape)

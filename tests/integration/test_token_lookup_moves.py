@@ -285,7 +285,7 @@ def test_a_batch_reads_the_hot_table_by_index_under_plans_made_while_it_was_smal
     (``ReadModel.keyed_writes``), here with every plan generic, made and kept while the table was all but empty."""
     now = past()
     with view.datastore.get_connection() as conn:
-        conn.prepare_threshold = 0
+        threshold, conn.prepare_threshold = conn.prepare_threshold, 0  # every statement prepared at once
         conn.execute("SET plan_cache_mode = force_generic_plan")
         try:
             first, first_issued = issued(now, expires_in=HOUR)
@@ -297,9 +297,10 @@ def test_a_batch_reads_the_hot_table_by_index_under_plans_made_while_it_was_smal
                 before = _sequential_reads(view, curs)
                 view.apply_events(curs, [revoked(one, now + timedelta(minutes=1)) for one, _ in made[:5]])
                 after = _sequential_reads(view, curs)
-        finally:
+        finally:  # the connection goes back to the pool as it came
             conn.execute("RESET plan_cache_mode")
             conn.execute("DEALLOCATE ALL")
+            conn.prepare_threshold = threshold
     assert after - before == 0
     assert {place(view, one.id)["token_lookup"] for one, _ in made[:6]} == {"revoked", "active"}
 

@@ -167,3 +167,16 @@ def test_the_revocation_built_from_the_issuance_is_the_one_the_aggregate_records
     assert built.mutate(issued.mutate(None)).revoked  # replays like the recorded one
     with pytest.raises(InvariantViolated):
         Token.revocation_of_issued(issued, now=T0 + timedelta(hours=1), reason="late", actor="client:klc_abc")
+
+
+def test_a_refresh_token_recorded_expired_cannot_be_used_whatever_the_callers_clock() -> None:
+    """A sweep whose clock runs ahead may record the expiry before the refreshing host's clock reaches it; the
+    token is not used after its TokenExpired (so a token's events keep the order of its life)."""
+    token = Token(token_id=uuid4(), kind=TokenKind.REFRESH, project_id=None, client_id=DASHBOARD, user_id=uuid4(),
+                  scope="openid", grant_type="password", issued_at=T0, expires_at=T0 + timedelta(hours=1),
+                  family_id=uuid4(), parent_id=None, actor="user:u", family_expires_at=T0 + timedelta(days=90))
+    token.expire(now=T0 + timedelta(hours=1, seconds=5), actor="system")
+    before_expiry = T0 + timedelta(minutes=59, seconds=59)  # the refreshing host's clock, behind the sweep's
+    assert token.refusal(before_expiry) == "expired"
+    with pytest.raises(InvariantViolated):
+        token.refresh(refresh_id=uuid4(), access_id=uuid4(), now=before_expiry, actor="user:u")
