@@ -50,7 +50,7 @@ class ReadModel(PostgresTrackingRecorder):
     # Whether every statement that applies events reaches rows by key (an id, an index range): its transactions then
     # run with sequential scans disabled (``lock``). A prepared statement keeps its generic plan for the connection's
     # life, and one planned while a table was small scans it whole, every batch, however large it has grown since;
-    # nothing re-plans it but a new ANALYZE of the table (autovacuum's, when it runs).
+    # only new statistics of the table (autovacuum's ANALYZE or VACUUM, when it runs) make PostgreSQL plan it again.
     keyed_writes: ClassVar[bool] = False
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:

@@ -216,7 +216,8 @@ class TokenLookupView(ReadModel):
                                                [last_used[k] for k in keys]))
 
     def _apply_run(self, curs: Cursor[DictRow], kind: type, run: list[Any]) -> list[UUID]:
-        """Applies a run of one event type; returns the ids of rows it ended behind the horizon (usually none)."""
+        """Applies the batch's events of one type; returns the ids of rows they ended behind the horizon (usually
+        none)."""
         if issubclass(kind, Token.TokenIssued):
             self._insert_issued(curs, run)
         elif issubclass(kind, Token.TokenExpired):

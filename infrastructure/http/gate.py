@@ -54,7 +54,7 @@ class RequestGate:
                                         kwargs={"autocommit": True}, configure=_keyed_reads_only)
         query = SQL(
             "SELECT q.i, (SELECT status FROM {lookup} WHERE token_id = q.t), "
-            "EXISTS (SELECT FROM {revoked} WHERE token_id = q.t), "
+            "(SELECT true FROM {revoked} WHERE token_id = q.t) IS NOT NULL, "
             "(SELECT max(originator_version) FROM {events} WHERE originator_id = q.s), "
             "(SELECT max(originator_version) FROM {events} WHERE originator_id = %(k)b) "
             "FROM unnest(%(t)b::uuid[], %(s)b::uuid[]) WITH ORDINALITY AS q(t, s, i)"
@@ -90,8 +90,9 @@ class RequestGate:
 async def _keyed_reads_only(conn: Any) -> None:
     """Disables sequential scans on a gate connection: its one query reads every table by key. Prepared, the query
     keeps its plan for the connection's life, and a plan made while a table was small (the revocation list of a
-    fresh install, empty) scans it whole, on every request, however large it grows; only an ANALYZE of the table
-    (autovacuum's, when it runs) would make PostgreSQL plan it again."""
+    fresh install, empty) scans it whole, on every request, however large it grows; only new statistics of the
+    table (autovacuum's ANALYZE or VACUUM, when it runs) would make PostgreSQL plan it again. The query's
+    subqueries are scalar ones for the same reason: an ``EXISTS`` may be planned as a hash of the whole table."""
     await conn.execute("SET enable_seqscan = off")
 
 

@@ -146,15 +146,20 @@ def issue_for(container: Container, account: Any) -> str:
 def test_the_gate_reads_the_revocation_list_by_key_under_a_plan_made_while_it_was_empty(
         pair: tuple[Container, Container, str]) -> None:
     """The gate's prepared query keeps its plan for the connection's life: one made while the revocation list was
-    empty must not scan the list once it is long (here with the plan generic, made and kept while it was empty)."""
+    empty must not read the whole list once it is long, by a scan or through an index (here with the plan generic,
+    made and kept while the list was empty)."""
     _, api, url = pair
     loop = asyncio.new_event_loop()
     gate = open_gate(loop, api, url)
     listed = revoked_table(api.app).as_string(None)
 
-    async def sequential_reads() -> int:
+    async def rows_read() -> int:
+        """Rows and index entries of the list read so far, the gate connection's own reads flushed first."""
         async with gate.pool.connection() as conn:  # the gate's one connection (max_size=1)
-            cursor = await conn.execute("SELECT pg_stat_get_xact_tuples_returned(%s::regclass)", (listed,))
+            await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed once this statement is done
+            cursor = await conn.execute(
+                "SELECT coalesce(seq_tup_read, 0) + coalesce((SELECT sum(idx_tup_read) FROM pg_stat_user_indexes i "
+                "WHERE i.relid = t.relid), 0) FROM pg_stat_user_tables t WHERE relid = %s::regclass", (listed,))
             row = await cursor.fetchone()
             return int(row[0]) if row else 0
 
@@ -167,11 +172,11 @@ def test_the_gate_reads_the_revocation_list_by_key_under_a_plan_made_while_it_wa
         loop.run_until_complete(gate.read(uuid4(), None))  # prepared and planned on an empty list
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"INSERT INTO {listed} SELECT gen_random_uuid() FROM generate_series(1, 3000)")
-        before = loop.run_until_complete(sequential_reads())
+        before = loop.run_until_complete(rows_read())
         answer = loop.run_until_complete(gate.read(uuid4(), None))
-        after = loop.run_until_complete(sequential_reads())
+        after = loop.run_until_complete(rows_read())
     finally:
         loop.run_until_complete(gate.close())
         loop.close()
     assert answer.written_through is False
-    assert after - before == 0
+    assert after - before <= 10  # one probe of the list's index (a scan would read 3,000 rows)

@@ -281,7 +281,7 @@ def _random_batches(events: Sequence[Any], rng: random.Random) -> list[list[Any]
 
 def test_a_batch_reads_the_hot_table_by_index_under_plans_made_while_it_was_small(view: TokenLookupView) -> None:
     """A prepared statement keeps its generic plan for the connection's life; one made while the table was small may
-    scan it whole. A batch that ends tokens must still read the hot table through its indexes once it is large
+    read it whole. A batch that ends tokens must still reach the hot table's rows by key once it is large
     (``ReadModel.keyed_writes``), here with every plan generic, made and kept while the table was all but empty."""
     now = past()
     with view.datastore.get_connection() as conn:
@@ -294,14 +294,14 @@ def test_a_batch_reads_the_hot_table_by_index_under_plans_made_while_it_was_smal
             _apply_on(conn, view, [event for _, event in made])
             with conn.transaction(), conn.cursor() as curs:
                 view.lock(curs)
-                before = _sequential_reads(view, curs)
+                before = _rows_read(view, curs)
                 view.apply_events(curs, [revoked(one, now + timedelta(minutes=1)) for one, _ in made[:5]])
-                after = _sequential_reads(view, curs)
+                after = _rows_read(view, curs)
         finally:  # the connection goes back to the pool as it came
             conn.execute("RESET plan_cache_mode")
             conn.execute("DEALLOCATE ALL")
             conn.prepare_threshold = threshold
-    assert after - before == 0
+    assert after - before <= 20  # the five rows by key (a scan, or a walk of an index, would read 3,001)
     assert {place(view, one.id)["token_lookup"] for one, _ in made[:6]} == {"revoked", "active"}
 
 
@@ -312,9 +312,11 @@ def _apply_on(conn: Any, view: TokenLookupView, events: Sequence[Any]) -> None:
         view.apply_events(curs, events)
 
 
-def _sequential_reads(view: TokenLookupView, curs: Any) -> int:
-    """Rows of the hot table this connection read by sequential scans, counted and not yet reported."""
-    curs.execute("SELECT pg_stat_get_xact_tuples_returned(%s::regclass) AS n",
+def _rows_read(view: TokenLookupView, curs: Any) -> int:
+    """Rows of the hot table this connection read by sequential scans, plus entries read from its indexes: what it
+    counted and has not reported yet (nothing is reported inside a transaction)."""
+    curs.execute("SELECT pg_stat_get_xact_tuples_returned(x.t) + coalesce((SELECT sum(pg_stat_get_xact_tuples_returned("
+                 "i.indexrelid)) FROM pg_index i WHERE i.indrelid = x.t), 0) AS n FROM (SELECT %s::regclass AS t) x",
                  (view.table("token_lookup").as_string(None),))
     return int(curs.fetchone()["n"])
 
