@@ -86,23 +86,22 @@ class OneTripRecorder(PostgresApplicationRecorder):
             return []
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.select_many_statement, (list(originator_ids),), prepare=True)
-            return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
-                                topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]
+            return [_stored(row) for row in curs.fetchall()]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
                       desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
         """eventsourcing's ``select_events``, with each shape of its statement rendered once: eventsourcing composes
         it from psycopg's SQL objects on every call (2.5% of an API process's CPU under the refresh load)."""
-        shape = (gt is not None, lte is not None, desc is not False, limit is not None)  # eventsourcing's tests
+        # Descending unless ``desc is False``, as eventsourcing reads it (None means descending there too).
+        shape = (gt is not None, lte is not None, desc is not False, limit is not None)
         statement = self._select_events_statements.get(shape)
         if statement is None:
             statement = self._select_events_statements[shape] = self._render_select_events(*shape)
         params = [originator_id, *(value for value in (gt, lte, limit) if value is not None)]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
-            return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
-                                topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]
+            return [_stored(row) for row in curs.fetchall()]
 
     def _render_select_events(self, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
         """The statement eventsourcing's ``select_events`` composes for this shape of call, as text."""
@@ -130,9 +129,7 @@ class OneTripRecorder(PostgresApplicationRecorder):
                          prepare=True)
             for row in curs.fetchall():
                 if row["kind"] == 0:
-                    events.append(StoredEvent(originator_id=row["originator_id"],
-                                              originator_version=row["originator_version"], topic=row["topic"],
-                                              state=bytes(row["state"])))
+                    events.append(_stored(row))
                 else:
                     versions[row["originator_id"]] = row["originator_version"]
         return events, versions
@@ -170,3 +167,9 @@ class OneTripRecorder(PostgresApplicationRecorder):
             assert conn.autocommit, "the insert must be its own transaction"
             curs.execute(self.insert_call, params, prepare=True)
             return [row[self.insert_function] for row in curs.fetchall()]
+
+
+def _stored(row: Any) -> StoredEvent:
+    """A stored event from a row of the events table (its state as bytes, as eventsourcing's reads give it)."""
+    return StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
+                       topic=row["topic"], state=bytes(row["state"]))
