@@ -33,3 +33,28 @@ def test_nul_in_json_forms_queries_and_paths_is_a_400_and_the_projections_go_on(
     assert created.status_code == 201
     listed = http.get(f"{project}/clients", headers=bearer(token))
     assert listed.status_code == 200 and "after" in listed.text
+
+
+def test_json_bodies_that_are_not_utf8_are_a_400_problem_and_change_nothing(http: httpx.Client) -> None:
+    """msgspec raises UnicodeDecodeError (not its DecodeError) for such a string: it was a 500 on every /v1 JSON
+    endpoint, the unauthenticated sign-up included."""
+    account = signup(http)
+    token = password_login(http, account).json()["access_token"]
+    project = f"/v1/projects/{account['project']['id']}"
+    json_type = {"content-type": "application/json"}
+    authorized = {**json_type, **bearer(token)}
+    refused = [
+        http.post("/v1/signup", content=b'{"email":"\xff@example.com","password":"pw-123456789"}', headers=json_type),
+        http.post("/v1/projects", content=b'{"name":"\xc3\x28"}', headers=authorized),
+        http.post(f"{project}/clients", content=b'{"name":"caf\xe9"}',
+                  headers={"content-type": "application/json; charset=latin-1", **bearer(token)}),
+        http.post(f"{project}/tokens/revoke", content=b'{"token_id":"\xc3\x28"}', headers=authorized),
+    ]
+    assert [r.status_code for r in refused] == [400] * len(refused)
+    assert all(r.headers["content-type"].startswith("application/problem+json") for r in refused)
+    assert all("UTF-8" in r.json()["detail"] for r in refused)
+    listed = http.get(f"{project}/clients", headers=bearer(token))
+    assert listed.status_code == 200 and "caf" not in listed.text
+    # Valid UTF-8 beyond ASCII is accepted as before.
+    accepted = http.post(f"{project}/clients", content='{"name":"café"}'.encode(), headers=authorized)
+    assert accepted.status_code == 201 and accepted.json()["name"] == "café"
