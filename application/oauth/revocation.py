@@ -40,22 +40,23 @@ class Revoker:
 
     def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
                    extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True,
-                   first: Sequence[Token] = ()) -> int:
+                   first: Sequence[Token] = (), follow_children: bool = False) -> int:
         """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
         ``extra`` is called again on each attempt, so its aggregates are fresh. ``first``: private copies of the
         tokens ``select`` names, already loaded by the caller, used by the first attempt instead of loading them
-        again. Returns how many tokens this call revoked. Every token it revokes carries the same
-        ``revocation_id``: the audit ledger groups a bulk revocation by it.
+        again. ``follow_children``: also revoke the tokens each loaded refresh token was rotated into, as its own
+        stream names them (see ``revoke_family``). Returns how many tokens this call revoked. Every token it revokes
+        carries the same ``revocation_id``: the audit ledger groups a bulk revocation by it.
         """
         revocation_id = uuid4()
         for attempt in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())
             now = self.clock.now()
-            loaded = first if attempt == 0 and first else [self.app.find(i, Token) for i in select()]
-            tokens = [t for t in loaded if t is not None and t.revocable(now)]
+            loaded = first if attempt == 0 and first else self._load(select(), follow_children)
+            tokens = [t for t in loaded if t.revocable(now)]
             for token in tokens:
                 token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
             others = extra() if extra is not None else ()
@@ -69,11 +70,37 @@ class Revoker:
             return len(tokens)
         raise TimeoutError("tokens kept changing while being revoked")
 
+    def _load(self, ids: Sequence[UUID], follow_children: bool) -> list[Token]:
+        """The tokens ``ids`` name (unknown ids skipped) and, with ``follow_children``, every token their streams
+        say they were rotated into, transitively."""
+        tokens: list[Token] = []
+        seen: set[UUID] = set()
+        pending = list(ids)
+        while pending:
+            token_id = pending.pop()
+            if token_id in seen:
+                continue
+            seen.add(token_id)
+            token = self.app.find(token_id, Token)
+            if token is not None:
+                tokens.append(token)
+                if follow_children:
+                    pending.extend(token.children)
+        return tokens
+
     def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
                       extra: Callable[[], Sequence[object]] | None = None) -> int:
-        """Revokes every live access and refresh token of a login's family."""
+        """Revokes every live access and refresh token of a login's family.
+
+        The index names the family's tokens that were live when it was read; a refresh committed after that read
+        (a request racing this one) has used up one of them and issued a new pair the selection lacks. The used
+        token's own stream names that pair (``Token.children``), so the revocation follows it: without that, the
+        rotated pair outlived an RFC 7009 revocation or a reuse detection that answered before it. A rotation
+        committed after the tokens were loaded conflicts with the revocation's save of the rotated token, and the
+        retry sees it.
+        """
         return self.revoke_ids(lambda: self.index.live_in_family(family_id), reason=reason, actor=actor,
-                               extra=extra)
+                               extra=extra, follow_children=True)
 
     def revoke_one(self, token: Token, *, reason: str, actor: str) -> int:
         """Revokes one token (a private copy, e.g. from ``TokenFinder.find``, that this call may change); a refresh
