@@ -38,11 +38,13 @@ class Keyledger(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """``Application.save``; a call with domain events only (the group committer's batches) skips eventsourcing's
         per-object ``isinstance`` check against a runtime Protocol, which costs more than encoding a small event.
-        Events carry no aggregate to cache or snapshot, so recording them is all there is to do."""
-        if kwargs or not objs or not all(isinstance(obj, DomainEvent) for obj in objs):
+        Events carry no aggregate to cache or snapshot, so recording them is all there is to do. ``kwargs`` reach
+        the recorder's ``insert_events`` (``guards``, see ``infrastructure.recorder``) either way."""
+        if not objs or not all(isinstance(obj, DomainEvent) for obj in objs):
             return super().save(*objs, **kwargs)
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         processing_event.events.extend(objs)
+        processing_event.saved_kwargs.update(kwargs)
         recordings = self._record(processing_event)
         self._notify(recordings)
         return recordings

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 LINGER = 0.001  # seconds a batch waits at most for the rest of its wave (see GroupCommitter._take_batch)
 _PENDING = object()
+REDECISIONS = 3  # times a request whose guard streams moved is decided again before its caller gets the conflict
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class _Item:
     aggregates: tuple[Any, ...] = ()
     request: Any = None
     outcome: Any = None
+    guards: tuple[tuple[Any, int], ...] = ()  # the outcome's: streams that must be unchanged when it is saved
     events: list[Any] = field(default_factory=list)
     result: Any = _PENDING  # what the caller gets: a value or an exception, once decided
 
@@ -258,9 +260,10 @@ class GroupCommitter:
             # Collect the pending events once, so a failed batch can be retried caller by caller.
             item.events = [e for agg in item.aggregates for e in agg.collect_events()]
         try:
-            recordings = self._save(*[e for item in live for e in item.events])
+            recordings = self._save(*[e for item in live for e in item.events], **_guards_of(live))
         except IntegrityError:
-            # One caller's aggregate conflicts: save each caller's events alone so only that caller fails.
+            # One caller's aggregate conflicts, or a stream one was decided on moved: save each caller's events
+            # alone so only that caller fails (or, for a moved stream, is decided again).
             for item in live:
                 self._commit_one(item)
             return
@@ -278,14 +281,37 @@ class GroupCommitter:
             else:
                 item.outcome = outcome
                 item.aggregates = tuple(outcome.aggregates)
+                item.guards = tuple(getattr(outcome, "guards", ()))
 
     def _commit_one(self, item: _Item) -> None:
-        try:
-            recordings = self._save(*item.events)
-        except Exception as exc:
-            item.result = exc
+        """Saves one caller's events alone. A request decided on a stream that has moved since (its guards: a client
+        revoked or changed while its token was being issued) is decided again on the stream as it is now, up to
+        ``REDECISIONS`` times: its answer is then, say, the refusal a revoked client gets."""
+        for _ in range(REDECISIONS):
+            try:
+                recordings = self._save(*item.events, **_guards_of([item]))
+            except IntegrityError as exc:
+                if not item.guards:
+                    item.result = exc
+                    return
+                if not self._redecided(item):
+                    return  # the new decision settled it (a refusal with nothing to record)
+                continue
+            except Exception as exc:
+                item.result = exc
+                return
+            _resolve(item, max((r.notification.id for r in recordings), default=0))
             return
-        _resolve(item, max((r.notification.id for r in recordings), default=0))
+        item.result = IntegrityError("the streams this request was decided on kept changing")
+
+    def _redecided(self, item: _Item) -> bool:
+        """Decides ``item``'s request again; False if there is nothing more to save (its answer is settled)."""
+        item.outcome, item.aggregates, item.guards, item.events = None, (), (), []
+        self._decide_requests([item])
+        if item.settled:
+            return False
+        item.events = [e for agg in item.aggregates for e in agg.collect_events()]
+        return True
 
 
 class RequestRouter:
@@ -307,6 +333,12 @@ class RequestRouter:
             if outcomes[i] is None:
                 outcomes[i] = TypeError(f"no decider for {type(request).__name__}")
         return outcomes
+
+
+def _guards_of(items: Sequence[_Item]) -> dict[str, Any]:
+    """The save's keyword arguments for the items' guards (none at all when they have none: the plain insert)."""
+    guards = [guard for item in items for guard in item.guards]
+    return {"guards": guards} if guards else {}
 
 
 def _resolve(item: _Item, position: int) -> None:

@@ -37,6 +37,7 @@ class OneTripRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self.insert_function = f"{self.events_table_name}_insert"[: self.MAX_IDENTIFIER_LEN]
+        self.guarded_insert_function = f"{self.events_table_name}_insert_guarded"[: self.MAX_IDENTIFIER_LEN]
         schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
         function = Identifier(self.insert_function)
         self.sql_create_statements.append(SQL(
@@ -57,9 +58,31 @@ class OneTripRecorder(PostgresApplicationRecorder):
         ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
                  revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
                  timeout=SQL(str(int(self.datastore.lock_timeout)))))
+        # The same insert, refused as a conflict unless each guard stream is still at the version the batch was
+        # decided on: checked under the table lock, which every writer of the store takes, so no write can come
+        # between the check and the insert (see ``insert_events``).
+        guarded = Identifier(self.guarded_insert_function)
+        self.sql_create_statements.append(SQL(
+            "CREATE OR REPLACE FUNCTION {schema}.{guarded}("
+            "ids {id_type}[], versions bigint[], topics text[], states bytea[], guard_ids {id_type}[], "
+            "guard_versions bigint[]) RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
+            "PERFORM set_config('lock_timeout', '{timeout}s', true); "
+            "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+            "IF EXISTS (SELECT FROM unnest(guard_ids, guard_versions) AS g(id, version) WHERE ("
+            "SELECT max(e.originator_version) FROM {schema}.{table} AS e WHERE e.originator_id = g.id"
+            ") IS DISTINCT FROM g.version) THEN "
+            "RAISE EXCEPTION 'a stream this batch was decided on has changed' USING ERRCODE = 'unique_violation'; "
+            "END IF; "
+            "RETURN QUERY SELECT * FROM {schema}.{function}(ids, versions, topics, states); "
+            "END $body$"
+        ).format(schema=schema, guarded=guarded, function=function, table=table,
+                 id_type=Identifier(self.datastore.originator_id_type),
+                 timeout=SQL(str(int(self.datastore.lock_timeout)))))
         # Rendered once: psycopg would compose the SQL object again on every call.
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%b, %b, %b, %b)").format(
             schema=schema, function=function).as_string(None)
+        self.guarded_insert_call = SQL("SELECT * FROM {schema}.{guarded}(%b, %b, %b, %b, %b, %b) AS {function}").format(
+            schema=schema, guarded=guarded, function=function).as_string(None)
         self.select_many_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b) ORDER BY originator_id, originator_version").format(
@@ -155,17 +178,30 @@ class OneTripRecorder(PostgresApplicationRecorder):
             return {row["originator_id"]: row["version"] for row in curs.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        """Inserts ``stored_events`` atomically and returns their notification ids, in order."""
+    def insert_events(self, stored_events: Sequence[StoredEvent], *, guards: Sequence[tuple[UUID, int]] = (),
+                      **kwargs: Any) -> Sequence[int] | None:
+        """Inserts ``stored_events`` atomically and returns their notification ids, in order.
+
+        ``guards``: ``(stream id, version)`` pairs the events were decided on (a token issued to a client decided on
+        the client's version). Should any of those streams have moved on (the client was revoked meanwhile), nothing
+        is inserted and eventsourcing's ``IntegrityError`` is raised, as for any other conflicting write: the
+        decision must be made again. Commands that write to a stream need no guard for it (its version conflicts);
+        a guard covers what was read but not written.
+        """
         if not stored_events:
             return []
-        params = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
-                  [e.topic for e in stored_events], [e.state for e in stored_events])
+        params: tuple[list[Any], ...] = (
+            [e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events], [e.state for e in stored_events])
+        call = self.insert_call
+        if guards:
+            call = self.guarded_insert_call
+            params = (*params, [stream for stream, _ in guards], [version for _, version in guards])
         # The pool's connections are in autocommit mode: the one statement is its own transaction, so no BEGIN
         # and COMMIT round trips around it (the function's LOCK is allowed there: it is not a top-level statement).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             assert conn.autocommit, "the insert must be its own transaction"
-            curs.execute(self.insert_call, params, prepare=True)
+            curs.execute(call, params, prepare=True)
             return [row[self.insert_function] for row in curs.fetchall()]
 
 

@@ -355,5 +355,5 @@ class TokenEndpoint:
                       project_id=client.project_id, user_id=None, scope=scope, actor=client_actor(client.client_id))
         access, access_agg = self.mint.access_token(grant, now, ttl)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
-                            aggregates=(access_agg,))
+                            aggregates=(access_agg,), guards=((client.id, client.version),))
 

@@ -30,6 +30,9 @@ class IssuedTokens:
     scope: str
     refresh_token: str | None
     aggregates: tuple[Token, ...]
+    # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
+    # the client a client_credentials token was decided on, so a client revoked meanwhile issues nothing.
+    guards: tuple[tuple[UUID, int], ...] = ()
 
     def response(self) -> dict[str, str | int]:
         """Returns the RFC 6749 section 5.1 JSON body."""

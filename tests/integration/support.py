@@ -61,9 +61,9 @@ class GatedSave:
         self.entered = threading.Event()
         self.calls: list[int] = []
 
-    def __call__(self, *events: Any) -> Any:
+    def __call__(self, *events: Any, **kwargs: Any) -> Any:
         self.calls.append(len(events))
         self.entered.set()
         if len(self.calls) == 1 and not self.gate.wait(timeout=10):
             raise TimeoutError("the gate was never opened")
-        return self._save(*events)
+        return self._save(*events, **kwargs)

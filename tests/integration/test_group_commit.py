@@ -20,7 +20,7 @@ from domain.token import Token, TokenKind
 from domain.user import EmailIndex
 from infrastructure.batching import CommitTimeout, GroupCommitter
 from infrastructure.bootstrap import Container
-from tests.integration.support import GatedSave, head, sign_up
+from tests.integration.support import GatedSave, head, notifications, sign_up
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +280,35 @@ def test_the_committer_survives_a_batch_aborted_by_a_base_exception(container: C
         assert committer.submit(new_project("After")).result(timeout=10) > 0
     finally:
         committer.close()
+
+
+def test_a_token_decided_on_a_client_revoked_before_its_batch_commits_is_not_issued(container: Container) -> None:
+    """The client is revoked (a DELETE of the client committing) after the batch read it and before the batch
+    saves: the batch's save is refused on the client's moved stream and the request, decided again, is refused as
+    a revoked client's. Without the guard the token was issued to a deleted client and outlived its deletion."""
+    signed = sign_up(container)
+    client = signed.client.client
+    revoked = threading.Event()
+
+    def decide_then_revoke(requests: list[Any]) -> list[Any]:
+        outcomes = container.tokens.decide_batch(requests)
+        if not revoked.is_set():
+            revoked.set()
+            fresh = container.app.load(client.id, type(client))
+            fresh.revoke(actor="user:admin")
+            container.app.save(fresh)
+        return outcomes
+
+    committer = GroupCommitter(container.app.save, decide=decide_then_revoke)
+    try:
+        before = head(container)
+        future = committer.submit_request(TokenRequest(grant_type="client_credentials", client_id=client.client_id,
+                                                       client_secret=signed.client.client_secret))
+        with pytest.raises(InvalidClient):
+            future.result(timeout=10)
+    finally:
+        committer.close()
+    assert revoked.is_set()
+    topics = [n.topic for n in notifications(container, after=before)]
+    assert "domain.token:Token.TokenIssued" not in topics
+    assert topics.count("domain.client:Client.ClientRevoked") == 1

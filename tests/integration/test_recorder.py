@@ -156,3 +156,25 @@ def test_select_events_answers_as_eventsourcings_without_composing_sql_per_call(
     with patch.object(sql.Composed, "as_bytes", side_effect=AssertionError("composed per call")):
         for shape in shapes:
             recorder.select_events(project.id, **shape)
+
+
+def test_a_guarded_insert_needs_its_guard_streams_unchanged(container: Container) -> None:
+    """A token decided on a client's version is saved only if the client's stream is still at that version: the
+    check runs under the store's table lock, so no write comes between it and the insert."""
+    recorder = container.app.recorder
+    guard = project_with_members(1)  # version 2
+    recorder.insert_events(stored(container, guard))
+    current = stored(container, project_with_members(0))
+    ids = recorder.insert_events(current, guards=[(guard.id, 2)])
+    assert ids is not None and len(ids) == len(current)
+
+    guard.add_member(user_id=uuid.uuid4(), role=Role.DEVELOPER, actor="user:someone")  # the guard moves to 3
+    recorder.insert_events(stored(container, guard))
+    stale, unknown = project_with_members(0), project_with_members(0)
+    before = head(container)
+    with pytest.raises(IntegrityError):
+        recorder.insert_events(stored(container, stale), guards=[(guard.id, 2)])
+    with pytest.raises(IntegrityError):  # a stream that does not exist is not at any version
+        recorder.insert_events(stored(container, unknown), guards=[(uuid.uuid4(), 1)])
+    assert head(container) == before
+    assert recorder.select_events(stale.id) == [] and recorder.select_events(unknown.id) == []
