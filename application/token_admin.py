@@ -7,10 +7,10 @@ half-done.
 """
 
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from application.clients import live_client
-from application.oauth.revocation import Revoker
+from application.oauth.revocation import ATTEMPTS, Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
 from domain.client import Client
@@ -65,6 +65,13 @@ class TokenAdmin:
     def delete_client(self, command: DeleteClient) -> int:
         """Revokes the client and its live tokens in one transaction; returns how many tokens.
 
+        The tokens are those the lookup model lists once it caught up with the store, before that transaction
+        commits; tokens issued to the client in the meantime (requests served while the command loaded and revoked
+        the others) are revoked by further passes, each after the model caught up again, until one finds none.
+        Once the client's ``ClientRevoked`` is committed no token can be issued to it any more, even by a batch
+        decided before (the group commit saves a client's tokens only if its stream is still at the version they
+        were decided on), so the passes end; the command answers after them.
+
         Raises:
             NotFound: no such live client in this project (a client of another project is not found either).
         """
@@ -79,4 +86,13 @@ class TokenAdmin:
             return self.index.live_matching(project_id=command.project_id, client_id=command.client_id,
                                             now=self.revoker.clock.now())
 
-        return self.revoker.revoke_ids(select, reason="client deleted", actor=command.actor, extra=revoked_client)
+        revocation_id = uuid4()  # one command: the late passes' revocations are grouped with the first's
+        revoked = self.revoker.revoke_ids(select, reason="client deleted", actor=command.actor, extra=revoked_client,
+                                          revocation_id=revocation_id)
+        for _ in range(ATTEMPTS):
+            late = self.revoker.revoke_ids(select, reason="client deleted", actor=command.actor,
+                                           revocation_id=revocation_id)
+            if not late:
+                return revoked
+            revoked += late
+        raise TimeoutError("tokens kept being issued to a deleted client")

@@ -40,7 +40,8 @@ class Revoker:
 
     def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
                    extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True,
-                   first: Sequence[Token] = (), follow_children: bool = False) -> int:
+                   first: Sequence[Token] = (), follow_children: bool = False,
+                   revocation_id: UUID | None = None) -> int:
         """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
@@ -48,9 +49,9 @@ class Revoker:
         tokens ``select`` names, already loaded by the caller, used by the first attempt instead of loading them
         again. ``follow_children``: also revoke the tokens each loaded refresh token was rotated into, as its own
         stream names them (see ``revoke_family``). Returns how many tokens this call revoked. Every token it revokes
-        carries the same ``revocation_id``: the audit ledger groups a bulk revocation by it.
+        carries the same ``revocation_id`` (a new one unless given): the audit ledger groups a bulk revocation by it.
         """
-        revocation_id = uuid4()
+        revocation_id = revocation_id or uuid4()
         for attempt in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())

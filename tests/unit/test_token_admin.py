@@ -1,5 +1,6 @@
 """Bulk revocation and client deletion on the in-memory store."""
 
+from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -97,6 +98,44 @@ def test_deleting_a_client_revokes_it_and_its_tokens_together(world: World, admi
         issue(world, acme)
     with pytest.raises(NotFound):
         admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
+
+
+class IssuingIndex:
+    """The world's index, but a token is issued to the client right after the first selection is read: what a
+    request served while the deletion loads and revokes the selected tokens does in a server."""
+
+    def __init__(self, inner: Any, issue_once: Any) -> None:
+        self._inner = inner
+        self._issue_once = issue_once
+        self.issued: list[UUID] = []
+
+    def live_matching(self, **filters: Any) -> list[Any]:
+        selected = self._inner.live_matching(**filters)
+        if self._issue_once is not None:
+            issue_once, self._issue_once = self._issue_once, None
+            self.issued.append(issue_once())
+        return selected
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_token_issued_while_its_client_is_being_deleted_is_revoked_too(world: World) -> None:
+    acme = world.sign_up("owner@acme.test")
+    first = issue(world, acme)
+    index = IssuingIndex(world.tokens.revoker.index, lambda: issue(world, acme))
+    revoker = replace(world.tokens.revoker, index=index)
+    admin = TokenAdmin(app=world.app, revoker=revoker, index=index)
+    client_id = acme.client.client.client_id
+
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR)) == 2
+
+    (late,) = index.issued
+    tokens = [world.app.load(i, Token) for i in (first, late)]
+    assert all(t.revoked for t in tokens)
+    reasons = [list(world.app.events.get(t.id))[-1] for t in tokens]
+    assert {e.reason for e in reasons} == {"client deleted"}
+    assert len({e.revocation_id for e in reasons}) == 1  # one command, one revocation id for the audit
 
 
 def test_a_client_of_another_project_is_not_found(world: World, admin: TokenAdmin) -> None:
