@@ -337,7 +337,7 @@ class RequestRouter:
 
 def _guards_of(items: Sequence[_Item]) -> dict[str, Any]:
     """The save's keyword arguments for the items' guards (none at all when they have none: the plain insert)."""
-    guards = [guard for item in items for guard in item.guards]
+    guards = list(dict.fromkeys(guard for item in items for guard in item.guards))  # a batch's tokens share clients
     return {"guards": guards} if guards else {}
 
 

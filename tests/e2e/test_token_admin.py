@@ -2,6 +2,8 @@
 
 import base64
 import json
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -136,6 +138,42 @@ def test_deleting_a_client_revokes_it_and_all_its_tokens(http: httpx.Client) -> 
     assert http.delete(url, headers=bearer(owner)).status_code == 404
     listed = http.get(f"/v1/projects/{acme['project']['id']}/tokens", headers=bearer(owner)).json()["items"]
     assert {(t["status"], t["ended_reason"]) for t in listed} == {("revoked", "client deleted")}
+
+
+def test_tokens_issued_while_a_client_is_deleted_are_all_revoked_when_it_answers(live_server: str,
+                                                                                http: httpx.Client) -> None:
+    """Four callers keep exchanging the client's secret while its owner deletes it: every token answered before
+    the deletion answered is refused once it has (a hundred or more stayed live per deletion before the command
+    revoked late tokens and issuance was guarded by the client's version)."""
+    acme = signup(http, "Acme")
+    owner = owner_token(http, acme)
+    credentials = (acme["client"]["client_id"], acme["client"]["client_secret"])
+    answered: list[tuple[int, str | None]] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def exchange() -> None:
+        with httpx.Client(base_url=live_server, timeout=30) as own:
+            while not stop.is_set():
+                response = own.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=credentials)
+                with lock:
+                    answered.append((response.status_code, response.json().get("access_token")))
+                if response.status_code != 200:
+                    return
+
+    callers = [threading.Thread(target=exchange) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    while len(answered) < 20:
+        time.sleep(0.01)
+    deleted = http.delete(f"/v1/projects/{acme['project']['id']}/clients/{credentials[0]}", headers=bearer(owner))
+    stop.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert deleted.status_code == 200, deleted.text
+    issued = [token for status, token in answered if status == 200 and token]
+    assert len(issued) >= 20
+    assert deleted.json()["revoked"] == len(issued)
+    assert not any(works(http, acme, token) for token in issued)
 
 
 def test_a_client_token_needs_the_permission_to_revoke(http: httpx.Client) -> None:
