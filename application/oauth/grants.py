@@ -5,7 +5,7 @@ so a rotated or revoked secret is refused the instant its event is saved.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
@@ -322,7 +322,10 @@ class TokenEndpoint:
         grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
                       user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
                       else client_actor(client.client_id))
-        refresh, child = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
+        # RFC 6749 section 6: a narrower scope is for the new access token only; the refresh token keeps the scope
+        # the resource owner originally granted, which a later refresh may ask for again (or gets by omitting it).
+        refresh, child = self.mint.refresh_token(replace(grant, scope=token.scope), now,
+                                                 self.lifetimes.refresh_token_ttl,
                                                  family_ttl=self.lifetimes.refresh_family_ttl, parent=token)
         ttl = self.lifetimes.dashboard_access_token_ttl
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=token.family_id, parent_id=token.id)

@@ -161,3 +161,28 @@ def test_decide_batch_matches_decide_one_by_one(world: World) -> None:
             single.append(type(error))
     assert [o.scope if isinstance(o, IssuedTokens) else type(o) for o in batch] == single
     assert world.tokens.decide_batch([]) == []
+
+
+def test_a_narrower_scope_on_refresh_is_for_that_access_token_only(world: World) -> None:
+    """RFC 6749 section 6: the scope asked for on refresh may include anything originally granted, and an omitted
+    scope means the original one: a narrowing is not carried into the rotated refresh token."""
+    world.sign_up(EMAIL)
+    original = "audit:read clients:read project:read"
+    issued = world.tokens.handle(login(scope=original))
+
+    def refresh(refresh_token: str | None, scope: str | None = None) -> IssuedTokens:
+        extra = {"scope": scope} if scope is not None else {}
+        return world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                                refresh_token=refresh_token, **extra))
+
+    narrowed = refresh(issued.refresh_token, "project:read")
+    assert narrowed.scope == "project:read"
+    assert world.validator.validate(narrowed.access_token)["scope"] == "project:read"
+    rotated = next(t for t in narrowed.aggregates if t.kind == TokenKind.REFRESH and not t.used)
+    assert rotated.scope == original
+    omitted = refresh(narrowed.refresh_token)
+    assert omitted.scope == original
+    asked_again = refresh(omitted.refresh_token, "audit:read clients:read")
+    assert asked_again.scope == "audit:read clients:read"
+    with pytest.raises(InvalidScope):  # never more than the original grant
+        refresh(asked_again.refresh_token, "audit:read members:write")
