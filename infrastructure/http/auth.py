@@ -28,11 +28,13 @@ def _principal(claims: dict[str, Any]) -> Principal:
 
 
 def _bearer_token(request: Request[Any, Any, Any]) -> str:
+    """The presented bearer token. A request with no bearer credentials at all (no header, another scheme) gets a
+    challenge without an error code, as RFC 6750 section 3.1 asks; an empty Bearer header is a malformed request."""
     header = request.headers.get("authorization")
-    if not header:
-        raise BearerError(401, "invalid_request", "a bearer access token is required")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise BearerError(401, "", "a bearer access token is required")
+    if not token.strip():
         raise BearerError(401, "invalid_request", "a bearer access token is required")
     return token.strip()
 

@@ -53,7 +53,9 @@ def oauth_response(request: Request[Any, Any, Any], error: str, description: str
                    extra_headers: dict[str, str] | None = None) -> Response[Any]:
     """Builds an RFC 6749 section 5.2 error response."""
     headers = {**NO_STORE, **(extra_headers or {})}
-    if status == 401 and request.headers.get("authorization", "").lower().startswith("basic "):
+    if status == 401 and request.headers.get("authorization"):
+        # RFC 6749 section 5.2: a client that authenticated in the Authorization header gets a challenge; Basic is
+        # the one scheme the endpoints take, so a client that tried another one is told so.
         headers["WWW-Authenticate"] = 'Basic realm="keyledger", charset="UTF-8"'
     body = {"error": error}
     if description:
@@ -62,11 +64,23 @@ def oauth_response(request: Request[Any, Any, Any], error: str, description: str
 
 
 def bearer_error_handler(_: Request[Any, Any, Any], exc: BearerError) -> Response[Any]:
-    """RFC 6750 challenge plus a problem body."""
-    challenge = f'Bearer realm="keyledger", error="{exc.error}", error_description="{exc.description}"'
-    if exc.scope:
-        challenge += f', scope="{exc.scope}"'
-    return problem(exc.status_code, exc.description, headers={"WWW-Authenticate": challenge})
+    """RFC 6750 challenge plus a problem body (no error code in the challenge when none applies: no credentials)."""
+    return problem(exc.status_code, exc.description,
+                   headers={"WWW-Authenticate": bearer_challenge(exc.error, exc.description, exc.scope)})
+
+
+def bearer_challenge(error: str, description: str, scope: str | None = None) -> str:
+    """An RFC 6750 section 3 ``WWW-Authenticate`` value (quoted strings escaped as RFC 9110 section 5.6.4 says)."""
+    challenge = 'Bearer realm="keyledger"'
+    if error:
+        challenge += f', error="{error}", error_description="{_quoted(description)}"'
+    if scope:
+        challenge += f', scope="{_quoted(scope)}"'
+    return challenge
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
@@ -74,7 +88,8 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Respons
     if isinstance(exc, NotFound):
         return problem(404, "not found")
     if isinstance(exc, Forbidden):
-        return problem(403, str(exc))
+        # RFC 6750 section 3.1: the token does not carry the privileges the request needs.
+        return problem(403, str(exc), headers={"WWW-Authenticate": bearer_challenge("insufficient_scope", str(exc))})
     if isinstance(exc, Conflict | InvariantViolated):
         return problem(409, str(exc))
     return problem(400, str(exc))
@@ -88,7 +103,7 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         return oauth_response(request, "invalid_request", exc.detail, exc.status_code)
     if isinstance(exc, ValidationException):
         errors = [{"key": e.get("key"), "message": e.get("message")} for e in (exc.extra or []) if isinstance(e, dict)]
-        return problem(400, "the request body is invalid", errors=errors)
+        return problem(400, "the request is invalid", errors=errors)
     return problem(exc.status_code, exc.detail if exc.status_code < 500 else "internal error")
 
 

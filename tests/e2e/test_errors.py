@@ -62,6 +62,16 @@ def test_wrong_secret_with_post_gets_invalid_client(http: httpx.Client, account:
     assert "www-authenticate" not in response.headers
 
 
+def test_another_authentication_scheme_gets_a_basic_challenge(http: httpx.Client) -> None:
+    """RFC 6749 section 5.2: a client that authenticated in the Authorization header gets a 401 with a challenge;
+    Basic is the scheme the endpoints take."""
+    for path, data in (("/oauth2/token", {"grant_type": "client_credentials"}), ("/oauth2/revoke", {"token": "x"}),
+                       ("/oauth2/introspect", {"token": "x"})):
+        response = http.post(path, data=data, headers={"Authorization": "Bearer abc"})
+        oauth_error(response, 401, "invalid_client")
+        assert response.headers["www-authenticate"].startswith("Basic"), path
+
+
 def test_malformed_basic_header(http: httpx.Client) -> None:
     response = http.post("/oauth2/token", data={"grant_type": "client_credentials"},
                          headers={"Authorization": "Basic !!!"})

@@ -185,6 +185,8 @@ def test_a_client_token_needs_the_permission_to_revoke(http: httpx.Client) -> No
     refused = http.post(f"/v1/projects/{project}/tokens/revoke", json={"client_id": acme["client"]["client_id"]},
                         headers=bearer(key))
     assert refused.status_code == 403
+    # RFC 6750 section 3.1: the token lacks the privileges the request needs.
+    assert refused.headers["www-authenticate"].startswith('Bearer realm="keyledger", error="insufficient_scope"')
     assert http.delete(f"/v1/projects/{project}/clients/{acme['client']['client_id']}",
                        headers=bearer(key)).status_code == 403
     assert works(http, acme, key)

@@ -110,4 +110,7 @@ def test_missing_or_non_bearer_credentials_get_a_challenge(http: httpx.Client, g
     for headers in ({}, {"Authorization": "Basic Zm9vOmJhcg=="}):
         response = http.get(url, headers=headers)
         assert response.status_code == 401
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        # RFC 6750 section 3.1: no credentials (or another scheme) gets a challenge without an error code.
+        assert response.headers["www-authenticate"] == 'Bearer realm="keyledger"'
+    empty = http.get(url, headers={"Authorization": "Bearer"})
+    assert empty.status_code == 401 and 'error="invalid_request"' in empty.headers["www-authenticate"]
