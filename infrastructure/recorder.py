@@ -43,41 +43,36 @@ class OneTripRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(SQL(
             "CREATE TABLE IF NOT EXISTS {schema}.{revoked} (token_id uuid PRIMARY KEY)"
         ).format(schema=schema, revoked=Identifier(REVOKED_TOKENS_TABLE)))
-        self.sql_create_statements.append(SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{function}("
-            "ids {id_type}[], versions bigint[], topics text[], states bytea[]) "
-            "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
-            "PERFORM set_config('lock_timeout', '{timeout}s', true); "
-            "IF {revoked_topic} = ANY(topics) THEN "
-            "INSERT INTO {schema}.{revoked} (token_id) SELECT DISTINCT r.id FROM unnest(ids, topics) AS r(id, topic) "
-            "WHERE r.topic = {revoked_topic} ON CONFLICT DO NOTHING; END IF; "
-            "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
-            "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(ids, versions, topics, states) RETURNING notification_id; "
-            "END $body$"
-        ).format(schema=schema, function=function, table=table, id_type=Identifier(self.datastore.originator_id_type),
-                 revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
-                 timeout=SQL(str(int(self.datastore.lock_timeout)))))
-        # The same insert, refused as a conflict unless each guard stream is still at the version the batch was
-        # decided on: checked under the table lock, which every writer of the store takes, so no write can come
-        # between the check and the insert (see ``insert_events``).
+        # The guarded function is the same insert, refused as a conflict unless each guard stream is still at the
+        # version the batch was decided on: checked under the table lock, which every writer of the store takes, so
+        # no write can come between the check and the insert (see ``insert_events``). Both take the same steps in
+        # the same order (the revocation list before the lock), so neither waits for a lock the other holds.
         guarded = Identifier(self.guarded_insert_function)
-        self.sql_create_statements.append(SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{guarded}("
-            "ids {id_type}[], versions bigint[], topics text[], states bytea[], guard_ids {id_type}[], "
-            "guard_versions bigint[]) RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
-            "PERFORM set_config('lock_timeout', '{timeout}s', true); "
-            "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+        id_type = Identifier(self.datastore.originator_id_type)
+        guard_check = SQL(
             "IF EXISTS (SELECT FROM unnest(guard_ids, guard_versions) AS g(id, version) WHERE ("
             "SELECT max(e.originator_version) FROM {schema}.{table} AS e WHERE e.originator_id = g.id"
             ") IS DISTINCT FROM g.version) THEN "
             "RAISE EXCEPTION 'a stream this batch was decided on has changed' USING ERRCODE = 'unique_violation'; "
-            "END IF; "
-            "RETURN QUERY SELECT * FROM {schema}.{function}(ids, versions, topics, states); "
-            "END $body$"
-        ).format(schema=schema, guarded=guarded, function=function, table=table,
-                 id_type=Identifier(self.datastore.originator_id_type),
-                 timeout=SQL(str(int(self.datastore.lock_timeout)))))
+            "END IF; ").format(schema=schema, table=table)
+        guard_parameters = SQL(", guard_ids {id_type}[], guard_versions bigint[]").format(id_type=id_type)
+        for name, parameters, check in ((function, SQL(""), SQL("")), (guarded, guard_parameters, guard_check)):
+            self.sql_create_statements.append(SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "ids {id_type}[], versions bigint[], topics text[], states bytea[]{parameters}) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
+                "PERFORM set_config('lock_timeout', '{timeout}s', true); "
+                "IF {revoked_topic} = ANY(topics) THEN "
+                "INSERT INTO {schema}.{revoked} (token_id) SELECT DISTINCT r.id "
+                "FROM unnest(ids, topics) AS r(id, topic) WHERE r.topic = {revoked_topic} ON CONFLICT DO NOTHING; "
+                "END IF; "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; {check}"
+                "RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) RETURNING notification_id; "
+                "END $body$"
+            ).format(schema=schema, function=name, table=table, id_type=id_type, parameters=parameters, check=check,
+                     revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
+                     timeout=SQL(str(int(self.datastore.lock_timeout)))))
         # Rendered once: psycopg would compose the SQL object again on every call.
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%b, %b, %b, %b)").format(
             schema=schema, function=function).as_string(None)
