@@ -6,6 +6,7 @@ is revoked with the rest. One command saves all its events in one transaction: a
 half-done.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
@@ -14,7 +15,10 @@ from application.oauth.revocation import ATTEMPTS, Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
 from domain.client import Client
-from domain.errors import InvalidArgument
+from domain.errors import InvalidArgument, NotFound
+from domain.ids import client_aggregate_id
+
+CLIENT_DELETED = "client deleted"  # the reason of the revocations a client's deletion records
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +76,42 @@ class TokenAdmin:
         decided before (the group commit saves a client's tokens only if its stream is still at the version they
         were decided on), so the passes end; the command answers after them.
 
+        A deletion that committed but did not finish its passes (its caller got a 503) is finished by the next
+        DELETE of the client, which then answers 404 as for any client that is gone.
+
         Raises:
             NotFound: no such live client in this project (a client of another project is not found either).
         """
-        live_client(self.app, command.project_id, command.client_id)
+
+        def select() -> list[UUID]:
+            return self.index.live_matching(project_id=command.project_id, client_id=command.client_id,
+                                            now=self.revoker.clock.now())
 
         def revoked_client() -> list[Client]:
             client = live_client(self.app, command.project_id, command.client_id)
             client.revoke(actor=command.actor)
             return [client]
 
-        def select() -> list[UUID]:
-            return self.index.live_matching(project_id=command.project_id, client_id=command.client_id,
-                                            now=self.revoker.clock.now())
-
         revocation_id = uuid4()  # one command: the late passes' revocations are grouped with the first's
-        revoked = self.revoker.revoke_ids(select, reason="client deleted", actor=command.actor, extra=revoked_client,
+        try:
+            live_client(self.app, command.project_id, command.client_id)
+        except NotFound:
+            if self._revoked_in_project(command):
+                self._revoke_late(select, command.actor, revocation_id)
+            raise
+        revoked = self.revoker.revoke_ids(select, reason=CLIENT_DELETED, actor=command.actor, extra=revoked_client,
                                           revocation_id=revocation_id)
+        return revoked + self._revoke_late(select, command.actor, revocation_id)
+
+    def _revoked_in_project(self, command: DeleteClient) -> bool:
+        client = self.app.find(client_aggregate_id(command.client_id), Client, copy=False)
+        return client is not None and client.project_id == command.project_id and client.revoked
+
+    def _revoke_late(self, select: Callable[[], Sequence[UUID]], actor: str, revocation_id: UUID) -> int:
+        """Passes after a client's revocation, until one finds none of its tokens live (see ``delete_client``)."""
+        revoked = 0
         for _ in range(ATTEMPTS):
-            late = self.revoker.revoke_ids(select, reason="client deleted", actor=command.actor,
-                                           revocation_id=revocation_id)
+            late = self.revoker.revoke_ids(select, reason=CLIENT_DELETED, actor=actor, revocation_id=revocation_id)
             if not late:
                 return revoked
             revoked += late

@@ -294,8 +294,12 @@ class GroupCommitter:
                 if not item.guards:
                     item.result = exc
                     return
-                if not self._redecided(item):
-                    return  # the new decision settled it (a refusal with nothing to record)
+                try:
+                    if not self._redecided(item):
+                        return  # the new decision settled it (a refusal with nothing to record)
+                except Exception as decision_failed:  # its caller alone fails: the rest of the batch goes on
+                    item.result = decision_failed
+                    return
                 continue
             except Exception as exc:
                 item.result = exc

@@ -35,7 +35,7 @@ def _bearer_token(request: Request[Any, Any, Any]) -> str:
     if scheme.lower() != "bearer":
         raise BearerError(401, "", "a bearer access token is required")
     if not token.strip():
-        raise BearerError(401, "invalid_request", "a bearer access token is required")
+        raise BearerError(400, "invalid_request", "the bearer access token is empty")
     return token.strip()
 
 

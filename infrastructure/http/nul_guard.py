@@ -1,12 +1,13 @@
-"""Refuses NUL characters anywhere in a request, and JSON bodies that are not UTF-8, before any handler sees them.
+"""Refuses NUL characters anywhere in a request, and bodies that are not UTF-8, before any handler sees them.
 
 PostgreSQL's ``text`` and ``jsonb`` refuse the NUL character. A NUL that reached an event (a client's or project's
 name, a webhook URL, a refused request's details) would be stored in the event store, which accepts any bytes, and
 then fail every read model that copies it, on every pass, for every tenant: one request could stop the projections
 for good (a rebuild would meet the same event). No legitimate name, URL, form field or JSON string needs it.
 
-JSON exchanged between systems must be UTF-8 (RFC 8259 section 8.1). msgspec, which decodes Litestar's JSON bodies,
-raises ``UnicodeDecodeError`` for a string holding bytes that are not, and Litestar only turns its ``DecodeError``
+Every body must be UTF-8: JSON exchanged between systems is (RFC 8259 section 8.1), and a form's bytes are
+percent-encoded ASCII. msgspec, which decodes Litestar's JSON bodies whatever the Content-Type says, raises
+``UnicodeDecodeError`` for a string holding bytes that are not UTF-8, and Litestar only turns its ``DecodeError``
 into a 400: without this check such a body was a 500.
 """
 
@@ -34,15 +35,9 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
-def _is_json(request: Request[Any, Any, Any]) -> bool:
-    """Whether the body is declared JSON (``application/json`` or a ``+json`` type, whatever charset it claims)."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or media_type.endswith("+json")
-
-
 async def refuse_nul(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """``before_request`` hook: 400 (RFC 6749 ``invalid_request`` on /oauth2, RFC 9457 elsewhere) for a NUL in the
-    path, the query or the body (raw, JSON-escaped or percent-encoded), or for a JSON body that is not UTF-8."""
+    path, the query or the body (raw, JSON-escaped or percent-encoded), or for a body that is not UTF-8."""
     scope = request.scope
     problem_text = None
     if has_nul(scope.get("raw_path") or b"") or has_nul(scope.get("query_string") or b""):
@@ -51,8 +46,8 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> Response[Any] | None:
         body = await request.body()
         if has_nul(body):
             problem_text = "the request contains a NUL character"
-        elif _is_json(request) and not is_utf8(body):
-            problem_text = "the JSON body is not valid UTF-8 (RFC 8259 section 8.1)"
+        elif not is_utf8(body):
+            problem_text = "the request body is not valid UTF-8"
     if problem_text is None:
         return None
     if request.url.path.startswith("/oauth2/"):

@@ -7,7 +7,7 @@ from eventsourcing.persistence import IntegrityError
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError
+from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError, TemporarilyUnavailable
 from application.oauth.grants import TokenRequest
 from application.oauth.revocation import RevocationRequest
 from domain.client import Client, PublicClient
@@ -19,6 +19,18 @@ from infrastructure.http.forms import client_authentication, parse_form
 from infrastructure.http.revocation_lane import TRIED
 
 THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
+
+
+def conflict_refusal(grant_type: str) -> OAuthError:
+    """The answer to a token request whose save conflicted for good.
+
+    A refresh lost to another request that rotated the same refresh token first (exactly one rotation wins). Any
+    other grant is decided by the group commit, which decides it anew while the client it was decided on keeps
+    changing under it: nothing was issued, and asking again is safe (503, not a refresh token's ``invalid_grant``).
+    """
+    if grant_type == GrantType.REFRESH_TOKEN:
+        return InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
+    return TemporarilyUnavailable("the client changed while the token was issued; try again")
 
 
 def client_credentials(request: Request[Any, Any, Any], params: dict[str, str]) -> tuple[str | None, str | None]:
@@ -63,9 +75,9 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
         else:
             issued = await container.committer.decided(parsed)
     except IntegrityError:
-        # Another request changed the same refresh token first: exactly one rotation wins.
-        error = InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
-        await record_refusal(container, container.tokens.refused(error, parsed))
+        error = conflict_refusal(parsed.grant_type)
+        if isinstance(error, InvalidGrant):
+            await record_refusal(container, container.tokens.refused(error, parsed))
         raise error from None
     except OAuthError as error:
         await record_refusal(container, error)  # threaded grants: the refusal joins the next group commit

@@ -112,5 +112,5 @@ def test_missing_or_non_bearer_credentials_get_a_challenge(http: httpx.Client, g
         assert response.status_code == 401
         # RFC 6750 section 3.1: no credentials (or another scheme) gets a challenge without an error code.
         assert response.headers["www-authenticate"] == 'Bearer realm="keyledger"'
-    empty = http.get(url, headers={"Authorization": "Bearer"})
-    assert empty.status_code == 401 and 'error="invalid_request"' in empty.headers["www-authenticate"]
+    empty = http.get(url, headers={"Authorization": "Bearer"})  # a malformed request: 400 (RFC 6750 section 3.1)
+    assert empty.status_code == 400 and 'error="invalid_request"' in empty.headers["www-authenticate"]

@@ -5,21 +5,24 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from application.oauth.errors import InvalidClient, InvalidScope
+from application.oauth.errors import InvalidClient, InvalidGrant, InvalidScope, TemporarilyUnavailable
 from application.oauth.grants import TokenRequest
 from application.oauth.tokens import IssuedTokens
-from domain.ids import email_index_id
+from domain.client import Client
+from domain.ids import client_aggregate_id, email_index_id
 from domain.project import Project
 from domain.token import Token, TokenKind
 from domain.user import EmailIndex
-from infrastructure.batching import CommitTimeout, GroupCommitter
+from infrastructure.batching import REDECISIONS, CommitTimeout, GroupCommitter
 from infrastructure.bootstrap import Container
+from infrastructure.http.oauth import conflict_refusal
 from tests.integration.support import GatedSave, head, notifications, sign_up
 
 pytestmark = pytest.mark.integration
@@ -312,3 +315,41 @@ def test_a_token_decided_on_a_client_revoked_before_its_batch_commits_is_not_iss
     topics = [n.topic for n in notifications(container, after=before)]
     assert "domain.token:Token.TokenIssued" not in topics
     assert topics.count("domain.client:Client.ClientRevoked") == 1
+
+
+def test_a_client_that_keeps_changing_gets_the_conflict_and_a_failing_redecision_fails_its_caller_alone(
+        container: Container) -> None:
+    """Each decision of the first caller's request is followed by a change of its client (a secret rotation, which
+    keeps the presented secret working): after REDECISIONS decisions it gets the conflict, which the token endpoint
+    answers 503 (``conflict_refusal``). The other caller's request, first in the batch, raises when decided again:
+    only it fails."""
+    keeps_changing, breaks = sign_up(container), sign_up(container)
+    decisions: dict[str, int] = {}
+
+    def decide(requests: list[Any]) -> list[Any]:
+        outcomes = container.tokens.decide_batch(requests)
+        for request in requests:
+            decisions[request.client_id] = decisions.get(request.client_id, 0) + 1
+            if request.client_id == breaks.client.client.client_id and decisions[request.client_id] > 1:
+                raise ConnectionError("the limiter is unreachable")
+            client = container.app.load(client_aggregate_id(request.client_id), Client)
+            now = container.tokens.clock.now()
+            client.rotate_secret(secret_hash=client.secret_hash, secret_hint="klcs_...", actor="user:admin",
+                                 secret_expires_at=now + timedelta(days=1), previous_secret_expires_at=now)
+            container.app.save(client)
+        return outcomes
+
+    committer = GroupCommitter(container.app.save, decide=decide)
+    try:
+        futures = [committer.submit_request(TokenRequest(
+            grant_type="client_credentials", client_id=signed.client.client.client_id,
+            client_secret=signed.client.client_secret)) for signed in (breaks, keeps_changing)]
+        with pytest.raises(ConnectionError):
+            futures[0].result(timeout=10)
+        with pytest.raises(IntegrityError):  # decided again after the other caller's failure, not failed with it
+            futures[1].result(timeout=10)
+    finally:
+        committer.close()
+    assert decisions[keeps_changing.client.client.client_id] == 1 + REDECISIONS
+    assert isinstance(conflict_refusal("client_credentials"), TemporarilyUnavailable)
+    assert isinstance(conflict_refusal("refresh_token"), InvalidGrant)

@@ -138,6 +138,27 @@ def test_a_token_issued_while_its_client_is_being_deleted_is_revoked_too(world: 
     assert len({e.revocation_id for e in reasons}) == 1  # one command, one revocation id for the audit
 
 
+def test_deleting_a_deleted_client_again_revokes_what_its_deletion_left_and_answers_not_found(
+        world: World, admin: TokenAdmin) -> None:
+    """A deletion whose transaction committed but whose late passes did not run (its caller got a 503) left a
+    token issued while it ran: the caller's retry finishes the job, then answers 404 as for any client gone."""
+    acme = world.sign_up("owner@acme.test")
+    left = issue(world, acme)
+    client = world.app.load(client_aggregate_id(acme.client.client.client_id), Client)
+    client.revoke(actor=ACTOR)  # the interrupted deletion's transaction, which did not select ``left``
+    world.app.save(client)
+    command = DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id, actor=ACTOR)
+    with pytest.raises(NotFound):
+        admin.delete_client(command)
+    assert world.app.load(left, Token).revoked
+    other = world.sign_up("owner@other.test", project_name="Other")
+    kept = issue(world, other)
+    with pytest.raises(NotFound):  # another project's client is not touched, live or not
+        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=other.client.client.client_id,
+                                         actor=ACTOR))
+    assert not world.app.load(kept, Token).revoked
+
+
 def test_a_client_of_another_project_is_not_found(world: World, admin: TokenAdmin) -> None:
     acme, other = world.sign_up("owner@acme.test"), world.sign_up("owner@other.test", project_name="Other")
     for client_id in (other.client.client.client_id, "kl_unknown"):
