@@ -16,7 +16,7 @@ from domain.refusal import REFRESH_TOKEN_CONFLICT
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.fast_revocation import revoke_known
 from infrastructure.http.forms import client_authentication, parse_form
-from infrastructure.http.revocation_lane import TRIED
+from infrastructure.http.revocation_lane import REVOCATION_MEDIA_TYPE, TRIED
 
 THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
 
@@ -119,8 +119,9 @@ async def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> 
                                        params.get("token"), source):
         known = await state.fast_introspection.authenticate(client_id, client_secret, source)
         await anyio.to_thread.run_sync(_revoke, request, params, state, known)
-    # An empty body: section 2.2 says the client ignores it, and ``null`` would surprise a strict client.
-    return Response(b"", status_code=200, headers=NO_STORE)
+    # An empty body: section 2.2 says the client ignores it, and ``null`` would surprise a strict client. Typed as
+    # text, which may be empty, not as JSON, which may not.
+    return Response(b"", status_code=200, headers=NO_STORE, media_type=REVOCATION_MEDIA_TYPE)
 
 
 def _revoke(request: Request[Any, Any, Any], params: dict[str, str], state: State, known: Client | None) -> None:

@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 PATH = "/oauth2/revoke"
 TRIED = "keyledger.fast_revocation_tried"  # set in the scope once the lane has tried the fast path
-_ANSWER_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"), (b"content-type", b"application/json"),
-                   (b"content-length", b"0")]
+REVOCATION_MEDIA_TYPE = "text/plain"  # the endpoint's empty answer: text may be empty, JSON may not
+_ANSWER_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"),
+                   (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")]  # as Litestar types it
 _UNAVAILABLE = b'{"error":"temporarily_unavailable","error_description":"try again shortly"}'
 _UNAVAILABLE_HEADERS = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"), (b"retry-after", b"1"),
                         (b"content-type", b"application/json"), (b"content-length", str(len(_UNAVAILABLE)).encode())]
