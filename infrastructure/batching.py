@@ -287,11 +287,11 @@ class GroupCommitter:
         """Saves one caller's events alone. A request decided on a stream that has moved since (its guards: a client
         revoked or changed while its token was being issued) is decided again on the stream as it is now, up to
         ``REDECISIONS`` times: its answer is then, say, the refusal a revoked client gets."""
-        for _ in range(REDECISIONS):
+        for attempt in range(REDECISIONS + 1):
             try:
                 recordings = self._save(*item.events, **_guards_of([item]))
             except IntegrityError as exc:
-                if not item.guards:
+                if not item.guards or attempt == REDECISIONS:
                     item.result = exc
                     return
                 try:
@@ -306,7 +306,6 @@ class GroupCommitter:
                 return
             _resolve(item, max((r.notification.id for r in recordings), default=0))
             return
-        item.result = IntegrityError("the streams this request was decided on kept changing")
 
     def _redecided(self, item: _Item) -> bool:
         """Decides ``item``'s request again; False if there is nothing more to save (its answer is settled)."""

@@ -80,6 +80,7 @@ def bearer_challenge(error: str, description: str, scope: str | None = None) -> 
 
 
 def _quoted(text: str) -> str:
+    """``text`` for the inside of a quoted-string."""
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
