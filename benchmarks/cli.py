@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per setup request (default 30)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--trace", type=Path, metavar="PATH",
+                        help="also write every measured response (scenario, start s, latency ms) to PATH and print "
+                             "where each scenario's p99 tail began")
     parser.add_argument("--allow-remote", action="store_true", help="allow a server that is not on loopback")
     parser.add_argument("--cpu", action="store_true",
                         help="also print CPU µs per request of the server's processes, PostgreSQL, Redis and this "
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"signed up {len(context.accounts)} bench accounts on {args.url}", file=sys.stderr)
 
+    _empty(args.trace)  # each scenario appends its responses
     results: list[ScenarioResult] = []
     failed = False
     speeds: dict[str, float] = {}
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 duration=args.duration,
                 cpu=args.cpu,
+                trace=args.trace,
             )
         except (SetupError, RuntimeError) as exc:
             print(f"\n[{name}] failed: {exc}", file=sys.stderr)
@@ -135,17 +140,29 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         print(markdown_table(results))
     if args.json is not None:
-        meta = {
-            "url": args.url,
-            "started": started,
-            "python": platform.python_version(),
-            "concurrency": args.concurrency,
-            "processes": args.processes,
-            "warmup_s": args.warmup,
-            "duration_s": args.duration,
-            "users": args.users,
-            "revoke_rate": args.revoke_rate,
-            "additions_s": speeds,  # with --cpu: the machine's yardstick before and after the scenarios
-        }
-        write_json(args.json, results, meta)
+        _write_json(args, results, started=started, speeds=speeds)
     return 1 if failed else 0
+
+
+def _empty(path: Path | None) -> None:
+    """Empties the file at ``path`` (creating it), if one is given."""
+    if path is not None:
+        path.write_text("", encoding="utf-8")
+
+
+def _write_json(args: argparse.Namespace, results: list[ScenarioResult], *, started: str,
+                speeds: dict[str, float]) -> None:
+    """Writes ``--json``: the results and the run's settings."""
+    meta = {
+        "url": args.url,
+        "started": started,
+        "python": platform.python_version(),
+        "concurrency": args.concurrency,
+        "processes": args.processes,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "users": args.users,
+        "revoke_rate": args.revoke_rate,
+        "additions_s": speeds,  # with --cpu: the machine's yardstick before and after the scenarios
+    }
+    write_json(args.json, results, meta)

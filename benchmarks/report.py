@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["ScenarioResult", "WorkerResult", "markdown_table", "merge", "print_error_samples", "write_json"]
+__all__ = ["ScenarioResult", "WorkerResult", "markdown_table", "merge", "print_error_samples", "write_json",
+           "write_trace"]
+
+TRACE_WINDOW_S = 0.1  # the tail summary of ``write_trace`` counts the windows of this length the slow requests began in
 
 COLUMNS = ("scenario", "concurrency", "duration s", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
 
@@ -27,6 +30,8 @@ class WorkerResult:
         error_samples: Distinct error descriptions (the first few) with their counts.
         helper_requests: Unmeasured requests that sessions sent during the window (e.g. tokens issued because
             a pre-issued pool ran out); they loaded the server but are not in ``requests``.
+        starts: ``array('d')`` bytes of each latency's request start (``time.perf_counter``, the same clock in
+            every process of the machine), in the order of ``latencies``.
     """
 
     latencies: bytes
@@ -35,6 +40,7 @@ class WorkerResult:
     elapsed: float
     error_samples: dict[str, int] = field(default_factory=dict)
     helper_requests: int = 0
+    starts: bytes = b""
 
 
 @dataclass(slots=True)
@@ -167,3 +173,30 @@ def write_json(path: Path, results: list[ScenarioResult], meta: dict[str, Any]) 
     """Write ``{"meta": ..., "results": [...]}`` to ``path``."""
     document = {"meta": meta, "results": [asdict(result) for result in results]}
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def write_trace(path: Path, scenario: str, parts: list[WorkerResult], out: TextIO = sys.stderr) -> None:
+    """Append one line per measured response to ``path`` (``scenario``, start in seconds from the scenario's first
+    request, latency in ms; tab-separated, in start order) and print where the p99 tail began.
+
+    A tail spread over the whole run is queueing; a tail whose requests began in a few short windows is a stall of
+    the whole server (every virtual user waited at once), which is worth chasing on its own.
+    """
+    pairs: list[tuple[float, float]] = []
+    for part in parts:
+        latencies, starts = array("d"), array("d")
+        latencies.frombytes(part.latencies)
+        starts.frombytes(part.starts)
+        pairs.extend(zip(starts, latencies, strict=True))
+    if not pairs:
+        return
+    pairs.sort()
+    first = pairs[0][0]
+    with path.open("a", encoding="utf-8") as trace:
+        trace.writelines(f"{scenario}\t{start - first:.6f}\t{latency * 1000.0:.3f}\n" for start, latency in pairs)
+    p99 = _percentile(sorted(latency for _, latency in pairs), 0.99)
+    tail = [start for start, latency in pairs if p99 is not None and latency >= p99]
+    windows = {int((start - first) / TRACE_WINDOW_S) for start in tail}
+    total = int((pairs[-1][0] - first) / TRACE_WINDOW_S) + 1
+    print(f"[{scenario}] p99 tail: {len(tail)} responses of at least {_ms(p99):.1f} ms began in {len(windows)} of "
+          f"{total} windows of {TRACE_WINDOW_S * 1000:.0f} ms (trace: {path})", file=out)

@@ -9,11 +9,12 @@ import sys
 import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event, Semaphore
+from pathlib import Path
 from typing import Any, TextIO
 
 from benchmarks.cpu import CpuMeter, per_request_line
 from benchmarks.httpclient import Target
-from benchmarks.report import ScenarioResult, WorkerResult, merge
+from benchmarks.report import ScenarioResult, WorkerResult, merge, write_trace
 from benchmarks.scenarios import Plan
 from benchmarks.worker import Job, run_worker
 
@@ -167,7 +168,7 @@ def _run_processes(jobs: list[Job], progress: Progress) -> list[WorkerResult]:
 
 def run_scenario(
     name: str, target: Target, plan: Plan, *, concurrency: int, processes: int, warmup: float, duration: float,
-    cpu: bool = False,
+    cpu: bool = False, trace: Path | None = None,
 ) -> ScenarioResult:
     """Run one scenario and return its merged result.
 
@@ -181,6 +182,7 @@ def run_scenario(
         duration: Seconds of measurement.
         cpu: Also print the CPU time per request of the server's processes, PostgreSQL, Redis and the load
             generator (``benchmarks.cpu``; the server must run on this machine).
+        trace: Also append every measured response's start and latency to this file (``report.write_trace``).
 
     Returns:
         The merged result.
@@ -200,4 +202,6 @@ def run_scenario(
     parts = [asyncio.run(_run_here(jobs[0], progress))] if processes == 1 else _run_processes(jobs, progress)
     result = merge(name, concurrency, parts)
     progress.finish(result)
+    if trace is not None:
+        write_trace(trace, name, parts)
     return result

@@ -45,10 +45,11 @@ class Job:
 class _Stats:
     """Counters shared by the virtual users of one worker."""
 
-    __slots__ = ("errors", "helpers", "latencies", "recording", "requests", "samples")
+    __slots__ = ("errors", "helpers", "latencies", "recording", "requests", "samples", "starts")
 
     def __init__(self) -> None:
         self.latencies = array("d")
+        self.starts = array("d")  # each latency's request start (``time.perf_counter``), for ``--trace``
         self.requests = 0
         self.errors = 0
         self.helpers = 0
@@ -58,6 +59,7 @@ class _Stats:
     def start_recording(self) -> None:
         """Forget the warm-up and start counting."""
         del self.latencies[:]
+        del self.starts[:]
         self.requests = self.errors = self.helpers = 0
         self.samples.clear()
         self.recording = True
@@ -89,7 +91,7 @@ async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _
     count = len(requests)
     position = index % count
     clock = time.perf_counter
-    latencies = stats.latencies
+    latencies, starts = stats.latencies, stats.starts
     while True:
         data = requests[position]
         position = position + 1 if position + 1 < count else 0
@@ -104,6 +106,7 @@ async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _
             continue
         if stats.recording:
             latencies.append(clock() - started)
+            starts.append(started)
             stats.requests += 1
             if (problem := _judge(plan, status, body, missing)) is not None:
                 stats.error(problem)
@@ -112,7 +115,7 @@ async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _
 async def _session_user(connection: Connection, session: Session, stats: _Stats) -> None:
     """Run one virtual user's session until cancelled: unmeasured ``prepare``, then one measured request."""
     clock = time.perf_counter
-    latencies = stats.latencies
+    latencies, starts = stats.latencies, stats.starts
     while True:
         try:
             helpers = await session.prepare(connection)
@@ -138,6 +141,7 @@ async def _session_user(connection: Connection, session: Session, stats: _Stats)
         problem = session.outcome(status, body)
         if stats.recording:
             latencies.append(clock() - started)
+            starts.append(started)
             stats.requests += 1
             if problem is not None:
                 stats.error(problem)
@@ -199,5 +203,6 @@ async def run_worker(
         for connection in connections:
             connection.close()
     return WorkerResult(
-        stats.latencies.tobytes(), stats.requests, stats.errors, elapsed, dict(stats.samples), stats.helpers
+        stats.latencies.tobytes(), stats.requests, stats.errors, elapsed, dict(stats.samples), stats.helpers,
+        stats.starts.tobytes(),
     )
