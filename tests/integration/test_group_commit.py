@@ -353,3 +353,41 @@ def test_a_client_that_keeps_changing_gets_the_conflict_and_a_failing_redecision
     assert decisions[keeps_changing.client.client.client_id] == 1 + REDECISIONS
     assert isinstance(conflict_refusal("client_credentials"), TemporarilyUnavailable)
     assert isinstance(conflict_refusal("refresh_token"), InvalidGrant)
+
+
+def test_a_moved_guard_fails_only_its_own_request_in_a_mixed_batch(container: Container) -> None:
+    """One batch: an unguarded save (a new project) and a client_credentials request whose client is revoked between
+    its decision and the batch's save. The batch's guarded insert is refused as a whole; the project is then saved on
+    its own and the request, decided again, is refused as a revoked client's."""
+    signed = sign_up(container)
+    client = signed.client.client
+
+    def decide_then_revoke(requests: list[Any]) -> list[Any]:
+        outcomes = container.tokens.decide_batch(requests)
+        if any(r.client_id == client.client_id for r in requests) and not revoked:
+            revoked.append(True)
+            fresh = container.app.load(client.id, Client)
+            fresh.revoke(actor="user:admin")
+            container.app.save(fresh)
+        return outcomes
+
+    revoked: list[bool] = []
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save, decide=decide_then_revoke)
+    try:
+        committer.submit(new_project("Gate"))
+        assert save.entered.wait(timeout=10)
+        project = new_project("Mixed")
+        saved = committer.submit(project)
+        request = committer.submit_request(TokenRequest(grant_type="client_credentials", client_id=client.client_id,
+                                                        client_secret=signed.client.client_secret))
+        save.gate.set()
+        assert saved.result(timeout=10) > 0
+        with pytest.raises(InvalidClient):
+            request.result(timeout=10)
+    finally:
+        save.gate.set()
+        committer.close()
+    assert save.calls[1] == 2, "the project and the token were not in one batch"
+    assert [e.topic for e in container.app.recorder.select_events(project.id)] == [
+        "domain.project:Project.ProjectCreated"]
