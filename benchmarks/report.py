@@ -194,8 +194,8 @@ def write_trace(path: Path, scenario: str, parts: list[WorkerResult], out: TextI
     first = pairs[0][0]
     with path.open("a", encoding="utf-8") as trace:
         trace.writelines(f"{scenario}\t{start - first:.6f}\t{latency * 1000.0:.3f}\n" for start, latency in pairs)
-    p99 = _percentile(sorted(latency for _, latency in pairs), 0.99)
-    tail = [start for start, latency in pairs if p99 is not None and latency >= p99]
+    p99 = _percentile(sorted(latency for _, latency in pairs), 0.99) or 0.0  # never None: ``pairs`` is not empty
+    tail = [start for start, latency in pairs if latency >= p99]
     windows = {int((start - first) / TRACE_WINDOW_S) for start in tail}
     total = int((pairs[-1][0] - first) / TRACE_WINDOW_S) + 1
     print(f"[{scenario}] p99 tail: {len(tail)} responses of at least {_ms(p99):.1f} ms began in {len(windows)} of "
