@@ -59,6 +59,7 @@ class Token(Aggregate):
         self.family_expires_at = family_expires_at
         self.revoked = False
         self.used = False
+        self.used_at: datetime | None = None
         self.expired = False
         self.children: tuple[UUID, ...] = ()
 
@@ -86,15 +87,18 @@ class Token(Aggregate):
         if reason is not None:
             raise InvariantViolated(f"the refresh token cannot be used: {reason}")
         self._refresh(refresh_id=refresh_id, access_id=access_id, project_id=self.project_id, actor=actor,
-                      client_id=self.client_id, user_id=self.user_id, family_id=self.family_id)
+                      client_id=self.client_id, user_id=self.user_id, family_id=self.family_id, used_at=now)
 
     # The client, user and family on the events after TokenIssued make each event self-describing, so the audit
     # ledger can file it under its client and user without looking the token up. Events recorded before they were
-    # added lack them: the defaults let those replay.
+    # added lack them: the defaults let those replay. ``used_at`` is the decision's instant by the application's
+    # clock (older events lack it: their reuse is then judged without it, see application.oauth.in_flight).
     @event("TokenRefreshed")
     def _refresh(self, *, refresh_id: UUID, access_id: UUID, project_id: UUID | None, actor: str,
-                 client_id: str | None = None, user_id: UUID | None = None, family_id: UUID | None = None) -> None:
+                 client_id: str | None = None, user_id: UUID | None = None, family_id: UUID | None = None,
+                 used_at: datetime | None = None) -> None:
         self.used = True
+        self.used_at = used_at
         self.children = (refresh_id, access_id)
 
     def detect_reuse(self, *, actor: str, source: str | None) -> None:

@@ -36,6 +36,7 @@ from infrastructure.crypto.keys import SigningKeyFactory
 from infrastructure.crypto.webhook_secrets import WebhookSecrets
 from infrastructure.postgres import eventsourcing_env, hand_out_recent_first, migration_lock
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
+from infrastructure.rotation_answers import RedisRotationAnswers
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.webhook_setup import url_checker
 from projections.audit import AuditView
@@ -259,7 +260,8 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
                            save=_position(app), lifetimes=settings.lifetimes, revoker=revoker,
                            limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
-                                                       key=derive_key(secret_key, "keyledger attempt limit keys v1")))
+                                                       key=derive_key(secret_key, "keyledger attempt limit keys v1")),
+                           answers=RedisRotationAnswers(redis_client, prefix=namespace))
     committer.bind(RequestRouter({TokenRequest: tokens.decide_batch,
                                   ClientTokenRevocation: ClientTokenRevoker(app=app, clock=clock).decide_batch}))
     webhook_secrets = WebhookSecrets(derive_key(secret_key, "keyledger webhook secret encryption v1"))

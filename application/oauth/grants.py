@@ -21,6 +21,7 @@ from application.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from application.oauth.in_flight import RotationAnswers, in_flight
 from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys
 from application.oauth.refusals import (
     RefusalContext,
@@ -67,6 +68,8 @@ class TokenRequest:
     refresh_token: str | None = None
     source: str | None = None
     user_agent: str | None = None
+    # When the server received the request (before reading its body): tells a concurrent refresh from a replay.
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class TokenEndpoint:
     lifetimes: LifetimePolicy
     revoker: Revoker
     limiter: AttemptLimiter
+    answers: RotationAnswers | None = None
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
         """Answers a token request, saving the issued tokens (or the refusal) before returning or raising."""
@@ -98,7 +102,14 @@ class TokenEndpoint:
                 self.save(*error.aggregates)
             raise
         self.save(*issued.aggregates)
+        self.answered(issued)
         return issued
+
+    def answered(self, issued: IssuedTokens) -> None:
+        """Records, once ``issued`` is saved and before it is answered, when a rotation was answered: a presentation
+        of the used token received before then was in flight, not a replay (``application.oauth.in_flight``)."""
+        if issued.rotated is not None and self.answers is not None:
+            self.answers.answered(issued.rotated, self.clock.now())
 
     def decide(self, request: TokenRequest) -> IssuedTokens:
         """Decides a token request: the tokens to answer with and their unsaved aggregates, or an OAuthError.
@@ -308,6 +319,9 @@ class TokenEndpoint:
         context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
         refusal = token.refusal(now)
+        if refusal == "reused" and in_flight(token, request.received_at, self.answers):
+            raise InvalidGrant("the refresh token was already used",
+                               reason=why.REFRESH_TOKEN_CONFLICT).about(context)  # a concurrent loser, not a replay
         if refusal == "reused":
             self.refuse_reuse(token, request.source)
         if refusal is not None:
@@ -330,8 +344,10 @@ class TokenEndpoint:
         ttl = self.lifetimes.dashboard_access_token_ttl
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=token.family_id, parent_id=token.id)
         token.refresh(refresh_id=child.id, access_id=access_agg.id, now=now, actor=grant.actor)
+        if self.answers is not None:
+            self.answers.unanswered(token.id)  # before the save: a loser that sees it used knows no answer left yet
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(token, child, access_agg))
+                            aggregates=(token, child, access_agg), rotated=token.id)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
         """Records the reuse and revokes the token's whole family, in one transaction."""

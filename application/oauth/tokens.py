@@ -33,6 +33,8 @@ class IssuedTokens:
     # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
     # the client a client_credentials token was decided on, so a client revoked meanwhile issues nothing.
     guards: tuple[tuple[UUID, int], ...] = ()
+    # The refresh token a refresh_token grant used up: its answer instant is recorded (application.oauth.in_flight).
+    rotated: UUID | None = None
 
     def response(self) -> dict[str, str | int]:
         """Returns the RFC 6749 section 5.1 JSON body."""

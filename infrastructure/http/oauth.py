@@ -1,5 +1,6 @@
 """OAuth endpoints: token (RFC 6749 section 3.2), revocation (RFC 7009), introspection (RFC 7662)."""
 
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -44,7 +45,7 @@ def source_address(request: Request[Any, Any, Any]) -> str | None:
     return request.client.host if request.client else None
 
 
-def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
+def token_request(request: Request[Any, Any, Any], body: bytes, received_at: datetime | None = None) -> TokenRequest:
     """Builds a TokenRequest from the form and the client's authentication."""
     params = parse_form(request.headers.get("content-type", ""), body)
     if "grant_type" not in params:
@@ -53,7 +54,8 @@ def token_request(request: Request[Any, Any, Any], body: bytes) -> TokenRequest:
     return TokenRequest(grant_type=params["grant_type"], client_id=client_id, client_secret=client_secret,
                         username=params.get("username"), password=params.get("password"),
                         scope=params.get("scope"), refresh_token=params.get("refresh_token"),
-                        source=source_address(request), user_agent=request.headers.get("user-agent"))
+                        source=source_address(request), user_agent=request.headers.get("user-agent"),
+                        received_at=received_at)
 
 
 @post("/oauth2/token", status_code=200, tags=["oauth2"],
@@ -67,11 +69,14 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
     holding a thread, until that transaction is durable.
     """
     container = state.container
-    parsed = token_request(request, await request.body())
+    received_at = container.tokens.clock.now()  # before the body: a concurrent refresh is told from a replay by it
+    parsed = token_request(request, await request.body(), received_at)
     try:
         if parsed.grant_type in THREADED_GRANTS:
             issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
             await container.committer.saved(*issued.aggregates)
+            if issued.rotated is not None:
+                await anyio.to_thread.run_sync(container.tokens.answered, issued)
         else:
             issued = await container.committer.decided(parsed)
     except IntegrityError:

@@ -1,0 +1,58 @@
+"""Refreshes with one refresh token in flight together (browser tabs, retries): one wins, and its new tokens stay good.
+
+The requests are written to open connections back to back, so all reach the server before any is answered; each
+the loser is refused with ``invalid_grant`` and must not count as reuse, which would revoke the winner's new pair
+(application.oauth.in_flight; tests/unit/test_refresh_in_flight.py pins the rule with exact instants).
+"""
+
+import socket
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import bearer, password_login, refresh_login, signup
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS = 5
+COPIES = 8
+
+
+def simultaneous(url: str, form: dict[str, str], copies: int) -> list[tuple[int, bytes]]:
+    """POSTs ``form`` to /oauth2/token on ``copies`` connections at once: (status, body) of each answer."""
+    address = urlsplit(url)
+    body = urlencode(form).encode()
+    head = (f"POST /oauth2/token HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n")
+    request = head.encode() + body
+    connections = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(copies)]
+    try:
+        for connection in connections:  # connected first: the writes below leave within microseconds
+            connection.sendall(request)
+        return [_answer(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _answer(connection: socket.socket) -> tuple[int, bytes]:
+    raw = b""
+    while chunk := connection.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_the_winner_of_simultaneous_refreshes_keeps_its_tokens(live_server: str, http: httpx.Client) -> None:
+    account = signup(http)
+    for _ in range(ROUNDS):
+        login: dict[str, Any] = password_login(http, account).json()
+        answers = simultaneous(live_server, {"grant_type": "refresh_token", "client_id": "dashboard",
+                                             "refresh_token": login["refresh_token"]}, copies=COPIES)
+        assert sorted(status for status, _ in answers) == [200] + [400] * (COPIES - 1), answers
+        assert b'"invalid_grant"' in next(body for status, body in answers if status == 400)
+        winner = httpx.Response(200, content=next(body for status, body in answers if status == 200)).json()
+        assert http.get("/v1/me", headers=bearer(winner["access_token"])).status_code == 200
+        assert refresh_login(http, winner["refresh_token"]).status_code == 200  # the family was not revoked

@@ -1,0 +1,111 @@
+"""A refresh that loses to a concurrent one is refused without revoking anything; a replay is reuse
+(application.oauth.in_flight).
+
+The world's clock is fixed, so the instants are exact: the rotation is decided at T, answered at T + 5 ms, and the
+losing presentation is received at a chosen instant around them.
+"""
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from application.oauth.errors import InvalidGrant
+from application.oauth.grants import TokenRequest
+from application.oauth.in_flight import MemoryRotationAnswers
+from application.oauth.tokens import IssuedTokens
+from domain import refusal as why
+from domain.token import Token, TokenKind
+from tests.unit.conftest import PASSWORD, World
+
+EMAIL = "ada@example.test"
+ANSWERED_AFTER = timedelta(milliseconds=5)
+
+
+def request(refresh_token: str | None, received_at: datetime | None) -> TokenRequest:
+    return TokenRequest(grant_type="refresh_token", client_id="dashboard", refresh_token=refresh_token,
+                        received_at=received_at)
+
+
+@pytest.fixture
+def answering(world: World) -> World:
+    """The world, with its token endpoint recording rotations' answer instants."""
+    return replace(world, tokens=replace(world.tokens, answers=MemoryRotationAnswers()))
+
+
+def rotate(world: World) -> tuple[IssuedTokens, IssuedTokens, datetime]:
+    """Logs in and rotates once: (the login, the rotation, the rotation's decision instant)."""
+    world.sign_up(EMAIL)
+    issued = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard", username=EMAIL,
+                                              password=PASSWORD))
+    world.clock.advance(seconds=1)
+    decided = world.clock.now()
+    winner = world.tokens.decide(request(issued.refresh_token, decided))
+    world.tokens.save(*winner.aggregates)
+    world.clock.advance(seconds=ANSWERED_AFTER.total_seconds())
+    world.tokens.answered(winner)
+    world.clock.advance(seconds=1)  # the loser is decided later still: only its receipt instant matters
+    return issued, winner, decided
+
+
+def family_live(world: World, winner: IssuedTokens) -> bool:
+    pair = [world.app.load(t.id, Token) for t in winner.aggregates[1:]]
+    return all(not t.revoked for t in pair) and world.app.load(winner.aggregates[1].id, Token).refusal(
+        world.clock.now()) is None
+
+
+def reuse_detected(world: World, token_id: object) -> bool:
+    return any(type(e).__name__ == "RefreshTokenReuseDetected"
+               for e in world.app.repository.event_store.get(token_id))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("received", [timedelta(milliseconds=-3), timedelta(0), timedelta(milliseconds=4)])
+def test_a_presentation_received_before_the_rotation_was_answered_revokes_nothing(answering: World,
+                                                                                  received: timedelta) -> None:
+    """Sent before its client could have seen the winner's answer (before the decision, or between the decision
+    and the answer): refused as the loser of a race, and the winner's new pair stays good."""
+    issued, winner, decided = rotate(answering)
+    with pytest.raises(InvalidGrant) as refused:
+        answering.tokens.handle(request(issued.refresh_token, decided + received))
+    assert refused.value.reason == why.REFRESH_TOKEN_CONFLICT
+    assert family_live(answering, winner)
+    assert not reuse_detected(answering, winner.rotated)
+    answering.tokens.handle(request(winner.refresh_token, answering.clock.now()))  # the winner refreshes on
+
+
+def test_a_presentation_received_after_the_answer_is_reuse(answering: World) -> None:
+    """Received after the winner's answer left: a replay of a used token, which revokes the whole family."""
+    issued, winner, decided = rotate(answering)
+    with pytest.raises(InvalidGrant) as refused:
+        answering.tokens.handle(request(issued.refresh_token, decided + ANSWERED_AFTER + timedelta(microseconds=1)))
+    assert refused.value.reason == why.REFRESH_TOKEN_REUSED
+    assert reuse_detected(answering, winner.rotated)
+    assert not family_live(answering, winner)
+
+
+def test_without_a_recorded_answer_only_the_decision_instant_counts(world: World) -> None:
+    """No answer instant (none recorded, or lost): received after the decision is reuse, the strict side; received
+    before it is still a race's loser."""
+    issued, winner, decided = rotate(world)  # the world's endpoint records no answers
+    with pytest.raises(InvalidGrant) as refused:
+        world.tokens.handle(request(issued.refresh_token, decided - timedelta(microseconds=1)))
+    assert refused.value.reason == why.REFRESH_TOKEN_CONFLICT and family_live(world, winner)
+    with pytest.raises(InvalidGrant) as refused:
+        world.tokens.handle(request(issued.refresh_token, decided + timedelta(milliseconds=1)))
+    assert refused.value.reason == why.REFRESH_TOKEN_REUSED and not family_live(world, winner)
+
+
+def test_a_presentation_without_a_receipt_instant_is_reuse(answering: World) -> None:
+    """A caller that does not say when it received the request (no HTTP in front) cannot claim a race."""
+    issued, winner, _ = rotate(answering)
+    with pytest.raises(InvalidGrant) as refused:
+        answering.tokens.handle(request(issued.refresh_token, None))
+    assert refused.value.reason == why.REFRESH_TOKEN_REUSED
+    assert not family_live(answering, winner)
+
+
+def test_the_rotation_records_its_decision_instant(answering: World) -> None:
+    issued, winner, decided = rotate(answering)
+    used = answering.app.load(winner.rotated, Token)  # type: ignore[arg-type]
+    assert used.used and used.used_at == decided
+    assert winner.rotated == next(t.id for t in issued.aggregates if t.kind == TokenKind.REFRESH)
