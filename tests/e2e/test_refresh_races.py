@@ -1,7 +1,7 @@
 """Refreshes with one refresh token in flight together (browser tabs, retries): one wins, and its new tokens stay good.
 
 The requests are written to open connections back to back, so all reach the server before any is answered; each
-the loser is refused with ``invalid_grant`` and must not count as reuse, which would revoke the winner's new pair
+loser is refused with ``invalid_grant`` and must not count as reuse, which would revoke the winner's new pair
 (application.oauth.in_flight; tests/unit/test_refresh_in_flight.py pins the rule with exact instants).
 """
 
