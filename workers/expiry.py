@@ -1,7 +1,7 @@
-"""Expiry sweep jobs: ``TokenExpired`` and ``ClientSecretExpired`` for what reached its expiry, and the pruning of
-the written-through revocation list.
+"""Sweep jobs: ``TokenExpired`` and ``ClientSecretExpired`` for what reached its expiry, the pruning of the
+written-through revocation list, and the revocation of tokens a deleted client still has (an interrupted deletion).
 
-See application/expiry.py for the decisions.
+See application/expiry.py and application/orphans.py for the decisions.
 Registration only at import; the job functions build their commands from the worker's container when they run.
 """
 
@@ -10,6 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from application.expiry import SecretSweep, SweepResult, TokenSweep
+from application.orphans import OrphanSweep
+from projections.orphaned_tokens import OrphanedTokens
 from workers.jobs import job
 from workers.runtime import log_line
 
@@ -68,3 +70,20 @@ def prune_revocations(container: Any, **_: Any) -> None:
     ``exp`` refuses it from then on); its ``TokenRevoked`` and its lookup row stay (DESIGN.md invariant 1 holds)."""
     pruned, more = prune_revocation_list(container)
     logger.info(log_line(job="prune-revocation-list", pruned=pruned, more=more))
+
+
+def orphan_sweep(container: Any, *, batch_size: int = 1000, max_batches: int = 20) -> OrphanSweep:
+    """The orphan sweep of a container: candidates from its token lookup and clients models, revocations through
+    its ``Revoker`` (the deletion's own path)."""
+    return OrphanSweep(app=container.app, revoker=container.revoker,
+                       index=OrphanedTokens(container.lookup, container.clients_view), batch_size=batch_size,
+                       max_batches=max_batches)
+
+
+@job("revoke-orphaned-tokens", every=SWEEP_EVERY, max_retries=3, time_limit=300_000)
+def revoke_orphaned_tokens(container: Any, **_: Any) -> None:
+    """Revokes live tokens of deleted clients: a deletion whose process died after its transaction, before its late
+    passes, left the tokens issued while it ran; this finishes it within a period. Logs counts only."""
+    result = orphan_sweep(container).run()
+    logger.info(log_line(job="revoke-orphaned-tokens", revoked=result.revoked, spared=result.spared,
+                         batches=result.batches, more=result.more))

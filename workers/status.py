@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from projections.orphaned_tokens import OrphanedTokens
 from workers.jobs import DEFAULT_QUEUE, JOBS
 from workers.maintenance import heartbeat_key
 
@@ -57,6 +58,13 @@ def expiry_backlog(container: Any) -> list[StatusRow]:
             ("expiry sweep", "revocation list rows", str(sizes["revoked_tokens"]))]
 
 
+def orphan_backlog(container: Any) -> list[StatusRow]:
+    """Live tokens of clients the clients model lists as deleted: what the next orphan sweep will decide on. Above
+    zero for more than a period, a deletion was interrupted and the sweep is not running (or cannot keep up)."""
+    count = OrphanedTokens(container.lookup, container.clients_view).count(container.tokens.clock.now())
+    return [("orphan sweep", "tokens of deleted clients", str(count))]
+
+
 def signing_keys(container: Any) -> list[StatusRow]:
     """The signing key in use and how many keys the JWKS publishes."""
     container.keys.refresh()
@@ -65,7 +73,7 @@ def signing_keys(container: Any) -> list[StatusRow]:
             ("signing keys", "published", str(len(snapshot.published)))]
 
 
-STATUS_PROVIDERS: tuple[StatusProvider, ...] = (queue_depth, heartbeat, expiry_backlog, signing_keys)
+STATUS_PROVIDERS: tuple[StatusProvider, ...] = (queue_depth, heartbeat, expiry_backlog, orphan_backlog, signing_keys)
 
 
 def collect(container: Any, providers: tuple[StatusProvider, ...] | None = None) -> list[StatusRow]:

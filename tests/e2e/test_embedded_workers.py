@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 JOB_LINES = ('"event":"scheduler started"', '"event":"worker started"', '"job":"heartbeat"', '"job":"expire-tokens"',
              '"job":"expire-client-secrets"', '"job":"rotate-signing-keys"',
-             '"job":"prune-revocation-list"')
+             '"job":"prune-revocation-list"', '"job":"revoke-orphaned-tokens"')
 
 
 def wait_for_lines(log: Path, lines: tuple[str, ...], timeout: float = 60.0) -> str:
