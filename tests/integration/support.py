@@ -4,7 +4,8 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import Notification
 
@@ -12,6 +13,19 @@ from application.accounts import SignedUp, SignUp
 from infrastructure.bootstrap import Container
 
 PASSWORD = "correct horse battery staple"
+T = TypeVar("T")
+
+
+def in_parallel(n: int, attempt: Callable[[int], T]) -> list[T]:
+    """Runs ``attempt(i)`` in ``n`` threads released together by a barrier."""
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> T:
+        barrier.wait(timeout=30)
+        return attempt(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))
 
 
 def fresh_email(tag: str = "user") -> str:

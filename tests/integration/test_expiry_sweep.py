@@ -1,6 +1,5 @@
 """The expiry sweeps on real PostgreSQL: batches, the hot table kept small, listings, rebuilds, racing sweeps."""
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 from projections.token_lookup import REVOKED_TOKENS_TABLE, TokenQuery
 from tests.integration.conftest import isolated_container
-from tests.integration.support import head, notifications, sign_up
+from tests.integration.support import head, in_parallel, notifications, sign_up
 from workers.expiry import prune_revocation_list, secret_sweep, token_sweep
 
 pytestmark = pytest.mark.integration
@@ -97,13 +96,8 @@ def test_the_sweep_leaves_revoked_and_unexpired_tokens(own: Container) -> None:
 
 def test_two_sweeps_at_once_record_each_expiry_exactly_once(own: Container) -> None:
     _, ids = issue(own, 60)
-    results: list[int] = []
     sweeps = [future_sweep(own, batch_size=7) for _ in range(2)]
-    threads = [threading.Thread(target=lambda s=s: results.append(s.run().expired)) for s in sweeps]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = in_parallel(2, lambda i: sweeps[i].run().expired)
     expired = [n.originator_id for n in notifications(own) if n.topic == EXPIRED and n.originator_id in set(ids)]
     assert sorted(expired) == sorted(ids) and sum(results) == 60
 

@@ -6,7 +6,6 @@ transaction).
 """
 
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from uuid import UUID
@@ -23,7 +22,7 @@ from domain.token import Token
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 from tests.integration.conftest import isolated_container
-from tests.integration.support import head, notifications, sign_up, state, uuid_of
+from tests.integration.support import head, in_parallel, notifications, sign_up, state, uuid_of
 from workers.expiry import orphan_sweep, revoke_orphaned_tokens
 from workers.status import orphan_backlog
 
@@ -190,13 +189,8 @@ def test_two_sweeps_at_once_revoke_each_orphan_exactly_once(own: Container) -> N
     interrupted_deletion(own, deleted)
     caught_up(own)
     before = head(own)
-    results: list[int] = []
     sweeps = [orphan_sweep(own, batch_size=5) for _ in range(2)]
-    threads = [threading.Thread(target=lambda s=s: results.append(s.run().revoked)) for s in sweeps]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = in_parallel(2, lambda i: sweeps[i].run().revoked)
     recorded = [r["token_id"] for r in revocations(own, before)]
     assert sorted(recorded) == sorted(t.token_id for t in orphans) and sum(results) == 12
 

@@ -4,8 +4,7 @@ budget, key hygiene and failing closed; and the token endpoint's limits on the r
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -18,13 +17,12 @@ from application.oauth.limits import ACCOUNT, ADDRESS, CLIENT, AttemptBudget, At
 from infrastructure.bootstrap import Container
 from infrastructure.ratelimit import RedisAttemptLimiter, default_prefix
 from tests.conftest import free_port
-from tests.integration.support import PASSWORD, fresh_email, sign_up
+from tests.integration.support import PASSWORD, fresh_email, in_parallel, sign_up
 
 pytestmark = pytest.mark.integration
 
 PARALLEL = 40
 LIMITS = AttemptLimits(per_account=10, per_client=10, per_address=50, window=60, lockout=600)
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -47,18 +45,6 @@ def make_limiter(client: redis.Redis) -> Iterator[Callable[..., RedisAttemptLimi
     for prefix in prefixes:
         for key in client.scan_iter(match=f"{prefix}:*"):
             client.delete(key)
-
-
-def in_parallel(n: int, attempt: Callable[[int], T]) -> list[T]:
-    """Runs ``attempt(i)`` in ``n`` threads released together by a barrier."""
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> T:
-        barrier.wait(timeout=30)
-        return attempt(i)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(run, range(n)))
 
 
 def outcome(call: Callable[[], Any]) -> Any:
