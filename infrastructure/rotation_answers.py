@@ -7,6 +7,9 @@ epoch, for ``TTL`` seconds: long past any request that could still be in flight,
 alone judges a presentation (application.oauth.in_flight), as it then would anyway. The key names a token's id,
 never a token value.
 
+The token endpoint records answers on its event loop (``AsyncRedisRotationAnswers``, the same key and value) right
+before it answers: a hop to a worker thread for one Redis write costs a refresh more than the write itself.
+
 Failures never fail a refresh: a record that cannot be written is logged (the decision stands, and a committed
 rotation's answer is owed to the client); a record that cannot be read counts as absent, the strict side (a
 presentation after the rotation's decision is reuse).
@@ -18,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import redis
+import redis.asyncio
 
 from application.oauth.in_flight import UNANSWERED
 
@@ -45,11 +49,10 @@ class RedisRotationAnswers:
 
     def answered(self, token_id: UUID, at: datetime) -> None:
         """Records the answer instant (logged, not raised, if Redis does not take it)."""
-        micros = (at - _EPOCH) // timedelta(microseconds=1)
         try:
-            self._redis.set(self._prefix + token_id.hex, micros, ex=TTL)
+            self._redis.set(self._prefix + token_id.hex, _micros(at), ex=TTL)
         except redis.RedisError as exc:
-            logger.warning("could not record a rotation's answer instant: %s", type(exc).__name__)
+            _unrecorded(exc)
 
     def answered_at(self, token_id: UUID) -> datetime | None:
         """The recorded answer instant, ``UNANSWERED`` while pending, or None (also when Redis does not answer)."""
@@ -61,3 +64,27 @@ class RedisRotationAnswers:
         if raw is None:
             return None
         return UNANSWERED if raw == _PENDING else _EPOCH + timedelta(microseconds=int(raw))
+
+
+class AsyncRedisRotationAnswers:
+    """The answer side of ``RedisRotationAnswers`` for an event loop (same keys, same values)."""
+
+    def __init__(self, client: redis.asyncio.Redis, *, prefix: str) -> None:
+        self._redis = client
+        self._prefix = f"{prefix}:rotation:"
+
+    async def answered(self, token_id: UUID, at: datetime) -> None:
+        """Records the answer instant (logged, not raised, if Redis does not take it)."""
+        try:
+            await self._redis.set(self._prefix + token_id.hex, _micros(at), ex=TTL)
+        except redis.RedisError as exc:
+            _unrecorded(exc)
+
+
+def _micros(at: datetime) -> int:
+    """An instant as microseconds since the epoch (what ``answered_at`` reads back)."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def _unrecorded(exc: Exception) -> None:
+    logger.warning("could not record a rotation's answer instant: %s", type(exc).__name__)

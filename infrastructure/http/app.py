@@ -17,6 +17,7 @@ from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table
 from infrastructure.http.introspection import FastIntrospection
 from infrastructure.http.nul_guard import refuse_nul
 from infrastructure.http.revocation_lane import RevocationLane
+from infrastructure.rotation_answers import AsyncRedisRotationAnswers
 from infrastructure.serving import freeze_startup_heap
 from infrastructure.settings import Settings
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
         app.state.async_redis = redis.asyncio.Redis.from_url(endpoints.redis_url, socket_connect_timeout=2,
                                                              socket_timeout=2)
         app.state.fast_introspection = FastIntrospection(built, gate=app.state.gate, redis_client=app.state.async_redis)
+        app.state.rotation_answers = AsyncRedisRotationAnswers(app.state.async_redis, prefix=built.namespace)
         freeze_startup_heap()
 
     async def shutdown(app: Litestar) -> None:

@@ -75,8 +75,8 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
         if parsed.grant_type in THREADED_GRANTS:
             issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
             await container.committer.saved(*issued.aggregates)
-            if issued.rotated is not None:
-                await anyio.to_thread.run_sync(container.tokens.answered, issued)
+            if issued.rotated is not None:  # on the loop, right before the answer (TokenEndpoint.answered's record)
+                await state.rotation_answers.answered(issued.rotated, container.tokens.clock.now())
         else:
             issued = await container.committer.decided(parsed)
     except IntegrityError:

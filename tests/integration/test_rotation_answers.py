@@ -1,16 +1,18 @@
 """Rotations' answer instants in Redis (infrastructure.rotation_answers), shared by every API process."""
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 import redis
+import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from infrastructure.bootstrap import Container
-from infrastructure.rotation_answers import TTL, RedisRotationAnswers
+from infrastructure.rotation_answers import TTL, AsyncRedisRotationAnswers, RedisRotationAnswers
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -55,3 +57,33 @@ def test_the_container_records_answers_under_its_deployment_prefix(container: Co
     token_id = uuid4()
     answers.answered(token_id, datetime.now(UTC))
     assert container.redis.exists(f"{container.namespace}:rotation:{token_id.hex}")
+
+
+def test_the_event_loop_records_what_every_process_reads_back(client: redis.Redis, redis_url: str) -> None:
+    """The token endpoint writes answers from its event loop: same key, same value, same lifetime as the decision
+    side reads."""
+    token_id, at = uuid4(), datetime(2026, 12, 6, 6, 0, 0, 654321, tzinfo=UTC)
+
+    async def record() -> None:
+        connection = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            await AsyncRedisRotationAnswers(connection, prefix="keyledger-test:rotation-answers").answered(token_id, at)
+        finally:
+            await connection.aclose()
+
+    asyncio.run(record())
+    assert RedisRotationAnswers(client, prefix="keyledger-test:rotation-answers").answered_at(token_id) == at
+    assert 0 < client.ttl(f"keyledger-test:rotation-answers:rotation:{token_id.hex}") <= TTL
+
+
+def test_an_unreachable_redis_does_not_fail_the_loops_answer(caplog: pytest.LogCaptureFixture) -> None:
+    async def record() -> None:
+        down = redis.asyncio.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1,
+                                   retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+        try:
+            await AsyncRedisRotationAnswers(down, prefix="keyledger-test:down").answered(uuid4(), datetime.now(UTC))
+        finally:
+            await down.aclose()
+
+    asyncio.run(record())  # only logged: the rotation is committed and owed its answer
+    assert "could not record a rotation's answer instant: ConnectionError" in caplog.text
