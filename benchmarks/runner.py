@@ -7,10 +7,11 @@ import multiprocessing as mp
 import queue
 import sys
 import time
+from collections.abc import Coroutine
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event, Semaphore
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from benchmarks.cpu import CpuMeter, per_request_line
 from benchmarks.httpclient import Target
@@ -19,6 +20,8 @@ from benchmarks.scenarios import Plan
 from benchmarks.worker import Job, run_worker
 
 __all__ = ["Progress", "run_scenario"]
+
+T = TypeVar("T")
 
 _START_TIMEOUT = 60.0  # seconds for worker processes to start and open their connections
 
@@ -75,6 +78,17 @@ class Progress:
         self.stream.flush()
 
 
+def _run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Runs the load on uvloop when it is installed (it is, with the server's dependencies): the generator shares
+    the machine with the server it measures, and uvloop's streams cost it less CPU per request than asyncio's own
+    loop, CPU that would otherwise be taken from the server."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 async def _run_here(job: Job, progress: Progress) -> WorkerResult:
     """Run the whole job in this process, showing progress from the same event loop."""
     counters = [0, 0]
@@ -117,7 +131,7 @@ def _child(
             await asyncio.sleep(0.002)
 
     try:
-        result: WorkerResult | str = asyncio.run(run_worker(job, wait_for_go, publish))
+        result: WorkerResult | str = _run_loop(run_worker(job, wait_for_go, publish))
     except Exception as exc:  # reported to the parent, which raises it
         result = f"{type(exc).__name__}: {exc}"
     results.put((slot, result))
@@ -199,7 +213,7 @@ def run_scenario(
         first = sum(job.vus for job in jobs)
         jobs.append(Job(target=target, plan=plan, first_vu=first, vus=vus, warmup=warmup, duration=duration))
     progress = Progress(name, warmup, duration, cpu=CpuMeter() if cpu else None)
-    parts = [asyncio.run(_run_here(jobs[0], progress))] if processes == 1 else _run_processes(jobs, progress)
+    parts = [_run_loop(_run_here(jobs[0], progress))] if processes == 1 else _run_processes(jobs, progress)
     result = merge(name, concurrency, parts)
     progress.finish(result)
     if trace is not None:
