@@ -48,10 +48,15 @@ DEFAULT_CLIENT_SCOPE: tuple[str, ...] = ("project:read", "clients:read", "tokens
 
 
 def parse_scope(raw: str | None) -> tuple[str, ...]:
-    """Splits an RFC 6749 section 3.3 scope string into a sorted tuple of unique scope tokens."""
+    """Splits an RFC 6749 section 3.3 scope string into a sorted tuple of unique scope tokens.
+
+    The separator is the space character alone (``scope-token *( SP scope-token )``); runs of spaces are forgiven.
+    A tab, a line break or any other whitespace stays inside its token, which then names no scope and is refused as
+    unknown, instead of being read as a separator the client may not have meant.
+    """
     if not raw:
         return ()
-    return tuple(sorted(set(raw.split())))
+    return tuple(sorted({token for token in raw.split(" ") if token}))
 
 
 def unknown_scopes(scopes: tuple[str, ...]) -> tuple[str, ...]:

@@ -70,6 +70,15 @@ def test_parse_scope_sorts_and_deduplicates() -> None:
     assert parse_scope("tokens:read  project:read tokens:read") == ("project:read", "tokens:read")
     assert parse_scope(None) == ()
     assert parse_scope("") == ()
+    assert parse_scope(" project:read  ") == ("project:read",)
+
+
+@pytest.mark.parametrize("separator", ["\t", "\n", "\r\n", "\u00a0", "\u2003", "\x0b"])
+def test_only_a_space_separates_scope_tokens(separator: str) -> None:
+    """RFC 6749 section 3.3: other whitespace is part of a token, so the pair is one unknown scope."""
+    scopes = parse_scope(f"project:read{separator}tokens:read")
+    assert scopes == (f"project:read{separator}tokens:read",)
+    assert unknown_scopes(scopes) == scopes
     assert unknown_scopes(("project:read", "root", "admin:all")) == ("root", "admin:all")
     assert unknown_scopes(tuple(ALL_SCOPES)) == ()
 
