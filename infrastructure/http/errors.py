@@ -59,7 +59,7 @@ def oauth_response(request: Request[Any, Any, Any], error: str, description: str
         headers["WWW-Authenticate"] = 'Basic realm="keyledger", charset="UTF-8"'
     body = {"error": error}
     if description:
-        body["error_description"] = description
+        body["error_description"] = description_text(description)
     return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
@@ -73,10 +73,22 @@ def bearer_challenge(error: str, description: str, scope: str | None = None) -> 
     """An RFC 6750 section 3 ``WWW-Authenticate`` value (quoted strings escaped as RFC 9110 section 5.6.4 says)."""
     challenge = 'Bearer realm="keyledger"'
     if error:
-        challenge += f', error="{error}", error_description="{_quoted(description)}"'
+        challenge += f', error="{error}", error_description="{description_text(description)}"'
     if scope:
         challenge += f', scope="{_quoted(scope)}"'
     return challenge
+
+
+_DESCRIPTION_CHARACTERS = frozenset(chr(c) for c in (0x20, 0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)))
+
+
+def description_text(text: str) -> str:
+    """``text`` within the character set RFC 6749 section 5.2 and RFC 6750 section 3 allow an ``error_description``
+    (printable ASCII except ``"`` and ``\\``): a message that echoes what the client sent (an unknown scope, say) may
+    hold a tab, a quote or a non-ASCII letter, which strict clients may refuse; each becomes ``?``."""
+    if all(c in _DESCRIPTION_CHARACTERS for c in text):
+        return text
+    return "".join(c if c in _DESCRIPTION_CHARACTERS else "?" for c in text)
 
 
 def _quoted(text: str) -> str:

@@ -118,7 +118,8 @@ def test_password_grant_requires_credentials(http: httpx.Client) -> None:
 def test_scope_beyond_the_client_is_refused(http: httpx.Client, account: dict) -> None:
     oauth_error(client_login(http, account, scope="members:write"), 400, "invalid_scope")
     oauth_error(client_login(http, account, scope="no-such-scope"), 400, "invalid_scope")
-    oauth_error(client_login(http, account, scope="project:read\tclients:read"), 400, "invalid_scope")  # RFC 6749 3.3
+    body = oauth_error(client_login(http, account, scope="project:read\tclients:r\u00e9ad"), 400, "invalid_scope")
+    assert body["error_description"] == "unknown scope: project:read?clients:r?ad"  # RFC 6749 3.3 and 5.2
 
 
 def test_unknown_client_is_refused(http: httpx.Client) -> None:
