@@ -5,7 +5,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio
-from litestar import Litestar, get
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -16,6 +16,7 @@ from infrastructure.http.errors import EXCEPTION_HANDLERS
 from infrastructure.http.gate import ProjectSnapshots, RequestGate, events_table, revoked_table
 from infrastructure.http.introspection import FastIntrospection
 from infrastructure.http.nul_guard import refuse_nul
+from infrastructure.http.query_guard import refuse_repeated_query
 from infrastructure.http.revocation_lane import RevocationLane
 from infrastructure.rotation_answers import AsyncRedisRotationAnswers
 from infrastructure.serving import freeze_startup_heap
@@ -77,9 +78,15 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
                         webhooks.create_webhook, webhooks.list_deliveries, webhooks.delete_webhook, audit.list_audit,
                         healthz],
         state=state, on_startup=[startup], on_shutdown=[shutdown], exception_handlers=EXCEPTION_HANDLERS,
-        before_request=refuse_nul,
+        before_request=guard_request,
         openapi_config=openapi, request_max_body_size=settings.max_body_bytes, debug=False,
     )
+
+
+async def guard_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """``before_request``: what no handler should see (NUL, a body that is not UTF-8, a repeated scalar query
+    parameter) is answered with a 400 before the handler's parameters are parsed."""
+    return await refuse_nul(request) or refuse_repeated_query(request)
 
 
 def served_app(settings: Settings, endpoints: Endpoints, container: Container | None = None) -> RevocationLane:

@@ -175,3 +175,27 @@ def test_unknown_project_and_bad_ids(http: httpx.Client, account: dict) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     problem(http.get("/v1/projects/00000000-0000-0000-0000-000000000000", headers=headers), 404)
     assert http.get("/v1/projects/not-a-uuid", headers=headers).status_code in (400, 404)
+
+
+@pytest.mark.parametrize(("path", "query", "name"), [
+    ("tokens", "status=active&status=revoked", "status"),
+    ("tokens", "client_id=a&limit=5&client_id=b", "client_id"),
+    ("tokens", "limit=5&limit=200", "limit"),
+    ("audit", "limit=3&limit=4", "limit"),
+    ("members", "cursor=a&cursor=b", "cursor"),
+])
+def test_a_repeated_single_valued_query_parameter_is_refused(http: httpx.Client, account: dict, path: str,
+                                                             query: str, name: str) -> None:
+    """Not the last value silently: the caller asked something the endpoint does not answer."""
+    headers = {"Authorization": f"Bearer {password_login(http, account).json()['access_token']}"}
+    body = problem(http.get(f"/v1/projects/{account['project']['id']}/{path}?{query}", headers=headers), 400)
+    assert body["detail"] == f"the query parameter '{name}' may be given only once"
+
+
+def test_list_parameters_and_unknown_names_may_repeat(http: httpx.Client, account: dict) -> None:
+    headers = {"Authorization": f"Bearer {password_login(http, account).json()['access_token']}"}
+    project = account["project"]["id"]
+    audit = http.get(f"/v1/projects/{project}/audit?type=TokenIssued&type=ProjectCreated", headers=headers)
+    assert audit.status_code == 200, audit.text
+    assert {entry["type"] for entry in audit.json()["items"]} == {"TokenIssued", "ProjectCreated"}
+    assert http.get(f"/v1/projects/{project}/tokens?utm=1&utm=2&status=active", headers=headers).status_code == 200
