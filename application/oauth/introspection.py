@@ -62,9 +62,10 @@ class IntrospectionEndpoint:
             "iss": self.issuer,
             "aud": self.audience,
             "token_type": "Bearer" if is_access else "refresh_token",
+            # The token's id for both kinds: a refresh token is opaque, but its id is what the listing, the audit
+            # ledger and bulk revocation (``token_id``) name it by.
+            "jti": str(token.id),
         }
         if token.project_id is not None:
             body["project_id"] = str(token.project_id)
-        if is_access:
-            body["jti"] = str(token.id)
         return body
