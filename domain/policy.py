@@ -21,6 +21,7 @@ PROJECT_CLIENT_GRANTS: frozenset[GrantType] = frozenset({GrantType.CLIENT_CREDEN
 
 MIN_ACCESS_TOKEN_TTL = 5
 MAX_ACCESS_TOKEN_TTL = 24 * 3600
+MAX_REFRESH_REUSE_LEEWAY = 60  # seconds; a straggler is late by milliseconds, a longer window only hides replays
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,9 @@ class LifetimePolicy:
         refresh_family_ttl: absolute lifetime of a login's refresh-token family.
         client_secret_ttl: default lifetime of a client secret.
         max_client_secret_ttl: no client may ask for longer; no secret lives forever.
+        refresh_reuse_leeway: seconds after a rotation was answered during which presenting the used refresh token
+            again is still taken for a straggler of a concurrent refresh (refused, nothing revoked) rather than a
+            replay (which revokes the family). 0, the default, is strict: only what arrived before the answer.
     """
 
     dashboard_access_token_ttl: int = 15 * 60
@@ -42,6 +46,7 @@ class LifetimePolicy:
     refresh_family_ttl: int = 90 * 24 * 3600
     client_secret_ttl: int = 365 * 24 * 3600
     max_client_secret_ttl: int = 2 * 365 * 24 * 3600
+    refresh_reuse_leeway: int = 0
 
     def client_access_ttl(self, override: int | None) -> int:
         """Returns the access-token lifetime of a client, its override clamped to the server's bounds."""

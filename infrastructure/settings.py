@@ -6,11 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from application.oauth.limits import AttemptLimits
-from domain.policy import LifetimePolicy
+from domain.policy import MAX_REFRESH_REUSE_LEEWAY, LifetimePolicy
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+def _leeway(env: Mapping[str, str]) -> int:
+    """``KEYLEDGER_REFRESH_REUSE_LEEWAY``: whole seconds, 0 (the default, strict) to ``MAX_REFRESH_REUSE_LEEWAY``."""
+    name = "KEYLEDGER_REFRESH_REUSE_LEEWAY"
+    if env.get(name, "").strip() in {"", "0"}:
+        return 0
+    value = _int(env, name, 0)
+    if value > MAX_REFRESH_REUSE_LEEWAY:
+        raise SettingsError(f"{name} must be between 0 and {MAX_REFRESH_REUSE_LEEWAY} seconds")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -121,6 +132,7 @@ class Settings:
             refresh_family_ttl=_int(env, "KEYLEDGER_REFRESH_FAMILY_TTL", defaults.refresh_family_ttl),
             client_secret_ttl=_int(env, "KEYLEDGER_CLIENT_SECRET_TTL", defaults.client_secret_ttl),
             max_client_secret_ttl=_int(env, "KEYLEDGER_MAX_CLIENT_SECRET_TTL", defaults.max_client_secret_ttl),
+            refresh_reuse_leeway=_leeway(env),
         )
         alg = env.get("KEYLEDGER_SIGNING_ALG", "ES256")
         if alg not in {"ES256", "EdDSA", "RS256"}:

@@ -6,7 +6,7 @@ so a rotated or revoked secret is refused the instant its event is saved.
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
@@ -319,7 +319,8 @@ class TokenEndpoint:
         context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
         refusal = token.refusal(now)
-        if refusal == "reused" and in_flight(token, request.received_at, self.answers):
+        leeway = timedelta(seconds=self.lifetimes.refresh_reuse_leeway)
+        if refusal == "reused" and in_flight(token, request.received_at, self.answers, leeway):
             raise InvalidGrant("the refresh token was already used",
                                reason=why.REFRESH_TOKEN_CONFLICT).about(context)  # a concurrent loser, not a replay
         if refusal == "reused":

@@ -14,10 +14,15 @@ it decides it, before its save, so a loser that finds the token used while the w
 flight whenever it was received. Anything received after the answer is reuse. When nothing is recorded (the record
 expired or was lost), the rule falls back to the decision instant alone: the strict side, so losing the record
 never lets a replay pass.
+
+A deployment may widen "before the answer" by a leeway (``LifetimePolicy.refresh_reuse_leeway``, 0 by default):
+requests a client sent together can arrive a few milliseconds apart, the last ones after a fast answer. Within the
+leeway such a straggler is refused without revoking anything; so is a replay, which then obtains nothing either,
+but is only detected once the leeway has passed.
 """
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
@@ -67,12 +72,16 @@ class MemoryRotationAnswers:
             return self._at.get(token_id)
 
 
-def in_flight(token: Token, received_at: datetime | None, answers: RotationAnswers | None) -> bool:
+def in_flight(token: Token, received_at: datetime | None, answers: RotationAnswers | None,
+              leeway: timedelta = timedelta(0)) -> bool:
     """Whether a presentation of the used refresh ``token``, received at ``received_at``, was sent before its
-    rotation could have been answered (see the module docstring). Unknown instants count as reuse."""
+    rotation could have been answered, give or take ``leeway`` (see the module docstring). Unknown instants count
+    as reuse."""
     if received_at is None or token.used_at is None:
         return False
-    if received_at < token.used_at:
+    if received_at < token.used_at + leeway:
         return True
     answered = answers.answered_at(token.id) if answers is not None else None
-    return answered is not None and received_at < answered
+    if answered is None:
+        return False
+    return answered == UNANSWERED or received_at < answered + leeway

@@ -13,6 +13,7 @@ from domain.scopes import (
     unknown_scopes,
     user_permissions,
 )
+from infrastructure.settings import Settings, SettingsError
 
 EVERY_SCOPE = {"project:read", "project:write", "members:read", "members:write", "clients:read", "clients:write",
                "tokens:read", "tokens:revoke", "audit:read"}
@@ -109,3 +110,12 @@ def test_default_secret_ttl_never_exceeds_the_maximum() -> None:
     # Settings.from_env accepts any positive KEYLEDGER_CLIENT_SECRET_TTL, also one above the maximum.
     policy = LifetimePolicy(client_secret_ttl=3 * 365 * 86_400, max_client_secret_ttl=365 * 86_400)
     assert policy.secret_ttl(None) <= policy.max_client_secret_ttl
+
+
+def test_the_refresh_reuse_leeway_is_strict_by_default_and_bounded() -> None:
+    assert Settings.from_env({}).lifetimes.refresh_reuse_leeway == 0
+    assert Settings.from_env({"KEYLEDGER_REFRESH_REUSE_LEEWAY": "0"}).lifetimes.refresh_reuse_leeway == 0
+    assert Settings.from_env({"KEYLEDGER_REFRESH_REUSE_LEEWAY": "2"}).lifetimes.refresh_reuse_leeway == 2
+    for bad in ("61", "-1", "1.5", "soon"):
+        with pytest.raises(SettingsError, match="KEYLEDGER_REFRESH_REUSE_LEEWAY"):
+            Settings.from_env({"KEYLEDGER_REFRESH_REUSE_LEEWAY": bad})

@@ -6,13 +6,15 @@ losing presentation is received at a chosen instant around them.
 """
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from uuid import uuid4
 
 import pytest
 
 from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
-from application.oauth.in_flight import MemoryRotationAnswers
+from application.oauth.in_flight import MemoryRotationAnswers, in_flight
 from application.oauth.tokens import IssuedTokens
 from domain import refusal as why
 from domain.token import Token, TokenKind
@@ -102,6 +104,52 @@ def test_a_presentation_without_a_receipt_instant_is_reuse(answering: World) -> 
         answering.tokens.handle(request(issued.refresh_token, None))
     assert refused.value.reason == why.REFRESH_TOKEN_REUSED
     assert not family_live(answering, winner)
+
+
+@pytest.fixture
+def lenient(answering: World) -> World:
+    """The answering world, with a two-second leeway for stragglers."""
+    lifetimes = replace(answering.tokens.lifetimes, refresh_reuse_leeway=2)
+    return replace(answering, tokens=replace(answering.tokens, lifetimes=lifetimes))
+
+
+@pytest.mark.parametrize("late", [timedelta(microseconds=1), timedelta(seconds=1), timedelta(seconds=2) -
+                                  timedelta(microseconds=1)])
+def test_within_the_leeway_a_straggler_revokes_nothing(lenient: World, late: timedelta) -> None:
+    """Received after the answer left but within the deployment's leeway: refused as a race's loser."""
+    issued, winner, decided = rotate(lenient)
+    with pytest.raises(InvalidGrant) as refused:
+        lenient.tokens.handle(request(issued.refresh_token, decided + ANSWERED_AFTER + late))
+    assert refused.value.reason == why.REFRESH_TOKEN_CONFLICT
+    assert family_live(lenient, winner) and not reuse_detected(lenient, winner.rotated)
+
+
+def test_past_the_leeway_a_presentation_is_reuse(lenient: World) -> None:
+    issued, winner, decided = rotate(lenient)
+    with pytest.raises(InvalidGrant) as refused:
+        lenient.tokens.handle(request(issued.refresh_token, decided + ANSWERED_AFTER + timedelta(seconds=2)))
+    assert refused.value.reason == why.REFRESH_TOKEN_REUSED
+    assert not family_live(lenient, winner)
+
+
+def test_the_leeway_counts_from_the_decision_when_no_answer_is_recorded(world: World) -> None:
+    lifetimes = replace(world.tokens.lifetimes, refresh_reuse_leeway=2)
+    strict_record = replace(world, tokens=replace(world.tokens, lifetimes=lifetimes))  # records no answers
+    issued, winner, decided = rotate(strict_record)
+    with pytest.raises(InvalidGrant) as refused:
+        strict_record.tokens.handle(request(issued.refresh_token, decided + timedelta(seconds=1)))
+    assert refused.value.reason == why.REFRESH_TOKEN_CONFLICT and family_live(strict_record, winner)
+    with pytest.raises(InvalidGrant) as refused:
+        strict_record.tokens.handle(request(issued.refresh_token, decided + timedelta(seconds=2)))
+    assert refused.value.reason == why.REFRESH_TOKEN_REUSED and not family_live(strict_record, winner)
+
+
+def test_a_pending_rotation_is_in_flight_whatever_the_leeway() -> None:
+    """The pending mark is the latest instant there is: adding a leeway to it must not overflow."""
+    token = SimpleNamespace(id=uuid4(), used_at=datetime(2026, 12, 6, tzinfo=UTC))  # what in_flight reads
+    answers = MemoryRotationAnswers()
+    answers.unanswered(token.id)
+    assert in_flight(token, datetime(2026, 12, 7, tzinfo=UTC), answers, timedelta(seconds=60))  # type: ignore[arg-type]
 
 
 def test_the_rotation_records_its_decision_instant(answering: World) -> None:
