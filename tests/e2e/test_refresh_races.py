@@ -6,13 +6,25 @@ loser is refused with ``invalid_grant`` and must not count as reuse, which would
 """
 
 import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import bearer, password_login, refresh_login, signup
+from tests.conftest import (
+    SECRET_KEY,
+    bearer,
+    fresh_database,
+    password_login,
+    refresh_login,
+    signup,
+    start_server,
+    stop_server,
+    wait_until_up,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +68,35 @@ def test_the_winner_of_simultaneous_refreshes_keeps_its_tokens(live_server: str,
         winner = httpx.Response(200, content=next(body for status, body in answers if status == 200)).json()
         assert http.get("/v1/me", headers=bearer(winner["access_token"])).status_code == 200
         assert refresh_login(http, winner["refresh_token"]).status_code == 200  # the family was not revoked
+
+
+LEEWAY = 1  # seconds
+
+
+@pytest.fixture(scope="module")
+def lenient(server_url: str, redis_url: str) -> Iterator[str]:
+    """A server of its own that allows stragglers a one-second leeway (KEYLEDGER_REFRESH_REUSE_LEEWAY)."""
+    with fresh_database(server_url) as url:
+        proc, base = start_server({"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_REDIS_URL": redis_url,
+                                   "KEYLEDGER_SECRET_KEY": SECRET_KEY,
+                                   "KEYLEDGER_REFRESH_REUSE_LEEWAY": str(LEEWAY)})
+        try:
+            wait_until_up(base, proc)
+            yield base
+        finally:
+            stop_server(proc)
+
+
+def test_a_straggler_inside_the_leeway_revokes_nothing_and_a_replay_after_it_does(lenient: str) -> None:
+    with httpx.Client(base_url=lenient, timeout=30) as http:
+        login: dict[str, Any] = password_login(http, signup(http)).json()
+        winner = refresh_login(http, login["refresh_token"]).json()
+        late = refresh_login(http, login["refresh_token"])  # after the answer, well inside one second
+        assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
+        assert http.get("/v1/me", headers=bearer(winner["access_token"])).status_code == 200
+
+        time.sleep(LEEWAY + 0.2)
+        replay = refresh_login(http, login["refresh_token"])
+        assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+        assert http.get("/v1/me", headers=bearer(winner["access_token"])).status_code == 401  # the family is revoked
+        assert refresh_login(http, winner["refresh_token"]).status_code == 400
