@@ -132,6 +132,19 @@ def stop_server(proc: subprocess.Popen[bytes]) -> bytes:
     return out or b""
 
 
+@contextlib.contextmanager
+def own_server(server_url: str, redis_url: str, **settings: str) -> Iterator[str]:
+    """A ``keyledger serve`` on a fresh database of its own, with extra ``KEYLEDGER_*`` settings; stopped after."""
+    with fresh_database(server_url) as url:
+        proc, base = start_server({"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_REDIS_URL": redis_url,
+                                   "KEYLEDGER_SECRET_KEY": SECRET_KEY, **settings})
+        try:
+            wait_until_up(base, proc)
+            yield base
+        finally:
+            stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def live_server(server_database_url: str, redis_url: str) -> Iterator[str]:
     """A real ``keyledger serve`` over HTTP on a database of its own."""

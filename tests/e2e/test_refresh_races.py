@@ -14,17 +14,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import (
-    SECRET_KEY,
-    bearer,
-    fresh_database,
-    password_login,
-    refresh_login,
-    signup,
-    start_server,
-    stop_server,
-    wait_until_up,
-)
+from tests.conftest import bearer, own_server, password_login, refresh_login, signup
 
 pytestmark = pytest.mark.e2e
 
@@ -76,15 +66,8 @@ LEEWAY = 1  # seconds
 @pytest.fixture(scope="module")
 def lenient(server_url: str, redis_url: str) -> Iterator[str]:
     """A server of its own that allows stragglers a one-second leeway (KEYLEDGER_REFRESH_REUSE_LEEWAY)."""
-    with fresh_database(server_url) as url:
-        proc, base = start_server({"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_REDIS_URL": redis_url,
-                                   "KEYLEDGER_SECRET_KEY": SECRET_KEY,
-                                   "KEYLEDGER_REFRESH_REUSE_LEEWAY": str(LEEWAY)})
-        try:
-            wait_until_up(base, proc)
-            yield base
-        finally:
-            stop_server(proc)
+    with own_server(server_url, redis_url, KEYLEDGER_REFRESH_REUSE_LEEWAY=str(LEEWAY)) as base:
+        yield base
 
 
 def test_a_straggler_inside_the_leeway_revokes_nothing_and_a_replay_after_it_does(lenient: str) -> None:

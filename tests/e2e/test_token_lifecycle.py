@@ -19,18 +19,14 @@ from psycopg import sql
 
 from infrastructure.crypto.opaque import CredentialType, mint
 from tests.conftest import (
-    SECRET_KEY,
     bearer,
     client_login,
-    fresh_database,
     introspect_token,
+    own_server,
     password_login,
     refresh_login,
     revoke_token,
     signup,
-    start_server,
-    stop_server,
-    wait_until_up,
 )
 
 pytestmark = pytest.mark.e2e
@@ -315,14 +311,8 @@ def test_no_client_revokes_or_introspects_another_clients_tokens(http: httpx.Cli
 @pytest.fixture(scope="module")
 def short_lived(server_url: str, redis_url: str) -> Iterator[str]:
     """A server of its own whose client access tokens live one second (expiry without touching any clock)."""
-    with fresh_database(server_url) as url:
-        proc, base = start_server({"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_REDIS_URL": redis_url,
-                                   "KEYLEDGER_SECRET_KEY": SECRET_KEY, "KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL": "1"})
-        try:
-            wait_until_up(base, proc)
-            yield base
-        finally:
-            stop_server(proc)
+    with own_server(server_url, redis_url, KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL="1") as base:
+        yield base
 
 
 def test_expired_tokens_are_inactive_and_revocable_as_a_no_op(short_lived: str) -> None:
