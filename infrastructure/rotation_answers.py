@@ -33,12 +33,17 @@ _PENDING = b"pending"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def key_prefix(prefix: str) -> str:
+    """The keys' common start under a deployment's prefix (both classes below must agree on it)."""
+    return f"{prefix}:rotation:"
+
+
 class RedisRotationAnswers:
     """Answer instants of rotations in Redis, under a deployment's key prefix."""
 
     def __init__(self, client: Any, *, prefix: str) -> None:
         self._redis = client
-        self._prefix = f"{prefix}:rotation:"
+        self._prefix = key_prefix(prefix)
 
     def unanswered(self, token_id: UUID) -> None:
         """Marks the rotation pending unless something is recorded (logged, not raised, if Redis does not take it)."""
@@ -71,7 +76,7 @@ class AsyncRedisRotationAnswers:
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str) -> None:
         self._redis = client
-        self._prefix = f"{prefix}:rotation:"
+        self._prefix = key_prefix(prefix)
 
     async def answered(self, token_id: UUID, at: datetime) -> None:
         """Records the answer instant (logged, not raised, if Redis does not take it)."""

@@ -319,8 +319,8 @@ class TokenEndpoint:
         context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
         refusal = token.refusal(now)
-        leeway = timedelta(seconds=self.lifetimes.refresh_reuse_leeway)
-        if refusal == "reused" and in_flight(token, request.received_at, self.answers, leeway):
+        if refusal == "reused" and in_flight(token, request.received_at, self.answers,
+                                             timedelta(seconds=self.lifetimes.refresh_reuse_leeway)):
             raise InvalidGrant("the refresh token was already used",
                                reason=why.REFRESH_TOKEN_CONFLICT).about(context)  # a concurrent loser, not a replay
         if refusal == "reused":
