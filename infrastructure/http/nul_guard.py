@@ -9,8 +9,13 @@ Every body must be UTF-8: JSON exchanged between systems is (RFC 8259 section 8.
 percent-encoded ASCII. msgspec, which decodes Litestar's JSON bodies whatever the Content-Type says, raises
 ``UnicodeDecodeError`` for a string holding bytes that are not UTF-8, and Litestar only turns its ``DecodeError``
 into a 400: without this check such a body was a 500.
+
+A JSON string may not hold half of a UTF-16 surrogate pair either (RFC 8259 section 8.2: such a string cannot become
+Unicode text). msgspec refuses it, but for a high surrogate escape not followed by its low half it says "Input data was
+truncated", which sends the caller looking for a cut-off body; the management API says what is wrong instead.
 """
 
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -35,9 +40,24 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
+# An escape of half a surrogate pair without its other half: a high one (D800 to DBFF) not followed by a low one
+# (DC00 to DFFF), or a low one not preceded by a high one. Its backslash must not be escaped itself: it follows an
+# even run of backslashes, or none (the JSON text ``"\\\\uD800"`` is the text \\\\uD800, not an escape).
+_UNPAIRED_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def has_unpaired_surrogate(json_text: bytes) -> bool:
+    """Whether a JSON text holds an escaped surrogate that is not part of a high-low pair (one C scan when it holds
+    no ``\\u`` escape at all, the common case)."""
+    return b"\\u" in json_text and _UNPAIRED_SURROGATE.search(json_text) is not None
+
+
 async def refuse_nul(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """``before_request`` hook: 400 (RFC 6749 ``invalid_request`` on /oauth2, RFC 9457 elsewhere) for a NUL in the
-    path, the query or the body (raw, JSON-escaped or percent-encoded), or for a body that is not UTF-8."""
+    path, the query or the body (raw, JSON-escaped or percent-encoded), for a body that is not UTF-8, or for a
+    management API (JSON) body with an unpaired surrogate escape."""
     scope = request.scope
     problem_text = None
     if has_nul(scope.get("raw_path") or b"") or has_nul(scope.get("query_string") or b""):
@@ -48,6 +68,8 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> Response[Any] | None:
             problem_text = "the request contains a NUL character"
         elif not is_utf8(body):
             problem_text = "the request body is not valid UTF-8"
+        elif not request.url.path.startswith("/oauth2/") and has_unpaired_surrogate(body):  # JSON bodies only
+            problem_text = "the request body holds a \\u escape of half a UTF-16 surrogate pair without the other half"
     if problem_text is None:
         return None
     if request.url.path.startswith("/oauth2/"):

@@ -62,3 +62,25 @@ def test_json_bodies_that_are_not_utf8_are_a_400_problem_and_change_nothing(http
     # Valid UTF-8 beyond ASCII is accepted as before.
     accepted = http.post(f"{project}/clients", content='{"name":"café"}'.encode(), headers=authorized)
     assert accepted.status_code == 201 and accepted.json()["name"] == "café"
+
+
+def test_half_a_surrogate_pair_is_named_as_such_and_changes_nothing(http: httpx.Client) -> None:
+    """msgspec answered "Input data was truncated" for a high surrogate escape without its low half, though the body
+    was whole; each such body now gets a 400 problem that names the fault, and a whole pair is still accepted."""
+    account = signup(http)
+    token = password_login(http, account).json()["access_token"]
+    project = f"/v1/projects/{account['project']['id']}"
+    authorized = {"content-type": "application/json", **bearer(token)}
+    refused = [
+        http.post("/v1/signup", headers={"content-type": "application/json"},
+                  content=rb'{"email":"s@example.com","password":"pw-123456789","project_name":"a\ud800"}'),
+        http.post(f"{project}/clients", content=rb'{"name":"half \ud800 pair"}', headers=authorized),
+        http.post(f"{project}/clients", content=rb'{"name":"low \udc00 alone"}', headers=authorized),
+    ]
+    assert [r.status_code for r in refused] == [400] * len(refused)
+    assert all(r.headers["content-type"].startswith("application/problem+json") for r in refused)
+    assert all("surrogate" in r.json()["detail"] and "truncated" not in r.json()["detail"] for r in refused)
+    accepted = http.post(f"{project}/clients", content=rb'{"name":"pair \ud83d\ude00 \\ud800"}', headers=authorized)
+    assert accepted.status_code == 201 and accepted.json()["name"] == "pair \U0001f600 \\ud800"
+    listed = http.get(f"{project}/clients", headers=bearer(token))
+    assert sorted(c["name"] for c in listed.json()["items"]) == ["default", "pair \U0001f600 \\ud800"]
