@@ -42,7 +42,7 @@ def is_utf8(data: bytes) -> bool:
 
 # An escape of half a surrogate pair without its other half: a high one (D800 to DBFF) not followed by a low one
 # (DC00 to DFFF), or a low one not preceded by a high one. Its backslash must not be escaped itself: it follows an
-# even run of backslashes, or none (the JSON text ``"\\\\uD800"`` is the text \\\\uD800, not an escape).
+# even run of backslashes, or none (the JSON text ``"\\uD800"`` is the six characters ``\uD800``, not an escape).
 _UNPAIRED_SURROGATE = re.compile(
     rb"(?<!\\)(?:\\\\)*(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
@@ -68,7 +68,7 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> Response[Any] | None:
             problem_text = "the request contains a NUL character"
         elif not is_utf8(body):
             problem_text = "the request body is not valid UTF-8"
-        elif not request.url.path.startswith("/oauth2/") and has_unpaired_surrogate(body):  # JSON bodies only
+        elif has_unpaired_surrogate(body) and not scope["path"].startswith("/oauth2/"):  # JSON bodies only
             problem_text = "the request body holds a \\u escape of half a UTF-16 surrogate pair without the other half"
     if problem_text is None:
         return None
