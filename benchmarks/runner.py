@@ -52,7 +52,7 @@ class Progress:
             self._write(f"[{self.scenario}] warming up {self.warmup + elapsed:4.1f}/{self.warmup:g} s")
             return
         if self.cpu is not None and elapsed <= self.duration:
-            self.cpu.sample(requests)
+            self.cpu.sample_later(requests)  # off the event loop: reading /proc would hold up the load
         span = now - self._last_time
         rate = (requests - self._last_requests) / span if span > 0 else 0.0
         self._last_time, self._last_requests = now, requests
@@ -68,7 +68,10 @@ class Progress:
             f"{result.rps:.1f} req/s, {result.errors} errors",
             end="\n",
         )
-        line = per_request_line(self.scenario, self.cpu.first, self.cpu.last) if self.cpu is not None else None
+        line = None
+        if self.cpu is not None:
+            self.cpu.settle()
+            line = per_request_line(self.scenario, self.cpu.first, self.cpu.last)
         if line is not None:
             self.stream.write(line + "\n")
 

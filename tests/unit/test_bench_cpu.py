@@ -1,9 +1,13 @@
 """The benchmark's CPU-per-request meter, on a fake ``/proc``: which process counts in which group, and the sums."""
 
+import io
 import os
+import threading
 from pathlib import Path
 
 from benchmarks.cpu import CpuMeter, group_times, per_request_line, read_procs, speed_line
+from benchmarks.report import ScenarioResult
+from benchmarks.runner import Progress
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -69,3 +73,48 @@ def test_no_line_without_two_samples_or_requests(tmp_path: Path) -> None:
 def test_the_machine_yardstick_line_names_the_moment_the_additions_and_the_seconds() -> None:
     assert speed_line("before", 1.0234) == "[machine] before: 10,000,000 pure-Python additions in 1.02 s"
     assert speed_line("after", 0.5, additions=1000) == "[machine] after: 1,000 pure-Python additions in 0.50 s"
+
+
+def test_samples_asked_for_later_are_read_off_the_callers_thread_in_order(tmp_path: Path) -> None:
+    meter = CpuMeter(tmp_path, own_pid=40)
+    readers: list[int] = []
+    read_now = meter.sample
+
+    def sample(requests: int) -> None:
+        readers.append(threading.get_ident())
+        read_now(requests)
+
+    meter.sample = sample  # type: ignore[method-assign]
+    for scale, requests in ((1, 100), (3, 150), (5, 200)):
+        fake_proc(tmp_path, scale=scale)
+        meter.sample_later(requests)
+        meter.settle()  # waits for the read, so the next scale is not written under it
+    assert len(readers) == 3 and threading.get_ident() not in readers
+    assert meter.first is not None and meter.first.requests == 100
+    assert meter.last is not None and meter.last.requests == 200
+    line = per_request_line("revoke", meter.first, meter.last)
+    assert line is not None and line.startswith("[revoke] CPU µs per request (100 requests): serve ")
+
+
+def test_progress_ticks_sample_off_the_event_loops_thread_and_finish_prints_the_line(tmp_path: Path) -> None:
+    meter = CpuMeter(tmp_path, own_pid=40)
+    readers: list[int] = []
+    read_now = meter.sample
+
+    def sample(requests: int) -> None:
+        readers.append(threading.get_ident())
+        read_now(requests)
+
+    meter.sample = sample  # type: ignore[method-assign]
+    out = io.StringIO()
+    progress = Progress("revoke", warmup=0.0, duration=60.0, stream=out, cpu=meter)
+    progress.start()
+    fake_proc(tmp_path, scale=1)
+    progress.tick(100, 0)
+    meter.settle()
+    fake_proc(tmp_path, scale=3)
+    progress.tick(300, 0)
+    result = ScenarioResult("revoke", 32, 1, 1.0, 300, 0, 300.0, *([1.0] * 5))
+    progress.finish(result)  # settles the last sample before printing
+    assert len(readers) == 2 and threading.get_ident() not in readers
+    assert "[revoke] CPU µs per request (200 requests): serve " in out.getvalue()
