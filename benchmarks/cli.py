@@ -12,6 +12,7 @@ from pathlib import Path
 from benchmarks import audit_scenarios  # noqa: F401 - registers the audit scenarios
 from benchmarks.cpu import machine_speed, speed_line
 from benchmarks.fixtures import SetupContext, SetupError, parse_target
+from benchmarks.httpclient import Target
 from benchmarks.report import ScenarioResult, markdown_table, print_error_samples, write_json
 from benchmarks.runner import run_scenario
 from benchmarks.scenarios import SCENARIOS
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="estimated revocations/s: the revoke scenario pre-issues R x (warm-up + duration) x 1.25 tokens; "
         "if they run out, further ones are issued on the fly, unmeasured (default 400)",
     )
+    parser.add_argument(
+        "--rate",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="R",
+        help="offer R requests/s on a fixed schedule shared by the virtual users (open loop, as wrk2; latency counts "
+        "from when each request was due); default 0: closed loop, each user sending as soon as it has its answer",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per setup request (default 30)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--trace", type=Path, metavar="PATH",
@@ -115,18 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(speed_line("before", speeds["before"]), file=sys.stderr)
     for name in names:
         try:
-            plan = asyncio.run(SCENARIOS[name](context))
-            result = run_scenario(
-                name,
-                target,
-                plan,
-                concurrency=args.concurrency,
-                processes=args.processes,
-                warmup=args.warmup,
-                duration=args.duration,
-                cpu=args.cpu,
-                trace=args.trace,
-            )
+            result = _run_named(name, context, target, args)
         except (SetupError, RuntimeError) as exc:
             print(f"\n[{name}] failed: {exc}", file=sys.stderr)
             failed = True
@@ -142,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         _write_json(args, results, started=started, speeds=speeds)
     return 1 if failed else 0
+
+
+def _run_named(name: str, context: SetupContext, target: Target, args: argparse.Namespace) -> ScenarioResult:
+    """Sets up and runs the scenario ``name`` as the command line asks."""
+    plan = asyncio.run(SCENARIOS[name](context))
+    if args.rate > 0:
+        print(f"[{name}] open loop: {args.rate:g} requests/s offered on a fixed schedule, latency counted from when "
+              "each request was due", file=sys.stderr)
+    return run_scenario(name, target, plan, concurrency=args.concurrency, processes=args.processes,
+                        warmup=args.warmup, duration=args.duration, cpu=args.cpu, trace=args.trace, rate=args.rate)
 
 
 def _empty(path: Path | None) -> None:
@@ -163,6 +171,7 @@ def _write_json(args: argparse.Namespace, results: list[ScenarioResult], *, star
         "duration_s": args.duration,
         "users": args.users,
         "revoke_rate": args.revoke_rate,
+        "rate": args.rate,  # offered requests/s (open loop), 0 for a closed loop
         "additions_s": speeds,  # with --cpu: the machine's yardstick before and after the scenarios
     }
     write_json(args.json, results, meta)

@@ -185,7 +185,7 @@ def _run_processes(jobs: list[Job], progress: Progress) -> list[WorkerResult]:
 
 def run_scenario(
     name: str, target: Target, plan: Plan, *, concurrency: int, processes: int, warmup: float, duration: float,
-    cpu: bool = False, trace: Path | None = None,
+    cpu: bool = False, trace: Path | None = None, rate: float = 0.0,
 ) -> ScenarioResult:
     """Run one scenario and return its merged result.
 
@@ -200,6 +200,8 @@ def run_scenario(
         cpu: Also print the CPU time per request of the server's processes, PostgreSQL, Redis and the load
             generator (``benchmarks.cpu``; the server must run on this machine).
         trace: Also append every measured response's start and latency to this file (``report.write_trace``).
+        rate: Requests a second offered on a fixed schedule, shared evenly by the virtual users (open loop;
+            ``benchmarks.worker``); 0 for a closed loop.
 
     Returns:
         The merged result.
@@ -214,7 +216,8 @@ def run_scenario(
     for slot in range(processes):
         vus = share + (1 if slot < extra else 0)
         first = sum(job.vus for job in jobs)
-        jobs.append(Job(target=target, plan=plan, first_vu=first, vus=vus, warmup=warmup, duration=duration))
+        jobs.append(Job(target=target, plan=plan, first_vu=first, vus=vus, warmup=warmup, duration=duration,
+                        pace=concurrency / rate if rate > 0 else 0.0, stagger=1.0 / rate if rate > 0 else 0.0))
     progress = Progress(name, warmup, duration, cpu=CpuMeter() if cpu else None)
     parts = [_run_loop(_run_here(jobs[0], progress))] if processes == 1 else _run_processes(jobs, progress)
     result = merge(name, concurrency, parts)

@@ -1,9 +1,12 @@
-"""One worker: N virtual users sending a scenario's plan in a closed loop, and what they measured.
+"""One worker: N virtual users sending a scenario's plan, and what they measured.
 
 Each virtual user owns one keep-alive connection and sends its next request as soon as the previous response
-has been read (closed loop); in a scenario with sessions, a virtual user first does its session's unmeasured
-step. After the warm-up, every response completed inside the measurement window is counted; at the end of the
-window the virtual users are cancelled and their in-flight requests are dropped.
+has been read (closed loop), or, with a rate (``Job.pace``), when its schedule says (open loop, as wrk2 does: each
+user sends every ``pace`` seconds, the users staggered evenly, and a request's latency counts from when it was due,
+so a request held back by a slow earlier one counts its wait instead of hiding it). In a scenario with sessions, a
+virtual user first does its session's unmeasured step. After the warm-up, every response completed inside the
+measurement window is counted; at the end of the window the virtual users are cancelled and their in-flight
+requests are dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Job:
     vus: int
     warmup: float
     duration: float
+    pace: float = 0.0  # seconds between one virtual user's requests (0: closed loop)
+    stagger: float = 0.0  # seconds between consecutive virtual users' first requests (paced runs)
 
 
 class _Stats:
@@ -84,8 +89,28 @@ def _judge(plan: Plan, status: int, body: bytes, missing: str) -> str | None:
     return plan.check(body) if plan.check is not None else None
 
 
-async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _Stats) -> None:
-    """Send the plan's requests round-robin (starting at ``index``) until cancelled."""
+class _Schedule:
+    """When a paced virtual user's requests are due (open loop)."""
+
+    __slots__ = ("due", "pace")
+
+    def __init__(self, first: float, pace: float) -> None:
+        self.due, self.pace = first, pace
+
+    async def wait(self) -> float:
+        """Sleeps until the next request is due and returns when it was due (its latency's start). The event loop's
+        timers fire up to about a millisecond late, which the latency then includes."""
+        due = self.due
+        self.due = due + self.pace
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return due
+
+
+async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _Stats,
+                        schedule: _Schedule | None = None) -> None:
+    """Send the plan's requests round-robin (starting at ``index``) until cancelled (on ``schedule`` if given)."""
     requests = plan.requests
     missing = "missing " + ", ".join(marker.decode("latin-1") for marker in plan.expect_in_body)
     count = len(requests)
@@ -95,7 +120,7 @@ async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _
     while True:
         data = requests[position]
         position = position + 1 if position + 1 < count else 0
-        started = clock()
+        started = clock() if schedule is None else await schedule.wait()
         try:
             status, body = await connection.request(data)
         except Exception as exc:  # any failure below HTTP counts as a connection error
@@ -112,8 +137,10 @@ async def _virtual_user(connection: Connection, plan: Plan, index: int, stats: _
                 stats.error(problem)
 
 
-async def _session_user(connection: Connection, session: Session, stats: _Stats) -> None:
-    """Run one virtual user's session until cancelled: unmeasured ``prepare``, then one measured request."""
+async def _session_user(connection: Connection, session: Session, stats: _Stats,
+                        schedule: _Schedule | None = None) -> None:
+    """Run one virtual user's session until cancelled: unmeasured ``prepare``, then one measured request (sent when
+    ``schedule`` says, if given)."""
     clock = time.perf_counter
     latencies, starts = stats.latencies, stats.starts
     while True:
@@ -128,7 +155,7 @@ async def _session_user(connection: Connection, session: Session, stats: _Stats)
         if stats.recording:
             stats.helpers += helpers
         data = session.next_request()
-        started = clock()
+        started = clock() if schedule is None else await schedule.wait()
         try:
             status, body = await connection.request(data)
         except Exception as exc:  # any failure below HTTP counts as a connection error
@@ -147,11 +174,19 @@ async def _session_user(connection: Connection, session: Session, stats: _Stats)
                 stats.error(problem)
 
 
-def _user_task(connection: Connection, plan: Plan, index: int, stats: _Stats) -> Coroutine[Any, Any, None]:
+def _user_task(connection: Connection, plan: Plan, index: int, stats: _Stats,
+               schedule: _Schedule | None) -> Coroutine[Any, Any, None]:
     """Return the coroutine of virtual user ``index`` (numbered across all processes)."""
     if plan.sessions:
-        return _session_user(connection, plan.sessions[index], stats)
-    return _virtual_user(connection, plan, index, stats)
+        return _session_user(connection, plan.sessions[index], stats, schedule)
+    return _virtual_user(connection, plan, index, stats, schedule)
+
+
+def _schedule(job: Job, offset: int, start: float) -> _Schedule | None:
+    """The schedule of the job's virtual user ``offset`` (None in a closed loop)."""
+    if job.pace <= 0:
+        return None
+    return _Schedule(start + (job.first_vu + offset) * job.stagger, job.pace)
 
 
 async def _preconnect(connection: Connection) -> None:
@@ -180,8 +215,10 @@ async def run_worker(
     if ready is not None:
         await ready()
     stats = _Stats()
+    start = time.perf_counter()
     tasks = [
-        asyncio.create_task(_user_task(connection, job.plan, job.first_vu + offset, stats))
+        asyncio.create_task(
+            _user_task(connection, job.plan, job.first_vu + offset, stats, _schedule(job, offset, start)))
         for offset, connection in enumerate(connections)
     ]
     try:
