@@ -75,8 +75,9 @@ def test_the_machine_yardstick_line_names_the_moment_the_additions_and_the_secon
     assert speed_line("after", 0.5, additions=1000) == "[machine] after: 1,000 pure-Python additions in 0.50 s"
 
 
-def test_samples_asked_for_later_are_read_off_the_callers_thread_in_order(tmp_path: Path) -> None:
-    meter = CpuMeter(tmp_path, own_pid=40)
+def reader_watched_meter(root: Path) -> tuple[CpuMeter, list[int]]:
+    """A meter on ``root`` that records which thread takes each of its samples."""
+    meter = CpuMeter(root, own_pid=40)
     readers: list[int] = []
     read_now = meter.sample
 
@@ -85,6 +86,11 @@ def test_samples_asked_for_later_are_read_off_the_callers_thread_in_order(tmp_pa
         read_now(requests)
 
     meter.sample = sample  # type: ignore[method-assign]
+    return meter, readers
+
+
+def test_samples_asked_for_later_are_read_off_the_callers_thread_in_order(tmp_path: Path) -> None:
+    meter, readers = reader_watched_meter(tmp_path)
     for scale, requests in ((1, 100), (3, 150), (5, 200)):
         fake_proc(tmp_path, scale=scale)
         meter.sample_later(requests)
@@ -97,15 +103,7 @@ def test_samples_asked_for_later_are_read_off_the_callers_thread_in_order(tmp_pa
 
 
 def test_progress_ticks_sample_off_the_event_loops_thread_and_finish_prints_the_line(tmp_path: Path) -> None:
-    meter = CpuMeter(tmp_path, own_pid=40)
-    readers: list[int] = []
-    read_now = meter.sample
-
-    def sample(requests: int) -> None:
-        readers.append(threading.get_ident())
-        read_now(requests)
-
-    meter.sample = sample  # type: ignore[method-assign]
+    meter, readers = reader_watched_meter(tmp_path)
     out = io.StringIO()
     progress = Progress("revoke", warmup=0.0, duration=60.0, stream=out, cpu=meter)
     progress.start()
