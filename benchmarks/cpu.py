@@ -123,17 +123,16 @@ class CpuMeter:
         """``sample`` on the meter's own thread (samples are taken in the order asked for; ``settle`` waits)."""
         if self._reader is None:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-meter")
-        self._pending = [future for future in self._pending if not future.done()]
-        self._pending.append(self._reader.submit(self.sample, requests))
+        self._pending.append(self._reader.submit(self.sample, requests))  # one a second: kept until ``settle``
 
     def settle(self) -> None:
         """Waits for the samples asked for with ``sample_later`` (a failed one raises here) and stops the thread."""
         pending, self._pending = self._pending, []
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)  # every sample taken (or failed) and the thread gone, before raising
+            self._reader = None
         for future in pending:
             future.result()
-        if self._reader is not None:
-            self._reader.shutdown(wait=True)
-            self._reader = None
 
     def sample(self, requests: int) -> None:
         """Records the groups' times now, with the requests completed so far."""

@@ -3,7 +3,10 @@
 import io
 import os
 import threading
+from concurrent import futures
 from pathlib import Path
+
+import pytest
 
 from benchmarks.cpu import CpuMeter, group_times, per_request_line, read_procs, speed_line
 from benchmarks.report import ScenarioResult
@@ -116,3 +119,16 @@ def test_progress_ticks_sample_off_the_event_loops_thread_and_finish_prints_the_
     progress.finish(result)  # settles the last sample before printing
     assert len(readers) == 2 and threading.get_ident() not in readers
     assert "[revoke] CPU µs per request (200 requests): serve " in out.getvalue()
+
+
+def test_a_sample_that_failed_on_the_meters_thread_fails_settle(tmp_path: Path) -> None:
+    root = tmp_path / "proc"
+    meter = CpuMeter(root, own_pid=40)
+    meter.sample_later(100)  # no /proc to read yet: this sample raises on the meter's thread
+    futures.wait(meter._pending)  # it has failed before the next one is asked for
+    root.mkdir()
+    fake_proc(root, scale=1)
+    meter.sample_later(200)  # this one succeeds
+    with pytest.raises(OSError):
+        meter.settle()
+    assert meter.first is not None and meter.first.requests == 200

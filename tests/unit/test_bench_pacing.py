@@ -77,10 +77,3 @@ def test_a_request_held_back_by_a_slow_one_counts_its_wait_from_when_it_was_due(
     assert latencies[0] >= 0.3
     assert latencies[1] >= 0.3 - 0.05 - 0.01 and latencies[2] >= 0.3 - 0.10 - 0.01
 
-
-def test_without_a_rate_the_users_run_closed_loop() -> None:
-    def closed(target: Target) -> Job:
-        return Job(target=target, plan=_plan(target), first_vu=0, vus=2, warmup=0.0, duration=0.3)
-
-    latencies, _ = _run(closed)
-    assert len(latencies) > 2 * 0.3 * 20  # far more than a 20-a-second schedule would have sent
