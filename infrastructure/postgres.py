@@ -37,6 +37,22 @@ def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) 
     }
 
 
+NO_PARALLEL_PLANS = "-c max_parallel_workers_per_gather=0"
+
+
+def without_parallel_plans(options: str | None) -> str:
+    """libpq's ``options`` for a keyledger session: the given ones, and no parallel plans.
+
+    keyledger's statements read a few rows by key, or a page of them, and a parallel plan starts (forks) its worker
+    processes on every execution. PostgreSQL makes one when it expects many rows: a prepared statement's generic
+    plan, on a table without statistics (a cluster without autovacuum), guesses that ``= ANY(array)`` matches a
+    fixed share of the rows, however unique the key. Past a hundred thousand events the revocation batch's read of
+    the store was planned as a Parallel Append of its two halves: about 140 worker processes started a second, and
+    a third of the revocations a second (benchmarks/HISTORY.md, session 18).
+    """
+    return f"{options} {NO_PARALLEL_PLANS}" if options else NO_PARALLEL_PLANS
+
+
 class RecentFirstPool(ConnectionPool[Any]):
     """eventsourcing's psycopg pool, handing out the connection returned last.
 

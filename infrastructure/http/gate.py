@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import AsyncConnectionPool
 
 from domain.ids import keyring_id
 from domain.project import Project
 from infrastructure.http.coalescing import NIL, ReadBatcher
+from infrastructure.postgres import without_parallel_plans
 from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 
@@ -51,7 +53,9 @@ class RequestGate:
         # never a hung request. Connections are not checked when taken (that is a round trip per request): a broken
         # one fails its query, is discarded by the pool, and ``fetch_rows`` tries another.
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-                                        kwargs={"autocommit": True}, configure=_keyed_reads_only)
+                                        kwargs={"autocommit": True, "options": without_parallel_plans(
+                                            conninfo_to_dict(database_url).get("options"))},
+                                        configure=_keyed_reads_only)
         query = SQL(
             "SELECT q.i, (SELECT status FROM {lookup} WHERE token_id = q.t), "
             "(SELECT true FROM {revoked} WHERE token_id = q.t) IS NOT NULL, "

@@ -1,5 +1,6 @@
-"""The guarded insert's check reads the guard streams through the events table's key however small the store was
-when a session first ran it.
+"""The event store's statements keep cheap plans: the guarded insert's check reads the guard streams through the
+events table's key however small the store was when a session first ran it, and no read of the store is planned in
+parallel.
 
 PL/pgSQL keeps a generic plan of the check for the session's life. Had it been a scan, planned while the events
 table held a page or two (a new deployment's first token requests), every client_credentials batch would go on
@@ -70,3 +71,22 @@ def test_the_guard_check_stays_an_index_lookup_after_the_store_grows(quiet_conta
         before = reads()
         guarded_insert(quiet_container, session, guard)
         assert reads() - before < 100  # a sequential scan would read every one of the >6,000 rows
+
+
+@pytest.mark.parametrize("statement", ["select_many_and_versions_statement", "select_many_statement",
+                                       "select_versions_statement", "select_topics_statement"])
+def test_no_read_of_the_store_is_planned_in_parallel(quiet_container: Container, session: psycopg.Connection[Any],
+                                                     statement: str) -> None:
+    """A parallel plan forks its workers on every execution: on a store without statistics, past a hundred thousand
+    events, the revocation batch's read did so 140 times a second. Parallel plans are made as cheap as they get here,
+    so only the table's own setting keeps them out."""
+    for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
+                    "min_parallel_index_scan_size"):
+        session.execute(f"SET {setting} = 0")
+    session.execute("SET plan_cache_mode = force_generic_plan")  # what a prepared statement comes to use
+    text = getattr(quiet_container.app.recorder, statement).replace("%b", "%s")
+    arguments = text.count("%s")
+    session.execute(f"PREPARE probe AS {text.replace('%s', '${}').format(*range(1, arguments + 1))}")
+    plan = session.execute(f"EXPLAIN EXECUTE probe({', '.join(['NULL'] * arguments)})").fetchall()
+    lines = [row["QUERY PLAN"] for row in plan]
+    assert not any("Gather" in line or "Parallel" in line for line in lines), "\n".join(lines)
