@@ -5,7 +5,9 @@ from one run to the next. The CPU each process spends per request drifts far les
 it, and it says where the time goes: the ``keyledger serve`` process (the supervisor, or the whole server with one
 worker), its API worker processes, PostgreSQL, Redis and this load generator; ``machine`` is every core's busy time
 (``/proc/stat``), so what it holds beyond the groups is everything else. A process that exits during the window
-takes its time with it (the server's pools keep their connections, so its processes and backends normally stay).
+takes its time with it: the server's pools keep their connections, so its processes and backends normally stay, and
+the line says how many processes were started meanwhile when any were (session 18: PostgreSQL's parallel workers,
+140 a second, held two thirds of the machine's time, and no group showed it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class CpuSample:
 
     requests: int
     groups: Mapping[str, float]
+    started: int = 0  # processes the machine had started since boot (``/proc/stat``)
 
 
 def read_procs(root: Path = Path("/proc")) -> list[Proc]:
@@ -64,6 +67,14 @@ def machine_seconds(root: Path = Path("/proc")) -> float:
     """Busy CPU seconds of all cores since boot (``/proc/stat``: everything but idle and iowait)."""
     values = [int(v) for v in (root / "stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_started(root: Path = Path("/proc")) -> int:
+    """Processes (and threads) started since boot: the ``processes`` line of ``/proc/stat`` (0 if it has none)."""
+    for line in (root / "stat").read_text().splitlines():
+        if line.startswith("processes "):
+            return int(line.split()[1])
+    return 0
 
 
 def group_times(procs: Iterable[Proc], own_pid: int) -> dict[str, float]:
@@ -138,7 +149,7 @@ class CpuMeter:
         """Records the groups' times now, with the requests completed so far."""
         groups = group_times(read_procs(self._root), self._own_pid)
         groups["machine"] = machine_seconds(self._root)
-        taken = CpuSample(requests=requests, groups=groups)
+        taken = CpuSample(requests=requests, groups=groups, started=processes_started(self._root))
         if self.first is None:
             self.first = taken
         else:
@@ -151,7 +162,11 @@ def per_request_line(scenario: str, first: CpuSample | None, last: CpuSample | N
         return None
     count = last.requests - first.requests
     parts = [f"{name} {(last.groups[name] - first.groups.get(name, 0.0)) / count * 1e6:.0f}" for name in last.groups]
-    return f"[{scenario}] CPU µs per request ({count} requests): " + ", ".join(parts)
+    line = f"[{scenario}] CPU µs per request ({count} requests): " + ", ".join(parts)
+    started = last.started - first.started
+    if started > 0:
+        line += f"; processes or threads started meanwhile: {started:,} (their time counts in machine alone)"
+    return line
 
 
 YARDSTICK_ADDITIONS = 10_000_000

@@ -23,7 +23,7 @@ def write_proc(root: Path, pid: int, *, ppid: int, comm: str, cmdline: str, tick
     (folder / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0")
 
 
-def fake_proc(root: Path, scale: int) -> None:
+def fake_proc(root: Path, scale: int, started: int | None = None) -> None:
     """A server (supervisor and two API workers), PostgreSQL, Redis, the load generator with a child, a stranger."""
     spawn = "python -B -c from multiprocessing.spawn import spawn_main"
     table = [(10, 1, "python", ".venv/bin/python .venv/bin/keyledger serve --workers 2", 1),
@@ -35,7 +35,8 @@ def fake_proc(root: Path, scale: int) -> None:
              (50, 1, "odd) (name", "something else", 8)]
     for pid, ppid, comm, cmdline, ticks in table:
         write_proc(root, pid, ppid=ppid, comm=comm, cmdline=cmdline, ticks=ticks * scale)
-    (root / "stat").write_text(f"cpu  {100 * scale} 0 {100 * scale} 999 7 0 0 0 0 0\ncpu0 1 2 3\n")
+    forks = "" if started is None else f"processes {started}\n"
+    (root / "stat").write_text(f"cpu  {100 * scale} 0 {100 * scale} 999 7 0 0 0 0 0\ncpu0 1 2 3\n{forks}")
     (root / "self").mkdir(exist_ok=True)  # not a process: skipped
 
 
@@ -62,6 +63,20 @@ def test_the_meter_reports_cpu_per_request_between_its_first_and_last_sample(tmp
         f"{name} {ticks * 4 * per_tick:.0f}" for name, ticks in (
             ("serve", 2), ("api workers", 10), ("postgres", 8), ("redis", 10), ("load generator", 26),
             ("machine", 200)))
+
+
+def test_processes_started_between_the_samples_are_told(tmp_path: Path) -> None:
+    """Processes that came and went during the window (a parallel plan's workers) are in no group: the line says how
+    many there were, so a gap between the groups and ``machine`` has a name."""
+    meter = CpuMeter(tmp_path, own_pid=40)
+    fake_proc(tmp_path, scale=1, started=5_000)
+    meter.sample(requests=100)
+    fake_proc(tmp_path, scale=2, started=6_400)
+    meter.sample(requests=200)
+    line = per_request_line("revoke", meter.first, meter.last)
+    machine = 200 * 1e6 / TICKS / 100  # its busy ticks grew by 200 over 100 requests
+    assert line is not None and line.endswith(f"machine {machine:.0f}; processes or threads started meanwhile: 1,400 "
+                                              "(their time counts in machine alone)")
 
 
 def test_no_line_without_two_samples_or_requests(tmp_path: Path) -> None:
