@@ -7,7 +7,7 @@ worker), its API worker processes, PostgreSQL, Redis and this load generator; ``
 (``/proc/stat``), so what it holds beyond the groups is everything else. A process that exits during the window
 takes its time with it: the server's pools keep their connections, so its processes and backends normally stay, and
 the line says how many processes were started meanwhile when any were (session 18: PostgreSQL's parallel workers,
-140 a second, held two thirds of the machine's time, and no group showed it).
+140 a second, held about two fifths of the machine's time, and no group showed it).
 """
 
 from __future__ import annotations
@@ -63,18 +63,13 @@ def read_procs(root: Path = Path("/proc")) -> list[Proc]:
     return procs
 
 
-def machine_seconds(root: Path = Path("/proc")) -> float:
-    """Busy CPU seconds of all cores since boot (``/proc/stat``: everything but idle and iowait)."""
-    values = [int(v) for v in (root / "stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def processes_started(root: Path = Path("/proc")) -> int:
-    """Processes (and threads) started since boot: the ``processes`` line of ``/proc/stat`` (0 if it has none)."""
-    for line in (root / "stat").read_text().splitlines():
-        if line.startswith("processes "):
-            return int(line.split()[1])
-    return 0
+def machine_stat(root: Path = Path("/proc")) -> tuple[float, int]:
+    """From one read of ``/proc/stat``: the busy CPU seconds of all cores since boot (everything but idle and iowait)
+    and the processes and threads started since boot (its ``processes`` line; 0 if it has none)."""
+    lines = (root / "stat").read_text().splitlines()
+    values = [int(v) for v in lines[0].split()[1:]]
+    started = next((int(line.split()[1]) for line in lines if line.startswith("processes ")), 0)
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK"), started
 
 
 def group_times(procs: Iterable[Proc], own_pid: int) -> dict[str, float]:
@@ -148,8 +143,8 @@ class CpuMeter:
     def sample(self, requests: int) -> None:
         """Records the groups' times now, with the requests completed so far."""
         groups = group_times(read_procs(self._root), self._own_pid)
-        groups["machine"] = machine_seconds(self._root)
-        taken = CpuSample(requests=requests, groups=groups, started=processes_started(self._root))
+        groups["machine"], started = machine_stat(self._root)
+        taken = CpuSample(requests=requests, groups=groups, started=started)
         if self.first is None:
             self.first = taken
         else:
@@ -157,7 +152,11 @@ class CpuMeter:
 
 
 def per_request_line(scenario: str, first: CpuSample | None, last: CpuSample | None) -> str | None:
-    """``[scenario] CPU µs per request: ...`` between two samples, or None if no request completed between them."""
+    """``[scenario] CPU µs per request: ...`` between two samples, or None if no request completed between them.
+
+    When processes or threads were started between the samples, the line says how many: the time of those that
+    exited by the second sample is in no group, only in ``machine``.
+    """
     if first is None or last is None or last.requests <= first.requests:
         return None
     count = last.requests - first.requests
@@ -165,7 +164,7 @@ def per_request_line(scenario: str, first: CpuSample | None, last: CpuSample | N
     line = f"[{scenario}] CPU µs per request ({count} requests): " + ", ".join(parts)
     started = last.started - first.started
     if started > 0:
-        line += f"; processes or threads started meanwhile: {started:,} (their time counts in machine alone)"
+        line += f"; processes or threads started meanwhile: {started:,} (those that exited count in machine alone)"
     return line
 
 

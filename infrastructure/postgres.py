@@ -1,6 +1,7 @@
 """PostgreSQL: turning a database URL into eventsourcing's settings, and making sure the database exists."""
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -48,9 +49,17 @@ def without_parallel_plans(options: str | None) -> str:
     plan, on a table without statistics (a cluster without autovacuum), guesses that ``= ANY(array)`` matches a
     fixed share of the rows, however unique the key. Past a hundred thousand events the revocation batch's read of
     the store was planned as a Parallel Append of its two halves: about 140 worker processes started a second, and
-    a third of the revocations a second (benchmarks/HISTORY.md, session 18).
+    the machine answered a third of the revocations it answers without them (benchmarks/HISTORY.md, session 18).
+
+    Args:
+        options: the options the connection would have had (a URL's); None for none given, which leaves those of
+            the ``PGOPTIONS`` environment variable, as libpq would (an explicit ``options`` replaces it).
+
+    Returns:
+        The options, with ``max_parallel_workers_per_gather`` set to 0 last (the last setting of a name wins).
     """
-    return f"{options} {NO_PARALLEL_PLANS}" if options else NO_PARALLEL_PLANS
+    given = options if options is not None else os.environ.get("PGOPTIONS")
+    return f"{given} {NO_PARALLEL_PLANS}" if given else NO_PARALLEL_PLANS
 
 
 class RecentFirstPool(ConnectionPool[Any]):

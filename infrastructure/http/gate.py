@@ -52,10 +52,9 @@ class RequestGate:
         # A request waits at most a few seconds for a connection: then 503 (see ``errors.unavailable_handler``),
         # never a hung request. Connections are not checked when taken (that is a round trip per request): a broken
         # one fails its query, is discarded by the pool, and ``fetch_rows`` tries another.
+        options = without_parallel_plans(conninfo_to_dict(database_url).get("options"))  # the URL's kept
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-                                        kwargs={"autocommit": True, "options": without_parallel_plans(
-                                            conninfo_to_dict(database_url).get("options"))},
-                                        configure=_keyed_reads_only)
+                                        kwargs={"autocommit": True, "options": options}, configure=_keyed_reads_only)
         query = SQL(
             "SELECT q.i, (SELECT status FROM {lookup} WHERE token_id = q.t), "
             "(SELECT true FROM {revoked} WHERE token_id = q.t) IS NOT NULL, "

@@ -40,6 +40,9 @@ def pair(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[
             second.close()
             first.close()
 
+SETTINGS = ("SELECT current_setting('max_parallel_workers_per_gather') AS max_parallel_workers_per_gather, "
+            "current_setting('statement_timeout') AS statement_timeout")
+
 
 def issue(container: Container) -> str:
     return issue_for(container, sign_up(container))
@@ -208,7 +211,3 @@ def test_sessions_of_both_pools_plan_without_parallel_workers_and_keep_the_urls_
     finally:
         for conn in held:
             pool.putconn(conn)
-
-
-SETTINGS = "SELECT current_setting('max_parallel_workers_per_gather') AS max_parallel_workers_per_gather, " \
-    "current_setting('statement_timeout') AS statement_timeout"

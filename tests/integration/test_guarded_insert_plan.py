@@ -79,7 +79,9 @@ def test_no_read_of_the_store_is_planned_in_parallel(quiet_container: Container,
                                                      statement: str) -> None:
     """A parallel plan forks its workers on every execution: on a store without statistics, past a hundred thousand
     events, the revocation batch's read did so 140 times a second. Parallel plans are made as cheap as they get here,
-    so only the table's own setting keeps them out."""
+    so only the session's own setting (the pool's options, which ``session`` connects with) keeps them out: without
+    it the three reads by stream id are planned in parallel (``select_topics``, a short range of positions, is not).
+    """
     for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
                     "min_parallel_index_scan_size"):
         session.execute(f"SET {setting} = 0")

@@ -76,7 +76,7 @@ def test_processes_started_between_the_samples_are_told(tmp_path: Path) -> None:
     line = per_request_line("revoke", meter.first, meter.last)
     machine = 200 * 1e6 / TICKS / 100  # its busy ticks grew by 200 over 100 requests
     assert line is not None and line.endswith(f"machine {machine:.0f}; processes or threads started meanwhile: 1,400 "
-                                              "(their time counts in machine alone)")
+                                              "(those that exited count in machine alone)")
 
 
 def test_no_line_without_two_samples_or_requests(tmp_path: Path) -> None:
