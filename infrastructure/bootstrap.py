@@ -135,8 +135,8 @@ class Container:
         """Runs the projections of the read models ``names`` (default: all) in background threads of this process,
         woken by one head poll (every 50 ms) or by a request waiting on them; each also passes once a second on
         its own, writing its position even when it had nothing to apply. ``remote_waiters``: requests of other
-        processes wait on these models and only see the written position, so every model behind is woken, and
-        each passes and writes its position every ``REMOTE_IDLE_WRITE`` seconds."""
+        processes wait on these models and only see the written position, so each passes and writes its position
+        every ``REMOTE_IDLE_WRITE`` seconds on its own, with no head poll."""
         views = [view for view in self.views.values() if names is None or view.name in names]
         interval = REMOTE_IDLE_WRITE if remote_waiters else 1.0
         decoder = SharedDecoder(self.app.mapper)  # the runners read the same events: each is decoded once
@@ -145,8 +145,12 @@ class Container:
                                       interval=interval, idle_write_interval=interval)
             runner.start()
             self.runners.append(runner)
-        self.head_watcher = HeadWatcher(self.app.recorder, views, by_topic=not remote_waiters)
-        self.head_watcher.start()
+        if not remote_waiters:
+            # Runners passing every REMOTE_IDLE_WRITE need no head poll: one would wake them between their own
+            # passes, and under token traffic the supervisor's two models passed 60% more often for the same
+            # freshness (each pass a durable commit; revoke: benchmarks/HISTORY.md, session 18).
+            self.head_watcher = HeadWatcher(self.app.recorder, views, by_topic=True)
+            self.head_watcher.start()
 
     def runner(self, name: str) -> ProjectionRunner:
         """Returns a runner for the read model ``name`` (not started)."""

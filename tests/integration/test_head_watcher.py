@@ -2,7 +2,7 @@
 the others are current up to the head at once (their in-process waiters go on without a pass)."""
 
 from application.oauth.grants import TokenRequest
-from infrastructure.bootstrap import Container
+from infrastructure.bootstrap import TOKEN_RATE_MODELS, Container
 from projections.base import HeadWatcher
 from tests.integration.support import head, sign_up
 
@@ -37,3 +37,22 @@ def test_without_topics_every_model_behind_is_woken(quiet_container: Container) 
                                          client_secret=account.client.client_secret))
     HeadWatcher(container.app.recorder, list(views.values()), by_topic=False).poll()
     assert all(view.wake.is_set() for view in views.values())
+
+
+def test_models_other_processes_wait_on_pass_on_their_own_rhythm_with_no_head_poll(
+        quiet_container: Container) -> None:
+    """The supervisor's token lookup and audit ledger (``serve --workers 2``): their runners pass and write their
+    position every ``REMOTE_IDLE_WRITE`` seconds by themselves; a head poll beside them woke them between those passes
+    and made every pass, a durable commit, about 60% more frequent under load for no fresher position."""
+    container = quiet_container
+    account = sign_up(container)
+    container.tokens.handle(TokenRequest(grant_type="client_credentials", client_id=account.client.client.client_id,
+                                         client_secret=account.client.client_secret))
+    target = head(container)
+    container.start_projections(TOKEN_RATE_MODELS, remote_waiters=True)  # stopped when the container closes
+    assert container.head_watcher is None
+    for name in TOKEN_RATE_MODELS:
+        view = container.views[name]
+        view.runner_active = False  # wait as another process does: on the position the runner writes
+        view.wait_for(target, timeout=10)
+        assert view.position() >= target
