@@ -145,10 +145,11 @@ class Container:
                                       interval=interval, idle_write_interval=interval)
             runner.start()
             self.runners.append(runner)
+        # Only runners that pass once a second need the head poll. Those of models other processes wait on pass
+        # every REMOTE_IDLE_WRITE: a poll beside them woke them between their own passes, and under token traffic the
+        # supervisor's two models passed about 60% more often for no fresher position (each pass a durable commit;
+        # benchmarks/HISTORY.md, session 18).
         if not remote_waiters:
-            # Runners passing every REMOTE_IDLE_WRITE need no head poll: one would wake them between their own
-            # passes, and under token traffic the supervisor's two models passed 60% more often for the same
-            # freshness (each pass a durable commit; revoke: benchmarks/HISTORY.md, session 18).
             self.head_watcher = HeadWatcher(self.app.recorder, views, by_topic=True)
             self.head_watcher.start()
 

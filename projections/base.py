@@ -387,8 +387,8 @@ class HeadWatcher:
     that subscribe to one of them; the others are current up to the head as they are, and their in-process waiters
     go on at once. Under token traffic that spares the management models (members, clients, webhooks) a pass of
     three queries every interval in every API process. Their positions are then written only by their own
-    once-a-second pass, so a process whose waiters read another process's progress (the supervisor's models) must
-    not use it.
+    once-a-second pass, so models whose waiters read their progress from another process must not be watched by
+    topic: the supervisor's models are not watched at all (their runners pass every 50 ms on their own).
     """
 
     TOPIC_WINDOW = 50_000

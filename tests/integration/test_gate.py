@@ -40,6 +40,7 @@ def pair(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[
             second.close()
             first.close()
 
+
 SETTINGS = ("SELECT current_setting('max_parallel_workers_per_gather') AS max_parallel_workers_per_gather, "
             "current_setting('statement_timeout') AS statement_timeout")
 
