@@ -38,28 +38,34 @@ def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) 
     }
 
 
-NO_PARALLEL_PLANS = "-c max_parallel_workers_per_gather=0"
+# No parallel plans, no just-in-time compilation: see ``session_options``.
+SESSION_SETTINGS = "-c max_parallel_workers_per_gather=0 -c jit=off"
 
 
-def without_parallel_plans(options: str | None) -> str:
-    """libpq's ``options`` for a keyledger session: the given ones, and no parallel plans.
+def session_options(options: str | None) -> str:
+    """libpq's ``options`` for a keyledger session: the given ones, then no parallel plans and no JIT compilation.
 
-    keyledger's statements read a few rows by key, or a page of them, and a parallel plan starts (forks) its worker
-    processes on every execution. PostgreSQL makes one when it expects many rows: a prepared statement's generic
-    plan, on a table without statistics (a cluster without autovacuum), guesses that ``= ANY(array)`` matches a
-    fixed share of the rows, however unique the key. Past a hundred thousand events the revocation batch's read of
-    the store was planned as a Parallel Append of its two halves: about 140 worker processes started a second, and
-    the machine answered a third of the revocations it answers without them (benchmarks/HISTORY.md, session 18).
+    keyledger's statements read a few rows by key, or a page of them, and PostgreSQL prices them by how many rows it
+    expects. A prepared statement's generic plan, on a table without statistics (a cluster without autovacuum),
+    guesses that ``= ANY(array)`` matches a fixed share of the rows, however unique the key, so the price grows with
+    the table, and two of PostgreSQL's tools for big queries start paying off on paper while costing every execution:
+
+    - a parallel plan starts (forks) its worker processes on every execution: past a hundred thousand events the
+      revocation batch's read of the store was planned as a Parallel Append of its two halves, about 140 worker
+      processes a second, and the machine answered a third of the revocations it answers without them;
+    - past ``jit_above_cost`` (100,000) a statement is compiled to machine code with LLVM on every execution: past
+      about 400,000 events the same read cost 10 ms of compilation for 0.5 ms of work (benchmarks/HISTORY.md,
+      sessions 18 and 19).
 
     Args:
         options: the options the connection would have had (a URL's); None for none given, which leaves those of
             the ``PGOPTIONS`` environment variable, as libpq would (an explicit ``options`` replaces it).
 
     Returns:
-        The options, with ``max_parallel_workers_per_gather`` set to 0 last (the last setting of a name wins).
+        The options, with keyledger's settings last (the last setting of a name wins).
     """
     given = options if options is not None else os.environ.get("PGOPTIONS")
-    return f"{given} {NO_PARALLEL_PLANS}" if given else NO_PARALLEL_PLANS
+    return f"{given} {SESSION_SETTINGS}" if given else SESSION_SETTINGS
 
 
 class RecentFirstPool(ConnectionPool[Any]):

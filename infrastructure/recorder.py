@@ -28,7 +28,7 @@ from eventsourcing.utils import get_topic, retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.token import Token
-from infrastructure.postgres import without_parallel_plans
+from infrastructure.postgres import session_options
 from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 
@@ -37,9 +37,9 @@ class OneTripRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         # Before the pool's first connection, which eventsourcing's constructor opens: every session of the store's
-        # pool, the read models' included, is planned without parallel workers.
+        # pool, the read models' included, is planned without parallel workers or JIT compilation.
         pool_kwargs = datastore.pool.kwargs
-        pool_kwargs["options"] = without_parallel_plans(pool_kwargs.get("options"))
+        pool_kwargs["options"] = session_options(pool_kwargs.get("options"))
         super().__init__(datastore, **kwargs)
         self.insert_function = f"{self.events_table_name}_insert"[: self.MAX_IDENTIFIER_LEN]
         self.guarded_insert_function = f"{self.events_table_name}_insert_guarded"[: self.MAX_IDENTIFIER_LEN]

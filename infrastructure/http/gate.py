@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from domain.ids import keyring_id
 from domain.project import Project
 from infrastructure.http.coalescing import NIL, ReadBatcher
-from infrastructure.postgres import without_parallel_plans
+from infrastructure.postgres import session_options
 from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 
@@ -52,7 +52,7 @@ class RequestGate:
         # A request waits at most a few seconds for a connection: then 503 (see ``errors.unavailable_handler``),
         # never a hung request. Connections are not checked when taken (that is a round trip per request): a broken
         # one fails its query, is discarded by the pool, and ``fetch_rows`` tries another.
-        options = without_parallel_plans(conninfo_to_dict(database_url).get("options"))  # the URL's kept
+        options = session_options(conninfo_to_dict(database_url).get("options"))  # the URL's kept
         self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False, timeout=5.0,
                                         kwargs={"autocommit": True, "options": options}, configure=_keyed_reads_only)
         query = SQL(

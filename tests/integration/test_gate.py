@@ -42,7 +42,7 @@ def pair(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[
 
 
 SETTINGS = ("SELECT current_setting('max_parallel_workers_per_gather') AS max_parallel_workers_per_gather, "
-            "current_setting('statement_timeout') AS statement_timeout")
+            "current_setting('jit') AS jit, current_setting('statement_timeout') AS statement_timeout")
 
 
 def issue(container: Container) -> str:
@@ -187,28 +187,30 @@ def test_the_gate_reads_the_revocation_list_by_key_under_a_plan_made_while_it_wa
     assert after - before <= 10  # one probe of the list's index (a scan would read 3,000 rows)
 
 
-def test_sessions_of_both_pools_plan_without_parallel_workers_and_keep_the_urls_options(
+def test_sessions_of_both_pools_plan_without_parallel_workers_or_jit_and_keep_the_urls_options(
         pair: tuple[Container, Container, str]) -> None:
-    """A parallel plan forks worker processes on every execution (see ``without_parallel_plans``): neither the
-    store's pool nor the gate's may make one, and options the operator put in the URL still apply."""
+    """A parallel plan forks worker processes, and JIT compiles the statement, on every execution (see
+    ``session_options``): neither the store's pool nor the gate's may do either, and options the operator put in
+    the URL still apply."""
     _, api, url = pair
     loop = asyncio.new_event_loop()
     gate = open_gate(loop, api, make_conninfo(url, options="-c statement_timeout=7000"))
     try:
-        async def gate_settings() -> tuple[str, str]:
+        async def gate_settings() -> tuple[str, str, str]:
             async with gate.pool.connection() as conn:
                 row = await (await conn.execute(SETTINGS)).fetchone()
                 assert row is not None
-                return row[0], row[1]
+                return row[0], row[1], row[2]
 
-        assert loop.run_until_complete(gate_settings()) == ("0", "7s")
+        assert loop.run_until_complete(gate_settings()) == ("0", "off", "7s")
     finally:
         loop.run_until_complete(gate.close())
         loop.close()
     pool = api.app.recorder.datastore.pool
     held = [pool.getconn() for _ in range(pool.max_size)]  # every connection it has or can open, the first included
     try:
-        assert {conn.execute(SETTINGS).fetchone()["max_parallel_workers_per_gather"] for conn in held} == {"0"}
+        settings = [conn.execute(SETTINGS).fetchone() for conn in held]
+        assert {(row["max_parallel_workers_per_gather"], row["jit"]) for row in settings} == {("0", "off")}
     finally:
         for conn in held:
             pool.putconn(conn)
