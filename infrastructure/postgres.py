@@ -7,9 +7,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from eventsourcing.postgres import ConnectionPool
+from eventsourcing.postgres import ConnectionPool, PostgresFactory
+from eventsourcing.utils import EnvType
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# The URL's connection parameters that eventsourcing's own settings carry; every other one (sslmode, sslrootcert,
+# connect_timeout, application_name, options...) reaches the store's connections through ``URL_PARAMETERS``.
+_EVENTSOURCING_PARAMETERS = frozenset({"dbname", "host", "port", "user", "password"})
+URL_PARAMETERS = "KEYLEDGER_POSTGRES_PARAMETERS"
 
 
 def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) -> dict[str, str]:
@@ -21,8 +27,10 @@ def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) 
         create_table: whether this process creates tables (only the process that migrates should).
     """
     info = conninfo_to_dict(database_url)
+    others = {name: value for name, value in info.items() if name not in _EVENTSOURCING_PARAMETERS}
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": f"{__name__}:{KeyledgerPostgresFactory.__name__}",
+        URL_PARAMETERS: make_conninfo(**others) if others else "",
         "POSTGRES_DBNAME": str(info.get("dbname") or "keyledger"),
         "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": str(info.get("port") or "5432"),
@@ -66,6 +74,22 @@ def session_options(options: str | None) -> str:
     """
     given = options if options is not None else os.environ.get("PGOPTIONS")
     return f"{given} {SESSION_SETTINGS}" if given else SESSION_SETTINGS
+
+
+class KeyledgerPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, whose pool connects with the whole URL and keyledger's session settings.
+
+    eventsourcing's settings name the server, database, user and password only: an operator's ``sslmode=verify-full``
+    in ``KEYLEDGER_DATABASE_URL`` would otherwise be dropped for the event store, the one connection that most needs
+    it, while the request gate (which takes the URL as it is) honoured it. The pool is built closed, so the
+    parameters are in place before its first connection (the recorder's constructor opens it).
+    """
+
+    def __init__(self, env: EnvType) -> None:
+        super().__init__(env)
+        kwargs = self.datastore.pool.kwargs
+        kwargs.update(conninfo_to_dict(self.env.get(URL_PARAMETERS) or ""))
+        kwargs["options"] = session_options(kwargs.get("options"))
 
 
 class RecentFirstPool(ConnectionPool[Any]):

@@ -28,7 +28,6 @@ from eventsourcing.utils import get_topic, retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.token import Token
-from infrastructure.postgres import session_options
 from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 
@@ -36,10 +35,6 @@ class OneTripRecorder(PostgresApplicationRecorder):
     """PostgreSQL application recorder with a one-round-trip insert function."""
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
-        # Before the pool's first connection, which eventsourcing's constructor opens: every session of the store's
-        # pool, the read models' included, is planned without parallel workers or JIT compilation.
-        pool_kwargs = datastore.pool.kwargs
-        pool_kwargs["options"] = session_options(pool_kwargs.get("options"))
         super().__init__(datastore, **kwargs)
         self.insert_function = f"{self.events_table_name}_insert"[: self.MAX_IDENTIFIER_LEN]
         self.guarded_insert_function = f"{self.events_table_name}_insert_guarded"[: self.MAX_IDENTIFIER_LEN]
