@@ -4,18 +4,19 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from eventsourcing.postgres import ConnectionPool, PostgresFactory
-from eventsourcing.utils import EnvType
+from eventsourcing.utils import Environment, EnvType
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-# The URL's connection parameters that eventsourcing's own settings carry; every other one (sslmode, sslrootcert,
-# connect_timeout, application_name, options...) reaches the store's connections through ``URL_PARAMETERS``.
-_EVENTSOURCING_PARAMETERS = frozenset({"dbname", "host", "port", "user", "password"})
-URL_PARAMETERS = "KEYLEDGER_POSTGRES_PARAMETERS"
+# The database URL as given, for ``KeyledgerPostgresFactory``: an unprefixed name, read as it is (eventsourcing's
+# ``Environment.get`` would look for ``KEYLEDGER_``-prefixed names in the process environment first).
+STORE_CONNINFO = "POSTGRES_CONNINFO"
+# What eventsourcing's own settings put in its pool's connection arguments: replaced by the URL's own.
+_EVENTSOURCING_PARAMETERS = ("dbname", "host", "port", "user", "password")
 
 
 def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) -> dict[str, str]:
@@ -27,10 +28,10 @@ def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) 
         create_table: whether this process creates tables (only the process that migrates should).
     """
     info = conninfo_to_dict(database_url)
-    others = {name: value for name, value in info.items() if name not in _EVENTSOURCING_PARAMETERS}
     return {
         "PERSISTENCE_MODULE": f"{__name__}:{KeyledgerPostgresFactory.__name__}",
-        URL_PARAMETERS: make_conninfo(**others) if others else "",
+        STORE_CONNINFO: database_url,
+        # eventsourcing requires these; the store's connections take the URL's own parameters instead (see below).
         "POSTGRES_DBNAME": str(info.get("dbname") or "keyledger"),
         "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": str(info.get("port") or "5432"),
@@ -77,18 +78,26 @@ def session_options(options: str | None) -> str:
 
 
 class KeyledgerPostgresFactory(PostgresFactory):
-    """eventsourcing's PostgreSQL factory, whose pool connects with the whole URL and keyledger's session settings.
+    """eventsourcing's PostgreSQL factory, whose pool connects with the URL as libpq reads it, and keyledger's
+    session settings.
 
-    eventsourcing's settings name the server, database, user and password only: an operator's ``sslmode=verify-full``
-    in ``KEYLEDGER_DATABASE_URL`` would otherwise be dropped for the event store, the one connection that most needs
-    it, while the request gate (which takes the URL as it is) honoured it. The pool is built closed, so the
-    parameters are in place before its first connection (the recorder's constructor opens it).
+    eventsourcing's settings name the server, database, user and password only, with defaults of their own for the
+    parts a URL leaves out. Every other parameter would be dropped for the event store, the one connection that most
+    needs an operator's ``sslmode=verify-full``, and a part the URL leaves out (a ``service`` file's database,
+    ``PGUSER``, ``PGPASSWORD``) would differ from what the request gate and the migration lock connect to: they take
+    the URL as it is. So the store's connections take exactly the URL's parameters, libpq's defaults filling the
+    rest, as everywhere else. The pool is built closed, so they are in place before its first connection (the
+    recorder's constructor opens it).
     """
 
-    def __init__(self, env: EnvType) -> None:
+    def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
-        kwargs = self.datastore.pool.kwargs
-        kwargs.update(conninfo_to_dict(self.env.get(URL_PARAMETERS) or ""))
+        conninfo = dict.get(self.env, STORE_CONNINFO)
+        kwargs = cast(dict[str, Any], self.datastore.pool.kwargs)  # a dict: eventsourcing's datastore builds it
+        if conninfo is not None:
+            for name in _EVENTSOURCING_PARAMETERS:
+                kwargs.pop(name, None)
+            kwargs.update(conninfo_to_dict(conninfo))
         kwargs["options"] = session_options(kwargs.get("options"))
 
 

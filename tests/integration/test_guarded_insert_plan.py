@@ -82,7 +82,7 @@ def test_no_read_of_the_store_is_planned_in_parallel_or_compiled_just_in_time(
     400,000 it spent 10 ms compiling for 0.5 ms of reading. Both are made as cheap as they get here, so only the
     session's own settings (the pool's options, which ``session`` connects with) keep them out: without them the
     three reads by stream id are planned in parallel (``select_topics``, a short range of positions, is not), and
-    every read is compiled where the server has JIT.
+    every read is compiled where the server has JIT, as the control at the end shows.
     """
     for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
                     "min_parallel_index_scan_size", "jit_above_cost"):
@@ -90,7 +90,13 @@ def test_no_read_of_the_store_is_planned_in_parallel_or_compiled_just_in_time(
     session.execute("SET plan_cache_mode = force_generic_plan")  # what a prepared statement comes to use
     text = getattr(quiet_container.app.recorder, statement).replace("%b", "%s")
     arguments = text.count("%s")
-    session.execute(f"PREPARE probe AS {text.replace('%s', '${}').format(*range(1, arguments + 1))}")
-    plan = session.execute(f"EXPLAIN EXECUTE probe({', '.join(['NULL'] * arguments)})").fetchall()
-    lines = [row["QUERY PLAN"] for row in plan]
+    prepare = f"PREPARE probe AS {text.replace('%s', '${}').format(*range(1, arguments + 1))}"
+    explain = f"EXPLAIN EXECUTE probe({', '.join(['NULL'] * arguments)})"
+    session.execute(prepare)
+    lines = [row["QUERY PLAN"] for row in session.execute(explain).fetchall()]
     assert not any("Gather" in line or "Parallel" in line or "JIT" in line for line in lines), "\n".join(lines)
+    session.execute("SET jit = on")  # the control, where the server has JIT at all (the embedded one has none)
+    if session.execute("SELECT pg_jit_available() AS available").fetchone()["available"]:
+        session.execute("DEALLOCATE probe")  # planned again: JIT is decided with the plan
+        session.execute(prepare)
+        assert any("JIT" in row["QUERY PLAN"] for row in session.execute(explain).fetchall())

@@ -1,11 +1,13 @@
-"""The event store's connections honour the whole database URL, not only the address, database and user that
-eventsourcing's settings carry: an operator's TLS mode, timeouts and session options reach every connection the store
-(and with it every read model) opens, with keyledger's own session settings after them."""
+"""The event store's connections take the database URL as libpq reads it, not only the address, database and user
+that eventsourcing's settings carry: an operator's TLS mode, timeouts and session options reach every connection the
+store (and with it every read model) opens, with keyledger's own session settings after them, and what the URL leaves
+out comes from libpq's defaults, as for the request gate."""
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infrastructure.bootstrap import Endpoints, build
 from infrastructure.settings import Settings
@@ -13,29 +15,53 @@ from tests.conftest import fresh_database
 
 pytestmark = pytest.mark.integration
 
-SESSION = ("SELECT current_setting('application_name') AS application_name, "
-           "current_setting('statement_timeout') AS statement_timeout, current_setting('jit') AS jit, "
-           "current_setting('max_parallel_workers_per_gather') AS parallel")
+SESSION = ("SELECT current_database() AS db, current_setting('application_name') AS app, "
+           "current_setting('statement_timeout') AS timeout, current_setting('jit') AS jit, "
+           "current_setting('max_parallel_workers_per_gather') AS parallel")  # named: the rows are dicts
+
+
+def on_every_connection(settings: Settings, endpoints: Endpoints,
+                        probe: Callable[[Any], tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """``probe``'s answers on every connection the store's pool of a container built on ``endpoints`` has or can
+    open, the first one included."""
+    container = build(settings, endpoints, migrate=True)
+    try:
+        pool = container.app.recorder.datastore.pool
+        held = [pool.getconn() for _ in range(pool.max_size)]
+        try:
+            return {probe(conn) for conn in held}
+        finally:
+            for conn in held:
+                pool.putconn(conn)
+    finally:
+        container.close()
+
+
+def session_of(conn: Any) -> tuple[Any, ...]:
+    row = conn.execute(SESSION).fetchone()
+    parameters = conn.info.get_parameters()  # libpq's defaults are not listed: a dropped parameter would be missing
+    return (*row.values(), parameters.get("sslmode"), parameters.get("connect_timeout"))
 
 
 def test_every_connection_of_the_store_takes_the_urls_parameters(server_url: str, redis_url: str,
                                                                   settings: Settings) -> None:
     with fresh_database(server_url) as url:
-        # sslmode=disable stands for any TLS mode: libpq's default (prefer) would show if the URL's were dropped.
+        # sslmode=disable stands for any TLS mode (this server has none to require).
         configured = make_conninfo(url, sslmode="disable", connect_timeout="3", application_name="keyledger-store",
                                    options="-c statement_timeout=7000")
-        container = build(settings, Endpoints(database_url=configured, redis_url=redis_url), migrate=True)
-        try:
-            pool = container.app.recorder.datastore.pool
-            held: list[Any] = [pool.getconn() for _ in range(pool.max_size)]  # the first connection included
-            try:
-                sessions = {tuple(conn.execute(SESSION).fetchone().values()) for conn in held}
-                parameters = {(conn.info.get_parameters().get("sslmode"),
-                               conn.info.get_parameters().get("connect_timeout")) for conn in held}
-            finally:
-                for conn in held:
-                    pool.putconn(conn)
-        finally:
-            container.close()
-    assert sessions == {("keyledger-store", "7s", "off", "0")}
-    assert parameters == {("disable", "3")}
+        sessions = on_every_connection(settings, Endpoints(database_url=configured, redis_url=redis_url), session_of)
+    assert sessions == {(conninfo_to_dict(url)["dbname"], "keyledger-store", "7s", "off", "0", "disable", "3")}
+
+
+def test_what_the_url_leaves_out_comes_from_libpqs_defaults(server_url: str, redis_url: str, settings: Settings,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL without a database name connects, like the request gate's pool, to libpq's default one (``PGDATABASE``
+    here), not to the default of eventsourcing's settings (``keyledger``)."""
+    with fresh_database(server_url) as url:
+        parameters = conninfo_to_dict(url)
+        database = str(parameters.pop("dbname"))
+        monkeypatch.setenv("PGDATABASE", database)
+        endpoints = Endpoints(database_url=make_conninfo(**parameters), redis_url=redis_url)
+        databases = on_every_connection(settings, endpoints, lambda conn: tuple(
+            conn.execute("SELECT current_database()").fetchone().values()))
+    assert databases == {(database,)}
