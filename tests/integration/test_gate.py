@@ -187,11 +187,11 @@ def test_the_gate_reads_the_revocation_list_by_key_under_a_plan_made_while_it_wa
     assert after - before <= 10  # one probe of the list's index (a scan would read 3,000 rows)
 
 
-def test_sessions_of_both_pools_plan_without_parallel_workers_or_jit_and_keep_the_urls_options(
+def test_the_gates_sessions_plan_without_parallel_workers_or_jit_and_keep_the_urls_options(
         pair: tuple[Container, Container, str]) -> None:
     """A parallel plan forks worker processes, and JIT compiles the statement, on every execution (see
-    ``session_options``): neither the store's pool nor the gate's may do either, and options the operator put in
-    the URL still apply."""
+    ``session_options``): the gate's pool may do neither, and options the operator put in the URL still apply.
+    (The store's pool: ``test_store_connection``.)"""
     _, api, url = pair
     loop = asyncio.new_event_loop()
     gate = open_gate(loop, api, make_conninfo(url, options="-c statement_timeout=7000"))
@@ -206,11 +206,3 @@ def test_sessions_of_both_pools_plan_without_parallel_workers_or_jit_and_keep_th
     finally:
         loop.run_until_complete(gate.close())
         loop.close()
-    pool = api.app.recorder.datastore.pool
-    held = [pool.getconn() for _ in range(pool.max_size)]  # every connection it has or can open, the first included
-    try:
-        settings = [conn.execute(SETTINGS).fetchone() for conn in held]
-        assert {(row["max_parallel_workers_per_gather"], row["jit"]) for row in settings} == {("0", "off")}
-    finally:
-        for conn in held:
-            pool.putconn(conn)
