@@ -7,6 +7,7 @@ from pathlib import Path
 
 from application.oauth.limits import AttemptLimits
 from domain.policy import MAX_REFRESH_REUSE_LEEWAY, LifetimePolicy
+from domain.webhooks import EXPIRY_WARNINGS_DAYS
 
 
 class SettingsError(ValueError):
@@ -86,6 +87,15 @@ def _rotation(env: Mapping[str, str]) -> dict[str, int]:
     return {"signing_key_rotation": rotation, "signing_key_prepublish": prepublish}
 
 
+def _retention(env: Mapping[str, str]) -> int:
+    """Days a settled notification is kept. Longer than the earliest secret-expiry warning, so a warning is never
+    pruned while its secret is still live (the warning job would add it again)."""
+    days = _int(env, "KEYLEDGER_NOTIFICATION_RETENTION_DAYS", 90)
+    if days <= max(EXPIRY_WARNINGS_DAYS):
+        raise SettingsError(f"KEYLEDGER_NOTIFICATION_RETENTION_DAYS must be more than {max(EXPIRY_WARNINGS_DAYS)}")
+    return days
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable. See the README's configuration table."""
@@ -107,6 +117,7 @@ class Settings:
     webhook_timeout: int = 10
     webhook_lease: int = 60
     smtp_url: str | None = None
+    notification_retention_days: int = 90
     signing_key_rotation: int = 30 * 24 * 3600
     signing_key_prepublish: int = 24 * 3600
 
@@ -155,5 +166,6 @@ class Settings:
             webhook_timeout=_int(env, "KEYLEDGER_WEBHOOK_TIMEOUT", 10),
             webhook_lease=_int(env, "KEYLEDGER_WEBHOOK_LEASE", 60),
             smtp_url=_smtp_url(env),
+            notification_retention_days=_retention(env),
             **_rotation(env),
         )

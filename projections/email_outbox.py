@@ -22,13 +22,15 @@ EMAIL_TABLE = "email_notification"
 
 
 def email_statements(table: Composable) -> list[Composable]:
-    """The e-mail outbox table and its due index."""
+    """The e-mail outbox table, its due index and its settled index (for pruning)."""
     return [
         SQL("CREATE TABLE IF NOT EXISTS {} (id uuid PRIMARY KEY, project_id uuid NOT NULL, type text NOT NULL, "
             "payload text NOT NULL, created_at timestamptz NOT NULL, status text NOT NULL DEFAULT 'pending', "
             "attempts integer NOT NULL DEFAULT 0, next_attempt_at timestamptz NOT NULL, dispatched_until timestamptz, "
             "lease_until timestamptz, delivered_at timestamptz, last_error text)").format(table),
         SQL("CREATE INDEX IF NOT EXISTS email_notification_due_idx ON {} (next_attempt_at) WHERE status = 'pending'")
+        .format(table),
+        SQL("CREATE INDEX IF NOT EXISTS email_notification_settled_idx ON {} (created_at) WHERE status <> 'pending'")
         .format(table),
     ]
 

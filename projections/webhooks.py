@@ -11,11 +11,13 @@ Tables:
     ``webhook_attempt``: every delivery attempt.
 
 The last two are delivery history, not derived state: a rebuild keeps them, and re-deriving inserts nothing twice
-because notification ids are deterministic (``ON CONFLICT DO NOTHING``).
+because notification ids are deterministic (``ON CONFLICT DO NOTHING``). Settled ones go after the retention period
+(``workers.webhooks.prune_job``), and events older than that period derive nothing, so a rebuild cannot send them
+again.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -58,6 +60,9 @@ class WebhooksView(ReadModel):
 
     # Whether notifications are also mailed (an SMTP server is configured): set by the composition root.
     email_enabled = False
+    # How long settled notifications are kept (``workers.webhooks.prune_job``): set by the composition root. Events
+    # older than that derive nothing, so a rebuild does not send again what was delivered and pruned long ago.
+    retention: timedelta | None = None
 
     def create_statements(self) -> list[Composable]:
         """The tables and the indexes of the listing, dispatch and delivery queries."""
@@ -78,6 +83,8 @@ class WebhooksView(ReadModel):
                 "WHERE status = 'pending'").format(outbox),
             SQL("CREATE INDEX IF NOT EXISTS webhook_notification_page_idx ON {} (project_id, webhook_id, created_at, "
                 "id)").format(outbox),
+            SQL("CREATE INDEX IF NOT EXISTS webhook_notification_settled_idx ON {} (created_at) "
+                "WHERE status <> 'pending'").format(outbox),
             SQL("CREATE TABLE IF NOT EXISTS {} (notification_id uuid NOT NULL, attempt integer NOT NULL, project_id "
                 "uuid NOT NULL, webhook_id uuid NOT NULL, attempted_at timestamptz NOT NULL, status_code integer, "
                 "error text, duration_ms double precision NOT NULL, response_body text, "
@@ -101,7 +108,7 @@ class WebhooksView(ReadModel):
         elif isinstance(event, Client.ClientCreated):
             curs.execute(SQL("INSERT INTO {} (id, client_id) VALUES (%s, %s) ON CONFLICT DO NOTHING")
                          .format(self.table("outbox_client")), (event.originator_id, event.client_id))
-        else:
+        elif self.retention is None or event.timestamp >= datetime.now(tz=UTC) - self.retention:
             derived = derive(event, self._client_id(curs, event))
             if derived is not None:
                 self.notify(curs, derived)
@@ -146,6 +153,22 @@ class WebhooksView(ReadModel):
                          (notification_id(derived.key, webhook_id), project_id, webhook_id, derived.type, payload))
             added += curs.rowcount
         return added
+
+    def prune_settled(self, *, days: int, limit: int) -> tuple[int, int]:
+        """Deletes up to ``limit`` settled webhook notifications (delivered, failed or cancelled) created more than
+        ``days`` ago by the database's clock, with their attempts, and up to ``limit`` such e-mails; returns how many
+        of each. Pending ones stay whatever their age (the retry schedule ends after about a day)."""
+        outbox, emails = self.table("webhook_notification"), self.table(EMAIL_TABLE)
+        settled = SQL("SELECT id FROM {} WHERE status <> 'pending' AND created_at < now() - make_interval(days => %s) "
+                      "LIMIT %s")
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("WITH gone AS (DELETE FROM {o} WHERE id IN ({s}) RETURNING id), attempts AS (DELETE "
+                             "FROM {a} WHERE notification_id IN (SELECT id FROM gone)) SELECT count(*) AS n FROM gone")
+                         .format(o=outbox, s=settled.format(outbox), a=self.table("webhook_attempt")), (days, limit))
+            row = curs.fetchone()
+            notifications = int(row["n"]) if row else 0
+            curs.execute(SQL("DELETE FROM {} WHERE id IN ({})").format(emails, settled.format(emails)), (days, limit))
+            return notifications, curs.rowcount
 
     def page(self, project_id: UUID, *, limit: int, after: tuple[datetime, str] | None = None) -> list[WebhookRow]:
         """A page of the project's webhooks, oldest first (never their secrets)."""

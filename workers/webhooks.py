@@ -1,4 +1,5 @@
-"""Webhook jobs: the dispatcher (periodic), one delivery (on demand) and the expiring-secret scan (periodic).
+"""Webhook jobs: the dispatcher (periodic), one delivery (on demand), the expiring-secret scan (periodic) and the
+pruning of settled notifications (periodic).
 
 Importing this module only registers the jobs. Dramatiq's own retries are off for deliveries: the retry schedule is
 kept in PostgreSQL (``projections.outbox``), so losing Redis, or a worker in the middle of a delivery, only delays a
@@ -20,6 +21,7 @@ from workers.runtime import enqueue, log_line
 logger = logging.getLogger("keyledger.jobs")
 
 DISPATCH_BATCH = 500
+PRUNE_EVERY = 3600.0
 
 
 def _outbox(container: Any) -> Outbox:
@@ -84,3 +86,24 @@ def warn_expiring_job(container: Any, **_: Any) -> None:
     container.runner("clients").catch_up()
     container.runner("webhooks").catch_up()  # the subscriptions as of now
     _outbox(container).warn_expiring()
+
+
+def prune_notifications(container: Any, *, batch_size: int = 5000, max_batches: int = 100) -> tuple[int, int, bool]:
+    """Deletes settled webhook notifications (with their attempts) and e-mails older than the retention period, in
+    batches; returns how many of each and whether more are left for the next run."""
+    days = container.settings.notification_retention_days
+    notifications = emails = 0
+    for _ in range(max_batches):
+        batch = container.webhooks_view.prune_settled(days=days, limit=batch_size)
+        notifications, emails = notifications + batch[0], emails + batch[1]
+        if max(batch) < batch_size:
+            return notifications, emails, False
+    return notifications, emails, True
+
+
+@job("webhooks.prune", every=PRUNE_EVERY, max_retries=3, time_limit=300_000)
+def prune_job(container: Any, **_: Any) -> None:
+    """Periodic: keeps the outbox to the retention period (``KEYLEDGER_NOTIFICATION_RETENTION_DAYS``); the model
+    derives nothing from events older than that, so a rebuild does not send pruned notifications again."""
+    notifications, emails, more = prune_notifications(container)
+    logger.info(log_line(job="webhooks.prune", notifications=notifications, emails=emails, more=more))

@@ -232,6 +232,14 @@ def test_the_webhook_settings_are_read_and_checked() -> None:
     assert "hunter2" not in str(raised.value)
 
 
+def test_the_notification_retention_outlasts_the_earliest_expiry_warning() -> None:
+    """A warning pruned while its secret is still live would be added again by the next warning scan."""
+    assert Settings.from_env({}).notification_retention_days == 90
+    assert Settings.from_env({"KEYLEDGER_NOTIFICATION_RETENTION_DAYS": "31"}).notification_retention_days == 31
+    with pytest.raises(SettingsError, match="more than 30"):
+        Settings.from_env({"KEYLEDGER_NOTIFICATION_RETENTION_DAYS": "30"})
+
+
 @pytest.mark.parametrize("address", ["64:ff9b::a00:1", "64:ff9b:1::a00:1", "2002:7f00:1::", "2002:a00:1::",
                                      "::ffff:0:7f00:1", "::127.0.0.1", "fec0::1"])
 def test_ipv6_forms_that_carry_an_ipv4_address_are_refused(address: str) -> None:

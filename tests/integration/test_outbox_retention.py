@@ -1,0 +1,107 @@
+"""Settled notifications are kept for the retention period and then pruned with their attempts, and a rebuild does
+not send again what was pruned: against a real PostgreSQL and a real HTTP receiver."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
+from tests.integration.support import sign_up
+from tests.integration.webhook_support import add_member, outbox_rows, subscribe, webhook_container
+from tests.receiver import Receiver, serve
+from workers.webhooks import deliver, prune_notifications
+
+pytestmark = pytest.mark.integration
+
+AGED = 100  # days: past the default retention (90)
+
+
+@pytest.fixture
+def hooks(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+    with webhook_container(server_url, redis_url, settings) as (container, _):
+        yield container
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serve(Receiver()) as running:
+        yield running
+
+
+def execute(container: Container, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    view = container.webhooks_view
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(statement.replace("{schema}", view.datastore.schema), params)
+        return [dict(row) for row in curs.fetchall()] if curs.description else []
+
+
+def age(container: Container, table: str, row_id: uuid.UUID) -> None:
+    execute(container, f"UPDATE {{schema}}.{table} SET created_at = created_at - make_interval(days => %s) "
+            "WHERE id = %s", (AGED, row_id))
+
+
+def attempts_of(container: Container, notification_id: uuid.UUID) -> int:
+    [row] = execute(container, "SELECT count(*) AS n FROM {schema}.webhook_attempt WHERE notification_id = %s",
+                    (notification_id,))
+    return int(row["n"])
+
+
+def add_email(container: Container, status: str, *, aged: bool) -> uuid.UUID:
+    email_id = uuid.uuid4()
+    execute(container, "INSERT INTO {schema}.email_notification (id, project_id, type, payload, created_at, status, "
+            "next_attempt_at) VALUES (%s, %s, 'member.added', '{}', now() - make_interval(days => %s), %s, now())",
+            (email_id, uuid.uuid4(), AGED if aged else 0, status))
+    return email_id
+
+
+def test_settled_notifications_past_the_retention_go_with_their_attempts(hooks: Container,
+                                                                          receiver: Receiver) -> None:
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    for _ in range(4):
+        add_member(hooks, signed)
+    hooks.runner("webhooks").catch_up()
+    old_delivered, old_failed, recent, old_pending = (row["id"] for row in outbox_rows(hooks, hook.webhook_id))
+    for delivered in (old_delivered, recent):
+        assert deliver(hooks, str(delivered)) == "delivered"
+    execute(hooks, "UPDATE {schema}.webhook_notification SET status = 'failed' WHERE id = %s", (old_failed,))
+    for aged in (old_delivered, old_failed, old_pending):
+        age(hooks, "webhook_notification", aged)
+    emails = {(status, aged): add_email(hooks, status, aged=aged)
+              for status, aged in (("delivered", True), ("pending", True), ("failed", False))}
+
+    assert prune_notifications(hooks, batch_size=1, max_batches=1) == (1, 1, True)  # a batch each, more left
+    assert prune_notifications(hooks, batch_size=1) == (1, 0, False)
+
+    assert {row["id"] for row in outbox_rows(hooks, hook.webhook_id)} == {recent, old_pending}
+    assert attempts_of(hooks, old_delivered) == 0 and attempts_of(hooks, recent) == 1
+    left = {row["id"] for row in execute(hooks, "SELECT id FROM {schema}.email_notification")}
+    assert left == {emails["pending", True], emails["failed", False]}
+
+
+def test_a_rebuild_does_not_send_again_what_was_pruned(hooks: Container, receiver: Receiver) -> None:
+    """The model derives nothing from events older than the retention period. Here the period is made shorter
+    than the event's age (zero) instead of waiting a season; without the horizon the rebuild adds the notification
+    again, due now, and it would be delivered a second time."""
+    signed = sign_up(hooks)
+    hook = subscribe(hooks, signed, receiver.url, ("member.added",))
+    add_member(hooks, signed)
+    hooks.runner("webhooks").catch_up()
+    [row] = outbox_rows(hooks, hook.webhook_id)
+    assert deliver(hooks, str(row["id"])) == "delivered"
+    age(hooks, "webhook_notification", row["id"])
+    assert prune_notifications(hooks) == (1, 0, False)
+
+    view = hooks.webhooks_view
+    view.retention = timedelta(0)  # type: ignore[attr-defined]
+    hooks.runner("webhooks").rebuild()
+    assert outbox_rows(hooks, hook.webhook_id) == []
+
+    view.retention = None  # type: ignore[attr-defined]
+    hooks.runner("webhooks").rebuild()  # the control: the same rebuild without a horizon sends it again
+    assert [again["status"] for again in outbox_rows(hooks, hook.webhook_id)] == ["pending"]
+    assert len(receiver.requests) == 1
