@@ -8,7 +8,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import redis
@@ -234,8 +233,6 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             hand_out_recent_first(app.recorder.datastore.pool)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
-            views[WebhooksView.name].retention = timedelta(  # type: ignore[attr-defined]
-                days=settings.notification_retention_days)
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.

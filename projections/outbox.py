@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable
 
 from domain.webhooks import EXPIRY_WARNINGS_DAYS
@@ -23,6 +25,10 @@ if TYPE_CHECKING:  # the model imports this module's schedule: no import cycle a
 # Seconds to wait after each failed attempt (Standard Webhooks' suggestion): 8 attempts over about 27.6 hours, so a
 # receiver that is down for a day still gets the notification.
 RETRY_DELAYS: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+# The instant before which settled notifications may have been pruned (one row, only ever moved later), and the
+# margin kept above it for the clocks of the hosts that stamp events and rows.
+HORIZON_TABLE = "notification_horizon"
+HORIZON_MARGIN = timedelta(days=1)
 MAX_RESPONSE_BODY = 1024
 MAX_ERROR = 300
 
@@ -151,6 +157,45 @@ class Outbox:
 def outbox_status(container: Any) -> dict[str, Any]:
     """The notification outbox's lag for status commands: pending, due now, the oldest due time, failed, delivered."""
     return Outbox(container.webhooks_view).status()
+
+
+def horizon_statements(table: Composable) -> list[Composable]:
+    """The pruning horizon's table: not one of the model's rebuilt tables, so a rebuild reads it."""
+    return [SQL("CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY, pruned_before timestamptz NOT NULL)")
+            .format(table)]
+
+
+def prune_settled(view: Any, table: Composable, *, days: int, limit: int, attempts: Composable | None = None) -> int:
+    """Deletes up to ``limit`` settled rows (delivered, failed or cancelled) of an outbox ``table`` created more than
+    ``days`` days ago by the database's clock, with their ``attempts`` rows; returns how many went.
+
+    The same statement moves the pruning horizon up to that instant, so the webhooks model (``derivable``) never
+    derives again, in a rebuild, an event whose notifications may be gone, whatever retention another process or a
+    later configuration uses. Pending rows stay: they are due or leased, and settle within the retry schedule.
+    """
+    cutoff = SQL("now() - make_interval(hours => 24 * %s)")  # a fixed length of time, whatever the time zone does
+    deleted = [SQL("gone AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE status <> 'pending' AND "
+                   "created_at < (SELECT at FROM cutoff) LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id)")
+               .format(t=table)]
+    if attempts is not None:
+        deleted.append(SQL("attempts AS (DELETE FROM {} WHERE notification_id IN (SELECT id FROM gone))")
+                       .format(attempts))
+    statement = SQL("WITH cutoff AS (SELECT {cutoff} AS at), horizon AS (INSERT INTO {h} (id, pruned_before) "
+                    "SELECT 1, at FROM cutoff ON CONFLICT (id) DO UPDATE SET pruned_before = "
+                    "GREATEST({h}.pruned_before, EXCLUDED.pruned_before)), {deleted} SELECT count(*) AS n FROM gone"
+                    ).format(cutoff=cutoff, h=view.table(HORIZON_TABLE), deleted=SQL(", ").join(deleted))
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute(statement, (days, limit))
+        row = curs.fetchone()
+        return int(row["n"]) if row else 0
+
+
+def derivable(curs: Cursor[DictRow], horizon: Composable, event: Any) -> bool:
+    """Whether an event may derive notifications: not when it happened before the pruning horizon (with its margin),
+    since its notifications may have been delivered and pruned, and deriving it again would send them twice."""
+    curs.execute(SQL("SELECT pruned_before FROM {} WHERE id = 1").format(horizon))
+    row = curs.fetchone()
+    return row is None or event.timestamp >= row["pruned_before"] + HORIZON_MARGIN
 
 
 def mark_due(view: Any, table: Composable, *, lease: float, limit: int) -> list[UUID]:

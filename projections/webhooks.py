@@ -12,12 +12,12 @@ Tables:
 
 The last two are delivery history, not derived state: a rebuild keeps them, and re-deriving inserts nothing twice
 because notification ids are deterministic (``ON CONFLICT DO NOTHING``). Settled ones go after the retention period
-(``workers.webhooks.prune_job``), and events older than that period derive nothing, so a rebuild cannot send them
-again.
+(``workers.webhooks.prune_job``), which records how far it went (``notification_horizon``, kept by rebuilds), and
+events from before that horizon derive nothing, so a rebuild cannot send them again.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +32,7 @@ from domain.project import Project
 from projections.base import ReadModel
 from projections.email_outbox import EMAIL_TABLE, add_email, email_statements
 from projections.notifications import NOTIFIABLE_TOPICS, Derived, derive, notification_id
+from projections.outbox import HORIZON_TABLE, derivable, horizon_statements
 
 NOTIFICATION_COLUMNS = ("id", "type", "status", "attempts", "created_at", "next_attempt_at", "delivered_at")
 ATTEMPT_COLUMNS = ("attempt", "attempted_at", "status_code", "error", "duration_ms", "response_body")
@@ -60,9 +61,6 @@ class WebhooksView(ReadModel):
 
     # Whether notifications are also mailed (an SMTP server is configured): set by the composition root.
     email_enabled = False
-    # How long settled notifications are kept (``workers.webhooks.prune_job``): set by the composition root. Events
-    # older than that derive nothing, so a rebuild does not send again what was delivered and pruned long ago.
-    retention: timedelta | None = None
 
     def create_statements(self) -> list[Composable]:
         """The tables and the indexes of the listing, dispatch and delivery queries."""
@@ -90,6 +88,7 @@ class WebhooksView(ReadModel):
                 "error text, duration_ms double precision NOT NULL, response_body text, "
                 "PRIMARY KEY (notification_id, attempt))").format(attempts),
             *email_statements(self.table(EMAIL_TABLE)),
+            *horizon_statements(self.table(HORIZON_TABLE)),
         ]
 
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
@@ -108,7 +107,7 @@ class WebhooksView(ReadModel):
         elif isinstance(event, Client.ClientCreated):
             curs.execute(SQL("INSERT INTO {} (id, client_id) VALUES (%s, %s) ON CONFLICT DO NOTHING")
                          .format(self.table("outbox_client")), (event.originator_id, event.client_id))
-        elif self.retention is None or event.timestamp >= datetime.now(tz=UTC) - self.retention:
+        elif derivable(curs, self.table(HORIZON_TABLE), event):
             derived = derive(event, self._client_id(curs, event))
             if derived is not None:
                 self.notify(curs, derived)
@@ -153,22 +152,6 @@ class WebhooksView(ReadModel):
                          (notification_id(derived.key, webhook_id), project_id, webhook_id, derived.type, payload))
             added += curs.rowcount
         return added
-
-    def prune_settled(self, *, days: int, limit: int) -> tuple[int, int]:
-        """Deletes up to ``limit`` settled webhook notifications (delivered, failed or cancelled) created more than
-        ``days`` ago by the database's clock, with their attempts, and up to ``limit`` such e-mails; returns how many
-        of each. Pending ones stay whatever their age (the retry schedule ends after about a day)."""
-        outbox, emails = self.table("webhook_notification"), self.table(EMAIL_TABLE)
-        settled = SQL("SELECT id FROM {} WHERE status <> 'pending' AND created_at < now() - make_interval(days => %s) "
-                      "LIMIT %s")
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("WITH gone AS (DELETE FROM {o} WHERE id IN ({s}) RETURNING id), attempts AS (DELETE "
-                             "FROM {a} WHERE notification_id IN (SELECT id FROM gone)) SELECT count(*) AS n FROM gone")
-                         .format(o=outbox, s=settled.format(outbox), a=self.table("webhook_attempt")), (days, limit))
-            row = curs.fetchone()
-            notifications = int(row["n"]) if row else 0
-            curs.execute(SQL("DELETE FROM {} WHERE id IN ({})").format(emails, settled.format(emails)), (days, limit))
-            return notifications, curs.rowcount
 
     def page(self, project_id: UUID, *, limit: int, after: tuple[datetime, str] | None = None) -> list[WebhookRow]:
         """A page of the project's webhooks, oldest first (never their secrets)."""

@@ -13,7 +13,7 @@ from application.expiry import SecretSweep, SweepResult, TokenSweep
 from application.orphans import OrphanSweep
 from projections.orphaned_tokens import OrphanedTokens
 from workers.jobs import job
-from workers.runtime import log_line
+from workers.runtime import drain, log_line
 
 logger = logging.getLogger("keyledger.jobs")
 
@@ -55,13 +55,8 @@ def prune_revocation_list(container: Any, *, margin: timedelta = PRUNE_MARGIN, b
     """Deletes from ``revoked_tokens`` the entries of tokens expired more than ``margin`` ago by the database's
     clock, in batches; returns how many and whether more are left for the next run. (A negative margin looks
     ahead: tests use it instead of waiting.)"""
-    pruned = 0
-    for _ in range(max_batches):
-        deleted = container.lookup.prune_written_through(margin, batch_size)
-        pruned += deleted
-        if deleted < batch_size:
-            return pruned, False
-    return pruned, True
+    return drain(lambda limit: container.lookup.prune_written_through(margin, limit), batch_size=batch_size,
+                 max_batches=max_batches)
 
 
 @job("prune-revocation-list", every=PRUNE_EVERY, max_retries=3, time_limit=300_000)

@@ -32,6 +32,19 @@ def load_jobs() -> dict[str, Job]:
     return JOBS
 
 
+def drain(step: Callable[[int], int], *, batch_size: int, max_batches: int) -> tuple[int, bool]:
+    """Runs ``step(batch_size)`` (which deletes or handles up to that many rows and says how many) until a batch
+    comes back short, at most ``max_batches`` times; returns the total and whether more are left for the next run
+    (a backlog drains run by run, no run outliving its time limit)."""
+    total = 0
+    for _ in range(max_batches):
+        done = step(batch_size)
+        total += done
+        if done < batch_size:
+            return total, False
+    return total, True
+
+
 def log_line(**fields: Any) -> str:
     """One structured (JSON) log line."""
     return msgspec.json.encode(fields).decode()

@@ -13,15 +13,16 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 
 from infrastructure.webhook_delivery import Message, post
-from projections.outbox import Attempt, Outbox
+from projections.email_outbox import EMAIL_TABLE
+from projections.outbox import Attempt, Outbox, prune_settled
 from workers.email import dispatch_email
 from workers.jobs import job
-from workers.runtime import enqueue, log_line
+from workers.runtime import drain, enqueue, log_line
 
 logger = logging.getLogger("keyledger.jobs")
 
 DISPATCH_BATCH = 500
-PRUNE_EVERY = 3600.0
+NOTIFICATION_PRUNE_EVERY = 3600.0
 
 
 def _outbox(container: Any) -> Outbox:
@@ -91,19 +92,18 @@ def warn_expiring_job(container: Any, **_: Any) -> None:
 def prune_notifications(container: Any, *, batch_size: int = 5000, max_batches: int = 100) -> tuple[int, int, bool]:
     """Deletes settled webhook notifications (with their attempts) and e-mails older than the retention period, in
     batches; returns how many of each and whether more are left for the next run."""
-    days = container.settings.notification_retention_days
-    notifications = emails = 0
-    for _ in range(max_batches):
-        batch = container.webhooks_view.prune_settled(days=days, limit=batch_size)
-        notifications, emails = notifications + batch[0], emails + batch[1]
-        if max(batch) < batch_size:
-            return notifications, emails, False
-    return notifications, emails, True
+    view, days = container.webhooks_view, container.settings.notification_retention_days
+    notifications, more = drain(lambda limit: prune_settled(view, view.table("webhook_notification"), days=days,
+                                                            limit=limit, attempts=view.table("webhook_attempt")),
+                                batch_size=batch_size, max_batches=max_batches)
+    emails, more_emails = drain(lambda limit: prune_settled(view, view.table(EMAIL_TABLE), days=days, limit=limit),
+                                batch_size=batch_size, max_batches=max_batches)
+    return notifications, emails, more or more_emails
 
 
-@job("webhooks.prune", every=PRUNE_EVERY, max_retries=3, time_limit=300_000)
+@job("webhooks.prune", every=NOTIFICATION_PRUNE_EVERY, max_retries=3, time_limit=300_000)
 def prune_job(container: Any, **_: Any) -> None:
-    """Periodic: keeps the outbox to the retention period (``KEYLEDGER_NOTIFICATION_RETENTION_DAYS``); the model
-    derives nothing from events older than that, so a rebuild does not send pruned notifications again."""
+    """Periodic: keeps the outboxes to the retention period (``KEYLEDGER_NOTIFICATION_RETENTION_DAYS``); the
+    pruning horizon it records keeps a rebuild from sending pruned notifications again (``projections.outbox``)."""
     notifications, emails, more = prune_notifications(container)
     logger.info(log_line(job="webhooks.prune", notifications=notifications, emails=emails, more=more))

@@ -3,13 +3,13 @@ not send again what was pruned: against a real PostgreSQL and a real HTTP receiv
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
+from projections.outbox import prune_settled
 from tests.integration.support import sign_up
 from tests.integration.webhook_support import add_member, outbox_rows, subscribe, webhook_container
 from tests.receiver import Receiver, serve
@@ -62,46 +62,49 @@ def test_settled_notifications_past_the_retention_go_with_their_attempts(hooks: 
                                                                           receiver: Receiver) -> None:
     signed = sign_up(hooks)
     hook = subscribe(hooks, signed, receiver.url, ("member.added",))
-    for _ in range(4):
+    for _ in range(5):
         add_member(hooks, signed)
     hooks.runner("webhooks").catch_up()
-    old_delivered, old_failed, recent, old_pending = (row["id"] for row in outbox_rows(hooks, hook.webhook_id))
+    rows = outbox_rows(hooks, hook.webhook_id)
+    old_delivered, old_failed, old_cancelled, recent, old_pending = (row["id"] for row in rows)
     for delivered in (old_delivered, recent):
         assert deliver(hooks, str(delivered)) == "delivered"
-    execute(hooks, "UPDATE {schema}.webhook_notification SET status = 'failed' WHERE id = %s", (old_failed,))
-    for aged in (old_delivered, old_failed, old_pending):
+    for settled, status in ((old_failed, "failed"), (old_cancelled, "cancelled")):
+        execute(hooks, "UPDATE {schema}.webhook_notification SET status = %s WHERE id = %s", (status, settled))
+    for aged in (old_delivered, old_failed, old_cancelled, old_pending):
         age(hooks, "webhook_notification", aged)
-    emails = {(status, aged): add_email(hooks, status, aged=aged)
-              for status, aged in (("delivered", True), ("pending", True), ("failed", False))}
+    emails = {(status, aged): add_email(hooks, status, aged=aged) for status, aged in (
+        ("delivered", True), ("failed", True), ("pending", True), ("failed", False))}
 
     assert prune_notifications(hooks, batch_size=1, max_batches=1) == (1, 1, True)  # a batch each, more left
-    assert prune_notifications(hooks, batch_size=1) == (1, 0, False)
+    assert prune_notifications(hooks, batch_size=1) == (2, 1, False)
 
     assert {row["id"] for row in outbox_rows(hooks, hook.webhook_id)} == {recent, old_pending}
     assert attempts_of(hooks, old_delivered) == 0 and attempts_of(hooks, recent) == 1
     left = {row["id"] for row in execute(hooks, "SELECT id FROM {schema}.email_notification")}
     assert left == {emails["pending", True], emails["failed", False]}
+    add_member(hooks, signed)  # the horizon the pruning recorded (90 days back) leaves new events notifying
+    hooks.runner("webhooks").catch_up()
+    assert len(outbox_rows(hooks, hook.webhook_id)) == 3
 
 
 def test_a_rebuild_does_not_send_again_what_was_pruned(hooks: Container, receiver: Receiver) -> None:
-    """The model derives nothing from events older than the retention period. Here the period is made shorter
-    than the event's age (zero) instead of waiting a season; without the horizon the rebuild adds the notification
-    again, due now, and it would be delivered a second time."""
+    """Pruning records how far it went; events from before that horizon derive nothing, whatever retention the
+    rebuilding process is configured with. Here everything settled so far is pruned (zero days) instead of waiting a
+    season; without the horizon the rebuild adds the notification again, due now: a second delivery."""
     signed = sign_up(hooks)
     hook = subscribe(hooks, signed, receiver.url, ("member.added",))
     add_member(hooks, signed)
     hooks.runner("webhooks").catch_up()
     [row] = outbox_rows(hooks, hook.webhook_id)
     assert deliver(hooks, str(row["id"])) == "delivered"
-    age(hooks, "webhook_notification", row["id"])
-    assert prune_notifications(hooks) == (1, 0, False)
-
     view = hooks.webhooks_view
-    view.retention = timedelta(0)  # type: ignore[attr-defined]
+    assert prune_settled(view, view.table("webhook_notification"), days=0, limit=10,
+                         attempts=view.table("webhook_attempt")) == 1
+
     hooks.runner("webhooks").rebuild()
     assert outbox_rows(hooks, hook.webhook_id) == []
 
-    view.retention = None  # type: ignore[attr-defined]
-    hooks.runner("webhooks").rebuild()  # the control: the same rebuild without a horizon sends it again
+    execute(hooks, "DELETE FROM {schema}.notification_horizon")  # the control: the same rebuild without a horizon
+    hooks.runner("webhooks").rebuild()
     assert [again["status"] for again in outbox_rows(hooks, hook.webhook_id)] == ["pending"]
-    assert len(receiver.requests) == 1
