@@ -171,20 +171,23 @@ def prune_settled(view: Any, table: Composable, *, days: int, limit: int, attemp
 
     The same statement moves the pruning horizon up to that instant, so the webhooks model (``derivable``) never
     derives again, in a rebuild, an event whose notifications may be gone, whatever retention another process or a
-    later configuration uses. Pending rows stay: they are due or leased, and settle within the retry schedule.
+    later configuration uses. It runs under the model's lock: a rebuild that read the horizon before this moved it
+    would otherwise wait on a deleted row's insert conflict, then insert it again, due. Pending rows stay: they are
+    due or leased, and settle within the retry schedule.
     """
     cutoff = SQL("now() - make_interval(hours => 24 * %s)")  # a fixed length of time, whatever the time zone does
-    deleted = [SQL("gone AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE status <> 'pending' AND "
-                   "created_at < (SELECT at FROM cutoff) LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id)")
-               .format(t=table)]
+    ctes = [SQL("victims AS MATERIALIZED (SELECT id FROM {t} WHERE status <> 'pending' AND created_at < (SELECT at "
+                "FROM cutoff) LIMIT %s FOR UPDATE SKIP LOCKED)").format(t=table),
+            SQL("gone AS (DELETE FROM {t} USING victims WHERE {t}.id = victims.id RETURNING {t}.id)").format(t=table)]
     if attempts is not None:
-        deleted.append(SQL("attempts AS (DELETE FROM {} WHERE notification_id IN (SELECT id FROM gone))")
-                       .format(attempts))
+        ctes.append(SQL("attempts AS (DELETE FROM {} WHERE notification_id IN (SELECT id FROM gone))")
+                    .format(attempts))
     statement = SQL("WITH cutoff AS (SELECT {cutoff} AS at), horizon AS (INSERT INTO {h} (id, pruned_before) "
                     "SELECT 1, at FROM cutoff ON CONFLICT (id) DO UPDATE SET pruned_before = "
-                    "GREATEST({h}.pruned_before, EXCLUDED.pruned_before)), {deleted} SELECT count(*) AS n FROM gone"
-                    ).format(cutoff=cutoff, h=view.table(HORIZON_TABLE), deleted=SQL(", ").join(deleted))
+                    "GREATEST({h}.pruned_before, EXCLUDED.pruned_before)), {ctes} SELECT count(*) AS n FROM gone"
+                    ).format(cutoff=cutoff, h=view.table(HORIZON_TABLE), ctes=SQL(", ").join(ctes))
     with view.datastore.transaction(commit=True) as curs:
+        view.lock(curs)
         curs.execute(statement, (days, limit))
         row = curs.fetchone()
         return int(row["n"]) if row else 0
