@@ -50,7 +50,7 @@ def attempts_of(container: Container, notification_id: uuid.UUID) -> int:
     return int(row["n"])
 
 
-def add_email(container: Container, status: str, *, aged: bool) -> uuid.UUID:
+def email_row(container: Container, status: str, *, aged: bool) -> uuid.UUID:
     email_id = uuid.uuid4()
     execute(container, "INSERT INTO {schema}.email_notification (id, project_id, type, payload, created_at, status, "
             "next_attempt_at) VALUES (%s, %s, 'member.added', '{}', now() - make_interval(days => %s), %s, now())",
@@ -73,7 +73,7 @@ def test_settled_notifications_past_the_retention_go_with_their_attempts(hooks: 
         execute(hooks, "UPDATE {schema}.webhook_notification SET status = %s WHERE id = %s", (status, settled))
     for aged in (old_delivered, old_failed, old_cancelled, old_pending):
         age(hooks, "webhook_notification", aged)
-    emails = {(status, aged): add_email(hooks, status, aged=aged) for status, aged in (
+    emails = {(status, aged): email_row(hooks, status, aged=aged) for status, aged in (
         ("delivered", True), ("failed", True), ("pending", True), ("failed", False))}
 
     assert prune_notifications(hooks, batch_size=1, max_batches=1) == (1, 1, True)  # a batch each, more left
