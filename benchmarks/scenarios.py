@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, SetupError, basic_auth, form
-from benchmarks.httpclient import build_request
-from benchmarks.sessions import RefreshChain, RevokeQueue, Session, json_object
+from benchmarks.httpclient import Connection, HttpProtocolError, build_request
+from benchmarks.sessions import DashboardRevokeQueue, RefreshChain, RevokeQueue, Session, json_object
 
 __all__ = ["SCENARIOS", "Plan", "ScenarioBuilder", "scenario"]
 
@@ -191,6 +191,74 @@ async def revoke(ctx: SetupContext) -> Plan:
         for account, pool in zip(accounts, pools, strict=True)
     )
     return Plan((), sessions=sessions)
+
+
+@scenario("revoke_dashboard")
+async def revoke_dashboard(ctx: SetupContext) -> Plan:
+    """``POST /oauth2/revoke`` of a fresh dashboard access token by the public client: RFC 7009's general path.
+
+    Setup logs each virtual user in once and rotates that login ``revoke_rate x window x 1.25 / concurrency`` times,
+    keeping every rotation's access token (each stays live: rotation uses up the refresh token only), then waits
+    until the read models have applied them. Only the revocation is timed.
+    """
+    per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
+    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    logins = await ctx.refresh_logins(accounts, label="[revoke_dashboard] setup: one password login per virtual user")
+    chains = await _rotated(ctx, logins, per_vu, label=f"[revoke_dashboard] setup: rotating {len(logins)} logins")
+    await ctx.settled(accounts[0])
+    return Plan((), sessions=tuple(DashboardRevokeQueue(ctx.target, refresh, pool) for refresh, pool in chains))
+
+
+async def _rotated(ctx: SetupContext, refresh_tokens: list[str], rotations: int, *, label: str
+                   ) -> list[tuple[str, list[str]]]:
+    """Rotates each login ``rotations`` times, one connection per login, showing progress; returns each login's
+    last refresh token and the access tokens its rotations gave.
+
+    Raises:
+        SetupError: A rotation was refused or not answered in time.
+    """
+    done = 0
+
+    async def rotate(refresh: str) -> tuple[str, list[str]]:
+        nonlocal done
+        connection, tokens = Connection(ctx.target), []
+        try:
+            for _ in range(rotations):
+                fields = {"grant_type": "refresh_token", "client_id": DASHBOARD_CLIENT_ID, "refresh_token": refresh}
+                async with asyncio.timeout(ctx.timeout):
+                    status, body = await connection.request(
+                        build_request(ctx.target, "POST", "/oauth2/token", _FORM, form(fields)))
+                answer = (json_object(body) or {}) if status == 200 else {}
+                if not isinstance(answer.get("access_token"), str) or not isinstance(answer.get("refresh_token"), str):
+                    raise SetupError(f"{label}: HTTP {status}: {body[:300]!r}")
+                tokens.append(answer["access_token"])
+                refresh = answer["refresh_token"]
+                done += 1
+        except (OSError, asyncio.IncompleteReadError, HttpProtocolError, TimeoutError) as exc:
+            raise SetupError(f"{label}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            connection.close()
+        return refresh, tokens
+
+    total = len(refresh_tokens) * rotations
+    lanes = [asyncio.create_task(rotate(refresh)) for refresh in refresh_tokens]
+    try:
+        while not all(lane.done() for lane in lanes):
+            await asyncio.wait(lanes, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)
+            if any(lane.done() and lane.exception() for lane in lanes):
+                break
+            ctx.progress.write(f"\r{label}: {done}/{total} rotations")
+            ctx.progress.flush()
+        for lane in lanes:
+            if lane.done() and lane.exception():
+                raise lane.exception()  # the first failure, before asking the others for results
+        results = [lane.result() for lane in lanes]
+    finally:
+        for lane in lanes:
+            lane.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+    ctx.progress.write(f"\r{label}: {done}/{total} rotations\n")
+    return results
 
 
 async def _page_plan(ctx: SetupContext, collection: str) -> Plan:

@@ -17,7 +17,15 @@ from typing import Any
 from benchmarks.fixtures import DASHBOARD_CLIENT_ID, form
 from benchmarks.httpclient import Connection, Target, build_request
 
-__all__ = ["RefreshChain", "RevokeQueue", "Session", "SessionStepError", "describe_http_error", "json_object"]
+__all__ = [
+    "DashboardRevokeQueue",
+    "RefreshChain",
+    "RevokeQueue",
+    "Session",
+    "SessionStepError",
+    "describe_http_error",
+    "json_object",
+]
 
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 _SAMPLE_CHARS = 200
@@ -164,6 +172,49 @@ class RevokeQueue(Session):
         return build_request(
             self.target, "POST", "/oauth2/revoke", {**FORM_HEADERS, "Authorization": self.authorization}, body
         )
+
+    def outcome(self, status: int, body: bytes) -> str | None:
+        """Only 200 is a success."""
+        return None if status == 200 else describe_http_error(status, body)
+
+
+@dataclass(slots=True)
+class DashboardRevokeQueue(Session):
+    """Revokes one fresh dashboard access token per measured request (RFC 7009, public client ``dashboard``).
+
+    This is RFC 7009's general path: a public client has no secret, so the server verifies the token's signature
+    and claims strictly and decides on its stream, in a thread, with a transaction of its own (a project client
+    revoking its own client_credentials token takes the batched lane that ``RevokeQueue`` measures). The tokens come
+    from a pool made in setup by rotating the virtual user's login (rotation leaves earlier access tokens live);
+    if the pool runs out, each further token comes from one more rotation before the revocation: unmeasured, but it
+    loads the server, so the run reports how many such helper requests there were.
+    """
+
+    target: Target
+    refresh_token: str
+    tokens: list[str]
+    current: str = field(default="", init=False)
+
+    async def prepare(self, connection: Connection) -> int:
+        """Take the next pooled token, or rotate the login once for one."""
+        if self.tokens:
+            self.current = self.tokens.pop()
+            return 0
+        fields = {"grant_type": "refresh_token", "client_id": DASHBOARD_CLIENT_ID, "refresh_token": self.refresh_token}
+        status, body = await connection.request(
+            build_request(self.target, "POST", "/oauth2/token", FORM_HEADERS, form(fields))
+        )
+        answer = (json_object(body) or {}) if status == 200 else {}
+        access, refresh = answer.get("access_token"), answer.get("refresh_token")
+        if not isinstance(access, str) or not isinstance(refresh, str):
+            raise SessionStepError("rotating the login for a token to revoke: " + describe_http_error(status, body))
+        self.current, self.refresh_token = access, refresh
+        return 1
+
+    def next_request(self) -> bytes:
+        """``POST /oauth2/revoke`` for the current token, as the public client ``dashboard``."""
+        body = form({"token": self.current, "token_type_hint": "access_token", "client_id": DASHBOARD_CLIENT_ID})
+        return build_request(self.target, "POST", "/oauth2/revoke", FORM_HEADERS, body)
 
     def outcome(self, status: int, body: bytes) -> str | None:
         """Only 200 is a success."""
