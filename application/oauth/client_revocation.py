@@ -1,14 +1,21 @@
-"""RFC 7009 revocation of a client_credentials access token by its own client, decided in batches.
+"""RFC 7009 revocation, decided in batches: a client_credentials access token by its own client, and a dashboard
+access token by the dashboard.
 
 The common revocation (a project's API key revokes one of its own access tokens) is decided by the group committer
 for a whole batch at once: one read of every batch token's stream and every batch client's version, each token
 revoked on its stream (``Token.revocation_of_issued`` for a stream that holds only its issuance, ``Token.revoke``
 otherwise: the event the general path records) and every event saved in the batch's transaction. The presented
 string only names the stream (its ``jti``): whether the token was issued to this client, and whether it is still
-live, is decided on the stream, never on the string's claims, so no signature check is needed to trust anything.
+live, is decided on the stream, never on the string's claims, so for a client authenticated by its secret no
+signature check is needed to trust anything.
 Whatever is not plainly such a revocation (a client changed since its copy was taken, a token of another client or
 of a login's family, an unknown id, a twin in the batch) is left to the general path
 (``application.oauth.revocation``), which verifies the token and answers as RFC 7009 says.
+
+The dashboard, a public client, revokes its users' access tokens in the same batches. It has no secret, so here the
+presented string is what proves the caller holds the token: its signature and claims were verified (expiry aside)
+against the key ring as the process had it, and the batch's read confirms that ring version is still the store's
+(``ClientTokenRevocation.ring_version``), as the general path's strict check would. A jti alone revokes nothing.
 """
 
 from collections.abc import Sequence
@@ -20,18 +27,27 @@ from uuid import UUID, uuid4
 from application.oauth.revocation import REVOKED_BY_CLIENT
 from application.ports import Clock
 from application.store import Keyledger, mutate_all
-from domain.client import Client
+from domain.client import Client, PublicClient
 from domain.errors import InvariantViolated
-from domain.ids import client_actor
+from domain.ids import client_actor, keyring_id
 from domain.token import Token, TokenKind
 
 
 @dataclass(frozen=True, slots=True)
 class ClientTokenRevocation:
-    """A known client revoking the access token whose stream ``token_id`` names."""
+    """A known client, or the dashboard with a verified token, revoking the access token ``token_id`` names.
 
-    client: Client  # the private copy the presented secret verified against; its version must still be current
+    Attributes:
+        client: The private copy the presented secret verified against (its version must still be current), or the
+            public dashboard client.
+        token_id: The stream named by the presented token's ``jti``.
+        ring_version: For the public client: the key ring version the token's signature was verified against (it
+            must still be the store's); None for a confidential client, whose secret authenticated it.
+    """
+
+    client: Client | PublicClient
     token_id: UUID
+    ring_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +83,21 @@ class ClientTokenRevoker:
     clock: Clock
 
     def decide_batch(self, requests: Sequence[ClientTokenRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from one read of the batch's token streams and its clients' versions.
+        """One outcome per request, from one read of the batch's token streams, its clients' versions and (for the
+        dashboard's requests) the key ring's version.
 
         A stream that holds only its ``TokenIssued`` (a live token never touched since: the common case) is decided
         on that event (``Token.revocation_of_issued``) without replaying the aggregate; any other is replayed and
         decided by ``Token.revoke``, as the general path does.
         """
-        streams, versions = self.app.streams_and_versions([r.token_id for r in requests], Token,
-                                                          [r.client.id for r in requests])
+        versioned = [r.client.id if isinstance(r.client, Client) else keyring_id() for r in requests]
+        streams, versions = self.app.streams_and_versions([r.token_id for r in requests], Token, versioned)
         now = self.clock.now()
         taken: set[UUID] = set()
         outcomes = []
         for request in requests:
             stream = streams.get(request.token_id)
-            if versions.get(request.client.id) != request.client.version or stream is None or not _own(
+            if not _current(request, versions) or stream is None or not _own(
                     stream[0], request.client) or request.token_id in taken:
                 outcomes.append(UNDECIDED)
                 continue
@@ -89,7 +106,7 @@ class ClientTokenRevoker:
         return outcomes
 
     @staticmethod
-    def _decide(stream: list[Any], client: Client, now: datetime) -> RevocationOutcome:
+    def _decide(stream: list[Any], client: Client | PublicClient, now: datetime) -> RevocationOutcome:
         """Revokes the client's token of ``stream`` if it is still live (RFC 7009 2.2: otherwise nothing to do)."""
         actor, revocation_id = client_actor(client.client_id), uuid4()
         if len(stream) == 1:
@@ -108,9 +125,19 @@ class ClientTokenRevoker:
         return RevocationOutcome(decided=True, revoked=1, aggregates=(token,))
 
 
-def _own(issued: Any, client: Client) -> bool:
-    """Whether the stream's ``TokenIssued`` is of an access token the client got with client_credentials (no login
-    family)."""
-    return (isinstance(issued, Token.TokenIssued) and issued.kind == TokenKind.ACCESS
-            and issued.client_id == client.client_id and issued.project_id == client.project_id
-            and issued.family_id is None)
+def _current(request: ClientTokenRevocation, versions: dict[UUID, int]) -> bool:
+    """Whether what authenticated the request still holds: the client's copy is its stream's current version, or
+    (public client) the key ring the token was verified against is the store's current one."""
+    if isinstance(request.client, Client):
+        return versions.get(request.client.id) == request.client.version
+    return request.ring_version is not None and versions.get(keyring_id()) == request.ring_version
+
+
+def _own(issued: Any, client: Client | PublicClient) -> bool:
+    """Whether the stream's ``TokenIssued`` is of an access token the client got: with client_credentials (no login
+    family) for a project client; any of the dashboard's access tokens for the public client."""
+    if not isinstance(issued, Token.TokenIssued) or issued.kind != TokenKind.ACCESS:
+        return False
+    if isinstance(client, PublicClient):
+        return issued.client_id == client.client_id
+    return issued.client_id == client.client_id and issued.project_id == client.project_id and issued.family_id is None

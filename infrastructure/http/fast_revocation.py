@@ -1,4 +1,5 @@
-"""RFC 7009 revocation on the event loop: a known client revoking one of its own client_credentials access tokens.
+"""RFC 7009 revocation on the event loop: a known client revoking one of its own client_credentials access tokens,
+and the dashboard revoking one of its access tokens.
 
 That is what a project's API key does when it is done with a token, and the whole request can be answered without
 a thread: the client is one whose presented secret this process verified before (``FastIntrospection``'s known
@@ -6,13 +7,21 @@ clients, with the same clean failure counters), and the group committer decides 
 joins (``application.oauth.client_revocation``: the token's stream, named by the presented JWT's ``jti``, decides
 whether it is this client's and live; its ``TokenRevoked`` is saved in the batch's transaction, which also lists the
 token in ``revoked_tokens``). The answer waits for that commit, so every process refuses the token the moment it is
-answered (DESIGN.md invariant 1). The string is only read for its ``jti`` and ``client_id``, to pick the stream
-and skip what is plainly not this client's: nothing in it is trusted, so it needs no signature check here. One
+answered (DESIGN.md invariant 1). For a client authenticated by its secret, the string is only read for its
+``jti`` and ``client_id``, to pick the stream and skip what is plainly not this client's: nothing in it is trusted,
+so it needs no signature check here. One
 difference with the general path follows: a string that does not verify (a forged signature, say) but names one of
 the caller's own live tokens revokes that token here, where the general path would answer 200 and change nothing.
 The caller is authenticated as that token's client and could revoke it anyway; the ledger records it as such.
-Anything else returns False and takes the general path, which authenticates with counting, verifies the token
-strictly and decides on its stream.
+
+The dashboard, a public client (``client_id=dashboard`` and no secret), revokes its users' access tokens here too,
+but it has no secret to prove anything: for it the presented string is the proof, so it is verified strictly on the
+event loop (signature, ``kid``, algorithm, ``iss``, ``aud``, ``typ``; not ``exp``, as on the general path) against
+this process's key snapshot, whose ring version the batch's read confirms. A string that does not verify takes the
+general path, which answers 200 and changes nothing.
+
+Anything else returns False and takes the general path, which authenticates the client (counting a confidential
+client's failures), verifies the token strictly and decides on its stream.
 """
 
 import json
@@ -22,6 +31,8 @@ from eventsourcing.persistence import IntegrityError
 from jwt.utils import base64url_decode
 
 from application.oauth.client_revocation import ClientTokenRevocation, RevocationOutcome
+from domain.client import DASHBOARD
+from infrastructure.crypto.jwt import InvalidToken
 from infrastructure.http.introspection import FastIntrospection, token_id_of
 
 JWS_PARTS = 3
@@ -43,9 +54,12 @@ async def revoke_known(fast: FastIntrospection, container: Any, credentials: tup
 
 def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | None, str | None],
              token: str | None) -> ClientTokenRevocation | None:
-    """The batched request for what looks like a JWT of the known client's, or None (no I/O)."""
+    """The batched request for what looks like a JWT of the known client's, or for a dashboard access token that
+    verifies, or None (no I/O)."""
     if not token or len(token) > MAX_TOKEN_LENGTH or container.tokens.minter.is_refresh_token(token):
         return None
+    if credentials == (DASHBOARD.client_id, None):
+        return _dashboard_request(container, token)
     client = fast.known_client(*credentials)
     if client is None:
         return None
@@ -54,6 +68,20 @@ def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | N
         return None  # not a JWT, or another client's (refused by the general path)
     token_id = token_id_of(claims)
     return ClientTokenRevocation(client=client, token_id=token_id) if token_id is not None else None
+
+
+def _dashboard_request(container: Any, token: str) -> ClientTokenRevocation | None:
+    """The batched request for a dashboard access token that verifies against this process's key snapshot, or None
+    (no I/O: the batch checks the snapshot's ring version; an unknown ``kid`` may be a key another process just
+    published, which the general path looks up)."""
+    try:
+        claims, ring_version = container.validator.peek(token, verify_exp=False)
+    except InvalidToken:
+        return None
+    token_id = token_id_of(claims)
+    if claims.get("client_id") != DASHBOARD.client_id or token_id is None:
+        return None
+    return ClientTokenRevocation(client=DASHBOARD, token_id=token_id, ring_version=ring_version)
 
 
 def _unverified_claims(token: str) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """An ASGI lane in front of Litestar for the one request that must be answered fastest: RFC 7009 revocation by a
-known client of one of its own client_credentials tokens (``infrastructure.http.fast_revocation``).
+known client of one of its own client_credentials tokens, or by the dashboard of one of its access tokens
+(``infrastructure.http.fast_revocation``).
 
 Routing, the middleware stack, the signature model and the response machinery cost a Litestar request more CPU than
 that whole revocation does once it is batched. The lane answers such a request itself when it is plainly in order:

@@ -1,20 +1,29 @@
 """RFC 7009 revocation on the event loop (``infrastructure.http.fast_revocation``) against the real store, Redis and
-group committer: a known client's own client_credentials token is revoked in the batch's transaction, exactly as the
-general path records it, and everything else is handed back to the general path untouched."""
+group committer: a known client's own client_credentials token, or a dashboard access token that verifies, is revoked
+in the batch's transaction, exactly as the general path records it, and everything else is handed back to the general
+path untouched."""
 
 import asyncio
 import json
+from collections.abc import Iterator
 from uuid import UUID
 
 import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from application.clients import RotateSecret
+from application.oauth.grants import IssuedTokens, TokenRequest
 from application.oauth.revocation import RevocationRequest
+from domain.ids import DASHBOARD_CLIENT_ID
 from domain.token import Token
-from infrastructure.bootstrap import Container
+from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http.fast_revocation import revoke_known
+from infrastructure.settings import Settings
+from tests.conftest import fresh_database
 from tests.integration.fast_support import Harness, client_token
-from tests.integration.support import sign_up
+from tests.integration.support import PASSWORD, sign_up
+from workers.keys import key_rotation
 
 SOURCE = "198.51.100.8"
 
@@ -86,3 +95,78 @@ def test_anything_not_known_to_be_in_order_goes_to_the_general_path(harness: Har
                                           grace_period=0, actor=f"user:{account.user.id}"))
     assert revoke(harness, account, token) is False  # the client's stream moved on: the copy is stale
     assert len(stream(container, token)) == len(stream(container, foreign)) == 1
+
+
+def login(container: Container, account: object) -> IssuedTokens:
+    return container.tokens.handle(TokenRequest(grant_type="password", client_id=DASHBOARD_CLIENT_ID,
+                                                username=account.user.email, password=PASSWORD))  # type: ignore[attr-defined]
+
+
+def dashboard_revoke(harness: Harness, token: str, credentials: tuple[str, str | None] = (DASHBOARD_CLIENT_ID, None),
+                     ) -> bool:
+    return harness.loop.run_until_complete(revoke_known(harness.fast, harness.container, credentials, token, SOURCE))
+
+
+def test_the_dashboard_revokes_a_verified_access_token_in_the_batch(harness: Harness, container: Container) -> None:
+    account = sign_up(container)
+    tokens = login(container, account)
+    assert dashboard_revoke(harness, tokens.access_token) is True
+    issued, revoked = stream(container, tokens.access_token)
+    assert isinstance(revoked, Token.TokenRevoked) and revoked.originator_version == 2
+    assert (revoked.reason, revoked.actor, revoked.client_id, revoked.user_id, revoked.family_id) == (
+        "revoked by client", "client:dashboard", DASHBOARD_CLIENT_ID, account.user.id, issued.family_id)
+    assert revoked.project_id == issued.project_id and revoked.revocation_id is not None
+    assert container.lookup.is_revoked(revoked.originator_id)  # listed in the batch's transaction
+    assert container.app.load(revoked.originator_id, Token).revoked
+    # RFC 7009 section 2.1: an access token is revoked alone; the login's refresh token still rotates.
+    assert container.tokens.handle(TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                                                refresh_token=tokens.refresh_token)).refresh_token
+    assert dashboard_revoke(harness, tokens.access_token) is True  # decided on the stream: nothing more to record
+    assert len(stream(container, tokens.access_token)) == 2
+
+
+def test_the_dashboard_path_revokes_nothing_a_token_of_its_own_does_not_prove(harness: Harness,
+                                                                              container: Container) -> None:
+    account = sign_up(container)
+    victim = login(container, account).access_token
+    header = jwt.get_unverified_header(victim)
+    claims = jwt.decode(victim, options={"verify_signature": False})
+    forged = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers=header)
+    unsigned = jwt.encode(claims, key=None, algorithm="none", headers={"typ": header["typ"], "kid": header["kid"]})
+    assert dashboard_revoke(harness, forged) is False  # the victim's jti, kid and claims; another key's signature
+    assert dashboard_revoke(harness, unsigned) is False
+    assert dashboard_revoke(harness, victim, credentials=(DASHBOARD_CLIENT_ID, "a secret")) is False
+    project_token = client_token(container, account)
+    assert dashboard_revoke(harness, project_token) is False  # not the dashboard's: refused by the general path
+    assert dashboard_revoke(harness, login(container, account).refresh_token) is False  # a family: general path
+    assert len(stream(container, victim)) == len(stream(container, project_token)) == 1
+
+
+@pytest.fixture
+def own_ring(server_url: str, redis_url: str, settings: Settings) -> Iterator[Harness]:
+    """A harness on a database of its own: its key ring is rotated, which no other test may see."""
+    with fresh_database(server_url) as url:
+        built = build(settings, Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        harness = Harness(built, url, redis_url)
+        try:
+            yield harness
+        finally:
+            harness.close()
+            built.close()
+
+
+def test_after_a_ring_change_the_dashboard_path_waits_for_a_current_key_snapshot(own_ring: Harness) -> None:
+    container = own_ring.container
+    account = sign_up(container)
+    first, second = login(container, account).access_token, login(container, account).access_token
+    key_rotation(container).rotate(emergency=False, actor="operator")  # a successor pre-published: the ring moves
+    assert dashboard_revoke(own_ring, first) is False  # verified against a snapshot the ring has moved past
+    assert len(stream(container, first)) == 1
+    container.keys.refresh()  # what the general path does before it verifies
+    assert dashboard_revoke(own_ring, first) is True  # the key that signed it is still published
+    assert len(stream(container, first)) == 2
+    key_rotation(container).rotate(emergency=True, actor="operator")  # the key that signed both is revoked
+    assert dashboard_revoke(own_ring, second) is False  # the snapshot still has that key: the ring check refuses
+    container.keys.refresh()
+    assert dashboard_revoke(own_ring, second) is False  # the key is gone: the string no longer verifies
+    assert len(stream(container, second)) == 1

@@ -1,11 +1,13 @@
-"""The batched revocation of client_credentials tokens on the in-memory store: decided on each token's stream
-(whose it is, whether it is live), and anything that is not plainly such a revocation left to the general path."""
+"""The batched revocation of client_credentials tokens, and of dashboard access tokens whose signature was verified,
+on the in-memory store: decided on each token's stream (whose it is, whether it is live), and anything that is not
+plainly such a revocation left to the general path."""
 
 from uuid import UUID, uuid4
 
 from application.oauth.client_revocation import ClientTokenRevocation, ClientTokenRevoker
 from application.oauth.grants import TokenRequest
-from domain.client import Client
+from domain.client import DASHBOARD, Client
+from domain.ids import keyring_id
 from domain.token import Token
 from infrastructure.batching import RequestRouter
 from tests.unit.conftest import PASSWORD, World
@@ -69,6 +71,42 @@ def test_other_clients_tokens_logins_unknown_ids_twins_and_stale_clients_are_und
     world.app.save(deleted)
     [stale] = decide(world, ClientTokenRevocation(client=other_client, token_id=other.id))
     assert not stale.decided
+
+
+def test_the_dashboard_revokes_its_access_tokens_against_the_ring_version_it_verified_with(world: World) -> None:
+    signed = world.sign_up("dashboard-revoker@example.com")
+    login = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
+                                             username=signed.user.email, password=PASSWORD))
+    access = UUID(world.validator.claims(login.access_token)["jti"])
+    _, project_token = issued(world)
+    ring = world.app.versions([keyring_id()])[keyring_id()]
+    outcomes = decide(world, ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring - 1),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=project_token.id, ring_version=ring),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring))
+    assert [o.decided for o in outcomes] == [False, False, False, True]  # stale ring, no ring, not the dashboard's
+    [aggregate] = outcomes[-1].aggregates
+    [event] = aggregate.collect_events()
+    assert isinstance(event, Token.TokenRevoked) and event.originator_id == access
+    assert (event.actor, event.client_id, event.user_id) == ("client:dashboard", "dashboard", signed.user.id)
+
+
+def test_a_batch_mixes_project_clients_and_the_dashboard_each_checked_on_its_own_terms(world: World) -> None:
+    client, token = issued(world)
+    stale_client, stale_token = issued(world)
+    moved = world.app.load(stale_client.id, Client)
+    moved.revoke(actor="system")
+    world.app.save(moved)
+    signed = world.sign_up("mixed-batch@example.com")
+    login = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
+                                             username=signed.user.email, password=PASSWORD))
+    access = UUID(world.validator.claims(login.access_token)["jti"])
+    ring = world.app.versions([keyring_id()])[keyring_id()]
+    outcomes = decide(world, ClientTokenRevocation(client=stale_client, token_id=stale_token.id),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring),
+                      ClientTokenRevocation(client=client, token_id=token.id),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring))
+    assert [(o.decided, o.revoked) for o in outcomes] == [(False, 0), (True, 1), (True, 1), (False, 0)]  # a twin
 
 
 def test_the_router_hands_each_kind_to_its_decider_in_order() -> None:
