@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, SetupError, basic_auth, form
 from benchmarks.httpclient import Connection, HttpProtocolError, build_request
-from benchmarks.sessions import DashboardRevokeQueue, RefreshChain, RevokeQueue, Session, json_object
+from benchmarks.sessions import DashboardRevokeQueue, RefreshChain, RevokeQueue, Session, SessionStepError, json_object
 
 __all__ = ["SCENARIOS", "Plan", "ScenarioBuilder", "scenario"]
 
@@ -187,7 +187,7 @@ async def revoke(ctx: SetupContext) -> Plan:
     pools = await ctx.client_tokens([(account, per_vu) for account in accounts], label=label)
     await ctx.settled(accounts[0])  # the pool's events applied by the read models before measuring starts
     sessions = tuple(
-        RevokeQueue(ctx.target, basic_auth(account.client_id, account.client_secret), pool)
+        RevokeQueue(ctx.target, pool, authorization=basic_auth(account.client_id, account.client_secret))
         for account, pool in zip(accounts, pools, strict=True)
     )
     return Plan((), sessions=sessions)
@@ -204,44 +204,36 @@ async def revoke_dashboard(ctx: SetupContext) -> Plan:
     per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
     accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
     logins = await ctx.refresh_logins(accounts, label="[revoke_dashboard] setup: one password login per virtual user")
-    chains = await _rotated(ctx, logins, per_vu, label=f"[revoke_dashboard] setup: rotating {len(logins)} logins")
+    sessions = await _rotated(ctx, logins, per_vu, label=f"[revoke_dashboard] setup: rotating {len(logins)} logins")
     await ctx.settled(accounts[0])
-    return Plan((), sessions=tuple(DashboardRevokeQueue(ctx.target, refresh, pool) for refresh, pool in chains))
+    return Plan((), sessions=tuple(sessions))
 
 
-async def _rotated(ctx: SetupContext, refresh_tokens: list[str], rotations: int, *, label: str
-                   ) -> list[tuple[str, list[str]]]:
+async def _rotated(ctx: SetupContext, logins: list[str], rotations: int, *, label: str) -> list[DashboardRevokeQueue]:
     """Rotates each login ``rotations`` times, one connection per login, showing progress; returns each login's
-    last refresh token and the access tokens its rotations gave.
+    revocation session, holding its last refresh token and the access tokens its rotations gave.
 
     Raises:
         SetupError: A rotation was refused or not answered in time.
     """
     done = 0
 
-    async def rotate(refresh: str) -> tuple[str, list[str]]:
+    async def rotate(refresh: str) -> DashboardRevokeQueue:
         nonlocal done
-        connection, tokens = Connection(ctx.target), []
+        connection, session = Connection(ctx.target), DashboardRevokeQueue(ctx.target, [], refresh_token=refresh)
         try:
             for _ in range(rotations):
-                fields = {"grant_type": "refresh_token", "client_id": DASHBOARD_CLIENT_ID, "refresh_token": refresh}
                 async with asyncio.timeout(ctx.timeout):
-                    status, body = await connection.request(
-                        build_request(ctx.target, "POST", "/oauth2/token", _FORM, form(fields)))
-                answer = (json_object(body) or {}) if status == 200 else {}
-                if not isinstance(answer.get("access_token"), str) or not isinstance(answer.get("refresh_token"), str):
-                    raise SetupError(f"{label}: HTTP {status}: {body[:300]!r}")
-                tokens.append(answer["access_token"])
-                refresh = answer["refresh_token"]
+                    session.tokens.append(await session.fresh(connection))
                 done += 1
-        except (OSError, asyncio.IncompleteReadError, HttpProtocolError, TimeoutError) as exc:
+        except (OSError, asyncio.IncompleteReadError, HttpProtocolError, TimeoutError, SessionStepError) as exc:
             raise SetupError(f"{label}: {type(exc).__name__}: {exc}") from exc
         finally:
             connection.close()
-        return refresh, tokens
+        return session
 
-    total = len(refresh_tokens) * rotations
-    lanes = [asyncio.create_task(rotate(refresh)) for refresh in refresh_tokens]
+    total = len(logins) * rotations
+    lanes = [asyncio.create_task(rotate(refresh)) for refresh in logins]
     try:
         while not all(lane.done() for lane in lanes):
             await asyncio.wait(lanes, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)

@@ -19,6 +19,7 @@ from benchmarks.httpclient import Connection, Target, build_request
 
 __all__ = [
     "DashboardRevokeQueue",
+    "PooledRevocations",
     "RefreshChain",
     "RevokeQueue",
     "Session",
@@ -134,24 +135,48 @@ class RefreshChain(Session):
 
 
 @dataclass(slots=True)
-class RevokeQueue(Session):
-    """Revokes one fresh access token per measured request (RFC 7009), authenticated as the issuing client.
+class PooledRevocations(Session):
+    """Revokes one fresh token per measured request (RFC 7009), taken from a pool made in setup.
 
-    The tokens come from a pool issued during setup. If the pool runs out, each further token is issued on the
-    virtual user's connection by a client_credentials grant before the revocation: unmeasured, but it loads the
-    server, so the run reports how many such helper requests there were.
+    If the pool runs out, each further token is made on the virtual user's connection (``fresh``) before the
+    revocation: unmeasured, but it loads the server, so the run reports how many such helper requests there were.
+    Subclasses say how a token is made and how it is revoked (``next_request``).
     """
 
     target: Target
-    authorization: str
     tokens: list[str]
     current: str = field(default="", init=False)
 
     async def prepare(self, connection: Connection) -> int:
-        """Take the next pooled token, or issue one if the pool is empty."""
+        """Take the next pooled token, or make one if the pool is empty."""
         if self.tokens:
             self.current = self.tokens.pop()
             return 0
+        self.current = await self.fresh(connection)
+        return 1
+
+    async def fresh(self, connection: Connection) -> str:
+        """A new token to revoke, made with one unmeasured request.
+
+        Raises:
+            SessionStepError: The server did not give one.
+        """
+        raise NotImplementedError
+
+    def outcome(self, status: int, body: bytes) -> str | None:
+        """Only 200 is a success."""
+        return None if status == 200 else describe_http_error(status, body)
+
+
+@dataclass(slots=True)
+class RevokeQueue(PooledRevocations):
+    """Revokes client_credentials access tokens, authenticated as the issuing client (HTTP Basic); a fresh one
+    comes from a client_credentials grant."""
+
+    authorization: str = ""
+
+    async def fresh(self, connection: Connection) -> str:
+        """Issue one token with the client_credentials grant."""
         request = build_request(
             self.target,
             "POST",
@@ -163,8 +188,7 @@ class RevokeQueue(Session):
         token = (json_object(body) or {}).get("access_token") if status == 200 else None
         if not isinstance(token, str):
             raise SessionStepError("issuing a token to revoke: " + describe_http_error(status, body))
-        self.current = token
-        return 1
+        return token
 
     def next_request(self) -> bytes:
         """``POST /oauth2/revoke`` for the current token."""
@@ -173,33 +197,20 @@ class RevokeQueue(Session):
             self.target, "POST", "/oauth2/revoke", {**FORM_HEADERS, "Authorization": self.authorization}, body
         )
 
-    def outcome(self, status: int, body: bytes) -> str | None:
-        """Only 200 is a success."""
-        return None if status == 200 else describe_http_error(status, body)
-
 
 @dataclass(slots=True)
-class DashboardRevokeQueue(Session):
-    """Revokes one fresh dashboard access token per measured request (RFC 7009, public client ``dashboard``).
+class DashboardRevokeQueue(PooledRevocations):
+    """Revokes dashboard access tokens as the public client ``dashboard`` (RFC 7009 with ``client_id`` and no secret).
 
-    This is RFC 7009's general path: a public client has no secret, so the server verifies the token's signature
-    and claims strictly and decides on its stream, in a thread, with a transaction of its own (a project client
-    revoking its own client_credentials token takes the batched lane that ``RevokeQueue`` measures). The tokens come
-    from a pool made in setup by rotating the virtual user's login (rotation leaves earlier access tokens live);
-    if the pool runs out, each further token comes from one more rotation before the revocation: unmeasured, but it
-    loads the server, so the run reports how many such helper requests there were.
+    With no secret, the presented token is what proves the caller holds it, so the server verifies its signature and
+    claims (a project client revoking its own token, ``RevokeQueue``, skips that). The pool comes from rotating the
+    virtual user's login in setup (rotation leaves earlier access tokens live); a fresh token from one more rotation.
     """
 
-    target: Target
-    refresh_token: str
-    tokens: list[str]
-    current: str = field(default="", init=False)
+    refresh_token: str = ""
 
-    async def prepare(self, connection: Connection) -> int:
-        """Take the next pooled token, or rotate the login once for one."""
-        if self.tokens:
-            self.current = self.tokens.pop()
-            return 0
+    async def fresh(self, connection: Connection) -> str:
+        """Rotate the login once and keep its access token."""
         fields = {"grant_type": "refresh_token", "client_id": DASHBOARD_CLIENT_ID, "refresh_token": self.refresh_token}
         status, body = await connection.request(
             build_request(self.target, "POST", "/oauth2/token", FORM_HEADERS, form(fields))
@@ -208,14 +219,10 @@ class DashboardRevokeQueue(Session):
         access, refresh = answer.get("access_token"), answer.get("refresh_token")
         if not isinstance(access, str) or not isinstance(refresh, str):
             raise SessionStepError("rotating the login for a token to revoke: " + describe_http_error(status, body))
-        self.current, self.refresh_token = access, refresh
-        return 1
+        self.refresh_token = refresh
+        return access
 
     def next_request(self) -> bytes:
         """``POST /oauth2/revoke`` for the current token, as the public client ``dashboard``."""
         body = form({"token": self.current, "token_type_hint": "access_token", "client_id": DASHBOARD_CLIENT_ID})
         return build_request(self.target, "POST", "/oauth2/revoke", FORM_HEADERS, body)
-
-    def outcome(self, status: int, body: bytes) -> str | None:
-        """Only 200 is a success."""
-        return None if status == 200 else describe_http_error(status, body)
