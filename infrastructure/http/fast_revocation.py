@@ -9,10 +9,10 @@ whether it is this client's and live; its ``TokenRevoked`` is saved in the batch
 token in ``revoked_tokens``). The answer waits for that commit, so every process refuses the token the moment it is
 answered (DESIGN.md invariant 1). For a client authenticated by its secret, the string is only read for its
 ``jti`` and ``client_id``, to pick the stream and skip what is plainly not this client's: nothing in it is trusted,
-so it needs no signature check here. One
-difference with the general path follows: a string that does not verify (a forged signature, say) but names one of
-the caller's own live tokens revokes that token here, where the general path would answer 200 and change nothing.
-The caller is authenticated as that token's client and could revoke it anyway; the ledger records it as such.
+so it needs no signature check here. One difference with the general path follows: a string that does not verify
+(a forged signature, say) but names one of the caller's own live tokens revokes that token here, where the general
+path would answer 200 and change nothing. The caller is authenticated as that token's client and could revoke it
+anyway; the ledger records it as such.
 
 The dashboard, a public client (``client_id=dashboard`` and no secret), revokes its users' access tokens here too,
 but it has no secret to prove anything: for it the presented string is the proof, so it is verified strictly on the

@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from application.accounts import SignedUp
 from application.clients import RotateSecret
 from application.oauth.grants import IssuedTokens, TokenRequest
 from application.oauth.revocation import RevocationRequest
@@ -97,9 +98,9 @@ def test_anything_not_known_to_be_in_order_goes_to_the_general_path(harness: Har
     assert len(stream(container, token)) == len(stream(container, foreign)) == 1
 
 
-def login(container: Container, account: object) -> IssuedTokens:
+def login(container: Container, account: SignedUp) -> IssuedTokens:
     return container.tokens.handle(TokenRequest(grant_type="password", client_id=DASHBOARD_CLIENT_ID,
-                                                username=account.user.email, password=PASSWORD))  # type: ignore[attr-defined]
+                                                username=account.user.email, password=PASSWORD))
 
 
 def dashboard_revoke(harness: Harness, token: str, credentials: tuple[str, str | None] = (DASHBOARD_CLIENT_ID, None),
