@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=400.0,
         metavar="R",
-        help="estimated revocations/s: the revoke and revoke_dashboard scenarios pre-issue R x (warm-up + duration) "
-        "x 1.25 tokens; if they run out, further ones are issued on the fly, unmeasured (default 400)",
+        help="estimated revocations/s: the revoke, revoke_dashboard and logout scenarios pre-issue R x (warm-up + "
+        "duration) x 1.25 tokens; if they run out, further ones are issued on the fly, unmeasured (default 400)",
     )
     parser.add_argument(
         "--rate",

@@ -17,7 +17,15 @@ from urllib.parse import quote
 
 from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, SetupError, basic_auth, form
 from benchmarks.httpclient import Connection, HttpProtocolError, build_request
-from benchmarks.sessions import DashboardRevokeQueue, RefreshChain, RevokeQueue, Session, SessionStepError, json_object
+from benchmarks.sessions import (
+    DashboardRevokeQueue,
+    LogoutQueue,
+    RefreshChain,
+    RevokeQueue,
+    Session,
+    SessionStepError,
+    json_object,
+)
 
 __all__ = ["SCENARIOS", "Plan", "ScenarioBuilder", "scenario"]
 
@@ -251,6 +259,31 @@ async def _rotated(ctx: SetupContext, logins: list[str], rotations: int, *, labe
         await asyncio.gather(*lanes, return_exceptions=True)
     ctx.progress.write(f"\r{label}: {done}/{total} rotations\n")
     return results
+
+
+@scenario("logout")
+async def logout(ctx: SetupContext) -> Plan:
+    """``POST /oauth2/revoke`` of a dashboard refresh token by the public client: the login's whole family ends.
+
+    Setup logs in ``revoke_rate x window x 1.25`` times (argon2id: tens a second on two cores, so keep the rate
+    modest) and waits until the read models have applied the logins. Only the revocation is timed.
+    """
+    per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
+    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    logins = await ctx.refresh_logins(
+        [account for account in accounts for _ in range(per_vu)],
+        label=f"[logout] setup: {per_vu * len(accounts)} password logins",
+    )
+    await ctx.settled(accounts[0])
+    return Plan(
+        (),
+        sessions=tuple(
+            LogoutQueue(
+                ctx.target, logins[vu * per_vu : (vu + 1) * per_vu], email=account.email, password=account.password
+            )
+            for vu, account in enumerate(accounts)
+        ),
+    )
 
 
 async def _page_plan(ctx: SetupContext, collection: str) -> Plan:

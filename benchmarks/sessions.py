@@ -19,6 +19,7 @@ from benchmarks.httpclient import Connection, Target, build_request
 
 __all__ = [
     "DashboardRevokeQueue",
+    "LogoutQueue",
     "PooledRevocations",
     "RefreshChain",
     "RevokeQueue",
@@ -225,4 +226,31 @@ class DashboardRevokeQueue(PooledRevocations):
     def next_request(self) -> bytes:
         """``POST /oauth2/revoke`` for the current token, as the public client ``dashboard``."""
         body = form({"token": self.current, "token_type_hint": "access_token", "client_id": DASHBOARD_CLIENT_ID})
+        return build_request(self.target, "POST", "/oauth2/revoke", FORM_HEADERS, body)
+
+
+@dataclass(slots=True)
+class LogoutQueue(PooledRevocations):
+    """Logs out: revokes a fresh login's refresh token as the public client ``dashboard`` (RFC 7009), which revokes
+    the login's whole family, its access tokens included. A fresh login is a password grant (argon2id)."""
+
+    email: str = ""
+    password: str = ""
+
+    async def fresh(self, connection: Connection) -> str:
+        """Log in once and keep the refresh token."""
+        fields = {"grant_type": "password", "username": self.email, "password": self.password}
+        status, body = await connection.request(
+            build_request(
+                self.target, "POST", "/oauth2/token", FORM_HEADERS, form({**fields, "client_id": DASHBOARD_CLIENT_ID})
+            )
+        )
+        token = (json_object(body) or {}).get("refresh_token") if status == 200 else None
+        if not isinstance(token, str):
+            raise SessionStepError("logging in for a session to end: " + describe_http_error(status, body))
+        return token
+
+    def next_request(self) -> bytes:
+        """``POST /oauth2/revoke`` of the current refresh token, as the public client ``dashboard``."""
+        body = form({"token": self.current, "token_type_hint": "refresh_token", "client_id": DASHBOARD_CLIENT_ID})
         return build_request(self.target, "POST", "/oauth2/revoke", FORM_HEADERS, body)
