@@ -113,6 +113,11 @@ class TokenIndex(Protocol):
         """Ids of a refresh family's active tokens."""
         ...
 
+    def live_in_family_as_of(self, family_id: Any, token_id: Any) -> list[Any] | None:
+        """Ids of a refresh family's active tokens, read in one query, if the model holds its token ``token_id``
+        (so every event up to that token's issuance); None otherwise."""
+        ...
+
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,
                       token_id: Any = None, now: datetime) -> list[Any]:
         """Ids of a project's active tokens matching one filter."""

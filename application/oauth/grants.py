@@ -299,7 +299,7 @@ class TokenEndpoint:
         ttl = self.lifetimes.dashboard_access_token_ttl
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(access_agg, refresh_agg))
+                            aggregates=(access_agg, refresh_agg))  # access first: Revoker.revoke_family relies on it
 
     def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
         """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).
@@ -360,7 +360,7 @@ class TokenEndpoint:
 
         assert token.family_id is not None
         self.revoker.revoke_family(token.family_id, reason="refresh token reuse detected", actor=SYSTEM_ACTOR,
-                                   extra=reuse_event)
+                                   extra=reuse_event, presented=token)
 
     def find_user(self, email: str) -> User | None:
         """Returns the user registered with ``email``, through the email index."""

@@ -27,7 +27,8 @@ REVOKED_BY_CLIENT = "revoked by client"  # the reason of an RFC 7009 revocation
 
 @dataclass(frozen=True, slots=True)
 class Revoker:
-    """Revokes sets of tokens decided on a read model that is first brought up to the store's head."""
+    """Revokes sets of tokens selected on a read model that has applied what the selection needs: the store's head,
+    or, for a family revoked from a presented refresh token, that token's issuance (see ``revoke_family``)."""
 
     app: Keyledger
     clock: Clock
@@ -41,7 +42,7 @@ class Revoker:
     def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
                    extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True,
                    first: Sequence[Token] = (), follow_children: bool = False,
-                   revocation_id: UUID | None = None) -> int:
+                   revocation_id: UUID | None = None, roots: Sequence[UUID] = ()) -> int:
         """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
@@ -50,17 +51,24 @@ class Revoker:
         again. ``follow_children``: also revoke the tokens each loaded refresh token was rotated into, as its own
         stream names them (see ``revoke_family``). Returns how many tokens this call revoked. Every token it revokes
         carries the same ``revocation_id`` (a new one unless given): the audit ledger groups a bulk revocation by it.
+        ``roots``: tokens loaded with the selection, whose children ``follow_children`` follows. A token the
+        selection did not name (a root, or one reached through a stream's children) is revoked only while it is
+        live: a used refresh token stays used. An aggregate ``extra()`` returns is saved as it made it, never revoked
+        here as well.
         """
         revocation_id = revocation_id or uuid4()
         for attempt in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())
             now = self.clock.now()
-            loaded = first if attempt == 0 and first else self._load(select(), follow_children)
-            tokens = [t for t in loaded if t.revocable(now)]
+            others = extra() if extra is not None else ()
+            named = [t.id for t in first] if attempt == 0 and first else list(select())
+            loaded = first if attempt == 0 and first else self._load([*named, *roots], follow_children)
+            chosen, saved_by_extra = set(named), {getattr(other, "id", None) for other in others}
+            tokens = [t for t in loaded if t.id not in saved_by_extra and t.revocable(now)
+                      and (t.id in chosen or t.is_live(now))]
             for token in tokens:
                 token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
-            others = extra() if extra is not None else ()
             if not tokens and not others:
                 return 0
             try:
@@ -87,7 +95,7 @@ class Revoker:
         return tokens
 
     def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
-                      extra: Callable[[], Sequence[object]] | None = None) -> int:
+                      extra: Callable[[], Sequence[object]] | None = None, presented: Token | None = None) -> int:
         """Revokes every live access and refresh token of a login's family.
 
         The index names the family's tokens that were live when it was read; a refresh committed after that read
@@ -96,15 +104,34 @@ class Revoker:
         rotated pair outlived an RFC 7009 revocation or a reuse detection that answered before it. A rotation
         committed after the tokens were loaded conflicts with the revocation's save of the rotated token, and the
         retry sees it.
+
+        ``presented``: the family's refresh token the request named (a logout's, a replayed one). The index then
+        need not have applied the whole store, only that token's issuance: every token of the family issued later
+        descends from it (only the family's live refresh token can rotate, and only once), and its current stream's
+        children reach them. It and its parent are loaded as roots: a rotation saves the new refresh token before
+        the new access token, and the index may hold the one and not the other, but the parent's stream names both;
+        a login (no parent) saves its access token first (``TokenEndpoint.password_grant``), so the index holds it.
+        Until the index holds that token, and without ``presented``, the index is first brought up to the store's
+        head.
         """
-        return self.revoke_ids(lambda: self.index.live_in_family(family_id), reason=reason, actor=actor,
-                               extra=extra, follow_children=True)
+        roots = [i for i in (presented.id, presented.parent_id) if i is not None] if presented is not None else []
+
+        def select() -> Sequence[UUID]:
+            if presented is not None:
+                live = self.index.live_in_family_as_of(family_id, presented.id)
+                if live is not None:
+                    return live
+            self.index.wait_for(self.head())
+            return self.index.live_in_family(family_id)
+
+        return self.revoke_ids(select, reason=reason, actor=actor, extra=extra, selects_on_index=False,
+                               follow_children=True, roots=roots)
 
     def revoke_one(self, token: Token, *, reason: str, actor: str) -> int:
         """Revokes one token (a private copy, e.g. from ``TokenFinder.find``, that this call may change); a refresh
         token takes its family (and the family's access tokens) with it."""
         if token.kind == TokenKind.REFRESH and token.family_id is not None:
-            return self.revoke_family(token.family_id, reason=reason, actor=actor)
+            return self.revoke_family(token.family_id, reason=reason, actor=actor, presented=token)
         return self.revoke_ids(lambda: [token.id], reason=reason, actor=actor, selects_on_index=False,
                                first=[token])
 

@@ -198,6 +198,9 @@ class StoreIndex:
     def live_in_family(self, family_id: Any) -> list[Any]:
         return [t.id for t in self._tokens() if t.family_id == family_id and not t.revoked and not t.used]
 
+    def live_in_family_as_of(self, family_id: Any, token_id: Any) -> list[Any] | None:
+        return self.live_in_family(family_id)  # always current: it holds every token
+
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,
                       token_id: Any = None, now: datetime) -> list[Any]:
         return [t.id for t in self._tokens() if t.project_id == project_id and t.is_live(now)

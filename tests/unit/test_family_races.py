@@ -17,7 +17,7 @@ import pytest
 from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
 from application.oauth.tokens import IssuedTokens
-from domain.token import Token
+from domain.token import Token, TokenKind
 from tests.unit.conftest import PASSWORD, World
 
 EMAIL = "ada@example.test"
@@ -31,7 +31,12 @@ class RotatingIndex:
         self._rotate: Callable[[], Any] | None = rotate
 
     def live_in_family(self, family_id: Any) -> list[Any]:
-        selected = self._inner.live_in_family(family_id)
+        return self._after(self._inner.live_in_family(family_id))
+
+    def live_in_family_as_of(self, family_id: Any, token_id: Any) -> list[Any] | None:
+        return self._after(self._inner.live_in_family_as_of(family_id, token_id))
+
+    def _after(self, selected: Any) -> Any:
         if self._rotate is not None:
             rotate, self._rotate = self._rotate, None
             rotate()
@@ -67,15 +72,30 @@ def new_pair(issued: IssuedTokens) -> set[UUID]:
     return {issued.aggregates[1].id, issued.aggregates[2].id}
 
 
-def test_revoking_a_refresh_token_also_revokes_the_pair_a_racing_refresh_rotated_it_into(world: World) -> None:
+def test_a_login_saves_its_access_token_before_its_refresh_token(world: World) -> None:
+    """A family revoked from its login's refresh token finds the login's access token only on the token index (it
+    is nobody's child); the index holds it whenever it holds the refresh token only if it was stored first."""
+    world.sign_up(EMAIL)
+    before = world.position()
+    issued = login(world)
+    assert [t.kind for t in issued.aggregates] == [TokenKind.ACCESS, TokenKind.REFRESH]
+    stored = [n.originator_id for n in world.app.recorder.select_notifications(start=before + 1, limit=10)]
+    assert stored == [t.id for t in issued.aggregates]
+
+
+@pytest.mark.parametrize("from_presented", [False, True], ids=["index at the head", "from the presented token"])
+def test_revoking_a_refresh_token_also_revokes_the_pair_a_racing_refresh_rotated_it_into(world: World,
+                                                                                         from_presented: bool) -> None:
     world.sign_up(EMAIL)
     issued = login(world)
     rotated: list[IssuedTokens] = []
     family_id = issued.aggregates[0].family_id
     assert family_id is not None
+    presented = world.app.load(issued.aggregates[1].id, Token) if from_presented else None  # a logout's
     race = racing(world, lambda: rotated.append(refresh(world, issued.refresh_token)))
 
-    revoked = race.tokens.revoker.revoke_family(family_id, reason="revoked by client", actor="client:dashboard")
+    revoked = race.tokens.revoker.revoke_family(family_id, reason="revoked by client", actor="client:dashboard",
+                                                presented=presented)
 
     assert len(rotated) == 1  # the refresh committed between the selection and the revocation
     assert revoked == 4  # the login's pair and the rotated pair

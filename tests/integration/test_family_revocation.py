@@ -1,0 +1,113 @@
+"""A login's family revoked from the refresh token a request presents (a logout, a replayed token), decided on the
+token streams with a token lookup model that holds only what was issued up to that token: no wait for the model to
+apply the whole store. The model here has no runner (``quiet_container``): it moves only when a test catches it up,
+so a revocation that waited for the store's head would time out."""
+
+import threading
+from uuid import UUID
+
+import pytest
+
+from application.accounts import SignedUp
+from application.oauth.errors import InvalidGrant
+from application.oauth.grants import IssuedTokens, TokenRequest
+from application.oauth.revocation import RevocationRequest
+from domain.client import DASHBOARD
+from domain.ids import DASHBOARD_CLIENT_ID
+from domain.token import Token
+from infrastructure.bootstrap import Container
+from tests.integration.support import PASSWORD, sign_up
+
+
+def login(container: Container, account: SignedUp) -> IssuedTokens:
+    return container.tokens.handle(TokenRequest(grant_type="password", client_id=DASHBOARD_CLIENT_ID,
+                                                username=account.user.email, password=PASSWORD))
+
+
+def rotate(container: Container, refresh_token: str | None) -> IssuedTokens:
+    return container.tokens.handle(TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                                                refresh_token=refresh_token))
+
+
+def logout(container: Container, refresh_token: str | None) -> None:
+    container.revocation.handle(DASHBOARD, RevocationRequest(token=refresh_token, token_type_hint="refresh_token"))
+
+
+def ids(*issued: IssuedTokens) -> list[UUID]:
+    return [aggregate.id for tokens in issued for aggregate in tokens.aggregates]
+
+
+def tokens(container: Container, token_ids: list[UUID]) -> list[Token]:
+    return [container.app.load(token_id, Token) for token_id in token_ids]
+
+
+def catch_up(container: Container) -> None:
+    container.runner("token_lookup").catch_up()
+
+
+def logout_ends_after_catch_up(container: Container, refresh_token: str | None) -> bool:
+    """Logs out while another thread catches the model up 0.3 s later; whether the logout ended after that."""
+    caught_up: list[bool] = []
+
+    def later() -> None:
+        threading.Event().wait(0.3)
+        catch_up(container)
+        caught_up.append(True)
+
+    worker = threading.Thread(target=later)
+    worker.start()
+    try:
+        logout(container, refresh_token)
+        return bool(caught_up)
+    finally:
+        worker.join()
+
+
+def test_a_logout_needs_the_model_only_up_to_the_presented_token(quiet_container: Container) -> None:
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    catch_up(quiet_container)
+    sign_up(quiet_container)  # the store's head moves on; nothing brings the model up to it
+    logout(quiet_container, session.refresh_token)
+    access, refresh = tokens(quiet_container, ids(session))
+    assert access.revoked and refresh.revoked
+
+
+def test_reuse_detection_reaches_a_rotation_the_model_has_not_applied(quiet_container: Container) -> None:
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    catch_up(quiet_container)
+    rotated = rotate(quiet_container, session.refresh_token)  # not in the model
+    with pytest.raises(InvalidGrant):
+        rotate(quiet_container, session.refresh_token)  # the used token replayed
+    first_access, first_refresh, used, new_refresh, new_access = tokens(quiet_container, ids(session, rotated))
+    assert used.id == first_refresh.id and used.used and not used.revoked  # reuse recorded, not revoked over
+    assert [t.revoked for t in (first_access, new_refresh, new_access)] == [True, True, True]
+
+
+def test_a_logout_waits_for_the_model_while_it_lacks_the_presented_token(quiet_container: Container) -> None:
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    rotated = rotate(quiet_container, session.refresh_token)  # the model has neither the login nor the rotation
+    assert logout_ends_after_catch_up(quiet_container, rotated.refresh_token)  # it waited for the model
+    assert all(t.revoked or t.used for t in tokens(quiet_container, ids(session, rotated)))
+
+
+def test_a_rotation_the_model_holds_only_half_of_is_revoked_whole_through_the_parent(
+        quiet_container: Container) -> None:
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    catch_up(quiet_container)
+    rotated = rotate(quiet_container, session.refresh_token)  # saves the used token, the new refresh, the new access
+    used, new_refresh, new_access = (aggregate.id for aggregate in rotated.aggregates)
+    refreshed = list(quiet_container.app.events.get(used))[-1]
+    issued = next(iter(quiet_container.app.events.get(new_refresh)))
+    view = quiet_container.lookup
+    with view.datastore.transaction(commit=True) as curs:  # a batch of the model that ended inside the rotation
+        view.apply_events(curs, [refreshed, issued])
+    sign_up(quiet_container)  # and the head moves on
+    logout(quiet_container, rotated.refresh_token)  # no wait: the model holds the presented token
+    first_access, _, refresh, access = tokens(quiet_container, [session.aggregates[0].id, used, new_refresh,
+                                                                new_access])
+    assert first_access.revoked and refresh.revoked
+    assert access.revoked  # not in the model: named by the parent's stream
