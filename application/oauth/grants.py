@@ -360,7 +360,7 @@ class TokenEndpoint:
 
         assert token.family_id is not None
         self.revoker.revoke_family(token.family_id, reason="refresh token reuse detected", actor=SYSTEM_ACTOR,
-                                   extra=reuse_event, presented=token)
+                                   extra=reuse_event)
 
     def find_user(self, email: str) -> User | None:
         """Returns the user registered with ``email``, through the email index."""

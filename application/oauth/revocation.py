@@ -105,20 +105,23 @@ class Revoker:
         committed after the tokens were loaded conflicts with the revocation's save of the rotated token, and the
         retry sees it.
 
-        ``presented``: the family's refresh token the request named (a logout's, a replayed one). The index then
-        need not have applied the whole store, only that token's issuance: every token of the family issued later
+        ``presented``: the family's refresh token the request named (a logout's). While it is live, the index need
+        not have applied the whole store, only that token's issuance: every token of the family issued later
         descends from it (only the family's live refresh token can rotate, and only once), and its current stream's
-        children reach them. It and its parent are loaded as roots: a rotation saves the new refresh token before
-        the new access token, and the index may hold the one and not the other, but the parent's stream names both;
-        a login (no parent) saves its access token first (``TokenEndpoint.password_grant``), so the index holds it.
-        Until the index holds that token, and without ``presented``, the index is first brought up to the store's
-        head.
+        children reach them (a racing rotation's pair at most). It and its parent are loaded as roots: a rotation
+        saves the new refresh token before the new access token, and the index may hold the one and not the other,
+        but the parent's stream names both; a login (no parent) saves its access token first
+        (``TokenEndpoint.password_grant``), so the index holds it. A used token (a replay) is not a root: following
+        the streams from it would walk every rotation since, a query each. Until the index holds the presented token,
+        and for a used one or none, the index is first brought up to the store's head.
         """
-        roots = [i for i in (presented.id, presented.parent_id) if i is not None] if presented is not None else []
+        roots: list[UUID] = []
+        if presented is not None and presented.is_live(self.clock.now()):
+            roots = [i for i in (presented.id, presented.parent_id) if i is not None]
 
         def select() -> Sequence[UUID]:
-            if presented is not None:
-                live = self.index.live_in_family_as_of(family_id, presented.id)
+            if roots:  # roots[0]: the live presented token
+                live = self.index.live_in_family_as_of(family_id, roots[0])
                 if live is not None:
                     return live
             self.index.wait_for(self.head())
