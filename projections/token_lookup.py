@@ -13,7 +13,7 @@ any index. The table keeps room on its pages for that (``fillfactor``).
 A revoked token is refused before this model applies its ``TokenRevoked``: the event store lists it in
 ``revoked_tokens`` in the same transaction (``infrastructure.recorder``), and every check reads both. Revocations that
 select tokens here (a client's, a user's) first wait until this model is current; a family's revocation from a
-presented refresh token waits only until the model holds that token (``live_in_family_as_of``).
+live presented refresh token (a logout) waits only until the model holds that token (``live_in_family_as_of``).
 """
 
 from collections.abc import Sequence

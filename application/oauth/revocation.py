@@ -28,7 +28,7 @@ REVOKED_BY_CLIENT = "revoked by client"  # the reason of an RFC 7009 revocation
 @dataclass(frozen=True, slots=True)
 class Revoker:
     """Revokes sets of tokens selected on a read model that has applied what the selection needs: the store's head,
-    or, for a family revoked from a presented refresh token, that token's issuance (see ``revoke_family``)."""
+    or, for a family revoked from a live presented refresh token, that token's issuance (see ``revoke_family``)."""
 
     app: Keyledger
     clock: Clock
@@ -61,9 +61,9 @@ class Revoker:
             if selects_on_index:  # the selection must see every token saved so far
                 self.index.wait_for(self.head())
             now = self.clock.now()
-            others = extra() if extra is not None else ()
             named = [t.id for t in first] if attempt == 0 and first else list(select())
             loaded = first if attempt == 0 and first else self._load([*named, *roots], follow_children)
+            others = extra() if extra is not None else ()
             chosen, saved_by_extra = set(named), {getattr(other, "id", None) for other in others}
             tokens = [t for t in loaded if t.id not in saved_by_extra and t.revocable(now)
                       and (t.id in chosen or t.is_live(now))]
@@ -108,9 +108,9 @@ class Revoker:
         ``presented``: the family's refresh token the request named (a logout's). While it is live, the index need
         not have applied the whole store, only that token's issuance: every token of the family issued later
         descends from it (only the family's live refresh token can rotate, and only once), and its current stream's
-        children reach them (a racing rotation's pair at most). It and its parent are loaded as roots: a rotation
-        saves the new refresh token before the new access token, and the index may hold the one and not the other,
-        but the parent's stream names both; a login (no parent) saves its access token first
+        children reach them (the pairs of any rotations racing this call). It and its parent are loaded as roots:
+        a rotation saves the new refresh token before the new access token, and the index may hold the one and not
+        the other, but the parent's stream names both; a login (no parent) saves its access token first
         (``TokenEndpoint.password_grant``), so the index holds it. A used token (a replay) is not a root: following
         the streams from it would walk every rotation since, a query each. Until the index holds the presented token,
         and for a used one or none, the index is first brought up to the store's head.

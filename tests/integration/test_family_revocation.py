@@ -1,7 +1,8 @@
-"""A login's family revoked from the refresh token a request presents (a logout, a replayed token), decided on the
-token streams with a token lookup model that holds only what was issued up to that token: no wait for the model to
-apply the whole store. The model here has no runner (``quiet_container``): it moves only when a test catches it up,
-so a revocation that waited for the store's head would time out."""
+"""A login's family revoked from the live refresh token a request presents (a logout), decided on the token streams
+with a token lookup model that holds only what was issued up to that token: no wait for the model to apply the whole
+store; from a used token (a replay) the model is brought up to the store's head, as before. The model here has no
+runner (``quiet_container``): it moves only when a test catches it up, so a revocation that waited for the store's
+head would time out."""
 
 import threading
 from collections.abc import Callable
@@ -89,7 +90,8 @@ def test_reuse_detection_waits_for_the_model_rather_than_walk_the_streams_from_t
     # From a used token the streams lead through every rotation since, a query each: the model is read instead.
     assert ends_after_catch_up(quiet_container, replay) and refused
     first_access, first_refresh, used, new_refresh, new_access = tokens(quiet_container, ids(session, rotated))
-    assert used.id == first_refresh.id and used.used and not used.revoked  # reuse recorded, not revoked over
+    assert used.id == first_refresh.id and used.used and not used.revoked  # not revoked over its reuse
+    assert isinstance(list(quiet_container.app.events.get(used.id))[-1], Token.RefreshTokenReuseDetected)
     assert [t.revoked for t in (first_access, new_refresh, new_access)] == [True, True, True]
 
 
