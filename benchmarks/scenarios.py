@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from benchmarks.fixtures import DASHBOARD_CLIENT_ID, SetupContext, SetupError, basic_auth, form
+from benchmarks.fixtures import DASHBOARD_CLIENT_ID, Account, SetupContext, SetupError, basic_auth, form
 from benchmarks.httpclient import Connection, HttpProtocolError, build_request
 from benchmarks.sessions import (
     DashboardRevokeQueue,
@@ -65,6 +65,16 @@ _TOKEN_MARGIN = 30.0  # seconds the owner's access token must outlive the scenar
 ScenarioBuilder = Callable[[SetupContext], Awaitable[Plan]]
 
 SCENARIOS: dict[str, ScenarioBuilder] = {}
+
+
+def _virtual_users(ctx: SetupContext) -> list[Account]:
+    """Each virtual user's bench account (the accounts shared round-robin)."""
+    return [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+
+
+def _pool_per_user(ctx: SetupContext) -> int:
+    """Tokens each virtual user of a revocation scenario is given in setup: ``revoke_rate x window x 1.25`` shared."""
+    return max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
 
 
 def scenario(name: str) -> Callable[[ScenarioBuilder], ScenarioBuilder]:
@@ -157,7 +167,7 @@ async def introspection(ctx: SetupContext) -> Plan:
 @scenario("refresh")
 async def refresh(ctx: SetupContext) -> Plan:
     """``POST /oauth2/token`` with the refresh_token grant; each virtual user rotates its own login's chain."""
-    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    accounts = _virtual_users(ctx)
     tokens = await ctx.refresh_logins(accounts, label="[refresh] setup: one password login per virtual user")
     sessions = tuple(
         RefreshChain(ctx.target, account.email, account.password, token)
@@ -189,8 +199,7 @@ async def revoke(ctx: SetupContext) -> Plan:
     the read models have applied them; a virtual user whose share runs out issues further tokens itself, unmeasured
     (reported as helper requests).
     """
-    per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
-    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    per_vu, accounts = _pool_per_user(ctx), _virtual_users(ctx)
     label = f"[revoke] setup: issuing {per_vu * ctx.concurrency} access tokens to revoke"
     pools = await ctx.client_tokens([(account, per_vu) for account in accounts], label=label)
     await ctx.settled(accounts[0])  # the pool's events applied by the read models before measuring starts
@@ -209,8 +218,7 @@ async def revoke_dashboard(ctx: SetupContext) -> Plan:
     keeping every rotation's access token (each stays live: rotation uses up the refresh token only), then waits
     until the read models have applied them. Only the revocation is timed.
     """
-    per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
-    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    per_vu, accounts = _pool_per_user(ctx), _virtual_users(ctx)
     logins = await ctx.refresh_logins(accounts, label="[revoke_dashboard] setup: one password login per virtual user")
     sessions = await _rotated(ctx, logins, per_vu, label=f"[revoke_dashboard] setup: rotating {len(logins)} logins")
     await ctx.settled(accounts[0])
@@ -268,8 +276,7 @@ async def logout(ctx: SetupContext) -> Plan:
     Setup logs in ``revoke_rate x window x 1.25`` times (argon2id: tens a second on two cores, so keep the rate
     modest) and waits until the read models have applied the logins. Only the revocation is timed.
     """
-    per_vu = max(1, math.ceil(ctx.revoke_rate * ctx.window * _REVOKE_POOL_MARGIN / ctx.concurrency))
-    accounts = [ctx.accounts[vu % len(ctx.accounts)] for vu in range(ctx.concurrency)]
+    per_vu, accounts = _pool_per_user(ctx), _virtual_users(ctx)
     logins = await ctx.refresh_logins(
         [account for account in accounts for _ in range(per_vu)],
         label=f"[logout] setup: {per_vu * len(accounts)} password logins",

@@ -52,6 +52,22 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+async def _password_refresh_token(
+    connection: Connection, target: Target, *, email: str, password: str, what: str
+) -> str:
+    """Logs in on ``connection`` with the password grant (public client ``dashboard``), unmeasured; the refresh token.
+
+    Raises:
+        SessionStepError: The login was refused (``what`` says what it was for).
+    """
+    fields = {"grant_type": "password", "username": email, "password": password, "client_id": DASHBOARD_CLIENT_ID}
+    status, body = await connection.request(build_request(target, "POST", "/oauth2/token", FORM_HEADERS, form(fields)))
+    token = (json_object(body) or {}).get("refresh_token") if status == 200 else None
+    if not isinstance(token, str):
+        raise SessionStepError(f"{what}: " + describe_http_error(status, body))
+    return token
+
+
 class Session:
     """One virtual user's state. Subclasses implement :meth:`next_request` and :meth:`outcome`."""
 
@@ -99,17 +115,9 @@ class RefreshChain(Session):
         """Log in again (password grant) if the previous rotation failed."""
         if not self.broken:
             return 0
-        fields = {
-            "grant_type": "password",
-            "username": self.email,
-            "password": self.password,
-            "client_id": DASHBOARD_CLIENT_ID,
-        }
-        request = build_request(self.target, "POST", "/oauth2/token", FORM_HEADERS, form(fields))
-        status, body = await connection.request(request)
-        token = (json_object(body) or {}).get("refresh_token") if status == 200 else None
-        if not isinstance(token, str):
-            raise SessionStepError("re-login after a failed refresh: " + describe_http_error(status, body))
+        token = await _password_refresh_token(
+            connection, self.target, email=self.email, password=self.password, what="re-login after a failed refresh"
+        )
         self.refresh_token, self.broken = token, False
         return 1
 
@@ -239,16 +247,9 @@ class LogoutQueue(PooledRevocations):
 
     async def fresh(self, connection: Connection) -> str:
         """Log in once and keep the refresh token."""
-        fields = {"grant_type": "password", "username": self.email, "password": self.password}
-        status, body = await connection.request(
-            build_request(
-                self.target, "POST", "/oauth2/token", FORM_HEADERS, form({**fields, "client_id": DASHBOARD_CLIENT_ID})
-            )
+        return await _password_refresh_token(
+            connection, self.target, email=self.email, password=self.password, what="logging in for a session to end"
         )
-        token = (json_object(body) or {}).get("refresh_token") if status == 200 else None
-        if not isinstance(token, str):
-            raise SessionStepError("logging in for a session to end: " + describe_http_error(status, body))
-        return token
 
     def next_request(self) -> bytes:
         """``POST /oauth2/revoke`` of the current refresh token, as the public client ``dashboard``."""
