@@ -113,9 +113,9 @@ class TokenIndex(Protocol):
         """Ids of a refresh family's active tokens."""
         ...
 
-    def live_in_family_as_of(self, family_id: Any, token_id: Any) -> list[Any] | None:
-        """Ids of a refresh family's active tokens, read in one query, if the model holds its token ``token_id``
-        (so every event up to that token's issuance); None otherwise."""
+    def live_in_families_as_of(self, presented: Mapping[Any, Any]) -> dict[Any, list[Any] | None]:
+        """For each refresh family of ``presented`` (family id to one of its token ids), the ids of its active
+        tokens if the model holds that token (so every event up to its issuance), else None; read in one query."""
         ...
 
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,

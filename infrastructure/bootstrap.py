@@ -19,6 +19,7 @@ from application.clients import Clients
 from application.keys import SigningKeys
 from application.members import Members
 from application.oauth.client_revocation import ClientTokenRevocation, ClientTokenRevoker
+from application.oauth.family_revocation import FamilyRevocation, FamilyRevoker
 from application.oauth.grants import TokenEndpoint, TokenRequest
 from application.oauth.introspection import IntrospectionEndpoint
 from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinder
@@ -268,7 +269,8 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")),
                            answers=RedisRotationAnswers(redis_client, prefix=namespace))
     committer.bind(RequestRouter({TokenRequest: tokens.decide_batch,
-                                  ClientTokenRevocation: ClientTokenRevoker(app=app, clock=clock).decide_batch}))
+                                  ClientTokenRevocation: ClientTokenRevoker(app=app, clock=clock).decide_batch,
+                                  FamilyRevocation: FamilyRevoker(app=app, clock=clock, index=lookup).decide_batch}))
     webhook_secrets = WebhookSecrets(derive_key(secret_key, "keyledger webhook secret encryption v1"))
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)

@@ -13,10 +13,10 @@ any index. The table keeps room on its pages for that (``fillfactor``).
 A revoked token is refused before this model applies its ``TokenRevoked``: the event store lists it in
 ``revoked_tokens`` in the same transaction (``infrastructure.recorder``), and every check reads both. Revocations that
 select tokens here (a client's, a user's) first wait until this model is current; a family's revocation from a
-live presented refresh token (a logout) waits only until the model holds that token (``live_in_family_as_of``).
+live presented refresh token (a logout) waits only until the model holds that token (``live_in_families_as_of``).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,18 +276,21 @@ class TokenLookupView(ReadModel):
         """Ids of the family's tokens that are still active."""
         return [r.token_id for r in self._select(SQL("family_id = %s AND status = 'active'"), (family_id,))]
 
-    def live_in_family_as_of(self, family_id: UUID, token_id: UUID) -> list[UUID] | None:
-        """Ids of the family's active tokens if this table holds the row of its token ``token_id`` (in any status);
-        else None.
+    def live_in_families_as_of(self, presented: Mapping[UUID, UUID]) -> dict[UUID, list[UUID] | None]:
+        """For each family of ``presented`` (family id to one of its token ids), the ids of its active tokens if this
+        table holds the row of that token (in any status), else None; one query for them all (a batch of logouts).
 
         The model applies the store's events in order and commits each batch's rows with its position, so holding
         that row means it has applied every event up to that token's issuance. A row already moved to the expired
         table counts as missing (that table has no family index): the caller then waits.
         """
-        rows = self._select(SQL("family_id = %s AND (status = 'active' OR token_id = %s)"), (family_id, token_id))
-        if not any(row.token_id == token_id for row in rows):
-            return None
-        return [row.token_id for row in rows if row.status == "active"]
+        if not presented:
+            return {}
+        rows = self._select(SQL("family_id = ANY(%s) AND (status = 'active' OR token_id = ANY(%s))"),
+                            (list(presented), list(presented.values())))
+        held = {row.family_id for row in rows if presented.get(row.family_id) == row.token_id}
+        return {family_id: [row.token_id for row in rows if row.family_id == family_id and row.status == "active"]
+                if family_id in held else None for family_id in presented}
 
     def live_matching(self, *, project_id: UUID, client_id: str | None = None, user_id: UUID | None = None,
                       token_id: UUID | None = None, now: datetime) -> list[UUID]:

@@ -6,8 +6,9 @@ list as well as the token lookup model, so the token is refused from the moment 
 (invariant 1 of DESIGN.md) without waiting for the projection.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
@@ -64,9 +65,8 @@ class Revoker:
             named = [t.id for t in first] if attempt == 0 and first else list(select())
             loaded = first if attempt == 0 and first else self._load([*named, *roots], follow_children)
             others = extra() if extra is not None else ()
-            chosen, saved_by_extra = set(named), {getattr(other, "id", None) for other in others}
-            tokens = [t for t in loaded if t.id not in saved_by_extra and t.revocable(now)
-                      and (t.id in chosen or t.is_live(now))]
+            saved_by_extra = {getattr(other, "id", None) for other in others}
+            tokens = to_revoke([t for t in loaded if t.id not in saved_by_extra], named=set(named), now=now)
             for token in tokens:
                 token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
             if not tokens and not others:
@@ -81,18 +81,8 @@ class Revoker:
 
     def _load(self, ids: Sequence[UUID], follow_children: bool) -> list[Token]:
         """The tokens ``ids`` name (unknown ids skipped), read in one query, and, with ``follow_children``, every
-        token their streams say they were rotated into, transitively (one more query per generation)."""
-        tokens: list[Token] = []
-        seen: set[UUID] = set()
-        pending = list(dict.fromkeys(ids))
-        while pending:
-            seen.update(pending)
-            found = self.app.find_many(pending, Token)
-            loaded = [found[i] for i in pending if i in found]
-            tokens.extend(loaded)
-            children = [c for t in loaded for c in t.children if c not in seen] if follow_children else []
-            pending = list(dict.fromkeys(children))
-        return tokens
+        token their streams say they were rotated into (see ``load_tokens``)."""
+        return list(load_tokens(self.app, ids, follow_children=follow_children).values())
 
     def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
                       extra: Callable[[], Sequence[object]] | None = None, presented: Token | None = None) -> int:
@@ -121,7 +111,7 @@ class Revoker:
 
         def select() -> Sequence[UUID]:
             if roots:  # roots[0]: the live presented token
-                live = self.index.live_in_family_as_of(family_id, roots[0])
+                live = self.index.live_in_families_as_of({family_id: roots[0]}).get(family_id)
                 if live is not None:
                     return live
             self.index.wait_for(self.head())
@@ -137,6 +127,34 @@ class Revoker:
             return self.revoke_family(token.family_id, reason=reason, actor=actor, presented=token)
         return self.revoke_ids(lambda: [token.id], reason=reason, actor=actor, selects_on_index=False,
                                first=[token])
+
+
+def to_revoke(loaded: Iterable[Token], *, named: Collection[UUID], now: datetime) -> list[Token]:
+    """The loaded tokens a revocation changes: each one the selection ``named`` while revoking it still changes
+    anything, and any other (a root, a child reached through a stream) only while it is live, so a used refresh
+    token the selection did not name stays ``used``."""
+    return [t for t in loaded if t.revocable(now) and (t.id in named or t.is_live(now))]
+
+
+def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool,
+                found: Mapping[UUID, Token] | None = None) -> dict[UUID, Token]:
+    """The tokens ``ids`` name (unknown ids skipped), read in one query, and, with ``follow_children``, every token
+    their streams say they were rotated into (``Token.children``), transitively: one more query per generation.
+    ``found``: tokens already loaded, taken from there instead of read again (their children are followed too)."""
+    known = dict(found or {})
+    tokens: dict[UUID, Token] = {}
+    seen: set[UUID] = set()
+    pending = list(dict.fromkeys(ids))
+    while pending:
+        seen.update(pending)
+        missing = [i for i in pending if i not in known]
+        if missing:
+            known.update(app.find_many(missing, Token))
+        loaded = [known[i] for i in pending if i in known]
+        tokens.update((t.id, t) for t in loaded)
+        children = [c for t in loaded for c in t.children if c not in seen] if follow_children else []
+        pending = list(dict.fromkeys(children))
+    return tokens
 
 
 @dataclass(frozen=True, slots=True)

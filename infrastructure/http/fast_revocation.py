@@ -1,5 +1,5 @@
 """RFC 7009 revocation on the event loop: a known client revoking one of its own client_credentials access tokens,
-and the dashboard revoking one of its access tokens.
+and the dashboard revoking one of its access tokens or ending a login (one of its refresh tokens).
 
 That is what a project's API key does when it is done with a token, and the whole request can be answered without
 a thread: the client is one whose presented secret this process verified before (``FastIntrospection``'s known
@@ -20,6 +20,11 @@ event loop (signature, ``kid``, algorithm, ``iss``, ``aud``, ``typ``; not ``exp`
 this process's key snapshot, whose ring version the batch's read confirms. A string that does not verify takes the
 general path, which answers 200 and changes nothing.
 
+A dashboard logout, the revocation of one of its refresh tokens, is batched too
+(``application.oauth.family_revocation``): the opaque token's keyed hash names its stream, which only the token's
+holder can name, and the batch revokes the login's family when the token is live and the token lookup model holds
+its row; any other refresh token takes the general path.
+
 Anything else returns False and takes the general path, which authenticates the client (counting a confidential
 client's failures), verifies the token strictly and decides on its stream.
 """
@@ -31,7 +36,9 @@ from eventsourcing.persistence import IntegrityError
 from jwt.utils import base64url_decode
 
 from application.oauth.client_revocation import ClientTokenRevocation, RevocationOutcome
+from application.oauth.family_revocation import FamilyRevocation
 from domain.client import DASHBOARD
+from domain.ids import refresh_token_aggregate_id
 from infrastructure.crypto.jwt import InvalidToken
 from infrastructure.http.introspection import FastIntrospection, token_id_of
 
@@ -53,13 +60,15 @@ async def revoke_known(fast: FastIntrospection, container: Any, credentials: tup
 
 
 def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | None, str | None],
-             token: str | None) -> ClientTokenRevocation | None:
-    """The batched request for what looks like a JWT of the known client's, or for a dashboard access token that
-    verifies, or None (no I/O)."""
-    if not token or len(token) > MAX_TOKEN_LENGTH or container.tokens.minter.is_refresh_token(token):
+             token: str | None) -> ClientTokenRevocation | FamilyRevocation | None:
+    """The batched request for what looks like a JWT of the known client's, for a dashboard access token that
+    verifies, or for a dashboard refresh token (a logout), or None (no I/O)."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     if credentials == (DASHBOARD.client_id, None):
         return _dashboard_request(container, token)
+    if container.tokens.minter.is_refresh_token(token):
+        return None  # presented by a confidential client: the general path answers
     client = fast.known_client(*credentials)
     if client is None:
         return None
@@ -70,10 +79,14 @@ def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | N
     return ClientTokenRevocation(client=client, token_id=token_id) if token_id is not None else None
 
 
-def _dashboard_request(container: Any, token: str) -> ClientTokenRevocation | None:
-    """The batched request for a dashboard access token that verifies against this process's key snapshot, or None
-    (no I/O: the batch checks the snapshot's ring version; an unknown ``kid`` may be a key another process just
-    published, which the general path looks up)."""
+def _dashboard_request(container: Any, token: str) -> ClientTokenRevocation | FamilyRevocation | None:
+    """The batched request for a dashboard refresh token (a logout), or for a dashboard access token that verifies
+    against this process's key snapshot, or None (no I/O: the batch checks the snapshot's ring version; an unknown
+    ``kid`` may be a key another process just published, which the general path looks up)."""
+    if container.tokens.minter.is_refresh_token(token):
+        # A logout: the keyed hash names the stream; only the token's holder can name it (see the module).
+        return FamilyRevocation(client=DASHBOARD,
+                                token_id=refresh_token_aggregate_id(container.tokens.secrets.hash(token)))
     try:
         claims, ring_version = container.validator.peek(token, verify_exp=False)
     except InvalidToken:

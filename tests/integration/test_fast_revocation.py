@@ -14,8 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from application.accounts import SignedUp
 from application.clients import RotateSecret
+from application.oauth.errors import InvalidGrant
 from application.oauth.grants import IssuedTokens, TokenRequest
 from application.oauth.revocation import RevocationRequest
+from domain.client import DASHBOARD
 from domain.ids import DASHBOARD_CLIENT_ID
 from domain.token import Token
 from infrastructure.bootstrap import Container, Endpoints, build
@@ -139,8 +141,45 @@ def test_the_dashboard_path_revokes_nothing_a_token_of_its_own_does_not_prove(ha
     assert dashboard_revoke(harness, victim, credentials=(DASHBOARD_CLIENT_ID, "a secret")) is False
     project_token = client_token(container, account)
     assert dashboard_revoke(harness, project_token) is False  # not the dashboard's: refused by the general path
-    assert dashboard_revoke(harness, login(container, account).refresh_token) is False  # a family: general path
     assert len(stream(container, victim)) == len(stream(container, project_token)) == 1
+
+
+def test_the_dashboard_ends_a_login_in_the_batch(harness: Harness, container: Container) -> None:
+    account = sign_up(container)
+    first = login(container, account)
+    rotated = container.tokens.handle(TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                                                   refresh_token=first.refresh_token))
+    container.lookup.wait_for(container.revoker.head())  # the model holds the presented token's row
+    assert dashboard_revoke(harness, rotated.refresh_token) is True
+    # The live refresh token and both live access tokens, in one transaction that listed each of them.
+    used, live_refresh, _ = rotated.aggregates
+    revoked = [live_refresh.id, *(UUID(jwt.decode(t, options={"verify_signature": False})["jti"])
+                                  for t in (first.access_token, rotated.access_token))]
+    events = [list(container.app.events.get(i))[-1] for i in revoked]
+    assert all(isinstance(e, Token.TokenRevoked) and e.originator_version == 2 for e in events)
+    assert {(e.reason, e.actor, e.family_id, e.revocation_id) for e in events} == {
+        ("revoked by client", "client:dashboard", used.family_id, events[0].revocation_id)}
+    assert all(container.lookup.is_revoked(i) for i in revoked)
+    assert container.app.load(used.id, Token).used and not container.app.load(used.id, Token).revoked
+    with pytest.raises(InvalidGrant):
+        container.tokens.handle(TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                                             refresh_token=rotated.refresh_token))
+    # Revoked now: the general path answers (RFC 7009 2.2: 200, nothing more to record).
+    assert dashboard_revoke(harness, rotated.refresh_token) is False
+    container.revocation.handle(DASHBOARD, RevocationRequest(token=rotated.refresh_token, token_type_hint=None))
+    assert [len(list(container.app.events.get(i))) for i in revoked] == [2, 2, 2]
+
+
+def test_a_logout_the_model_cannot_decide_yet_goes_to_the_general_path(harness: Harness,
+                                                                       container: Container) -> None:
+    account = sign_up(container)
+    tokens = login(container, account)
+    assert dashboard_revoke(harness, container.tokens.minter.refresh_token()) is False  # well formed, unknown
+    assert dashboard_revoke(harness, tokens.refresh_token, credentials=(DASHBOARD_CLIENT_ID, "a secret")) is False
+    other = sign_up(container, project="B")
+    assert dashboard_revoke(harness, tokens.refresh_token,
+                            credentials=(other.client.client.client_id, other.client.client_secret)) is False
+    assert len(list(container.app.events.get(tokens.aggregates[1].id))) == 1
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ Nothing here does I/O: no PostgreSQL, no Redis, no network.
 import base64
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -198,8 +198,8 @@ class StoreIndex:
     def live_in_family(self, family_id: Any) -> list[Any]:
         return [t.id for t in self._tokens() if t.family_id == family_id and not t.revoked and not t.used]
 
-    def live_in_family_as_of(self, family_id: Any, token_id: Any) -> list[Any] | None:
-        return self.live_in_family(family_id)  # always current: it holds every token
+    def live_in_families_as_of(self, presented: Mapping[Any, Any]) -> dict[Any, list[Any] | None]:
+        return {family_id: self.live_in_family(family_id) for family_id in presented}  # current: it holds all
 
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,
                       token_id: Any = None, now: datetime) -> list[Any]:

@@ -1,0 +1,102 @@
+"""RFC 7009 revocation of a live refresh token by its own public client (a dashboard logout), decided in batches.
+
+A logout ends the login's family: the presented refresh token and every live token of its family (RFC 7009 section
+2.1: revoking a refresh token revokes the access tokens issued with it). The general path
+(``Revoker.revoke_family`` with the presented token) does it in a worker thread with reads of its own; here the
+group committer decides a whole batch of logouts with one read of the presented tokens' streams, one query of the
+token lookup model for all their families and one read of those families' streams, and saves every
+``TokenRevoked`` in the batch's transaction, which lists each revoked token (DESIGN.md invariant 1), so the caller
+hears "revoked" only once every process refuses the family.
+
+The decision is the general path's, on the same reasoning (see ``Revoker.revoke_family``): the presented token is
+live, so the model need only hold its row (every later token of the family descends from it, and rotating it would
+move its stream, which this revocation's save conflicts with); it and its parent are roots whose streams' children
+are followed (a rotation's access token is named by the parent's stream); the family's tokens the model lists are
+revoked while revocable, the others only while live (``to_revoke``). Whatever is not plainly that (an unknown, used,
+revoked or expired refresh token, another client's, a model that does not hold the token yet, a family another
+request of the batch touches) is left to the general path, which waits for the model, answers as RFC 7009 says and
+detects nothing less. The opaque refresh token is the proof: its keyed hash names its stream, and nothing else does.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from application.oauth.client_revocation import UNDECIDED, RevocationOutcome
+from application.oauth.revocation import REVOKED_BY_CLIENT, load_tokens, to_revoke
+from application.ports import Clock, TokenIndex
+from application.store import Keyledger
+from domain.client import PublicClient
+from domain.ids import client_actor
+from domain.token import Token, TokenKind
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRevocation:
+    """A public client revoking the refresh token whose stream ``token_id`` is (named by the presented token's keyed
+    hash): a logout."""
+
+    client: PublicClient
+    token_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one batch of logouts read: the live presented tokens, each family's selection and every token loaded."""
+
+    presented: dict[UUID, Token]
+    selections: dict[UUID, list[UUID] | None]
+    loaded: dict[UUID, Token]
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRevoker:
+    """Decides batches of ``FamilyRevocation`` (the group committer's decider for logouts)."""
+
+    app: Keyledger
+    clock: Clock
+    index: TokenIndex
+
+    def decide_batch(self, requests: Sequence[FamilyRevocation]) -> list[RevocationOutcome]:
+        """One outcome per request, from three reads for the whole batch: the presented tokens, the model's
+        selection of their families, and the families' tokens (plus one per generation of children the model does
+        not list yet, as ``Revoker.revoke_family`` follows them)."""
+        batch = self._read(requests)
+        taken: set[UUID] = set()
+        return [self._decide(request, batch, taken) for request in requests]
+
+    def _read(self, requests: Sequence[FamilyRevocation]) -> _Batch:
+        now = self.clock.now()
+        found = self.app.find_many([r.token_id for r in requests], Token)
+        presented = {i: t for i, t in found.items() if _live_refresh(t, now)}
+        selections = self.index.live_in_families_as_of({t.family_id: t.id for t in presented.values()})
+        named = [i for ids in selections.values() if ids is not None for i in ids]
+        roots = [i for t in presented.values() for i in (t.id, t.parent_id) if i is not None]
+        loaded = load_tokens(self.app, [*named, *roots], follow_children=True, found=presented)
+        return _Batch(presented=presented, selections=selections, loaded=loaded, now=now)
+
+    @staticmethod
+    def _decide(request: FamilyRevocation, batch: _Batch, taken: set[UUID]) -> RevocationOutcome:
+        """Revokes the presented token's family if this batch can decide it alone (see the module)."""
+        token = batch.presented.get(request.token_id)
+        if token is None or token.client_id != request.client.client_id:
+            return UNDECIDED
+        named = batch.selections.get(token.family_id)
+        if named is None:
+            return UNDECIDED  # the model lacks the token's row: the general path waits for it
+        family = [t for t in batch.loaded.values() if t.family_id == token.family_id]
+        if any(t.id in taken for t in family):
+            return UNDECIDED  # a twin, or a family another request of the batch decided on
+        taken.update(t.id for t in family)
+        tokens = to_revoke(family, named=set(named), now=batch.now)
+        actor, revocation_id = client_actor(request.client.client_id), uuid4()
+        for revoked in tokens:
+            revoked.revoke(reason=REVOKED_BY_CLIENT, actor=actor, revocation_id=revocation_id)
+        return RevocationOutcome(decided=True, revoked=len(tokens), aggregates=tuple(tokens))
+
+
+def _live_refresh(token: Token, now: datetime) -> bool:
+    """Whether ``token`` is a live refresh token of a login's family (anything else is the general path's)."""
+    return token.kind == TokenKind.REFRESH and token.family_id is not None and token.is_live(now)
