@@ -4,9 +4,10 @@ A logout ends the login's family: the presented refresh token and every live tok
 2.1: revoking a refresh token revokes the access tokens issued with it). The general path
 (``Revoker.revoke_family`` with the presented token) does it in a worker thread with reads of its own; here the
 group committer decides a whole batch of logouts with one read of the presented tokens' streams, one query of the
-token lookup model for all their families and one read of those families' streams, and saves every
-``TokenRevoked`` in the batch's transaction, which lists each revoked token (DESIGN.md invariant 1), so the caller
-hears "revoked" only once every process refuses the family.
+token lookup model for all their families and one read of those families' streams (one more for a rotation whose
+access token the model has not applied yet), and saves every ``TokenRevoked`` in the batch's transaction, which
+lists each revoked token (DESIGN.md invariant 1), so the caller hears "revoked" only once every process refuses the
+family.
 
 The decision is the general path's, on the same reasoning (see ``Revoker.revoke_family``): the presented token is
 live, so the model need only hold its row (every later token of the family descends from it, and rotating it would
@@ -18,6 +19,7 @@ request of the batch touches) is left to the general path, which waits for the m
 detects nothing less. The opaque refresh token is the proof: its keyed hash names its stream, and nothing else does.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +32,8 @@ from application.store import Keyledger
 from domain.client import PublicClient
 from domain.ids import client_actor
 from domain.token import Token, TokenKind
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,7 @@ class _Batch:
 
     presented: dict[UUID, Token]
     selections: dict[UUID, list[UUID] | None]
-    loaded: dict[UUID, Token]
+    families: dict[UUID, list[Token]]  # every token loaded, by family
     now: datetime
 
 
@@ -62,8 +66,16 @@ class FamilyRevoker:
     def decide_batch(self, requests: Sequence[FamilyRevocation]) -> list[RevocationOutcome]:
         """One outcome per request, from three reads for the whole batch: the presented tokens, the model's
         selection of their families, and the families' tokens (plus one per generation of children the model does
-        not list yet, as ``Revoker.revoke_family`` follows them)."""
-        batch = self._read(requests)
+        not list yet, as ``Revoker.revoke_family`` follows them).
+
+        A read that fails leaves the whole batch of logouts to the general path, which meets the failure again and
+        answers it: the other requests the committer decides and saves with them must not fail with it.
+        """
+        try:
+            batch = self._read(requests)
+        except Exception as exc:
+            logger.warning("batched logouts: %s, left to the general path", type(exc).__name__)
+            return [UNDECIDED] * len(requests)
         taken: set[UUID] = set()
         return [self._decide(request, batch, taken) for request in requests]
 
@@ -74,8 +86,11 @@ class FamilyRevoker:
         selections = self.index.live_in_families_as_of({t.family_id: t.id for t in presented.values()})
         named = [i for ids in selections.values() if ids is not None for i in ids]
         roots = [i for t in presented.values() for i in (t.id, t.parent_id) if i is not None]
-        loaded = load_tokens(self.app, [*named, *roots], follow_children=True, found=presented)
-        return _Batch(presented=presented, selections=selections, loaded=loaded, now=now)
+        families: dict[UUID, list[Token]] = {}
+        for token in load_tokens(self.app, [*named, *roots], follow_children=True, found=presented).values():
+            if token.family_id is not None:
+                families.setdefault(token.family_id, []).append(token)
+        return _Batch(presented=presented, selections=selections, families=families, now=now)
 
     @staticmethod
     def _decide(request: FamilyRevocation, batch: _Batch, taken: set[UUID]) -> RevocationOutcome:
@@ -86,7 +101,7 @@ class FamilyRevoker:
         named = batch.selections.get(token.family_id)
         if named is None:
             return UNDECIDED  # the model lacks the token's row: the general path waits for it
-        family = [t for t in batch.loaded.values() if t.family_id == token.family_id]
+        family = batch.families.get(token.family_id, [])
         if any(t.id in taken for t in family):
             return UNDECIDED  # a twin, or a family another request of the batch decided on
         taken.update(t.id for t in family)

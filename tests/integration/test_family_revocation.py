@@ -16,6 +16,8 @@ from domain.client import DASHBOARD
 from domain.ids import DASHBOARD_CLIENT_ID
 from domain.token import Token
 from infrastructure.bootstrap import Container
+from infrastructure.http.fast_revocation import revoke_known
+from tests.integration.fast_support import Harness
 from tests.integration.support import PASSWORD, sign_up
 
 
@@ -131,3 +133,24 @@ def test_revoking_a_used_refresh_token_waits_for_the_model_rather_than_walk_the_
     rotated = rotate(quiet_container, session.refresh_token)
     assert ends_after_catch_up(quiet_container, lambda: logout(quiet_container, session.refresh_token))
     assert all(t.revoked or t.used for t in tokens(quiet_container, ids(session, rotated)))
+
+
+def test_the_batched_logout_leaves_a_token_the_model_lacks_to_the_general_path(quiet_container: Container,
+                                                                                redis_url: str) -> None:
+    harness = Harness(quiet_container, quiet_container.app.recorder.datastore.pool.conninfo, redis_url)
+    try:
+        account = sign_up(quiet_container)
+        session = login(quiet_container, account)
+
+        def lane() -> bool:
+            return harness.loop.run_until_complete(revoke_known(harness.fast, quiet_container,
+                                                                (DASHBOARD_CLIENT_ID, None), session.refresh_token,
+                                                                "198.51.100.9"))
+
+        assert lane() is False  # the model has not applied the login: the general path waits for it
+        assert not any(t.revoked for t in tokens(quiet_container, ids(session)))
+        catch_up(quiet_container)
+        assert lane() is True
+        assert all(t.revoked for t in tokens(quiet_container, ids(session)))
+    finally:
+        harness.close()

@@ -170,7 +170,7 @@ def test_the_dashboard_ends_a_login_in_the_batch(harness: Harness, container: Co
     assert [len(list(container.app.events.get(i))) for i in revoked] == [2, 2, 2]
 
 
-def test_a_logout_the_model_cannot_decide_yet_goes_to_the_general_path(harness: Harness,
+def test_a_refresh_token_not_plainly_a_dashboard_logout_goes_to_the_general_path(harness: Harness,
                                                                        container: Container) -> None:
     account = sign_up(container)
     tokens = login(container, account)
@@ -180,6 +180,26 @@ def test_a_logout_the_model_cannot_decide_yet_goes_to_the_general_path(harness: 
     assert dashboard_revoke(harness, tokens.refresh_token,
                             credentials=(other.client.client.client_id, other.client.client_secret)) is False
     assert len(list(container.app.events.get(tokens.aggregates[1].id))) == 1
+
+
+def test_a_logout_and_a_revocation_of_its_access_token_in_one_batch_revoke_each_token_once(
+        harness: Harness, container: Container) -> None:
+    account = sign_up(container)
+    tokens = login(container, account)
+    container.lookup.wait_for(container.revoker.head())
+
+    presented = (tokens.refresh_token, tokens.access_token)
+
+    async def both() -> list[bool]:
+        credentials = (DASHBOARD_CLIENT_ID, None)
+        return list(await asyncio.gather(*(revoke_known(harness.fast, container, credentials, token, SOURCE)
+                                           for token in presented)))
+
+    for token, answered in zip(presented, harness.loop.run_until_complete(both()), strict=True):
+        if not answered:  # handed on: the general path answers it
+            container.revocation.handle(DASHBOARD, RevocationRequest(token=token, token_type_hint=None))
+    for token_id in (t.id for t in tokens.aggregates):
+        assert [type(e).__name__ for e in container.app.events.get(token_id)] == ["TokenIssued", "TokenRevoked"]
 
 
 @pytest.fixture

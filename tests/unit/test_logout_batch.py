@@ -122,3 +122,39 @@ def test_a_rotation_after_the_decision_makes_its_save_conflict(signed_up: World)
     refresh(world, issued)
     with pytest.raises(IntegrityError):
         world.app.save(*outcome.aggregates)
+
+
+def test_logouts_of_several_families_in_one_batch_each_revoke_their_own(signed_up: World) -> None:
+    world = signed_up
+    first, second = refresh(world, login(world)), login(world)
+    outcomes = decide(world, refresh_id(first), refresh_id(second))
+    assert [o.revoked for o in outcomes] == [3, 2]
+    for outcome, issued in zip(outcomes, (first, second), strict=True):
+        assert {t.family_id for t in outcome.aggregates} == {issued.aggregates[0].family_id}
+
+
+def test_a_rotation_between_the_batch_reads_makes_its_save_conflict(signed_up: World) -> None:
+    """The presented token is read first and the family selected after: a refresh committed in between has used the
+    token up and issued a pair the decision may miss, and the token's revocation is then a conflict."""
+    world = signed_up
+    issued = login(world)
+    index = world.tokens.revoker.index
+
+    class RotatingIndex:
+        def live_in_families_as_of(self, presented: Any) -> dict[Any, Any]:
+            refresh(world, issued)
+            return index.live_in_families_as_of(presented)
+
+    [outcome] = decide(world, refresh_id(issued), index=RotatingIndex())
+    assert outcome.decided
+    with pytest.raises(IntegrityError):
+        world.app.save(*outcome.aggregates)
+
+
+def test_a_failed_read_leaves_the_batch_to_the_general_path(signed_up: World) -> None:
+    class BrokenIndex:
+        def live_in_families_as_of(self, presented: Any) -> dict[Any, Any]:
+            raise ConnectionError("the read model's database is gone")
+
+    issued = login(signed_up)
+    assert [o.decided for o in decide(signed_up, refresh_id(issued), uuid4(), index=BrokenIndex())] == [False, False]
