@@ -98,6 +98,16 @@ class Saver(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FamilySelection:
+    """A refresh family as the token lookup model had it when it held one of its tokens: that token's family and
+    parent, and the ids of the family's active tokens."""
+
+    family_id: Any
+    parent_id: Any
+    live: list[Any]
+
+
 class TokenIndex(Protocol):
     """The token lookup read model, as commands that revoke and queries that validate need it."""
 
@@ -113,9 +123,9 @@ class TokenIndex(Protocol):
         """Ids of a refresh family's active tokens."""
         ...
 
-    def live_in_families_as_of(self, presented: Mapping[Any, Any]) -> dict[Any, list[Any] | None]:
-        """For each refresh family of ``presented`` (family id to one of its token ids), the ids of its active
-        tokens if the model holds that token (so every event up to its issuance), else None; read in one query."""
+    def families_as_of(self, token_ids: Sequence[Any]) -> dict[Any, "FamilySelection"]:
+        """For each of ``token_ids`` the model holds (so every event up to its issuance) that belongs to a refresh
+        family: its family, its parent and the family's active token ids, read in one query; the others left out."""
         ...
 
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,

@@ -13,10 +13,10 @@ any index. The table keeps room on its pages for that (``fillfactor``).
 A revoked token is refused before this model applies its ``TokenRevoked``: the event store lists it in
 ``revoked_tokens`` in the same transaction (``infrastructure.recorder``), and every check reads both. Revocations that
 select tokens here (a client's, a user's) first wait until this model is current; a family's revocation from a
-live presented refresh token (a logout) waits only until the model holds that token (``live_in_families_as_of``).
+live presented refresh token (a logout) waits only until the model holds that token (``families_as_of``).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Literal
 
 from application.expiry import DueToken
+from application.ports import FamilySelection
 from domain.token import Token
 from projections.base import ReadModel
 from projections.token_expiry import (
@@ -276,21 +277,30 @@ class TokenLookupView(ReadModel):
         """Ids of the family's tokens that are still active."""
         return [r.token_id for r in self._select(SQL("family_id = %s AND status = 'active'"), (family_id,))]
 
-    def live_in_families_as_of(self, presented: Mapping[UUID, UUID]) -> dict[UUID, list[UUID] | None]:
-        """For each family of ``presented`` (family id to one of its token ids), the ids of its active tokens if this
-        table holds the row of that token (in any status), else None; one query for them all (a batch of logouts).
+    def families_as_of(self, token_ids: Sequence[UUID]) -> dict[UUID, FamilySelection]:
+        """For each of ``token_ids`` whose row this table holds (in any status) and that belongs to a refresh
+        family: the family, the token's parent and the family's active token ids, in one query for them all (a batch
+        of logouts). A token the table lacks is left out.
 
         The model applies the store's events in order and commits each batch's rows with its position, so holding
         that row means it has applied every event up to that token's issuance. A row already moved to the expired
         table counts as missing (that table has no family index): the caller then waits.
         """
-        if not presented:
+        if not token_ids:
             return {}
-        rows = self._select(SQL("family_id = ANY(%s) AND (status = 'active' OR token_id = ANY(%s))"),
-                            (list(presented), list(presented.values())))
-        held = {row.family_id for row in rows if presented.get(row.family_id) == row.token_id}
-        return {family_id: [row.token_id for row in rows if row.family_id == family_id and row.status == "active"]
-                if family_id in held else None for family_id in presented}
+        query = SQL("SELECT p.token_id AS presented, p.family_id, p.parent_id, f.token_id FROM {lookup} p "
+                    "LEFT JOIN {lookup} f ON f.family_id = p.family_id AND f.status = 'active' "
+                    "WHERE p.token_id = ANY(%s) AND p.family_id IS NOT NULL").format(lookup=self.table("token_lookup"))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(query, (list(token_ids),), prepare=True)
+            rows = curs.fetchall()
+        selections: dict[UUID, FamilySelection] = {}
+        for row in rows:
+            selection = selections.setdefault(row["presented"], FamilySelection(family_id=row["family_id"],
+                                                                                parent_id=row["parent_id"], live=[]))
+            if row["token_id"] is not None:
+                selection.live.append(row["token_id"])
+        return selections
 
     def live_matching(self, *, project_id: UUID, client_id: str | None = None, user_id: UUID | None = None,
                       token_id: UUID | None = None, now: datetime) -> list[UUID]:

@@ -3,11 +3,11 @@
 A logout ends the login's family: the presented refresh token and every live token of its family (RFC 7009 section
 2.1: revoking a refresh token revokes the access tokens issued with it). The general path
 (``Revoker.revoke_family`` with the presented token) does it in a worker thread with reads of its own; here the
-group committer decides a whole batch of logouts with one read of the presented tokens' streams, one query of the
-token lookup model for all their families and one read of those families' streams (one more for a rotation whose
-access token the model has not applied yet), and saves every ``TokenRevoked`` in the batch's transaction, which
-lists each revoked token (DESIGN.md invariant 1), so the caller hears "revoked" only once every process refuses the
-family.
+group committer decides a whole batch of logouts with one query of the token lookup model (the presented tokens'
+rows and their families' active tokens) and one read of the streams of those tokens and the presented tokens'
+parents (one more for a rotation whose access token the model has not applied yet), and saves every
+``TokenRevoked`` in the batch's transaction, which lists each revoked token (DESIGN.md invariant 1), so the caller
+hears "revoked" only once every process refuses the family.
 
 The decision is the general path's, on the same reasoning (see ``Revoker.revoke_family``): the presented token is
 live, so the model need only hold its row (every later token of the family descends from it, and rotating it would
@@ -27,7 +27,7 @@ from uuid import UUID, uuid4
 
 from application.oauth.client_revocation import UNDECIDED, RevocationOutcome
 from application.oauth.revocation import REVOKED_BY_CLIENT, load_tokens, to_revoke
-from application.ports import Clock, TokenIndex
+from application.ports import Clock, FamilySelection, TokenIndex
 from application.store import Keyledger
 from domain.client import PublicClient
 from domain.ids import client_actor
@@ -47,11 +47,12 @@ class FamilyRevocation:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """What one batch of logouts read: the live presented tokens, each family's selection and every token loaded."""
+    """What one batch of logouts read: each presented token the model holds, with its family's selection, the live
+    presented tokens as their streams have them, and every token loaded, by family."""
 
+    selections: dict[UUID, FamilySelection]
     presented: dict[UUID, Token]
-    selections: dict[UUID, list[UUID] | None]
-    families: dict[UUID, list[Token]]  # every token loaded, by family
+    families: dict[UUID, list[Token]]
     now: datetime
 
 
@@ -64,9 +65,10 @@ class FamilyRevoker:
     index: TokenIndex
 
     def decide_batch(self, requests: Sequence[FamilyRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from three reads for the whole batch: the presented tokens, the model's
-        selection of their families, and the families' tokens (plus one per generation of children the model does
-        not list yet, as ``Revoker.revoke_family`` follows them).
+        """One outcome per request, from two reads for the whole batch: the model's rows of the presented tokens
+        with their families' active tokens, then the streams of all those tokens and of the presented tokens' parents
+        (plus one read per generation of children the model does not list yet, as ``Revoker.revoke_family`` follows
+        them).
 
         A read that fails leaves the whole batch of logouts to the general path, which meets the failure again and
         answers it: the other requests the committer decides and saves with them must not fail with it.
@@ -80,32 +82,32 @@ class FamilyRevoker:
         return [self._decide(request, batch, taken) for request in requests]
 
     def _read(self, requests: Sequence[FamilyRevocation]) -> _Batch:
+        """The model first, the streams after: the streams decide, and a token of the family issued after the model
+        was read descends from a presented token that is then no longer live (see the module)."""
+        selections = self.index.families_as_of([r.token_id for r in requests])
+        roots = [i for token_id, s in selections.items() for i in (token_id, s.parent_id) if i is not None]
+        named = [i for s in selections.values() for i in s.live]
+        loaded = load_tokens(self.app, [*roots, *named], follow_children=True)
         now = self.clock.now()
-        found = self.app.find_many([r.token_id for r in requests], Token)
-        presented = {i: t for i, t in found.items() if _live_refresh(t, now)}
-        selections = self.index.live_in_families_as_of({t.family_id: t.id for t in presented.values()})
-        named = [i for ids in selections.values() if ids is not None for i in ids]
-        roots = [i for t in presented.values() for i in (t.id, t.parent_id) if i is not None]
+        presented = {i: token for i, s in selections.items() if (token := loaded.get(i)) is not None
+                     and _live_refresh(token, now) and (token.family_id, token.parent_id) == (s.family_id, s.parent_id)}
         families: dict[UUID, list[Token]] = {}
-        for token in load_tokens(self.app, [*named, *roots], follow_children=True, found=presented).values():
+        for token in loaded.values():
             if token.family_id is not None:
                 families.setdefault(token.family_id, []).append(token)
-        return _Batch(presented=presented, selections=selections, families=families, now=now)
+        return _Batch(selections=selections, presented=presented, families=families, now=now)
 
     @staticmethod
     def _decide(request: FamilyRevocation, batch: _Batch, taken: set[UUID]) -> RevocationOutcome:
         """Revokes the presented token's family if this batch can decide it alone (see the module)."""
-        token = batch.presented.get(request.token_id)
-        if token is None or token.client_id != request.client.client_id:
+        token = batch.presented.get(request.token_id)  # None also while the model lacks the token's row
+        if token is None or token.client_id != request.client.client_id or token.family_id is None:
             return UNDECIDED
-        named = batch.selections.get(token.family_id)
-        if named is None:
-            return UNDECIDED  # the model lacks the token's row: the general path waits for it
         family = batch.families.get(token.family_id, [])
         if any(t.id in taken for t in family):
             return UNDECIDED  # a twin, or a family another request of the batch decided on
         taken.update(t.id for t in family)
-        tokens = to_revoke(family, named=set(named), now=batch.now)
+        tokens = to_revoke(family, named=set(batch.selections[token.id].live), now=batch.now)
         actor, revocation_id = client_actor(request.client.client_id), uuid4()
         for revoked in tokens:
             revoked.revoke(reason=REVOKED_BY_CLIENT, actor=actor, revocation_id=revocation_id)

@@ -111,9 +111,9 @@ class Revoker:
 
         def select() -> Sequence[UUID]:
             if roots:  # roots[0]: the live presented token
-                live = self.index.live_in_families_as_of({family_id: roots[0]}).get(family_id)
-                if live is not None:
-                    return live
+                selection = self.index.families_as_of([roots[0]]).get(roots[0])
+                if selection is not None and selection.family_id == family_id:
+                    return selection.live
             self.index.wait_for(self.head())
             return self.index.live_in_family(family_id)
 

@@ -6,7 +6,7 @@ Nothing here does I/O: no PostgreSQL, no Redis, no network.
 import base64
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from application.oauth.grants import TokenEndpoint
 from application.oauth.limits import AttemptBudget, AttemptKey, AttemptLimits
 from application.oauth.revocation import Revoker
 from application.oauth.tokens import TokenMint
+from application.ports import FamilySelection
 from application.store import Keyledger
 from domain.keyring import KeyRing
 from domain.token import Token
@@ -198,8 +199,10 @@ class StoreIndex:
     def live_in_family(self, family_id: Any) -> list[Any]:
         return [t.id for t in self._tokens() if t.family_id == family_id and not t.revoked and not t.used]
 
-    def live_in_families_as_of(self, presented: Mapping[Any, Any]) -> dict[Any, list[Any] | None]:
-        return {family_id: self.live_in_family(family_id) for family_id in presented}  # current: it holds all
+    def families_as_of(self, token_ids: Sequence[Any]) -> dict[Any, FamilySelection]:
+        held = [t for t in self._tokens() if t.id in set(token_ids) and t.family_id is not None]  # it holds all
+        return {t.id: FamilySelection(family_id=t.family_id, parent_id=t.parent_id,
+                                      live=self.live_in_family(t.family_id)) for t in held}
 
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,
                       token_id: Any = None, now: datetime) -> list[Any]:

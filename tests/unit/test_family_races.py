@@ -7,7 +7,7 @@ deterministic: an RFC 7009 revocation of the refresh token, and a reuse detectio
 rotation. Either way the rotated pair must end up revoked with the rest of the family.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -33,8 +33,8 @@ class RotatingIndex:
     def live_in_family(self, family_id: Any) -> list[Any]:
         return self._after(self._inner.live_in_family(family_id))
 
-    def live_in_families_as_of(self, presented: Mapping[Any, Any]) -> dict[Any, list[Any] | None]:
-        return self._after(self._inner.live_in_families_as_of(presented))
+    def families_as_of(self, token_ids: Sequence[Any]) -> dict[Any, Any]:
+        return self._after(self._inner.families_as_of(token_ids))
 
     def _after(self, selected: Any) -> Any:
         if self._rotate is not None:
