@@ -158,6 +158,32 @@ def test_tampered_payload_or_signature_is_refused(validator: JwtValidator, mater
         validator.validate(f"{header}.{payload}.{flipped}")
 
 
+def loosely_encoded(header: str) -> str:
+    """``header`` (a canonical base64url segment of 3n+1 bytes) with trailing bits set: it decodes to the same bytes."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return header[:-1] + alphabet[alphabet.index(header[-1]) + 1]
+
+
+@pytest.mark.parametrize("loosen", [lambda h: h + "=", lambda h: h + "==", loosely_encoded, lambda h: h[:-1] + "+",
+                                    lambda h: "\u00e9" + h, lambda h: b64url(b"[1, 2]"), lambda h: b64url(b'"at+jwt"')],
+                         ids=["padding", "double padding", "trailing bits", "base64 not base64url", "non-ASCII",
+                              "an array", "a string"])
+def test_a_signed_token_whose_header_is_loosely_encoded_is_refused(loosen: Any, validator: JwtValidator,
+                                                                   material: Material) -> None:
+    """The header that picks the key and is checked for alg and typ is read as strictly as PyJWT reads it: each
+    of these, signed as it is by our own key, is refused."""
+    header = {"alg": "ES256", "kid": material.kid["ES256"], "typ": "at+jwt", "x": ""}
+    while len(json.dumps(header)) % 3 != 1:
+        header["x"] += "x"
+    segment = loosen(b64url(json.dumps(header).encode()))
+    signing_input = f"{segment}.{b64url(json.dumps(claims()).encode())}"
+    signature = pyjwt.get_algorithm_by_name("ES256").sign(signing_input.encode(), material.private["ES256"])
+    with pytest.raises(InvalidToken):
+        validator.validate(f"{signing_input}.{b64url(signature)}")
+    with pytest.raises(InvalidToken):
+        jwt_module.unverified_header(f"{signing_input}.{b64url(signature)}")
+
+
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "...", "eyJhbGciOiJFUzI1NiJ9..", "\u00e9.\u00e9.\u00e9"])
 def test_garbage_is_refused(garbage: str, validator: JwtValidator) -> None:
     with pytest.raises(InvalidToken):
