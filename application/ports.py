@@ -124,8 +124,9 @@ class TokenIndex(Protocol):
         ...
 
     def families_as_of(self, token_ids: Sequence[Any]) -> dict[Any, "FamilySelection"]:
-        """For each of ``token_ids`` the model holds (so every event up to its issuance) that belongs to a refresh
-        family: its family, its parent and the family's active token ids, read in one query; the others left out."""
+        """For each of ``token_ids`` the model holds as active (so every event up to its issuance) that belongs to a
+        refresh family: its family, its parent and the family's active token ids, read in one query; the others
+        (unknown to the model, used or ended) left out."""
         ...
 
     def live_matching(self, *, project_id: Any, client_id: str | None = None, user_id: Any = None,

@@ -278,32 +278,33 @@ class TokenLookupView(ReadModel):
         return [r.token_id for r in self._select(SQL("family_id = %s AND status = 'active'"), (family_id,))]
 
     def families_as_of(self, token_ids: Sequence[UUID]) -> dict[UUID, FamilySelection]:
-        """For each of ``token_ids`` whose row this table holds (in any status) and that belongs to a refresh
-        family: the family, the token's parent and the family's active token ids, in one query for them all (a batch
-        of logouts). A token the table lacks is left out.
+        """For each of ``token_ids`` whose row this table holds as active and that belongs to a refresh family: the
+        family, the token's parent and the family's active token ids, in one query for them all (a batch of
+        logouts). A token the table lacks, or holds in another status (used, revoked, expired), is left out.
 
         The model applies the store's events in order and commits each batch's rows with its position, so holding
         that row means it has applied every event up to that token's issuance. A row already moved to the expired
-        table counts as missing (that table has no family index): the caller then waits.
+        table counts as missing (that table has no family index): the caller then waits. A used token is left out
+        because from it the streams lead through every rotation since, one read each: the caller's general path
+        waits for the model instead.
         """
         if not token_ids:
             return {}
         # The families through an array, not a join: with no statistics yet (a young table, autovacuum off) the
         # planner hashes a join over a scan of every active row; this is two index scans whatever it knows.
         lookup = self.table("token_lookup")
-        query = SQL("SELECT token_id, family_id, parent_id, status FROM {} WHERE family_id = ANY(ARRAY("
-                    "SELECT family_id FROM {} WHERE token_id = ANY(%(ids)s) AND family_id IS NOT NULL)) "
-                    "AND (status = 'active' OR token_id = ANY(%(ids)s))").format(lookup, lookup)
+        query = SQL("SELECT token_id, family_id, parent_id FROM {} WHERE family_id = ANY(ARRAY("
+                    "SELECT family_id FROM {} WHERE token_id = ANY(%s) AND family_id IS NOT NULL "
+                    "AND status = 'active')) AND status = 'active'").format(lookup, lookup)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, {"ids": list(token_ids)}, prepare=True)
+            curs.execute(query, (list(token_ids),), prepare=True)
             rows = curs.fetchall()
         wanted = set(token_ids)
         live: dict[UUID, list[UUID]] = {}
         for row in rows:
-            if row["status"] == "active":
-                live.setdefault(row["family_id"], []).append(row["token_id"])
+            live.setdefault(row["family_id"], []).append(row["token_id"])
         return {row["token_id"]: FamilySelection(family_id=row["family_id"], parent_id=row["parent_id"],
-                                                 live=live.get(row["family_id"], []))
+                                                 live=list(live[row["family_id"]]))
                 for row in rows if row["token_id"] in wanted}
 
     def live_matching(self, *, project_id: UUID, client_id: str | None = None, user_id: UUID | None = None,

@@ -195,8 +195,9 @@ class UnknownKey(InvalidToken):
 
 
 def unverified_header(token: str) -> dict[str, Any]:
-    """The JOSE header of a compact JWS (RFC 7515 section 7.1), decoded as strictly as PyJWT decodes it (base64url
-    alphabet, no padding, canonical trailing bits, a JSON object) but without touching the rest of the token.
+    """The JOSE header of a compact JWS (RFC 7515 section 7.1), decoded at least as strictly as PyJWT decodes it
+    (base64url alphabet, canonical trailing bits, a JSON object; stricter: no padding, an ASCII token) but without
+    decoding the rest of the token.
 
     It only picks the key and is checked for ``alg``, ``kid`` and ``typ``; PyJWT's own decode then parses the same
     bytes again and verifies the signature over them, so a header read differently here cannot get a token
@@ -206,6 +207,8 @@ def unverified_header(token: str) -> dict[str, Any]:
     Raises:
         InvalidToken: the token is not a compact JWS with such a header.
     """
+    if not token.isascii():  # a compact JWS is ASCII; PyJWT would fail to encode a lone surrogate (a 500)
+        raise InvalidToken("malformed token")
     segment, dot, _ = token.partition(".")
     if not dot or len(segment) % 4 == 1 or not _BASE64URL.fullmatch(segment):
         raise InvalidToken("malformed token")

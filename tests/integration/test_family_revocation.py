@@ -10,6 +10,7 @@ from uuid import UUID
 
 from application.accounts import SignedUp
 from application.oauth.errors import InvalidGrant
+from application.oauth.family_revocation import FamilyRevocation, FamilyRevoker
 from application.oauth.grants import IssuedTokens, TokenRequest
 from application.oauth.revocation import RevocationRequest
 from domain.client import DASHBOARD
@@ -154,3 +155,36 @@ def test_the_batched_logout_leaves_a_token_the_model_lacks_to_the_general_path(q
         assert all(t.revoked for t in tokens(quiet_container, ids(session)))
     finally:
         harness.close()
+
+
+class CountingApp:
+    """The application, counting the batched stream reads (``find_many``) made through it."""
+
+    def __init__(self, app: object) -> None:
+        self._app = app
+        self.reads = 0
+
+    def find_many(self, ids: object, kind: type) -> object:
+        self.reads += 1
+        return self._app.find_many(ids, kind)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._app, name)
+
+
+def test_the_batched_logout_does_not_walk_a_family_from_a_used_refresh_token(quiet_container: Container) -> None:
+    account = sign_up(quiet_container)
+    chain = [login(quiet_container, account)]
+    for _ in range(5):
+        chain.append(rotate(quiet_container, chain[-1].refresh_token))
+    catch_up(quiet_container)
+    app = CountingApp(quiet_container.app)
+    revoker = FamilyRevoker(app=app, clock=quiet_container.tokens.clock, index=quiet_container.lookup)  # type: ignore[arg-type]
+
+    replayed = chain[0].aggregates[1].id  # the login's refresh token, used five rotations ago
+    assert not revoker.decide_batch([FamilyRevocation(client=DASHBOARD, token_id=replayed)])[0].decided
+    assert app.reads == 0  # left to the general path (reuse detection) without reading a stream
+
+    live = chain[-1].aggregates[1].id
+    [outcome] = revoker.decide_batch([FamilyRevocation(client=DASHBOARD, token_id=live)])
+    assert outcome.decided and app.reads == 1  # every stream the family's revocation needs, in one read

@@ -200,7 +200,8 @@ class StoreIndex:
         return [t.id for t in self._tokens() if t.family_id == family_id and not t.revoked and not t.used]
 
     def families_as_of(self, token_ids: Sequence[Any]) -> dict[Any, FamilySelection]:
-        held = [t for t in self._tokens() if t.id in set(token_ids) and t.family_id is not None]  # it holds all
+        held = [t for t in self._tokens() if t.id in set(token_ids) and t.family_id is not None  # it holds all
+                and not (t.revoked or t.used or t.expired)]
         return {t.id: FamilySelection(family_id=t.family_id, parent_id=t.parent_id,
                                       live=self.live_in_family(t.family_id)) for t in held}
 

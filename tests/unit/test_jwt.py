@@ -184,6 +184,13 @@ def test_a_signed_token_whose_header_is_loosely_encoded_is_refused(loosen: Any, 
         jwt_module.unverified_header(f"{signing_input}.{b64url(signature)}")
 
 
+def test_a_token_that_is_not_ascii_is_refused(validator: JwtValidator, material: Material) -> None:
+    header, payload, signature = forge(material).split(".")
+    for token in (f"{header}.{payload}\ud800.{signature}", f"{header}.{payload}\u00e9.{signature}"):
+        with pytest.raises(InvalidToken):  # a lone surrogate cannot even be encoded: never a 500
+            validator.validate(token)
+
+
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "...", "eyJhbGciOiJFUzI1NiJ9..", "\u00e9.\u00e9.\u00e9"])
 def test_garbage_is_refused(garbage: str, validator: JwtValidator) -> None:
     with pytest.raises(InvalidToken):
