@@ -10,13 +10,14 @@ parents (one more for a rotation whose access token the model has not applied ye
 hears "revoked" only once every process refuses the family.
 
 The decision is the general path's, on the same reasoning (see ``Revoker.revoke_family``): the presented token is
-live, so the model need only hold its row (every later token of the family descends from it, and rotating it would
-move its stream, which this revocation's save conflicts with); it and its parent are roots whose streams' children
-are followed (a rotation's access token is named by the parent's stream); the family's tokens the model lists are
-revoked while revocable, the others only while live (``to_revoke``). Whatever is not plainly that (an unknown, used,
-revoked or expired refresh token, another client's, a model that does not hold the token yet, a family another
-request of the batch touches) is left to the general path, which waits for the model, answers as RFC 7009 says and
-detects nothing less. The opaque refresh token is the proof: its keyed hash names its stream, and nothing else does.
+live, so the model need only hold its row, as active (every later token of the family descends from it, and rotating
+it would move its stream, which this revocation's save conflicts with); it and its parent are roots whose streams'
+children are followed (a rotation's access token is named by the parent's stream); the family's tokens the model
+lists are revoked while revocable, the others only while live (``to_revoke``). Whatever is not plainly that (an
+unknown, used, revoked or expired refresh token, another client's, a model that does not hold the token yet, a
+family another request of the batch touches) is left to the general path, which waits for the model, answers as RFC
+7009 says and detects nothing less. The opaque refresh token is the proof: its keyed hash names its stream, and
+nothing else does.
 """
 
 import logging

@@ -6,7 +6,7 @@ list as well as the token lookup model, so the token is refused from the moment 
 (invariant 1 of DESIGN.md) without waiting for the projection.
 """
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -136,21 +136,16 @@ def to_revoke(loaded: Iterable[Token], *, named: Collection[UUID], now: datetime
     return [t for t in loaded if t.revocable(now) and (t.id in named or t.is_live(now))]
 
 
-def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool,
-                found: Mapping[UUID, Token] | None = None) -> dict[UUID, Token]:
+def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool) -> dict[UUID, Token]:
     """The tokens ``ids`` name (unknown ids skipped), read in one query, and, with ``follow_children``, every token
-    their streams say they were rotated into (``Token.children``), transitively: one more query per generation.
-    ``found``: tokens already loaded, taken from there instead of read again (their children are followed too)."""
-    known = dict(found or {})
+    their streams say they were rotated into (``Token.children``), transitively: one more query per generation."""
     tokens: dict[UUID, Token] = {}
     seen: set[UUID] = set()
     pending = list(dict.fromkeys(ids))
     while pending:
         seen.update(pending)
-        missing = [i for i in pending if i not in known]
-        if missing:
-            known.update(app.find_many(missing, Token))
-        loaded = [known[i] for i in pending if i in known]
+        found = app.find_many(pending, Token)
+        loaded = [found[i] for i in pending if i in found]
         tokens.update((t.id, t) for t in loaded)
         children = [c for t in loaded for c in t.children if c not in seen] if follow_children else []
         pending = list(dict.fromkeys(children))
