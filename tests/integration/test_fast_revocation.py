@@ -170,8 +170,8 @@ def test_the_dashboard_ends_a_login_in_the_batch(harness: Harness, container: Co
     assert [len(list(container.app.events.get(i))) for i in revoked] == [2, 2, 2]
 
 
-def test_a_refresh_token_not_plainly_a_dashboard_logout_goes_to_the_general_path(harness: Harness,
-                                                                       container: Container) -> None:
+def test_a_refresh_token_not_plainly_a_dashboard_logout_goes_to_the_general_path(
+        harness: Harness, container: Container) -> None:
     account = sign_up(container)
     tokens = login(container, account)
     assert dashboard_revoke(harness, container.tokens.minter.refresh_token()) is False  # well formed, unknown
@@ -187,7 +187,6 @@ def test_a_logout_and_a_revocation_of_its_access_token_in_one_batch_revoke_each_
     account = sign_up(container)
     tokens = login(container, account)
     container.lookup.wait_for(container.revoker.head())
-
     presented = (tokens.refresh_token, tokens.access_token)
 
     async def both() -> list[bool]:
