@@ -63,7 +63,8 @@ class Revoker:
                 self.index.wait_for(self.head())
             now = self.clock.now()
             named = [t.id for t in first] if attempt == 0 and first else list(select())
-            loaded = first if attempt == 0 and first else self._load([*named, *roots], follow_children)
+            loaded = first if attempt == 0 and first else list(
+                load_tokens(self.app, [*named, *roots], follow_children=follow_children).values())
             others = extra() if extra is not None else ()
             saved_by_extra = {getattr(other, "id", None) for other in others}
             tokens = to_revoke([t for t in loaded if t.id not in saved_by_extra], named=set(named), now=now)
@@ -78,11 +79,6 @@ class Revoker:
             # No wait for the lookup model: the store lists each revoked token in the transaction of its event.
             return len(tokens)
         raise TimeoutError("tokens kept changing while being revoked")
-
-    def _load(self, ids: Sequence[UUID], follow_children: bool) -> list[Token]:
-        """The tokens ``ids`` name (unknown ids skipped), read in one query, and, with ``follow_children``, every
-        token their streams say they were rotated into (see ``load_tokens``)."""
-        return list(load_tokens(self.app, ids, follow_children=follow_children).values())
 
     def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
                       extra: Callable[[], Sequence[object]] | None = None, presented: Token | None = None) -> int:
