@@ -6,6 +6,7 @@ its stream without any index, and the token itself is never recorded.
 
 from datetime import datetime
 from enum import StrEnum
+from hmac import compare_digest
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -45,7 +46,13 @@ class Token(Aggregate):
         parent_id: UUID | None,
         actor: str,
         family_expires_at: datetime | None,
+        value_hash: str | None = None,
     ) -> None:
+        """``value_hash`` is the keyed hash of the token's value where its holder has no secret to authenticate
+        with (a login's access tokens, held by the public dashboard client): presenting a string with that hash
+        proves the string is the very token issued (``proves``). None for other tokens. Its default only serves
+        the replay of events recorded before it existed: eventsourcing requires every keyword-only argument of a
+        new aggregate, so creators pass it."""
         self.kind = TokenKind(kind)
         self.project_id = project_id
         self.client_id = client_id
@@ -57,6 +64,7 @@ class Token(Aggregate):
         self.family_id = family_id
         self.parent_id = parent_id
         self.family_expires_at = family_expires_at
+        self.value_hash = value_hash
         self.revoked = False
         self.used = False
         self.used_at: datetime | None = None
@@ -185,3 +193,10 @@ class Token(Aggregate):
     def _expire(self, *, project_id: UUID | None, client_id: str, kind: str, expires_at: datetime,
                 expired_at: datetime, actor: str) -> None:
         self.expired = True
+
+
+def proves(issued: Token.TokenIssued, value_hash: str) -> bool:
+    """Whether ``value_hash``, the keyed hash of a presented string, is the one ``issued`` recorded: the string is
+    then that very token (compared in constant time). False where none was recorded (see ``Token.__init__``)."""
+    recorded = getattr(issued, "value_hash", None)  # events recorded before the field existed lack it
+    return recorded is not None and compare_digest(recorded, value_hash)

@@ -13,9 +13,10 @@ of a login's family, an unknown id, a twin in the batch) is left to the general 
 (``application.oauth.revocation``), which verifies the token and answers as RFC 7009 says.
 
 The dashboard, a public client, revokes its users' access tokens in the same batches. It has no secret, so here the
-presented string is what proves the caller holds the token: its signature and claims were verified (expiry aside)
-against the key ring as the process had it, and the batch's read confirms that ring version is still the store's
-(``ClientTokenRevocation.ring_version``), as the general path's strict check would. A jti alone revokes nothing.
+presented string is what proves the caller holds the token: its keyed hash must be the one the token's
+``TokenIssued`` recorded (``domain.token.proves``), so the string is the very token issued, which no signature check
+could make surer (and one costs an ECDSA verification, a third of such a request). A jti alone revokes nothing; a
+token recorded without a hash (issued before it was recorded) is left to the general path, which verifies it.
 """
 
 from collections.abc import Sequence
@@ -29,25 +30,25 @@ from application.ports import Clock
 from application.store import Keyledger, mutate_all
 from domain.client import Client, PublicClient
 from domain.errors import InvariantViolated
-from domain.ids import client_actor, keyring_id
-from domain.token import Token, TokenKind
+from domain.ids import client_actor
+from domain.token import Token, TokenKind, proves
 
 
 @dataclass(frozen=True, slots=True)
 class ClientTokenRevocation:
-    """A known client, or the dashboard with a verified token, revoking the access token ``token_id`` names.
+    """A known client, or the dashboard presenting the token itself, revoking the access token ``token_id`` names.
 
     Attributes:
         client: The private copy the presented secret verified against (its version must still be current), or the
             public dashboard client.
         token_id: The stream named by the presented token's ``jti``.
-        ring_version: For the public client: the key ring version the token's signature was verified against (it
-            must still be the store's); None for a confidential client, whose secret authenticated it.
+        value_hash: For the public client: the keyed hash of the presented string, which must be the one the
+            token's issuance recorded; None for a confidential client, whose secret authenticated it.
     """
 
     client: Client | PublicClient
     token_id: UUID
-    ring_version: int | None = None
+    value_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +84,13 @@ class ClientTokenRevoker:
     clock: Clock
 
     def decide_batch(self, requests: Sequence[ClientTokenRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from one read of the batch's token streams, its clients' versions and (for the
-        dashboard's requests) the key ring's version.
+        """One outcome per request, from one read of the batch's token streams and its clients' versions.
 
         A stream that holds only its ``TokenIssued`` (a live token never touched since: the common case) is decided
         on that event (``Token.revocation_of_issued``) without replaying the aggregate; any other is replayed and
         decided by ``Token.revoke``, as the general path does.
         """
-        versioned = [r.client.id if isinstance(r.client, Client) else keyring_id() for r in requests]
+        versioned = [r.client.id for r in requests if isinstance(r.client, Client)]
         streams, versions = self.app.streams_and_versions([r.token_id for r in requests], Token, versioned)
         now = self.clock.now()
         taken: set[UUID] = set()
@@ -98,7 +98,7 @@ class ClientTokenRevoker:
         for request in requests:
             stream = streams.get(request.token_id)
             if not _current(request, versions) or stream is None or not _own(
-                    stream[0], request.client) or request.token_id in taken:
+                    stream[0], request) or request.token_id in taken:
                 outcomes.append(UNDECIDED)
                 continue
             taken.add(request.token_id)
@@ -127,17 +127,20 @@ class ClientTokenRevoker:
 
 def _current(request: ClientTokenRevocation, versions: dict[UUID, int]) -> bool:
     """Whether what authenticated the request still holds: the client's copy is its stream's current version, or
-    (public client) the key ring the token was verified against is the store's current one."""
+    (public client) the request carries the presented string's hash to prove it with."""
     if isinstance(request.client, Client):
         return versions.get(request.client.id) == request.client.version
-    return request.ring_version is not None and versions.get(keyring_id()) == request.ring_version
+    return request.value_hash is not None
 
 
-def _own(issued: Any, client: Client | PublicClient) -> bool:
+def _own(issued: Any, request: ClientTokenRevocation) -> bool:
     """Whether the stream's ``TokenIssued`` is of an access token the client got: with client_credentials (no login
-    family) for a project client; any of the dashboard's access tokens for the public client."""
+    family) for a project client; for the public client, one of its access tokens whose recorded hash the presented
+    string's is."""
     if not isinstance(issued, Token.TokenIssued) or issued.kind != TokenKind.ACCESS:
         return False
+    client = request.client
     if isinstance(client, PublicClient):
-        return issued.client_id == client.client_id
+        return issued.client_id == client.client_id and request.value_hash is not None and proves(
+            issued, request.value_hash)
     return issued.client_id == client.client_id and issued.project_id == client.project_id and issued.family_id is None

@@ -68,11 +68,16 @@ class TokenMint:
         }
         if grant.project_id is not None:
             claims["project_id"] = str(grant.project_id)
+        value = self.signer.sign(claims)
+        # A login's token is held by the public dashboard client, which has no secret: its keyed hash lets the
+        # holder prove the string is this very token (``domain.token.proves``). A client_credentials token's
+        # client authenticates with its secret, and its issuance is the hot path: no hash.
+        value_hash = None if family_id is None else self.secrets.hash(value)
         token = Token(token_id=jti, kind=TokenKind.ACCESS, project_id=grant.project_id, client_id=grant.client_id,
                       user_id=grant.user_id, scope=grant.scope, grant_type=grant.grant_type, issued_at=issued_at,
                       expires_at=expires_at, family_id=family_id, parent_id=parent_id, actor=grant.actor,
-                      family_expires_at=None)
-        return self.signer.sign(claims), token
+                      family_expires_at=None, value_hash=value_hash)
+        return value, token
 
     def refresh_token(self, grant: Grant, now: datetime, ttl: int, *, family_ttl: int,
                       parent: Token | None = None) -> tuple[str, Token]:
@@ -93,5 +98,6 @@ class TokenMint:
         token = Token(token_id=token_id, kind=TokenKind.REFRESH, project_id=grant.project_id,
                       client_id=grant.client_id, user_id=grant.user_id, scope=grant.scope,
                       grant_type=grant.grant_type, issued_at=now, expires_at=expires_at,
-                      family_id=family_id, parent_id=parent_id, actor=grant.actor, family_expires_at=family_end)
+                      family_id=family_id, parent_id=parent_id, actor=grant.actor, family_expires_at=family_end,
+                      value_hash=None)
         return value, token

@@ -10,6 +10,7 @@ import pytest
 
 from application.accounts import SignedUp
 from application.oauth.grants import TokenRequest
+from domain.token import Token
 from projections.audit_entry import (
     GENESIS,
     PLATFORM_CHAIN,
@@ -43,7 +44,7 @@ def ledger(world: World) -> list[AuditEntry]:
 
 @pytest.mark.parametrize(("name", "secret"), [
     ("secret_hash", True), ("password_hash", True), ("encrypted_private_key", True), ("client_secret", True),
-    ("webhook_signing_secret", True), ("refresh_token", True), ("secret_hint", False),
+    ("webhook_signing_secret", True), ("refresh_token", True), ("value_hash", True), ("secret_hint", False),
     ("secret_expires_at", False), ("previous_secret_expires_at", False), ("scope", False), ("kid", False),
 ])
 def test_secret_fields_are_recognised_by_name(name: str, secret: bool) -> None:
@@ -96,6 +97,8 @@ def test_a_members_dashboard_tokens_are_copied_into_each_of_their_projects(world
     copies = [e for e in entries if e.token_id == access]
     assert [e.chain for e in copies] == [PLATFORM_CHAIN, ada.project.id]
     assert copies[0].position == copies[1].position and copies[0].data == copies[1].data
+    assert world.app.load(access, Token).value_hash == world.secrets.hash(login.access_token)
+    assert "value_hash" not in copies[0].data and world.secrets.hash(login.access_token) not in repr(entries)
 
 
 def test_membership_follows_the_project_events() -> None:

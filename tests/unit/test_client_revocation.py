@@ -1,4 +1,4 @@
-"""The batched revocation of client_credentials tokens, and of dashboard access tokens whose signature was verified,
+"""The batched revocation of client_credentials tokens, and of dashboard access tokens presented by their holder,
 on the in-memory store: decided on each token's stream (whose it is, whether it is live), and anything that is not
 plainly such a revocation left to the general path."""
 
@@ -7,7 +7,6 @@ from uuid import UUID, uuid4
 from application.oauth.client_revocation import ClientTokenRevocation, ClientTokenRevoker
 from application.oauth.grants import TokenRequest
 from domain.client import DASHBOARD, Client
-from domain.ids import keyring_id
 from domain.token import Token
 from infrastructure.batching import RequestRouter
 from tests.unit.conftest import PASSWORD, World
@@ -73,22 +72,43 @@ def test_other_clients_tokens_logins_unknown_ids_twins_and_stale_clients_are_und
     assert not stale.decided
 
 
-def test_the_dashboard_revokes_its_access_tokens_against_the_ring_version_it_verified_with(world: World) -> None:
-    signed = world.sign_up("dashboard-revoker@example.com")
+def dashboard_login(world: World, email: str) -> tuple[str, UUID]:
+    signed = world.sign_up(email)
     login = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
                                              username=signed.user.email, password=PASSWORD))
-    access = UUID(world.validator.claims(login.access_token)["jti"])
+    return login.access_token, UUID(world.validator.claims(login.access_token)["jti"])
+
+
+def test_the_dashboard_revokes_an_access_token_only_when_presented_the_very_string_issued(world: World) -> None:
+    value, access = dashboard_login(world, "dashboard-revoker@example.com")
+    other_value, _ = dashboard_login(world, "dashboard-other@example.com")
     _, project_token = issued(world)
-    ring = world.app.versions([keyring_id()])[keyring_id()]
-    outcomes = decide(world, ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring - 1),
-                      ClientTokenRevocation(client=DASHBOARD, token_id=access),
-                      ClientTokenRevocation(client=DASHBOARD, token_id=project_token.id, ring_version=ring),
-                      ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring))
-    assert [o.decided for o in outcomes] == [False, False, False, True]  # stale ring, no ring, not the dashboard's
+    hashed = world.secrets.hash
+    outcomes = decide(world, ClientTokenRevocation(client=DASHBOARD, token_id=access),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=hashed(other_value)),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=hashed(value + "x")),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=project_token.id, value_hash=hashed(value)),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=hashed(value)))
+    # No proof, another login's token, an altered string, not the dashboard's: left to the general path.
+    assert [o.decided for o in outcomes] == [False, False, False, False, True]
     [aggregate] = outcomes[-1].aggregates
     [event] = aggregate.collect_events()
     assert isinstance(event, Token.TokenRevoked) and event.originator_id == access
-    assert (event.actor, event.client_id, event.user_id) == ("client:dashboard", "dashboard", signed.user.id)
+    assert (event.actor, event.client_id) == ("client:dashboard", "dashboard")
+
+
+def test_a_dashboard_token_recorded_without_its_hash_is_left_to_the_general_path(world: World) -> None:
+    value, access = dashboard_login(world, "dashboard-older@example.com")
+    older = world.app.load(access, Token)
+    assert older.value_hash == world.secrets.hash(value)  # what a login's access token records
+    unproven = Token(token_id=uuid4(), kind=older.kind, project_id=None, client_id=older.client_id,
+                     user_id=older.user_id, scope=older.scope, grant_type=older.grant_type, issued_at=older.issued_at,
+                     expires_at=older.expires_at, family_id=older.family_id, parent_id=None, actor="user:u",
+                     family_expires_at=None, value_hash=None)
+    world.app.save(unproven)
+    [outcome] = decide(world, ClientTokenRevocation(client=DASHBOARD, token_id=unproven.id,
+                                                    value_hash=world.secrets.hash(value)))
+    assert not outcome.decided
 
 
 def test_a_batch_mixes_project_clients_and_the_dashboard_each_checked_on_its_own_terms(world: World) -> None:
@@ -97,15 +117,12 @@ def test_a_batch_mixes_project_clients_and_the_dashboard_each_checked_on_its_own
     moved = world.app.load(stale_client.id, Client)
     moved.revoke(actor="system")
     world.app.save(moved)
-    signed = world.sign_up("mixed-batch@example.com")
-    login = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
-                                             username=signed.user.email, password=PASSWORD))
-    access = UUID(world.validator.claims(login.access_token)["jti"])
-    ring = world.app.versions([keyring_id()])[keyring_id()]
+    value, access = dashboard_login(world, "mixed-batch@example.com")
+    proof = world.secrets.hash(value)
     outcomes = decide(world, ClientTokenRevocation(client=stale_client, token_id=stale_token.id),
-                      ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring),
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=proof),
                       ClientTokenRevocation(client=client, token_id=token.id),
-                      ClientTokenRevocation(client=DASHBOARD, token_id=access, ring_version=ring))
+                      ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=proof))
     assert [(o.decided, o.revoked) for o in outcomes] == [(False, 0), (True, 1), (True, 1), (False, 0)]  # a twin
 
 
