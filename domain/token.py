@@ -130,6 +130,16 @@ class Token(Aggregate):
         self._revoke(project_id=self.project_id, reason=reason, actor=actor, client_id=self.client_id,
                      user_id=self.user_id, family_id=self.family_id, revocation_id=revocation_id)
 
+    def revocation(self, *, reason: str, actor: str, revocation_id: UUID | None = None) -> "Token.TokenRevoked":
+        """The ``TokenRevoked`` that ``revoke`` would record, built without applying it, for a caller that only saves
+        the event and drops the aggregate (the batched logout): the ``@event`` machinery costs three times as much.
+        Saving it conflicts if the stream moved since this aggregate was read."""
+        self.check_not_revoked()
+        return self.TokenRevoked(  # type: ignore[call-arg]
+            originator_id=self.id, originator_version=self.version + 1, timestamp=self.TokenRevoked.create_timestamp(),
+            project_id=self.project_id, reason=reason, actor=actor, client_id=self.client_id, user_id=self.user_id,
+            family_id=self.family_id, revocation_id=revocation_id)
+
     @classmethod
     def revocation_of_issued(cls, issued: "Token.TokenIssued", *, now: datetime, reason: str, actor: str,
                              revocation_id: UUID | None = None) -> "Token.TokenRevoked":

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from application.oauth.client_revocation import UNDECIDED, RevocationOutcome
+from application.oauth.client_revocation import UNDECIDED, Decided, RevocationOutcome
 from application.oauth.revocation import REVOKED_BY_CLIENT, load_tokens, to_revoke
 from application.ports import Clock, FamilySelection, TokenIndex
 from application.store import Keyledger
@@ -110,9 +110,8 @@ class FamilyRevoker:
         taken.update(t.id for t in family)
         tokens = to_revoke(family, named=set(batch.selections[token.id].live), now=batch.now)
         actor, revocation_id = client_actor(request.client.client_id), uuid4()
-        for revoked in tokens:
-            revoked.revoke(reason=REVOKED_BY_CLIENT, actor=actor, revocation_id=revocation_id)
-        return RevocationOutcome(decided=True, revoked=len(tokens), aggregates=tuple(tokens))
+        events = [t.revocation(reason=REVOKED_BY_CLIENT, actor=actor, revocation_id=revocation_id) for t in tokens]
+        return RevocationOutcome(decided=True, revoked=len(events), aggregates=(Decided(events),))
 
 
 def _live_refresh(token: Token, now: datetime) -> bool:

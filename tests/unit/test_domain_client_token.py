@@ -169,6 +169,24 @@ def test_the_revocation_built_from_the_issuance_is_the_one_the_aggregate_records
         Token.revocation_of_issued(issued, now=T0 + timedelta(hours=1), reason="late", actor="client:klc_abc")
 
 
+def test_the_revocation_built_from_a_replayed_token_is_the_one_revoke_records() -> None:
+    """The batched logout's shortcut, on a token whose stream has more than its issuance: exactly ``revoke``'s event
+    (every field but the time), and refused once the token is revoked."""
+    token = Token(token_id=uuid4(), kind=TokenKind.REFRESH, project_id=None, client_id=DASHBOARD.client_id,
+                  user_id=uuid4(), scope="openid", grant_type="password", issued_at=T0,
+                  expires_at=T0 + timedelta(hours=1), family_id=uuid4(), parent_id=None, actor="user:u",
+                  family_expires_at=T0 + timedelta(days=90), value_hash=None)
+    token.refresh(refresh_id=uuid4(), access_id=uuid4(), now=T0, actor="user:u")  # version 2: used up
+    revocation_id = uuid4()
+    built = token.revocation(reason="revoked by client", actor="client:dashboard", revocation_id=revocation_id)
+    token.revoke(reason="revoked by client", actor="client:dashboard", revocation_id=revocation_id)
+    recorded = token.collect_events()[-1]
+    assert type(built) is type(recorded) and built.originator_version == 3
+    assert {**vars(built), "timestamp": None} == {**vars(recorded), "timestamp": None}
+    with pytest.raises(InvariantViolated):
+        token.revocation(reason="again", actor="client:dashboard")
+
+
 def test_a_refresh_token_recorded_expired_cannot_be_used_whatever_the_callers_clock() -> None:
     """A sweep whose clock runs ahead may record the expiry before the refreshing host's clock reaches it; the
     token is not used after its TokenExpired (so a token's events keep the order of its life)."""
