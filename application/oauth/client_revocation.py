@@ -141,6 +141,5 @@ def _own(issued: Any, request: ClientTokenRevocation) -> bool:
         return False
     client = request.client
     if isinstance(client, PublicClient):
-        return issued.client_id == client.client_id and request.value_hash is not None and proves(
-            issued, request.value_hash)
+        return issued.client_id == client.client_id and proves(issued, request.value_hash or "")
     return issued.client_id == client.client_id and issued.project_id == client.project_id and issued.family_id is None

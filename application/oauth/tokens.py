@@ -69,9 +69,9 @@ class TokenMint:
         if grant.project_id is not None:
             claims["project_id"] = str(grant.project_id)
         value = self.signer.sign(claims)
-        # A login's token is held by the public dashboard client, which has no secret: its keyed hash lets the
-        # holder prove the string is this very token (``domain.token.proves``). A client_credentials token's
-        # client authenticates with its secret, and its issuance is the hot path: no hash.
+        # A login's token (password or refresh_token grant) is held by a public client with no secret: its keyed
+        # hash lets the holder prove the string is this very token (``domain.token.proves``). A client_credentials
+        # token's client authenticates with its secret, and its issuance is the hot path: no hash.
         value_hash = None if family_id is None else self.secrets.hash(value)
         token = Token(token_id=jti, kind=TokenKind.ACCESS, project_id=grant.project_id, client_id=grant.client_id,
                       user_id=grant.user_id, scope=grant.scope, grant_type=grant.grant_type, issued_at=issued_at,

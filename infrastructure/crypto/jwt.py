@@ -288,7 +288,7 @@ class JwtValidator:
             return self._verified_claims(token, verify_exp=verify_exp, find=self._keys.snapshot.published.get)
         return self._verified_claims(token, verify_exp=verify_exp, find=self._keys.find)
 
-    def peek(self, token: str, *, verify_exp: bool = True) -> tuple[dict[str, Any], int]:
+    def peek(self, token: str) -> tuple[dict[str, Any], int]:
         """The verified claims against this process's current key snapshot, with no I/O, and that snapshot's ring
         version: a caller that reads the ring's version elsewhere trusts the claims only if the two are equal.
 
@@ -297,7 +297,18 @@ class JwtValidator:
             InvalidToken: anything else that is not a valid access token of ours.
         """
         snapshot = self._keys.snapshot  # one snapshot for the whole check, whatever other threads reload
-        return self._verified_claims(token, verify_exp=verify_exp, find=snapshot.published.get), snapshot.version
+        return self._verified_claims(token, verify_exp=True, find=snapshot.published.get), snapshot.version
+
+    def names_published_key(self, token: str) -> bool:
+        """Whether ``token``'s JOSE header is one of ours (an allowed ``alg``, ``typ`` ``at+jwt``, a ``kid`` this
+        process's key snapshot publishes with that ``alg``), with no signature check and no I/O: a filter that keeps
+        strings plainly not ours out of work that costs more (the batched revocation's stream read), never a check
+        that lets anything in."""
+        try:
+            self._key_for(token, self._keys.snapshot.published.get)
+        except InvalidToken:
+            return False
+        return True
 
     def _verified_claims(self, token: str, *, verify_exp: bool,
                          find: Callable[[str], PublishedKey | None]) -> dict[str, Any]:

@@ -62,8 +62,8 @@ async def revoke_known(fast: FastIntrospection, container: Any, credentials: tup
 
 def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | None, str | None],
              token: str | None) -> ClientTokenRevocation | FamilyRevocation | None:
-    """The batched request for what looks like a JWT of the known client's, for a dashboard access token that
-    verifies, or for a dashboard refresh token (a logout), or None (no I/O)."""
+    """The batched request for what looks like a JWT of the known client's, for what looks like a dashboard access
+    token (its keyed hash is checked in the batch), or for a dashboard refresh token (a logout), or None (no I/O)."""
     if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         return None
     if credentials == (DASHBOARD.client_id, None):
@@ -82,11 +82,15 @@ def _request(fast: FastIntrospection, container: Any, credentials: tuple[str | N
 
 def _dashboard_request(container: Any, token: str) -> ClientTokenRevocation | FamilyRevocation | None:
     """The batched request for a dashboard refresh token (a logout) or for what looks like a dashboard access token
-    (the batch checks the string's keyed hash against the one its issuance recorded), or None (no I/O)."""
+    (the batch checks the string's keyed hash against the one its issuance recorded), or None (no I/O). A string
+    whose header names no key of this process's snapshot is not queued: the committer's thread, which issues tokens
+    too, reads no stream for garbage (a key another process just published takes the general path)."""
     if container.tokens.minter.is_refresh_token(token):
         # A logout: the keyed hash names the stream; only the token's holder can name it (see the module).
         return FamilyRevocation(client=DASHBOARD,
                                 token_id=refresh_token_aggregate_id(container.tokens.secrets.hash(token)))
+    if not container.validator.names_published_key(token):
+        return None
     claims = _unverified_claims(token)
     if claims is None or claims.get("client_id") != DASHBOARD.client_id:
         return None

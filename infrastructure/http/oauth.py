@@ -112,8 +112,9 @@ async def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> 
 
     Answers 200 once every API process would refuse the token; 200 too for unknown or already revoked tokens
     (RFC 7009 section 2.2). ``token_type_hint`` is accepted and not trusted. A client whose secret this process
-    verified before revoking its own client_credentials token, or the dashboard revoking an access token that
-    verifies, is answered on the event loop with the group commit (``infrastructure.http.fast_revocation``);
+    verified before revoking its own client_credentials token, or the dashboard revoking one of its access tokens
+    (the presented string's keyed hash must be the one recorded at issuance) or ending a login, is answered on the
+    event loop with the group commit (``infrastructure.http.fast_revocation``);
     otherwise such a client is authenticated without a thread (``infrastructure.http.introspection``) and the
     token decided on its stream in a worker thread.
     """

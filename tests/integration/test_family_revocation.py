@@ -8,7 +8,11 @@ import threading
 from collections.abc import Callable
 from uuid import UUID
 
+import pytest
+from eventsourcing.persistence import IntegrityError
+
 from application.accounts import SignedUp
+from application.oauth.client_revocation import RevocationOutcome
 from application.oauth.errors import InvalidGrant
 from application.oauth.family_revocation import FamilyRevocation, FamilyRevoker
 from application.oauth.grants import IssuedTokens, TokenRequest
@@ -16,6 +20,7 @@ from application.oauth.revocation import RevocationRequest
 from domain.client import DASHBOARD
 from domain.ids import DASHBOARD_CLIENT_ID
 from domain.token import Token
+from infrastructure.batching import GroupCommitter
 from infrastructure.bootstrap import Container
 from infrastructure.http.fast_revocation import revoke_known
 from tests.integration.fast_support import Harness
@@ -188,3 +193,34 @@ def test_the_batched_logout_does_not_walk_a_family_from_a_used_refresh_token(qui
     live = chain[-1].aggregates[1].id
     [outcome] = revoker.decide_batch([FamilyRevocation(client=DASHBOARD, token_id=live)])
     assert outcome.decided and app.reads == 1  # every stream the family's revocation needs, in one read
+
+
+def test_a_batched_logout_whose_stream_moves_before_the_save_fails_and_records_nothing(
+        quiet_container: Container) -> None:
+    """The events a batch decided (handed to the committer without their aggregates) keep their stream versions: a
+    rotation committed between the decision and the save makes the committer's save, then its retry of that caller
+    alone, conflict, and the caller falls back to the general path with nothing recorded."""
+    container = quiet_container
+    session = login(container, sign_up(container))
+    catch_up(container)
+    refresh = next(t for t in session.aggregates if t.kind == "refresh")
+    revoker = FamilyRevoker(app=container.app, clock=container.tokens.clock, index=container.lookup)
+    rotated: list[IssuedTokens] = []
+    decisions: list[bool] = []
+
+    def decide_then_rotate(requests: list[FamilyRevocation]) -> list[RevocationOutcome]:
+        outcomes = revoker.decide_batch(requests)
+        decisions.extend(outcome.decided for outcome in outcomes)
+        rotated.append(rotate(container, session.refresh_token))  # through the container's own committer
+        return outcomes
+
+    committer = GroupCommitter(container.app.save, decide=decide_then_rotate)
+    try:
+        with pytest.raises(IntegrityError):
+            committer.submit_request(FamilyRevocation(client=DASHBOARD, token_id=refresh.id)).result(timeout=10)
+    finally:
+        committer.close()
+    assert decisions == [True]  # decided: the conflict, not a refusal, kept it from being recorded
+    for token in tokens(container, ids(session, *rotated)):
+        assert not token.revoked  # nothing of the decided logout was saved; the rotation stands
+    assert container.app.load(refresh.id, Token).used

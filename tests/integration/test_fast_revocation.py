@@ -1,11 +1,12 @@
 """RFC 7009 revocation on the event loop (``infrastructure.http.fast_revocation``) against the real store, Redis and
-group committer: a known client's own client_credentials token, or a dashboard access token that verifies, is revoked
-in the batch's transaction, exactly as the general path records it, and everything else is handed back to the general
-path untouched."""
+group committer: a known client's own client_credentials token, or a dashboard access token presented by its holder,
+is revoked in the batch's transaction, exactly as the general path records it, and everything else is handed back to
+the general path untouched."""
 
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import jwt
@@ -110,7 +111,7 @@ def dashboard_revoke(harness: Harness, token: str, credentials: tuple[str, str |
     return harness.loop.run_until_complete(revoke_known(harness.fast, harness.container, credentials, token, SOURCE))
 
 
-def test_the_dashboard_revokes_a_verified_access_token_in_the_batch(harness: Harness, container: Container) -> None:
+def test_the_dashboard_revokes_a_presented_access_token_in_the_batch(harness: Harness, container: Container) -> None:
     account = sign_up(container)
     tokens = login(container, account)
     assert dashboard_revoke(harness, tokens.access_token) is True
@@ -142,6 +143,32 @@ def test_the_dashboard_path_revokes_nothing_a_token_of_its_own_does_not_prove(ha
     project_token = client_token(container, account)
     assert dashboard_revoke(harness, project_token) is False  # not the dashboard's: refused by the general path
     assert len(stream(container, victim)) == len(stream(container, project_token)) == 1
+
+
+def test_a_string_whose_header_names_no_key_of_ours_is_not_queued(harness: Harness, container: Container,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committer's thread also issues tokens: strings plainly not ours cost it no stream read."""
+    victim = login(container, sign_up(container)).access_token
+    header = jwt.get_unverified_header(victim)
+    claims = jwt.decode(victim, options={"verify_signature": False})
+    queued: list[Any] = []
+    decided = container.committer.decided
+
+    async def counting(request: Any) -> Any:
+        queued.append(request)
+        return await decided(request)
+
+    monkeypatch.setattr(container.committer, "decided", counting)
+    unknown_kid = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                             headers={**header, "kid": "not-ours"})
+    plain_jwt = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
+                           headers={"kid": header["kid"]})  # typ JWT
+    for token in (unknown_kid, plain_jwt):
+        assert dashboard_revoke(harness, token) is False
+    assert queued == []
+    altered = victim[:-4] + ("AAAA" if not victim.endswith("AAAA") else "BBBB")  # our header, not the token issued
+    assert dashboard_revoke(harness, altered) is False and len(queued) == 1  # the batch's hash check refused it
+    assert len(stream(container, victim)) == 1
 
 
 def test_the_dashboard_ends_a_login_in_the_batch(harness: Harness, container: Container) -> None:

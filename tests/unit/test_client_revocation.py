@@ -72,16 +72,17 @@ def test_other_clients_tokens_logins_unknown_ids_twins_and_stale_clients_are_und
     assert not stale.decided
 
 
-def dashboard_login(world: World, email: str) -> tuple[str, UUID]:
+def dashboard_login(world: World, email: str) -> tuple[str, UUID, UUID]:
+    """A login's access token, its id and its user's."""
     signed = world.sign_up(email)
     login = world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard",
                                              username=signed.user.email, password=PASSWORD))
-    return login.access_token, UUID(world.validator.claims(login.access_token)["jti"])
+    return login.access_token, UUID(world.validator.claims(login.access_token)["jti"]), signed.user.id
 
 
 def test_the_dashboard_revokes_an_access_token_only_when_presented_the_very_string_issued(world: World) -> None:
-    value, access = dashboard_login(world, "dashboard-revoker@example.com")
-    other_value, _ = dashboard_login(world, "dashboard-other@example.com")
+    value, access, user_id = dashboard_login(world, "dashboard-revoker@example.com")
+    other_value, _, _ = dashboard_login(world, "dashboard-other@example.com")
     _, project_token = issued(world)
     hashed = world.secrets.hash
     outcomes = decide(world, ClientTokenRevocation(client=DASHBOARD, token_id=access),
@@ -94,11 +95,11 @@ def test_the_dashboard_revokes_an_access_token_only_when_presented_the_very_stri
     [aggregate] = outcomes[-1].aggregates
     [event] = aggregate.collect_events()
     assert isinstance(event, Token.TokenRevoked) and event.originator_id == access
-    assert (event.actor, event.client_id) == ("client:dashboard", "dashboard")
+    assert (event.actor, event.client_id, event.user_id) == ("client:dashboard", "dashboard", user_id)
 
 
 def test_a_dashboard_token_recorded_without_its_hash_is_left_to_the_general_path(world: World) -> None:
-    value, access = dashboard_login(world, "dashboard-older@example.com")
+    value, access, _ = dashboard_login(world, "dashboard-older@example.com")
     older = world.app.load(access, Token)
     assert older.value_hash == world.secrets.hash(value)  # what a login's access token records
     unproven = Token(token_id=uuid4(), kind=older.kind, project_id=None, client_id=older.client_id,
@@ -117,7 +118,7 @@ def test_a_batch_mixes_project_clients_and_the_dashboard_each_checked_on_its_own
     moved = world.app.load(stale_client.id, Client)
     moved.revoke(actor="system")
     world.app.save(moved)
-    value, access = dashboard_login(world, "mixed-batch@example.com")
+    value, access, _ = dashboard_login(world, "mixed-batch@example.com")
     proof = world.secrets.hash(value)
     outcomes = decide(world, ClientTokenRevocation(client=stale_client, token_id=stale_token.id),
                       ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=proof),

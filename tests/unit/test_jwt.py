@@ -308,3 +308,17 @@ def test_a_remembered_token_is_refused_once_it_expires(material: Material, valid
     with pytest.raises(InvalidToken):
         validator.validate(token)
     assert validator.claims(token, verify_exp=False)["exp"] == int(now) + 60  # revocation still reads it
+
+
+def test_names_published_key_filters_by_the_header_alone(validator: JwtValidator, material: Material) -> None:
+    """The revocation lane's cheap filter: a header of ours passes even with a signature that does not verify (the
+    batch's hash check decides); any other header does not, and nothing raises."""
+    genuine = forge(material)
+    assert validator.names_published_key(genuine)
+    assert validator.names_published_key(genuine[:-4] + "AAAA")  # no signature check: not a validation
+    for header in ({"kid": "unknown-kid"}, {"typ": "JWT"}, {"typ": None}, {"kid": None}):
+        assert not validator.names_published_key(forge(material, **header))
+    assert not validator.names_published_key(forge(material, "RS256", kid=material.kid["ES256"]))  # not its alg
+    none = f"{b64url(json.dumps({'alg': 'none', 'kid': material.kid['ES256'], 'typ': 'at+jwt'}).encode())}.e30."
+    for garbage in (none, "", "a.b.c", "not a token", genuine + "\ud800"):
+        assert not validator.names_published_key(garbage)
