@@ -30,13 +30,20 @@ def _base62(number: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
+def _random_base62(width: int) -> str:
+    """``width`` uniformly random base62 characters: one number below 62**width from the OS's randomness (about
+    1.4 reads of it on average, the rejected draws of ``randbelow``), where a read per character, as
+    ``secrets.choice`` makes, cost each refresh and login about 50 µs more."""
+    return _base62(secrets.randbelow(62**width), width)
+
+
 def _checksum(prefix: str, body: str) -> str:
     return _base62(zlib.crc32(f"{prefix}_{body}".encode()), CHECKSUM_LENGTH)
 
 
 def mint(kind: CredentialType) -> str:
     """Returns a fresh credential of ``kind``."""
-    body = "".join(secrets.choice(_ALPHABET) for _ in range(BODY_LENGTH))
+    body = _random_base62(BODY_LENGTH)
     return f"{kind.value}_{body}{_checksum(kind.value, body)}"
 
 
@@ -59,4 +66,4 @@ def hint(value: str) -> str:
 
 def new_client_id() -> str:
     """Returns a new public client identifier (not a secret)."""
-    return "klc_" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+    return "klc_" + _random_base62(22)

@@ -84,6 +84,15 @@ def test_two_mints_differ() -> None:
     assert len({mint(CredentialType.REFRESH_TOKEN) for _ in range(50)}) == 50
 
 
+def test_every_position_draws_from_the_whole_alphabet() -> None:
+    # One random number spans the whole body: a range too small would leave the leading positions at "0".
+    bodies = [mint(CredentialType.REFRESH_TOKEN)[5:-6] for _ in range(1500)]
+    ids = [new_client_id()[4:] for _ in range(1500)]
+    for values, width in ((bodies, 32), (ids, 22)):
+        for position in range(width):
+            assert len({value[position] for value in values}) == 62, position
+
+
 def test_client_ids_are_public_and_distinct() -> None:
     ids = {new_client_id() for _ in range(50)}
     assert len(ids) == 50
