@@ -31,7 +31,7 @@ from application.oauth.refusals import (
     refusal_key,
 )
 from application.oauth.revocation import Revoker
-from application.oauth.tokens import Grant, IssuedTokens, TokenMint
+from application.oauth.tokens import Grant, IssuedTokens, TokenMint, lifetime_within
 from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
 from application.store import Keyledger
 from domain import refusal as why
@@ -296,7 +296,7 @@ class TokenEndpoint:
                       user_id=user.id, scope=scope, actor=user_actor(user.id))
         refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
                                                        family_ttl=self.lifetimes.refresh_family_ttl)
-        ttl = self.lifetimes.dashboard_access_token_ttl
+        ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, refresh_agg.family_expires_at)
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg))  # access first: Revoker.revoke_family relies on it
@@ -334,6 +334,9 @@ class TokenEndpoint:
         user = self.app.find(token.user_id, User, copy=False) if token.user_id else None
         if token.user_id is not None and (user is None or user.disabled):
             raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
+        ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, token.family_expires_at)
+        if ttl < 1:  # the login ends within the second: its last access token would be dead on arrival
+            raise InvalidGrant("the refresh token is expired", reason=why.REFRESH_TOKEN_EXPIRED).about(context)
         grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
                       user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
                       else client_actor(client.client_id))
@@ -342,7 +345,6 @@ class TokenEndpoint:
         refresh, child = self.mint.refresh_token(replace(grant, scope=token.scope), now,
                                                  self.lifetimes.refresh_token_ttl,
                                                  family_ttl=self.lifetimes.refresh_family_ttl, parent=token)
-        ttl = self.lifetimes.dashboard_access_token_ttl
         access, access_agg = self.mint.access_token(grant, now, ttl, family_id=token.family_id, parent_id=token.id)
         token.refresh(refresh_id=child.id, access_id=access_agg.id, now=now, actor=grant.actor)
         if self.answers is not None:

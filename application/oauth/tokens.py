@@ -45,6 +45,15 @@ class IssuedTokens:
         return body
 
 
+def lifetime_within(ttl: int, now: datetime, ends_at: datetime | None) -> int:
+    """``ttl`` seconds, cut so that a token issued at ``now`` (in whole seconds, as ``TokenMint.access_token`` issues
+    it) expires by ``ends_at`` at the latest: a login's absolute lifetime (its family's end) bounds its access
+    tokens as it bounds its refresh tokens. Less than 1 when less than a second is left."""
+    if ends_at is None:
+        return ttl
+    return min(ttl, int((ends_at - now.replace(microsecond=0)).total_seconds()))
+
+
 @dataclass(frozen=True, slots=True)
 class TokenMint:
     """Builds signed access tokens and opaque refresh tokens with their TokenIssued events."""

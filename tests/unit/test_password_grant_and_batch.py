@@ -1,8 +1,10 @@
 """The password grant (dashboard logins) and decide_batch, on the in-memory store."""
 
+from dataclasses import replace
 from datetime import timedelta
 from uuid import UUID
 
+import jwt
 import pytest
 
 from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidScope, UnsupportedGrantType
@@ -45,6 +47,34 @@ def test_password_grant_issues_access_and_refresh_of_one_family(world: World) ->
     assert claims["scope"] == " ".join(sorted(ALL_SCOPES))
     assert UUID(claims["jti"]) == access.id
     assert world.app.load(refresh.id, Token).kind is TokenKind.REFRESH
+
+
+def test_no_access_token_outlives_its_login(world: World) -> None:
+    """The family's absolute lifetime bounds its access tokens as it bounds its refresh tokens: near the login's
+    end, an access token (whole seconds) is cut to end with it, and with less than a second left the refresh is
+    refused."""
+    world.sign_up(EMAIL)
+    short = replace(world.tokens, lifetimes=replace(world.tokens.lifetimes, refresh_family_ttl=600))  # < 900
+    world.clock.advance(seconds=0.7)  # the login's family ends at T0 + 600.7 s
+    end = T0 + timedelta(seconds=600.7)
+    last_second = T0 + timedelta(seconds=600)
+
+    def access_of(issued: IssuedTokens) -> Token:
+        return next(t for t in issued.aggregates if t.kind == TokenKind.ACCESS)
+
+    issued = short.handle(login())
+    assert issued.expires_in == 600 and access_of(issued).expires_at == last_second
+    world.clock.advance(seconds=590.5)
+    refreshed = short.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                          refresh_token=issued.refresh_token))
+    assert refreshed.expires_in == 9 and access_of(refreshed).expires_at == last_second
+    claims = jwt.decode(refreshed.access_token, options={"verify_signature": False})
+    assert claims["exp"] == int(last_second.timestamp())
+    world.clock.current = end - timedelta(seconds=0.2)  # the refresh token is live; 0.2 s cannot make a token
+    with pytest.raises(InvalidGrant) as refused:
+        short.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                  refresh_token=refreshed.refresh_token))
+    assert refused.value.reason == "refresh_token_expired"
 
 
 def test_username_is_matched_case_insensitively(world: World) -> None:
