@@ -69,7 +69,9 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
     holding a thread, until that transaction is durable.
     """
     container = state.container
-    received_at = container.tokens.clock.now()  # before the body: a concurrent refresh is told from a replay by it
+    # As early as the handler can (the NUL guard has read the body already): a concurrent refresh is told from a
+    # replay by it.
+    received_at = container.tokens.clock.now()
     parsed = token_request(request, await request.body(), received_at)
     try:
         if parsed.grant_type in THREADED_GRANTS:
