@@ -70,6 +70,7 @@ class Token(Aggregate):
         self.used_at: datetime | None = None
         self.expired = False
         self.children: tuple[UUID, ...] = ()
+        self.reuse_detected = False
 
     def is_live(self, now: datetime) -> bool:
         """Whether the token may still be used at ``now`` (a used refresh token is not)."""
@@ -119,7 +120,7 @@ class Token(Aggregate):
     @event("RefreshTokenReuseDetected")
     def _reuse(self, *, project_id: UUID | None, family_id: UUID | None, source: str | None, actor: str,
                client_id: str | None = None, user_id: UUID | None = None) -> None:
-        pass
+        self.reuse_detected = True
 
     def revoke(self, *, reason: str, actor: str, revocation_id: UUID | None = None) -> None:
         """Revokes the token (RFC 7009); revoking twice is refused so the history stays exact.

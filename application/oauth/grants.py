@@ -323,7 +323,9 @@ class TokenEndpoint:
                                              timedelta(seconds=self.lifetimes.refresh_reuse_leeway)):
             raise InvalidGrant("the refresh token was already used",
                                reason=why.REFRESH_TOKEN_CONFLICT).about(context)  # a concurrent loser, not a replay
-        if refusal == "reused":
+        if refusal == "reused" and not token.reuse_detected:
+            # Once per token: its family is revoked then and cannot grow again, so a later replay is refused like
+            # any other (and recorded within the abuse limits), not another event and family sweep for each one.
             self.refuse_reuse(token, request.source)
         if refusal is not None:
             raise InvalidGrant(f"the refresh token is {refusal}", reason=f"refresh_token_{refusal}").about(context)

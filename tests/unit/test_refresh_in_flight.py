@@ -85,6 +85,22 @@ def test_a_presentation_received_after_the_answer_is_reuse(answering: World) -> 
     assert not family_live(answering, winner)
 
 
+def test_reuse_is_recorded_once_per_token(answering: World) -> None:
+    """The first replay records the reuse and ends the family; later replays of the same used token are refused
+    the same way but record no further detection (each would otherwise be an event, its ledger entries and a family
+    sweep, as often as whoever holds the old token likes)."""
+    issued, winner, decided = rotate(answering)
+    late = decided + ANSWERED_AFTER + timedelta(seconds=1)
+    for _ in range(3):
+        with pytest.raises(InvalidGrant) as refused:
+            answering.tokens.handle(request(issued.refresh_token, late))
+        assert refused.value.reason == why.REFRESH_TOKEN_REUSED
+    stream = answering.app.repository.event_store.get(winner.rotated)  # type: ignore[arg-type]
+    assert [type(e).__name__ for e in stream].count("RefreshTokenReuseDetected") == 1
+    assert answering.app.load(winner.rotated, Token).reuse_detected  # type: ignore[arg-type]
+    assert not family_live(answering, winner)
+
+
 def test_without_a_recorded_answer_only_the_decision_instant_counts(world: World) -> None:
     """No answer instant (none recorded, or lost): received after the decision is reuse, the strict side; received
     before it is still a race's loser."""
