@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from infrastructure import audit_cli, embedded
-from infrastructure.bootstrap import TOKEN_RATE_MODELS, Container, Endpoints, build
+from infrastructure.bootstrap import READ_MODELS, TOKEN_RATE_MODELS, Container, Endpoints, build
 from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.serving import freeze_startup_heap, serve_processes
 from infrastructure.settings import Settings, SettingsError
@@ -103,14 +103,16 @@ def _progress(name: str, head: int) -> Callable[[int], None]:
 
 def projections(args: argparse.Namespace, settings: Settings) -> int:
     """``keyledger projections status|rebuild NAME``."""
+    known = [model.name for model in READ_MODELS]
+    if args.action == "rebuild" and args.name not in known:  # a rebuild replays the whole store: name it
+        given = "no projection named" if args.name is None else f"unknown projection {args.name!r}"
+        print(f"keyledger projections rebuild: {given}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
     with runtime(settings) as (resolved, endpoints):
         container: Container = build(resolved, endpoints, migrate=True)
         try:
             head = container.app.recorder.max_notification_id() or 0
             if args.action == "rebuild":
-                if args.name not in container.views:
-                    print(f"unknown projection {args.name!r}; known: {', '.join(container.views)}", file=sys.stderr)
-                    return 2
                 # One transaction: API processes keep answering from the previous content until the commit.
                 position = container.runner(args.name).rebuild(_progress(args.name, head))
                 print(f"\n{args.name}: rebuilt up to position {position}")
@@ -138,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=serve)
     proj = sub.add_parser("projections", help="read-model status and rebuilds")
     proj.add_argument("action", choices=["status", "rebuild"])
-    proj.add_argument("name", nargs="?", default="members")
+    proj.add_argument("name", nargs="?", help="the projection to rebuild: " + ", ".join(m.name for m in READ_MODELS))
     proj.set_defaults(func=projections)
     add_worker_parsers(sub)
     add_key_parsers(sub)

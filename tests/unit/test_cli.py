@@ -1,0 +1,14 @@
+"""The command line refuses a rebuild it cannot name before touching any database."""
+
+import pytest
+
+from infrastructure.cli import parser, projections
+from infrastructure.settings import Settings
+
+
+@pytest.mark.parametrize("argv", [["projections", "rebuild"], ["projections", "rebuild", "tokens"]])
+def test_a_rebuild_must_name_a_known_projection(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # No database is configured or reachable here: the refusal comes first.
+    assert projections(parser().parse_args(argv), Settings(database_url="postgresql://nobody@127.0.0.1:1/none")) == 2
+    error = capsys.readouterr().err
+    assert "token_lookup" in error and "audit" in error
