@@ -43,7 +43,7 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 
 def oauth_error_handler(request: Request[Any, Any, Any], exc: OAuthError) -> Response[Any]:
-    """RFC 6749 section 5.2 body, ``no-store``, a Basic challenge when the client used Basic authentication, and
+    """RFC 6749 section 5.2 body, ``no-store``, a Basic challenge on every 401, and
     ``Retry-After`` (seconds) on a 429 for too many failed attempts."""
     extra = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
     return oauth_response(request, exc.error, exc.description, exc.status_code, extra)
@@ -53,9 +53,10 @@ def oauth_response(request: Request[Any, Any, Any], error: str, description: str
                    extra_headers: dict[str, str] | None = None) -> Response[Any]:
     """Builds an RFC 6749 section 5.2 error response."""
     headers = {**NO_STORE, **(extra_headers or {})}
-    if status == 401 and request.headers.get("authorization"):
-        # RFC 6749 section 5.2: a client that authenticated in the Authorization header gets a challenge; Basic is
-        # the one scheme the endpoints take, so a client that tried another one is told so.
+    if status == 401:
+        # RFC 9110 section 15.5.2: a 401 carries a challenge, whichever way the client authenticated (RFC 6749
+        # section 5.2 requires it for the Authorization header, and gives 401 to say which schemes are taken).
+        # Basic is the one HTTP scheme the endpoints take, so a client that tried another one is told so.
         headers["WWW-Authenticate"] = 'Basic realm="keyledger", charset="UTF-8"'
     body = {"error": error}
     if description:

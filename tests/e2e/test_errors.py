@@ -59,7 +59,16 @@ def test_wrong_secret_with_post_gets_invalid_client(http: httpx.Client, account:
                                                 "client_id": account["client"]["client_id"],
                                                 "client_secret": "klcs_nottherightshape"})
     oauth_error(response, 401, "invalid_client")
-    assert "www-authenticate" not in response.headers
+    # RFC 9110 section 15.5.2: every 401 carries a challenge, here the scheme the endpoints take besides the form.
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+def test_no_client_authentication_gets_a_challenge_too(http: httpx.Client) -> None:
+    for path, data in (("/oauth2/token", {"grant_type": "client_credentials"}), ("/oauth2/revoke", {"token": "x"}),
+                       ("/oauth2/introspect", {"token": "x"})):
+        response = http.post(path, data=data)
+        oauth_error(response, 401, "invalid_client")
+        assert response.headers["www-authenticate"].startswith("Basic"), path
 
 
 def test_another_authentication_scheme_gets_a_basic_challenge(http: httpx.Client) -> None:
