@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import psycopg
-from eventsourcing.postgres import ConnectionPool, PostgresFactory
+from eventsourcing import persistence
+from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import PoolTimeout
 
 # The database URL as given, for ``KeyledgerPostgresFactory``: an unprefixed name, read as it is (eventsourcing's
 # ``Environment.get`` would look for ``KEYLEDGER_``-prefixed names in the process environment first).
@@ -41,6 +43,10 @@ def eventsourcing_env(database_url: str, *, pool_size: int, create_table: bool) 
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_CONN_MAX_AGE": "",
         "POSTGRES_LOCK_TIMEOUT": "5",
+        # How long a request waits for one of the pool's connections (eventsourcing's default: 30 s, which every
+        # retry of a read would wait again): past it, PostgreSQL is unreachable or overloaded, and the answer is a
+        # 503 (``StoreUnavailable``).
+        "POSTGRES_CONNECT_TIMEOUT": str(POOL_WAIT_SECONDS),
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
         "CREATE_TABLE": "y" if create_table else "n",
         "APPLICATION_RECORDER_TOPIC": "infrastructure.recorder:OneTripRecorder",
@@ -77,6 +83,34 @@ def session_options(options: str | None) -> str:
     return f"{given} {SESSION_SETTINGS}" if given else SESSION_SETTINGS
 
 
+POOL_WAIT_SECONDS = 5
+
+
+class StoreUnavailable(persistence.PersistenceError):
+    """The pool had no connection to hand out within ``POOL_WAIT_SECONDS``: PostgreSQL is unreachable, or every
+    connection is busy.
+
+    Not an ``OperationalError``: eventsourcing's reads and keyledger's recorder retry those (ten attempts each, for
+    a connection lost mid-query), and each attempt would wait for the pool again, so a request during an outage
+    hung for minutes, holding a worker thread. This is raised once, and the HTTP layer answers it with a 503.
+    """
+
+
+class FailFastDatastore(PostgresDatastore):
+    """eventsourcing's datastore, whose pool timeout is final (``StoreUnavailable``) rather than retried."""
+
+    @contextlib.contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        """eventsourcing's connection, or ``StoreUnavailable`` once the pool's wait is over."""
+        try:
+            with super().get_connection() as conn:
+                yield conn
+        except persistence.OperationalError as exc:
+            if isinstance(exc.__cause__, PoolTimeout):
+                raise StoreUnavailable("no database connection within the pool's wait") from exc.__cause__
+            raise
+
+
 class KeyledgerPostgresFactory(PostgresFactory):
     """eventsourcing's PostgreSQL factory, whose pool connects with the URL as libpq reads it, and keyledger's
     session settings.
@@ -92,6 +126,8 @@ class KeyledgerPostgresFactory(PostgresFactory):
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
+        if type(self.datastore) is PostgresDatastore:  # built by eventsourcing's factory; only its method differs
+            self.datastore.__class__ = FailFastDatastore
         conninfo = dict.get(self.env, STORE_CONNINFO)
         kwargs = cast(dict[str, Any], self.datastore.pool.kwargs)  # a dict: eventsourcing's datastore builds it
         if conninfo is not None:

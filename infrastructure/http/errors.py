@@ -9,12 +9,14 @@ import traceback
 from typing import Any
 
 import psycopg
+from eventsourcing import persistence
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from psycopg_pool import PoolTimeout
 
 from application.oauth.errors import OAuthError, TooManyAttempts
 from domain.errors import Conflict, DomainError, Forbidden, InvariantViolated, NotFound
+from infrastructure.postgres import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -154,5 +156,10 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     TimeoutError: timeout_handler,
     psycopg.OperationalError: unavailable_handler,
     PoolTimeout: unavailable_handler,
+    # eventsourcing's datastore re-raises psycopg's errors as its own classes, which are not psycopg's subclasses:
+    # an unreachable server, a connection lost, or a pool with no connection to hand out.
+    persistence.OperationalError: unavailable_handler,
+    persistence.InterfaceError: unavailable_handler,
+    StoreUnavailable: unavailable_handler,
     Exception: internal_error_handler,
 }
