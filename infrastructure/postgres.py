@@ -17,6 +17,8 @@ from psycopg_pool import PoolTimeout
 # The database URL as given, for ``KeyledgerPostgresFactory``: an unprefixed name, read as it is (eventsourcing's
 # ``Environment.get`` would look for ``KEYLEDGER_``-prefixed names in the process environment first).
 STORE_CONNINFO = "POSTGRES_CONNINFO"
+# Seconds a caller waits for one of the pool's connections before ``StoreUnavailable`` (a 503).
+POOL_WAIT_SECONDS = 5
 # What eventsourcing's own settings put in its pool's connection arguments: replaced by the URL's own.
 _EVENTSOURCING_PARAMETERS = ("dbname", "host", "port", "user", "password")
 
@@ -81,9 +83,6 @@ def session_options(options: str | None) -> str:
     """
     given = options if options is not None else os.environ.get("PGOPTIONS")
     return f"{given} {SESSION_SETTINGS}" if given else SESSION_SETTINGS
-
-
-POOL_WAIT_SECONDS = 5
 
 
 class StoreUnavailable(persistence.PersistenceError):
