@@ -4,6 +4,8 @@ plainly such a revocation left to the general path."""
 
 from uuid import UUID, uuid4
 
+import pytest
+
 from application.oauth.client_revocation import ClientTokenRevocation, ClientTokenRevoker
 from application.oauth.grants import TokenRequest
 from domain.client import DASHBOARD, Client
@@ -125,6 +127,21 @@ def test_a_batch_mixes_project_clients_and_the_dashboard_each_checked_on_its_own
                       ClientTokenRevocation(client=client, token_id=token.id),
                       ClientTokenRevocation(client=DASHBOARD, token_id=access, value_hash=proof))
     assert [(o.decided, o.revoked) for o in outcomes] == [(False, 0), (True, 1), (True, 1), (False, 0)]  # a twin
+
+
+def test_a_failed_read_leaves_the_batch_to_the_general_path(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group committer's batch also holds other callers' token requests: a revocation batch whose read fails
+    leaves its requests undecided (the general path answers them, with a 503 if the store is down) instead of
+    failing the whole batch."""
+    client, token = issued(world)
+
+    def gone(*_: object) -> None:
+        raise ConnectionError("the store is gone")
+
+    monkeypatch.setattr(world.app, "streams_and_versions", gone)
+    outcomes = decide(world, ClientTokenRevocation(client=client, token_id=token.id),
+                      ClientTokenRevocation(client=client, token_id=uuid4()))
+    assert [o.decided for o in outcomes] == [False, False]
 
 
 def test_the_router_hands_each_kind_to_its_decider_in_order() -> None:
