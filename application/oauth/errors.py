@@ -8,7 +8,7 @@ class OAuthError(Exception):
 
     Attributes:
         error: the RFC error code.
-        status_code: the HTTP status (400, or 401 for invalid_client when the client used HTTP authentication).
+        status_code: the HTTP status (400, or 401 for invalid_client, always with a Basic challenge).
         description: a human-readable ``error_description``; never contains a presented secret.
         reason: why, in the audit ledger's finer vocabulary (``domain.refusal``); the client never sees it.
         counted: whether the abuse limits already counted this refusal as a failure of its source address.
@@ -41,7 +41,7 @@ class InvalidRequest(OAuthError):
 
 
 class InvalidClient(OAuthError):
-    """Client authentication failed (RFC 6749 section 5.2); 401 with a challenge when Basic was used."""
+    """Client authentication failed (RFC 6749 section 5.2); 401 with a Basic challenge (RFC 9110 section 15.5.2)."""
 
     error = "invalid_client"
     status_code = 401

@@ -337,7 +337,7 @@ class TokenEndpoint:
         if token.user_id is not None and (user is None or user.disabled):
             raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, token.family_expires_at)
-        if ttl < 1:  # the login ends within the second: its last access token would be dead on arrival
+        if ttl < 1:  # the login ends within the second the token would be issued in: it would be dead on arrival
             raise InvalidGrant("the refresh token is expired", reason=why.REFRESH_TOKEN_EXPIRED).about(context)
         grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
                       user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
@@ -359,6 +359,8 @@ class TokenEndpoint:
 
         def reuse_event() -> list[Token]:
             fresh = self.app.load(token.id, Token)
+            if fresh.reuse_detected:  # a replay racing this one recorded it first (this save's retry sees it)
+                return []
             fresh.detect_reuse(actor=SYSTEM_ACTOR, source=source)
             return [fresh]
 

@@ -48,7 +48,8 @@ class IssuedTokens:
 def lifetime_within(ttl: int, now: datetime, ends_at: datetime | None) -> int:
     """``ttl`` seconds, cut so that a token issued at ``now`` (in whole seconds, as ``TokenMint.access_token`` issues
     it) expires by ``ends_at`` at the latest: a login's absolute lifetime (its family's end) bounds its access
-    tokens as it bounds its refresh tokens. Less than 1 when less than a second is left."""
+    tokens as it bounds its refresh tokens. Less than 1 when ``ends_at`` falls within the second ``now`` is in
+    (``exp`` is a whole second: such a token could not outlive its issuance)."""
     if ends_at is None:
         return ttl
     return min(ttl, int((ends_at - now.replace(microsecond=0)).total_seconds()))

@@ -101,6 +101,18 @@ def test_reuse_is_recorded_once_per_token(answering: World) -> None:
     assert not family_live(answering, winner)
 
 
+def test_two_racing_replays_record_one_detection(answering: World) -> None:
+    """Two replays decided together both see the token undetected; the one saved second finds the detection on the
+    stream it reloads and records nothing more."""
+    issued, winner, _ = rotate(answering)
+    stale = answering.app.load(winner.rotated, Token)  # type: ignore[arg-type]  # as the second replay read it
+    with pytest.raises(InvalidGrant):
+        answering.tokens.handle(request(issued.refresh_token, answering.clock.now()))
+    answering.tokens.refuse_reuse(stale, None)
+    stream = answering.app.repository.event_store.get(winner.rotated)  # type: ignore[arg-type]
+    assert [type(e).__name__ for e in stream].count("RefreshTokenReuseDetected") == 1
+
+
 def test_without_a_recorded_answer_only_the_decision_instant_counts(world: World) -> None:
     """No answer instant (none recorded, or lost): received after the decision is reuse, the strict side; received
     before it is still a race's loser."""
