@@ -112,13 +112,14 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) 
     raise TimeoutError("keyledger serve did not come up")
 
 
-def start_server(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts ``keyledger serve`` in a subprocess on a free port."""
+def start_server(env: dict[str, str], *args: str, output: Any = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts ``keyledger serve`` in a subprocess on a free port; its output goes to a pipe read when it stops, or
+    to ``output`` (a file) for a server that may log more than a pipe holds before then."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     full_env = {**os.environ, "KEYLEDGER_ISSUER": url, **env}
     proc = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "serve", "--port", str(port), *args],
-                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env=full_env, stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT)
     return proc, url
 
 

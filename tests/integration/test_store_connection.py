@@ -5,10 +5,12 @@ out comes from libpq's defaults, as for the request gate."""
 
 from collections.abc import Callable
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from infrastructure import postgres
 from infrastructure.bootstrap import Endpoints, build
 from infrastructure.settings import Settings
 from tests.conftest import fresh_database
@@ -65,3 +67,28 @@ def test_what_the_url_leaves_out_comes_from_libpqs_defaults(server_url: str, red
         databases = on_every_connection(settings, endpoints, lambda conn: tuple(
             conn.execute("SELECT current_database()").fetchone().values()))
     assert databases == {(database,)}
+
+
+def test_a_pool_with_no_connection_to_hand_out_fails_once_not_per_retry(server_url: str, redis_url: str,
+                                                                       settings: Settings,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's reads retry a lost connection ten times; a pool that hands out no connection within its wait is
+    not retried (``StoreUnavailable``, a 503): each retry would wait again, and a request during an outage hung
+    for minutes."""
+    monkeypatch.setattr(postgres, "POOL_WAIT_SECONDS", 1)
+    with fresh_database(server_url) as url:
+        container = build(settings, Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        try:
+            pool = container.app.recorder.datastore.pool
+            held = [pool.getconn() for _ in range(pool.max_size)]
+            try:
+                pool.pop_stats()
+                with pytest.raises(postgres.StoreUnavailable):
+                    container.app.recorder.select_events(uuid4())
+                assert pool.get_stats().get("requests_errors") == 1  # one wait for a connection, not ten
+            finally:
+                for conn in held:
+                    pool.putconn(conn)
+            assert container.app.recorder.select_events(uuid4()) == []  # served again once one is free
+        finally:
+            container.close()
