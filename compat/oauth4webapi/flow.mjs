@@ -275,20 +275,18 @@ await step('a wrong client secret (basic) is refused: 401 Basic challenge, body 
   return `${err.name}, status ${err.status}, challenge ${err.cause[0].scheme}, error ${body.error}`
 })
 
-await step('a wrong client secret (post) is refused: ResponseBodyError invalid_client', async () => {
+await step('a wrong client secret (post) is refused: 401 Basic challenge (RFC 9110 15.5.2), body invalid_client', async () => {
   const response = await oauth.clientCredentialsGrantRequest(as, projectClient, oauth.ClientSecretPost(`${projectSecret}x`), {}, http)
+  // Every 401 carries a challenge, whichever way the client authenticated: oauth4webapi reports it as
+  // WWWAuthenticateChallengeError, the unread response on the error.
   const err = await expectRejection(
     oauth.processClientCredentialsResponse(as, projectClient, response),
-    (e) =>
-      (e instanceof oauth.ResponseBodyError && e.error === 'invalid_client') ||
-      (e instanceof oauth.WWWAuthenticateChallengeError && e.status === 401),
-    'ResponseBodyError invalid_client (or a 401 challenge)',
+    (e) => e instanceof oauth.WWWAuthenticateChallengeError && e.status === 401 && e.cause.some((c) => c.scheme === 'basic'),
+    'WWWAuthenticateChallengeError with a Basic challenge',
   )
-  if (err instanceof oauth.WWWAuthenticateChallengeError) {
-    const body = await err.response.json()
-    check(body.error === 'invalid_client', `the error body says ${body.error}`, body)
-  }
-  return `${err.name}, status ${err.status}${err.error ? `, error ${err.error}` : ''}`
+  const body = await err.response.json()
+  check(body.error === 'invalid_client', `the error body says ${body.error}`, body)
+  return `${err.name}, status ${err.status}, challenge ${err.cause[0].scheme}, error ${body.error}`
 })
 
 async function introspect(token, auth = oauth.ClientSecretBasic(projectSecret)) {
