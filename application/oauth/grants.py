@@ -187,9 +187,9 @@ class TokenEndpoint:
                             budget: AttemptBudget | None = None) -> Client | PublicClient:
         """RFC 6749 section 2.3: the dashboard is public and sends no secret; project clients must.
 
-        A project client's authentication is limited per client and per source address: counted before the
-        secret is checked (``reserve``), or, in a batch, against the batch's ``budget``. A success clears the
-        client's failures, never the address's.
+        A project client's authentication is limited per client and source address, and per address
+        (``client_keys``): counted before the secret is checked (``reserve``), or, in a batch, against the batch's
+        ``budget``. A success clears the client's failures from that address, never the address's own.
         """
         if not request.client_id:
             raise InvalidClient("client authentication is required", reason=why.CLIENT_AUTHENTICATION_MISSING)

@@ -1,7 +1,8 @@
-"""Abuse limits on authentication: failed attempts counted per account, per client and per source address.
+"""Abuse limits on authentication: failed attempts counted per account, per client and address, and per address.
 
 A key is ``(kind, value)``: an account (the normalised email, whether or not it is registered, so a refusal never
-tells whether an account exists), a project client (its ``client_id``) or a source address. Each kind has its own
+tells whether an account exists), a project client as seen from one source address (``client_keys``) or a source
+address. Each kind has its own
 limit of failures per window; the failure that reaches the limit locks the key for ``lockout`` seconds, and while
 any of an attempt's keys is locked the attempt is refused before its credential is even looked at, so even the
 right password or secret is refused until the lock ends.
@@ -39,7 +40,8 @@ class AttemptLimits:
 
     Attributes:
         per_account: failed password logins of one account (normalised email) before it is locked.
-        per_client: failed authentications of one project client (``client_id``) before it is locked.
+        per_client: failed authentications of one project client from one source address before that address is
+            locked out of it (``client_keys``).
         per_address: failed authentications of any kind from one source address before it is refused; also how many
             other refusals (bad scope, grant or refresh token...) one address has recorded per window.
         window: seconds from a key's first counted failure during which its failures add up.
@@ -68,8 +70,17 @@ def account_keys(username: str, source: str | None) -> tuple[AttemptKey, ...]:
 
 
 def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
-    """The keys a client authentication is counted against: the client, then the source address if known."""
-    return ((CLIENT, client_id), *_address(source))
+    """The keys a client authentication is counted against: the client as seen from the source address, then the
+    address (the client alone when the address is unknown).
+
+    A ``client_id`` is no secret (every access token names it in its ``client_id`` claim): counted per client
+    alone, ten bad requests from anywhere locked a project's API key out for its own integration too. What makes
+    guessing a client secret hopeless is its 190 random bits; these keys bound how fast any one address tries, at
+    one client and at all of them.
+    """
+    if source is None:
+        return ((CLIENT, client_id),)
+    return ((CLIENT, f"{client_id} from {source}"), (ADDRESS, source))
 
 
 def _address(source: str | None) -> tuple[AttemptKey, ...]:

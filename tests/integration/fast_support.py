@@ -19,6 +19,9 @@ def client_token(container: Container, account: SignedUp) -> str:
         client_secret=account.client.client_secret)).access_token)
 
 
+SOURCE = "198.51.100.7"  # the address every request of the harness comes from
+
+
 class Harness:
     """A FastIntrospection on its own event loop, pool and async Redis client."""
 
@@ -35,7 +38,7 @@ class Harness:
     def answer(self, account: SignedUp, token: str, secret: str | None = None) -> dict[str, Any] | None:
         client = account.client.client
         return self.loop.run_until_complete(self.fast.answer(client.client_id, secret or account.client.client_secret,
-                                                             token, "198.51.100.7"))
+                                                             token, SOURCE))
 
     def general(self, account: SignedUp, token: str) -> dict[str, Any]:
         """The general path, which also teaches the fast path this client's secret."""

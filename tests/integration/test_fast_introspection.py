@@ -5,10 +5,11 @@ answers exactly what the general path answers, and hands back to it whenever any
 
 from application.clients import RotateSecret
 from application.oauth.grants import TokenRequest
+from application.oauth.limits import client_keys
 from application.oauth.revocation import RevocationRequest
 from infrastructure.bootstrap import Container
 from infrastructure.http.introspection import INACTIVE
-from tests.integration.fast_support import Harness, client_token
+from tests.integration.fast_support import SOURCE, Harness, client_token
 from tests.integration.support import PASSWORD, sign_up
 
 
@@ -52,8 +53,8 @@ def test_counted_failures_go_back_to_the_general_path(harness: Harness, containe
     token = client_token(container, account)
     harness.general(account, token)
     limiter = container.tokens.limiter
-    key = ("client", account.client.client.client_id)
-    limiter.reserve([key])  # one failure counted against the client
+    key = client_keys(account.client.client.client_id, SOURCE)[0]
+    limiter.reserve([key])  # one failure counted against the client from the harness's address
     try:
         assert harness.answer(account, token) is None
     finally:

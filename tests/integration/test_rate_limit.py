@@ -191,8 +191,10 @@ def test_forty_parallel_wrong_passwords_admit_at_most_the_limit(container: Conta
 
 
 def client_request(client_id: str, secret: str, i: int) -> TokenRequest:
+    """The ``i``-th of the parallel attempts, all from one address: a client is locked per address it is tried
+    from (``client_keys``)."""
     return TokenRequest(grant_type="client_credentials", client_id=client_id, client_secret=secret,
-                        source=f"198.51.100.{i}")
+                        source="203.0.113.77")
 
 
 @pytest.mark.parametrize("via_committer", [False, True], ids=["one-at-a-time", "group-committer"])

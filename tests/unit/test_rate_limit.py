@@ -7,7 +7,7 @@ import pytest
 
 from application.oauth.errors import InvalidClient, InvalidGrant, TemporarilyUnavailable, TooManyAttempts
 from application.oauth.grants import TokenRequest
-from application.oauth.limits import ACCOUNT, ADDRESS, CLIENT, AttemptBudget, AttemptLimits
+from application.oauth.limits import ACCOUNT, ADDRESS, CLIENT, AttemptBudget, AttemptLimits, client_keys
 from application.oauth.tokens import IssuedTokens
 from domain.user import User
 from tests.unit.conftest import PASSWORD, World, build_world
@@ -152,14 +152,17 @@ def client_request(world: World, signed_up: object, secret: str | None = None, s
                         client_secret=secret if secret is not None else client.client_secret, source=source)
 
 
-def test_client_authentication_locks_the_client_after_its_limit(world: World) -> None:
+def test_client_authentication_locks_the_address_out_of_the_client_after_its_limit(world: World) -> None:
+    """The guessing address is locked out of the client, even with the right secret; the client's own integration,
+    elsewhere, is not: a client_id is public, and counted per client alone anyone could lock an API key out."""
     acme = world.sign_up(EMAIL)
     wrong = world.minter.client_secret()
     assert [outcome(world, client_request(world, acme, wrong)) for _ in range(3)] == ["InvalidClient"] * 3
     assert outcome(world, client_request(world, acme)) == "TooManyAttempts"
-    assert outcome(world, client_request(world, acme, source=AWAY)) == "TooManyAttempts"  # locked per client
     with pytest.raises(TooManyAttempts):  # revocation and introspection authenticate the same way
-        world.tokens.authenticate_client(client_request(world, acme, source=AWAY))
+        world.tokens.authenticate_client(client_request(world, acme))
+    assert outcome(world, client_request(world, acme, source=AWAY)) == "ok"
+    world.tokens.authenticate_client(client_request(world, acme, source=AWAY))
     world.clock.advance(seconds=LIMITS.lockout)
     assert outcome(world, client_request(world, acme)) == "ok"
 
@@ -188,13 +191,23 @@ def test_the_public_dashboard_is_not_counted_as_a_client(world: World) -> None:
 def test_a_batch_of_forty_wrong_secrets_admits_exactly_the_limit(world: World) -> None:
     acme, other = world.sign_up(EMAIL), world.sign_up("grace@example.test")
     wrong = world.minter.client_secret()
-    batch = [client_request(world, acme, wrong, source=f"203.0.113.{i}") for i in range(40)]
-    batch += [client_request(world, acme, source=AWAY), client_request(world, other, source=AWAY)]
+    batch = [client_request(world, acme, wrong) for _ in range(40)]
+    batch += [client_request(world, acme), client_request(world, acme, source=AWAY),
+              client_request(world, other, source=AWAY)]
     outcomes = [type(o).__name__ for o in world.tokens.decide_batch(batch)]
-    assert outcomes == ["InvalidClient"] * 3 + ["TooManyAttempts"] * 38 + ["IssuedTokens"]
-    refused = world.tokens.decide_batch(batch[-2:-1])[0]
+    assert outcomes == ["InvalidClient"] * 3 + ["TooManyAttempts"] * 38 + ["IssuedTokens"] * 2
+    refused = world.tokens.decide_batch(batch[-3:-2])[0]
     assert isinstance(refused, TooManyAttempts) and refused.retry_after == LIMITS.lockout
-    assert world.limiter.count((CLIENT, acme.client.client.client_id)) == 3
+    assert world.limiter.count(client_keys(acme.client.client.client_id, HOME)[0]) == 3
+
+
+def test_a_batch_from_forty_addresses_locks_none_of_them_out_of_the_client(world: World) -> None:
+    """One failure per address: no address reaches the limit at the client, and the client works everywhere."""
+    acme = world.sign_up(EMAIL)
+    wrong = world.minter.client_secret()
+    batch = [client_request(world, acme, wrong, source=f"203.0.113.{i}") for i in range(40)]
+    outcomes = [type(o).__name__ for o in world.tokens.decide_batch([*batch, client_request(world, acme)])]
+    assert outcomes == ["InvalidClient"] * 40 + ["IssuedTokens"]
 
 
 def test_a_batch_counts_the_address_across_clients(world: World) -> None:
@@ -222,10 +235,11 @@ def test_a_success_in_a_batch_clears_the_client_failures(world: World) -> None:
     acme = world.sign_up(EMAIL)
     wrong = world.minter.client_secret()
     world.tokens.decide_batch([client_request(world, acme, wrong) for _ in range(2)])
-    assert world.limiter.count((CLIENT, acme.client.client.client_id)) == 2
+    key = client_keys(acme.client.client.client_id, HOME)[0]
+    assert world.limiter.count(key) == 2
     outcomes = world.tokens.decide_batch([client_request(world, acme), client_request(world, acme, wrong)])
     assert [type(o).__name__ for o in outcomes] == ["IssuedTokens", "InvalidClient"]
-    assert world.limiter.count((CLIENT, acme.client.client.client_id)) == 1
+    assert world.limiter.count(key) == 1
     assert world.limiter.count((ADDRESS, HOME)) == 3  # never cleared by a success
 
 
