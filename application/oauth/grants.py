@@ -26,6 +26,7 @@ from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, cl
 from application.oauth.refusals import (
     RefusalContext,
     RefusalFactory,
+    client_refusal_key,
     counts_against_source,
     login_refused,
     refusal_key,
@@ -159,8 +160,10 @@ class TokenEndpoint:
         write: never a round trip per request.
         """
         ids = [client_aggregate_id(r.client_id) for r in requests if r.client_id and r.client_id != DASHBOARD_CLIENT_ID]
-        # Every source address's refusal counter is read too: it bounds the refusals recorded (see ``refused``).
-        keys = [key for r in requests for key in (*self.client_attempt_keys(r), *refusal_key(r.source))]
+        # The refusal counters of every source address and client are read too: they bound the refusals recorded
+        # (see ``refused``).
+        keys = [key for r in requests
+                for key in (*self.client_attempt_keys(r), *refusal_key(r.source), *client_refusal_key(r.client_id))]
         try:
             budget = self.limiter.budget(keys)
         except TemporarilyUnavailable as error:

@@ -78,7 +78,7 @@ def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
     guessing a client secret hopeless is its 190 random bits; these keys bound how fast any one address tries, at
     one client and at all of them.
     """
-    if source is None:
+    if not source:
         return ((CLIENT, client_id),)
     return ((CLIENT, f"{client_id} from {source}"), (ADDRESS, source))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
-from application.oauth.errors import InvalidGrant, OAuthError, TemporarilyUnavailable, TooManyAttempts
+from application.oauth.errors import InvalidClient, InvalidGrant, OAuthError, TemporarilyUnavailable, TooManyAttempts
 from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey
 from application.ports import AttemptLimiter, CredentialMinter
 from application.store import Keyledger
@@ -89,16 +89,27 @@ def refusal_key(source: str | None) -> tuple[AttemptKey, ...]:
     return ((REFUSAL, source),) if source else ()
 
 
+def client_refusal_key(client_id: str | None) -> tuple[AttemptKey, ...]:
+    """The key counting a project client's recorded failed authentications, from every address together (none for
+    the public dashboard). Its value cannot be an address's: no address starts with "client "."""
+    return ((REFUSAL, f"client {client_id}"),) if client_id and client_id != DASHBOARD_CLIENT_ID else ()
+
+
 def counts_against_source(limiter: AttemptLimiter, error: OAuthError, request: Any,
                           budget: AttemptBudget | None) -> bool:
-    """Whether a refusal is to be recorded: failed authentications always (the limits counted them); 429 and 503
-    answers never; others while their source address has recorded fewer than its limit this window (counted here,
-    in the batch's ``budget`` or with one ``reserve``). An address past it is answered as before: this key only
-    stops the recording, it locks nothing."""
+    """Whether a refusal is to be recorded: 429 and 503 answers never; a failed password login always (its
+    account's limit bounds them); a failed client authentication while its client has recorded fewer than the
+    address limit this window (the client is locked per address, and many addresses may fail at one client: each
+    refusal is an entry of the client's project's audit ledger); any other while its source address has recorded
+    fewer than its limit. Counted here, in the batch's ``budget`` or with one ``reserve``; past the limit a refusal
+    is answered as before: these keys only stop the recording, they lock nothing."""
     if isinstance(error, TooManyAttempts | TemporarilyUnavailable):
         return False
-    keys = refusal_key(request.source)
-    if error.counted or not keys:
+    if error.counted:
+        keys = client_refusal_key(request.client_id) if isinstance(error, InvalidClient) else ()
+    else:
+        keys = refusal_key(request.source)
+    if not keys:
         return True
     if budget is not None:
         if budget.refusal(keys) is not None:

@@ -11,8 +11,8 @@ None so that the general path decides (and counts, refuses or resets as it alway
 - the client id and presented secret's keyed hash were verified by the general path of this process, on a private
   copy of the client whose version is still the stream's version, and the secret is still live on that copy now
   (a presented secret that was never verified always takes the counted path, so guessing is limited as before);
-- neither the client nor the address has failures counted (a lock refuses even the right secret; a success must
-  clear the client's failures), as read from Redis at most CLEAN_FOR seconds ago;
+- neither the client (from this address) nor the address has failures counted (a lock refuses even the right
+  secret; a success must clear the client's failures), as read from Redis at most CLEAN_FOR seconds ago;
 - the token is not a refresh token (those are decided on their stream) and, if it is a JWT that validates
   strictly, it belongs to the client's project (dashboard tokens need the project's membership: general path);
   anything else that is not a valid access token is inactive, as the general path would say.
@@ -151,7 +151,8 @@ class FastIntrospection:
         return row.stream_version, "revoked" if row.written_through else row.status, row.ring_version
 
     async def no_failures(self, client_id: str, source: str | None) -> bool:
-        """Whether neither the client nor the address has failures counted, read at most once per CLEAN_FOR.
+        """Whether neither the client (from ``source``) nor the address has failures counted, read at most once per
+        CLEAN_FOR.
 
         Failures are always counted at once (wrong secrets never take this path); only noticing that a known
         client became locked may take up to CLEAN_FOR seconds here.

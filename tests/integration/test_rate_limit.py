@@ -191,8 +191,8 @@ def test_forty_parallel_wrong_passwords_admit_at_most_the_limit(container: Conta
 
 
 def client_request(client_id: str, secret: str, i: int) -> TokenRequest:
-    """The ``i``-th of the parallel attempts, all from one address: a client is locked per address it is tried
-    from (``client_keys``)."""
+    """One of the parallel attempts (``i`` unused), all from one address: a client is locked per address it is
+    tried from (``client_keys``)."""
     return TokenRequest(grant_type="client_credentials", client_id=client_id, client_secret=secret,
                         source="203.0.113.77")
 

@@ -163,6 +163,7 @@ def test_client_authentication_locks_the_address_out_of_the_client_after_its_lim
         world.tokens.authenticate_client(client_request(world, acme))
     assert outcome(world, client_request(world, acme, source=AWAY)) == "ok"
     world.tokens.authenticate_client(client_request(world, acme, source=AWAY))
+    assert outcome(world, client_request(world, acme)) == "TooManyAttempts"  # AWAY's success cleared only AWAY
     world.clock.advance(seconds=LIMITS.lockout)
     assert outcome(world, client_request(world, acme)) == "ok"
 

@@ -156,6 +156,23 @@ def test_unlimited_refusals_are_recorded_up_to_the_address_limit_per_window(worl
     assert len(refusals(world, before)) == 6
 
 
+def test_failed_authentications_of_one_client_from_many_addresses_are_recorded_up_to_the_limit(
+        world: World, ada: SignedUp) -> None:
+    """Each address is locked out of the client on its own, so many addresses could each fail at it; the client's
+    project's ledger records at most the address limit of them per window, one at a time or in a batch. All are
+    answered, and none locks the client for its own integration."""
+    wrong = world.minter.client_secret()
+    before = world.position()
+    for i in range(4):
+        error = refuse(world, **cc(ada, client_secret=wrong, source=f"198.51.100.{i}"))
+        assert error.error == "invalid_client"
+    batch = world.tokens.decide_batch([TokenRequest(**cc(ada, client_secret=wrong), source=f"203.0.113.{i}")
+                                       for i in range(4)])
+    assert all(isinstance(o, OAuthError) and o.error == "invalid_client" for o in batch)
+    assert len(refusals(world, before)) + sum(len(o.aggregates) for o in batch) == 5  # per_address
+    assert world.tokens.handle(TokenRequest(**cc(ada), source=SOURCE)).access_token
+
+
 def test_a_batch_saves_its_refusals_with_its_tokens(world: World, ada: SignedUp) -> None:
     wrong = TokenRequest(**cc(ada, client_secret=world.minter.client_secret()), source=SOURCE)
     outcomes = world.tokens.decide_batch([TokenRequest(**cc(ada)), wrong])
