@@ -85,16 +85,22 @@ class KeyFactory(Protocol):
 class TokenSigner(Protocol):
     """Signs access tokens with the active key of the key ring."""
 
-    def sign(self, claims: Mapping[str, Any]) -> str:
-        """Returns a compact JWS with ``typ: at+jwt`` and the active ``kid``."""
+    def signed(self, claims: Mapping[str, Any]) -> tuple[str, int]:
+        """Returns a compact JWS with ``typ: at+jwt`` and the active ``kid``, and the key ring's version at which
+        that key was the active one."""
+        ...
+
+    def is_current(self, version: int) -> bool:
+        """Whether the key ring is still at ``version``; if not, the next signature is made on the ring as it is."""
         ...
 
 
 class Saver(Protocol):
     """Saves aggregates' pending events atomically; returns the last notification id (global position)."""
 
-    def __call__(self, *aggregates: Any) -> int:
-        """Saves ``aggregates`` in one transaction."""
+    def __call__(self, *aggregates: Any, guards: Sequence[tuple[Any, int]] = ()) -> int:
+        """Saves ``aggregates`` in one transaction; refused as a conflict (eventsourcing's ``IntegrityError``) if a
+        ``guards`` stream is no longer at its version."""
         ...
 
 

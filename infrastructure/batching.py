@@ -111,9 +111,13 @@ class GroupCommitter:
     """Decides and saves in batches from one background thread; callers wait on futures."""
 
     def __init__(self, save: Callable[..., Sequence[Any]],
-                 decide: Callable[[list[Any]], list[Any]] | None = None,
-                 max_batch: int = 256, timeout: float = 10.0, linger: float = LINGER) -> None:
+                 decide: Callable[[list[Any]], list[Any]] | None = None, *,
+                 max_batch: int = 256, timeout: float = 10.0, linger: float = LINGER,
+                 before_redecision: Callable[[], Any] | None = None) -> None:
+        """``before_redecision`` runs before a request whose guarded save conflicted is decided again: it brings
+        what the decision reads from a cache up to the store (the key set a token is signed with)."""
         self._save = save
+        self._before_redecision = before_redecision
         self._linger = linger
         self._expected = 1  # the previous batch's size
         self._decide = decide
@@ -127,21 +131,27 @@ class GroupCommitter:
         """Sets the request decider (built after the committer when the decider itself saves through it)."""
         self._decide = decide
 
-    def __call__(self, *aggregates: Any) -> int:
-        """Saves ``aggregates`` atomically (together with other callers' aggregates) and returns the position."""
+    def __call__(self, *aggregates: Any, guards: Sequence[tuple[Any, int]] = ()) -> int:
+        """Saves ``aggregates`` atomically (together with other callers' aggregates) and returns the position.
+
+        ``guards``: ``(stream id, version)`` pairs the aggregates were decided on; should one have moved, nothing of
+        this caller's is saved and eventsourcing's ``IntegrityError`` is raised (the caller decides again).
+        """
         if threading.current_thread() is self._thread:  # called while deciding a batch: waiting would deadlock
-            return max((r.notification.id for r in self._save(*aggregates)), default=0)
-        future = self.submit(*aggregates)
+            kwargs = {"guards": list(guards)} if guards else {}
+            return max((r.notification.id for r in self._save(*aggregates, **kwargs)), default=0)
+        future = self.submit(*aggregates, guards=guards)
         try:
             return int(future.result(timeout=self._timeout))
         except TimeoutError:
             future.cancel()  # still queued: skipped, as a timed-out coroutine's is (see ``_process``)
             raise
 
-    def submit(self, *aggregates: Any) -> "Future[int]":
-        """Queues ``aggregates`` for the next batch; the future resolves to the position once they are committed."""
+    def submit(self, *aggregates: Any, guards: Sequence[tuple[Any, int]] = ()) -> "Future[int]":
+        """Queues ``aggregates`` for the next batch; the future resolves to the position once they are committed
+        (or fails with ``IntegrityError`` if a ``guards`` stream moved, see ``__call__``)."""
         future: Future[int] = Future()
-        self._queue.put(_Item(future=future, aggregates=aggregates))
+        self._queue.put(_Item(future=future, aggregates=aggregates, guards=tuple(guards)))
         return future
 
     def submit_request(self, request: Any) -> "Future[Any]":
@@ -152,16 +162,16 @@ class GroupCommitter:
         self._queue.put(_Item(future=future, request=request))
         return future
 
-    async def saved(self, *aggregates: Any) -> int:
+    async def saved(self, *aggregates: Any, guards: Sequence[tuple[Any, int]] = ()) -> int:
         """``submit`` for a coroutine: the position, once the aggregates are committed (waits without a thread).
 
         Raises ``CommitTimeout``, a TimeoutError (a 503 for the HTTP layer), after ``timeout`` seconds, as
         ``__call__`` does: a database that stops answering must not hold requests forever. Aggregates whose batch is
-        under way are still saved; those still queued are not.
+        under way are still saved; those still queued are not. ``guards`` as for ``__call__``.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._queue.put(_Item(future=future, loop=loop, aggregates=aggregates))
+        self._queue.put(_Item(future=future, loop=loop, aggregates=aggregates, guards=tuple(guards)))
         return await self._within_timeout(loop, future)
 
     async def decided(self, request: Any) -> Any:
@@ -285,13 +295,15 @@ class GroupCommitter:
 
     def _commit_one(self, item: _Item) -> None:
         """Saves one caller's events alone. A request decided on a stream that has moved since (its guards: a client
-        revoked or changed while its token was being issued) is decided again on the stream as it is now, up to
-        ``REDECISIONS`` times: its answer is then, say, the refusal a revoked client gets."""
+        revoked or changed while its token was being issued, a key ring that moved while it was signed) is decided
+        again on the stream as it is now, up to ``REDECISIONS`` times: its answer is then, say, the refusal a revoked
+        client gets, or a token signed with the key now active. Aggregates handed in ready-made (``saved``) cannot
+        be decided again here: their caller gets the conflict."""
         for attempt in range(REDECISIONS + 1):
             try:
                 recordings = self._save(*item.events, **_guards_of([item]))
             except IntegrityError as exc:
-                if not item.guards or attempt == REDECISIONS:
+                if not item.guards or item.request is None or attempt == REDECISIONS:
                     item.result = exc
                     return
                 try:
@@ -310,6 +322,8 @@ class GroupCommitter:
     def _redecided(self, item: _Item) -> bool:
         """Decides ``item``'s request again; False if there is nothing more to save (its answer is settled)."""
         item.outcome, item.aggregates, item.guards, item.events = None, (), (), []
+        if self._before_redecision is not None:
+            self._before_redecision()
         self._decide_requests([item])
         if item.settled:
             return False

@@ -6,7 +6,7 @@ will use the result, so each process owns its connection pools.
 
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,11 +201,12 @@ def _ring_version(app: Keyledger) -> int:
     return last[0].originator_version if last else 0
 
 
-def _position(app: Keyledger) -> Callable[..., int]:
+def direct_saver(app: Keyledger) -> Callable[..., int]:
     """A Saver that saves directly (one transaction per call) and returns the last position."""
 
-    def save(*aggregates: Any) -> int:
-        return max((r.notification.id for r in app.save(*aggregates)), default=0)
+    def save(*aggregates: Any, guards: Sequence[tuple[Any, int]] = ()) -> int:
+        kwargs = {"guards": list(guards)} if guards else {}
+        return max((r.notification.id for r in app.save(*aggregates, **kwargs)), default=0)
 
     return save
 
@@ -260,11 +261,11 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     lookup = views[TokenLookupView.name]
     assert isinstance(lookup, TokenLookupView)
     validator = JwtValidator(keys, settings.issuer, settings.audience)
-    committer = GroupCommitter(app.save)
+    committer = GroupCommitter(app.save, before_redecision=keys.refresh)
     revoker = Revoker(app=app, clock=clock, index=lookup, save=committer)
     finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
-                           save=_position(app), lifetimes=settings.lifetimes, revoker=revoker,
+                           save=direct_saver(app), lifetimes=settings.lifetimes, revoker=revoker,
                            limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")),
                            answers=RedisRotationAnswers(redis_client, prefix=namespace))

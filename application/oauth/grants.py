@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
+
 from application.oauth.errors import (
     InvalidClient,
     InvalidGrant,
@@ -43,6 +45,7 @@ from domain.ids import (
     client_actor,
     client_aggregate_id,
     email_index_id,
+    keyring_id,
     refresh_token_aggregate_id,
     user_actor,
 )
@@ -95,16 +98,37 @@ class TokenEndpoint:
     answers: RotationAnswers | None = None
 
     def handle(self, request: TokenRequest) -> IssuedTokens:
-        """Answers a token request, saving the issued tokens (or the refusal) before returning or raising."""
+        """Answers a token request, saving the issued tokens (or the refusal) before returning or raising.
+
+        Tokens signed on a key ring that has moved since are not saved (their guard conflicts): the request is
+        decided once more, on the ring as it is now (``signed_on_stale_keys``).
+        """
+        issued = self._decided(request)
         try:
-            issued = self.decide(request)
+            self.save(*issued.aggregates, guards=issued.guards)
+        except IntegrityError:
+            if not self.signed_on_stale_keys(issued):
+                raise
+            issued = self._decided(request)  # once more, on the ring as it is now
+            self.save(*issued.aggregates, guards=issued.guards)
+        self.answered(issued)
+        return issued
+
+    def _decided(self, request: TokenRequest) -> IssuedTokens:
+        """``decide``, saving a refusal's aggregates before raising it."""
+        try:
+            return self.decide(request)
         except OAuthError as error:
             if error.aggregates:
                 self.save(*error.aggregates)
             raise
-        self.save(*issued.aggregates)
-        self.answered(issued)
-        return issued
+
+    def signed_on_stale_keys(self, issued: IssuedTokens) -> bool:
+        """Whether ``issued``'s access token was signed on a key ring that has moved since (its save conflicted for
+        that reason, not another): the signer then takes up the ring as it is, and the request may be decided again.
+        """
+        return any(stream == keyring_id() and not self.mint.signer.is_current(version)
+                   for stream, version in issued.guards)
 
     def answered(self, issued: IssuedTokens) -> None:
         """Records, once ``issued`` is saved and before it is answered, when a rotation was answered: a presentation
@@ -300,9 +324,10 @@ class TokenEndpoint:
         refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
                                                        family_ttl=self.lifetimes.refresh_family_ttl)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, refresh_agg.family_expires_at)
-        access, access_agg = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
+        access, access_agg, key_guard = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(access_agg, refresh_agg))  # access first: Revoker.revoke_family relies on it
+                            aggregates=(access_agg, refresh_agg),  # access first: Revoker.revoke_family relies on it
+                            guards=(key_guard,))
 
     def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
         """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).
@@ -350,12 +375,13 @@ class TokenEndpoint:
         refresh, child = self.mint.refresh_token(replace(grant, scope=token.scope), now,
                                                  self.lifetimes.refresh_token_ttl,
                                                  family_ttl=self.lifetimes.refresh_family_ttl, parent=token)
-        access, access_agg = self.mint.access_token(grant, now, ttl, family_id=token.family_id, parent_id=token.id)
+        access, access_agg, key_guard = self.mint.access_token(grant, now, ttl, family_id=token.family_id,
+                                                               parent_id=token.id)
         token.refresh(refresh_id=child.id, access_id=access_agg.id, now=now, actor=grant.actor)
         if self.answers is not None:
             self.answers.unanswered(token.id)  # before the save: a loser that sees it used knows no answer left yet
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(token, child, access_agg), rotated=token.id)
+                            aggregates=(token, child, access_agg), guards=(key_guard,), rotated=token.id)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
         """Records the reuse and revokes the token's whole family, in one transaction."""
@@ -382,7 +408,7 @@ class TokenEndpoint:
         ttl = self.lifetimes.client_access_ttl(client.access_token_ttl)
         grant = Grant(grant_type=GrantType.CLIENT_CREDENTIALS, client_id=client.client_id,
                       project_id=client.project_id, user_id=None, scope=scope, actor=client_actor(client.client_id))
-        access, access_agg = self.mint.access_token(grant, now, ttl)
+        access, access_agg, key_guard = self.mint.access_token(grant, now, ttl)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=None,
-                            aggregates=(access_agg,), guards=((client.id, client.version),))
+                            aggregates=(access_agg,), guards=((client.id, client.version), key_guard))
 

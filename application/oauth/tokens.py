@@ -2,10 +2,11 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID, uuid4
 
 from application.ports import CredentialMinter, SecretHasher, TokenSigner
-from domain.ids import refresh_token_aggregate_id
+from domain.ids import keyring_id, refresh_token_aggregate_id
 from domain.token import Token, TokenKind
 
 
@@ -21,6 +22,16 @@ class Grant:
     actor: str
 
 
+class SignedAccessToken(NamedTuple):
+    """An access token as minted: its value, its unsaved aggregate, and ``key_guard``, the key ring's stream and the
+    version its signing key was active at. The token must be saved guarded by it: a ring that moved meanwhile may
+    have revoked that key (an emergency rotation), and a token answered then would be refused from the start."""
+
+    value: str
+    token: Token
+    key_guard: tuple[UUID, int]
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedTokens:
     """The token response of RFC 6749 section 5.1 plus the aggregates to save."""
@@ -31,7 +42,8 @@ class IssuedTokens:
     refresh_token: str | None
     aggregates: tuple[Token, ...]
     # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
-    # the client a client_credentials token was decided on, so a client revoked meanwhile issues nothing.
+    # the key ring the access token was signed on (``SignedAccessToken.key_guard``), and the client a
+    # client_credentials token was decided on, so a client revoked meanwhile issues nothing.
     guards: tuple[tuple[UUID, int], ...] = ()
     # The refresh token a refresh_token grant used up: its answer instant is recorded (application.oauth.in_flight).
     rotated: UUID | None = None
@@ -66,8 +78,8 @@ class TokenMint:
     audience: str
 
     def access_token(self, grant: Grant, now: datetime, ttl: int, family_id: UUID | None = None,
-                     parent_id: UUID | None = None) -> tuple[str, Token]:
-        """Returns a signed RFC 9068 JWT and its Token aggregate (id = jti)."""
+                     parent_id: UUID | None = None) -> SignedAccessToken:
+        """Returns a signed RFC 9068 JWT, its Token aggregate (id = jti) and the guard its save needs."""
         jti = uuid4()
         issued_at = now.replace(microsecond=0)
         expires_at = issued_at + timedelta(seconds=ttl)
@@ -78,7 +90,7 @@ class TokenMint:
         }
         if grant.project_id is not None:
             claims["project_id"] = str(grant.project_id)
-        value = self.signer.sign(claims)
+        value, ring_version = self.signer.signed(claims)
         # A login's token (password or refresh_token grant) is held by a public client with no secret: its keyed
         # hash lets the holder prove the string is this very token (``domain.token.proves``). A client_credentials
         # token's client authenticates with its secret, and its issuance is the hot path: no hash.
@@ -87,7 +99,7 @@ class TokenMint:
                       user_id=grant.user_id, scope=grant.scope, grant_type=grant.grant_type, issued_at=issued_at,
                       expires_at=expires_at, family_id=family_id, parent_id=parent_id, actor=grant.actor,
                       family_expires_at=None, value_hash=value_hash)
-        return value, token
+        return SignedAccessToken(value, token, (keyring_id(), ring_version))
 
     def refresh_token(self, grant: Grant, now: datetime, ttl: int, *, family_ttl: int,
                       parent: Token | None = None) -> tuple[str, Token]:

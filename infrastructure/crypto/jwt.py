@@ -63,7 +63,10 @@ class KeySet:
     request on, and a key it pre-published is known before it signs anything. Signing checks at most every
     ``sign_check_interval`` seconds, so issuance (the hot path) costs no query per token; a process may sign with
     a just-deactivated key for that long, which is harmless because that key stays published until its tokens
-    expire. Without ``version`` (unit tests), an unknown kid triggers at most one reload per ``reload_interval``.
+    expire. A just-revoked key (an emergency rotation) is not: its tokens would be refused from the moment they are
+    answered. So every issuance is saved guarded by the ring's version its key was taken at (``JwtSigner.signed``)
+    and, should the ring have moved, signed again on the ring as it is now (``is_current``).
+    Without ``version`` (unit tests), an unknown kid triggers at most one reload per ``reload_interval``.
     """
 
     def __init__(self, loader: Callable[[], KeySnapshot], reload_interval: float = 5.0, *,
@@ -98,6 +101,14 @@ class KeySet:
         if current != self._snapshot.version:
             self.reload()
         return True
+
+    def is_current(self, version: int) -> bool:
+        """Whether the key ring is still at ``version`` (one indexed read); if not, the snapshot is brought up to
+        it, so what is signed next is signed on the ring as it is now. True without ``version`` to read."""
+        if self._version is None:
+            return True
+        self.refresh()
+        return self._snapshot.version == version
 
     def observe(self, version: int) -> bool:
         """Whether the snapshot is current for a ring ``version`` read elsewhere (same round trip as another
@@ -183,11 +194,20 @@ class JwtSigner:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Returns a compact JWS of ``claims`` with ``typ: at+jwt`` and the active kid."""
+        return self.signed(claims)[0]
+
+    def signed(self, claims: Mapping[str, Any]) -> tuple[str, int]:
+        """Returns a compact JWS of ``claims`` with ``typ: at+jwt`` and the active kid, and the key ring's version
+        that key was active at: the token is good only if it is saved while the ring is still at that version."""
         snap = self._keys.for_signing()
         alg = snap.published[snap.active_kid].alg
         signing_input = self._header(snap.active_kid, alg) + b"." + _b64(msgspec.json.encode(claims))
         signature = _raw_signature(alg, snap.active_private_key, signing_input)
-        return (signing_input + b"." + _b64(signature)).decode()
+        return (signing_input + b"." + _b64(signature)).decode(), snap.version
+
+    def is_current(self, version: int) -> bool:
+        """Whether the key ring is still at ``version`` (``KeySet.is_current``: a stale snapshot is reloaded)."""
+        return self._keys.is_current(version)
 
 
 class UnknownKey(InvalidToken):

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError, TemporarilyUnavailable
 from application.oauth.grants import TokenRequest
 from application.oauth.revocation import RevocationRequest
+from application.oauth.tokens import IssuedTokens
 from domain.client import Client, PublicClient
 from domain.policy import GrantType
 from domain.refusal import REFRESH_TOKEN_CONFLICT
@@ -75,8 +76,7 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
     parsed = token_request(request, await request.body(), received_at)
     try:
         if parsed.grant_type in THREADED_GRANTS:
-            issued = await anyio.to_thread.run_sync(container.tokens.decide, parsed)
-            await container.committer.saved(*issued.aggregates)
+            issued = await threaded_grant(container, parsed)
             if issued.rotated is not None:  # on the loop, right before the answer (TokenEndpoint.answered's record)
                 await state.rotation_answers.answered(issued.rotated, container.tokens.clock.now())
         else:
@@ -90,6 +90,25 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
         await record_refusal(container, error)  # threaded grants: the refusal joins the next group commit
         raise
     return Response(issued.response(), headers=NO_STORE)
+
+
+async def threaded_grant(container: Any, parsed: TokenRequest) -> IssuedTokens:
+    """Decides a password or refresh request in a worker thread and saves its tokens with the next group commit.
+
+    Tokens signed on a key ring that moved before they were saved (their key may have been revoked: an emergency
+    rotation) are not saved; the request is decided once more on the ring as it is now (``TokenEndpoint.handle``'s
+    rule).
+    """
+    tokens = container.tokens
+    issued = await anyio.to_thread.run_sync(tokens.decide, parsed)
+    try:
+        await container.committer.saved(*issued.aggregates, guards=issued.guards)
+    except IntegrityError:
+        if not await anyio.to_thread.run_sync(tokens.signed_on_stale_keys, issued):
+            raise
+        issued = await anyio.to_thread.run_sync(tokens.decide, parsed)
+        await container.committer.saved(*issued.aggregates, guards=issued.guards)
+    return issued
 
 
 async def record_refusal(container: Any, error: OAuthError) -> None:

@@ -391,3 +391,30 @@ def test_a_moved_guard_fails_only_its_own_request_in_a_mixed_batch(container: Co
     assert save.calls[1] == 2, "the project and the token were not in one batch"
     assert [e.topic for e in container.app.recorder.select_events(project.id)] == [
         "domain.project:Project.ProjectCreated"]
+
+
+def test_aggregates_saved_with_a_moved_guard_get_the_conflict_and_the_rest_of_the_batch_is_saved(
+        container: Container) -> None:
+    """Aggregates handed in ready-made (a login decided in a worker thread) cannot be decided again by the
+    committer: a guard that moved fails their caller with the conflict (the caller decides again), nothing of
+    theirs is recorded, and the batch's other caller is saved. Without the rule the caller was told "saved" at
+    position 0 while nothing had been recorded."""
+    guard = new_project("Guard")
+    container.app.save(guard)
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save)
+    try:
+        committer.submit(new_project("Gate"))
+        assert save.entered.wait(timeout=10)
+        stale, fine = new_project("Stale"), new_project("Fine")
+        refused = committer.submit(stale, guards=[(guard.id, guard.version - 1)])
+        saved = committer.submit(fine)
+        save.gate.set()
+        with pytest.raises(IntegrityError):
+            refused.result(timeout=10)
+        assert saved.result(timeout=10) > 0
+    finally:
+        save.gate.set()
+        committer.close()
+    assert container.app.recorder.select_events(stale.id) == []
+    assert len(container.app.recorder.select_events(fine.id)) == 1

@@ -3,20 +3,28 @@ the JWKS for an hour."""
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
+import anyio
 import jwt
 import pytest
 
+from application.accounts import SignedUp
 from application.oauth.grants import TokenRequest
+from domain.ids import DASHBOARD_CLIENT_ID
 from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.http.oauth import threaded_grant
 from infrastructure.settings import Settings
 from tests.conftest import fresh_database
-from tests.integration.support import sign_up
+from tests.integration.support import PASSWORD, head, notifications, sign_up
 from workers.keys import key_rotation
 
 pytestmark = pytest.mark.integration
+
+TOKEN_ISSUED = "domain.token:Token.TokenIssued"
 
 
 class MovableClock:
@@ -142,3 +150,64 @@ def test_an_emergency_rotation_is_refused_at_once_by_another_process(pair: tuple
     assert old_kid not in {k["kid"] for k in api.keys.jwks()["keys"]}
     fresh = issue_signed_by(api, signed, steps[0].kid)
     assert api.validator.validate(fresh)["client_id"] == signed.client.client.client_id
+
+
+@pytest.fixture
+def stale_signer(pair: tuple[Container, Container],
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[Container, Container, SignedUp, str]:
+    """The pair after the API process signed with its key, which another process then revoked (an emergency
+    rotation) within the second before the API's signer looks at the ring again. Returns the new kid last."""
+    rotator_process, api = pair
+    monkeypatch.setattr(api.keys, "_sign_check_interval", 3600.0)  # "within the second", without a race
+    signed = sign_up(api)
+    old_kid = kid_of(issue(api, signed))
+    new_kid = key_rotation(rotator_process).rotate(emergency=True, actor="operator")[0].kid
+    assert api.keys.for_signing().active_kid == old_kid  # the signer still holds the revoked key
+    return rotator_process, api, signed, new_kid
+
+
+def issued_ids(container: Container, after: int) -> list[UUID]:
+    return [n.originator_id for n in notifications(container, after=after) if n.topic == TOKEN_ISSUED]
+
+
+def jti_of(token: str) -> UUID:
+    return UUID(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+def test_a_client_credentials_token_signed_with_a_key_revoked_meanwhile_is_signed_again_before_it_is_answered(
+        stale_signer: tuple[Container, Container, SignedUp, str]) -> None:
+    """The group commit's save is refused on the key ring's moved version; decided again, the token is signed with
+    the new key. Without the guard the answer was a token every validator refuses from the start."""
+    _, api, signed, new_kid = stale_signer
+    before = head(api)
+    client = signed.client
+    token = api.committer.submit_request(TokenRequest(
+        grant_type="client_credentials", client_id=client.client.client_id,
+        client_secret=client.client_secret)).result(timeout=10).access_token
+    assert kid_of(token) == new_kid
+    assert api.validator.validate(token)["client_id"] == client.client.client_id
+    assert issued_ids(api, before) == [jti_of(token)]  # the stale token was never recorded
+
+
+def test_a_login_signed_with_a_key_revoked_meanwhile_is_decided_again_on_both_token_paths(
+        stale_signer: tuple[Container, Container, SignedUp, str]) -> None:
+    """The threaded grants: the HTTP handler's (decided in a thread, saved with the group commit) and
+    ``TokenEndpoint.handle``'s (saved directly). Each answer's access token verifies, and only what was answered
+    was recorded."""
+    rotator_process, api, signed, new_kid = stale_signer
+    login = TokenRequest(grant_type="password", client_id=DASHBOARD_CLIENT_ID, username=signed.user.email,
+                         password=PASSWORD)
+    before = head(api)
+    first = anyio.run(threaded_grant, api, login)
+    assert kid_of(first.access_token) == new_kid
+    assert api.validator.validate(first.access_token)["sub"] == str(signed.user.id)
+    assert len(issued_ids(api, before)) == 2  # the access and refresh token answered, nothing of the stale try
+
+    newest = key_rotation(rotator_process).rotate(emergency=True, actor="operator")[0].kid  # and once more
+    assert api.keys.for_signing().active_kid == new_kid
+    before = head(api)
+    second = api.tokens.handle(replace(login, grant_type="refresh_token", username=None, password=None,
+                                       refresh_token=first.refresh_token))
+    assert kid_of(second.access_token) == newest
+    assert api.validator.validate(second.access_token)["sub"] == str(signed.user.id)
+    assert jti_of(second.access_token) in issued_ids(api, before)

@@ -25,6 +25,7 @@ from application.store import Keyledger
 from domain.keyring import KeyRing
 from domain.token import Token
 from infrastructure.adapters import OpaqueCredentials
+from infrastructure.bootstrap import direct_saver
 from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
@@ -224,9 +225,7 @@ def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test",
     mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=secrets, issuer=settings.issuer,
                      audience=settings.audience)
 
-    def save(*aggregates: Any) -> int:
-        return max((r.notification.id for r in app.save(*aggregates)), default=0)
-
+    save = direct_saver(app)
     revoker = Revoker(app=app, clock=clock, index=StoreIndex(app, clock), save=save)
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter, mint=mint,
                            save=save, lifetimes=settings.lifetimes, revoker=revoker, limiter=limiter)
