@@ -1,5 +1,7 @@
 """Abuse limits on authentication: failed attempts counted per account, per client and address, and per address.
 
+An address is an IPv4 address or an IPv6 /64 (``source_network``).
+
 A key is ``(kind, value)``: an account (the normalised email, whether or not it is registered, so a refusal never
 tells whether an account exists), a project client as seen from one source address (``client_keys``) or a source
 address. Each kind has its own
@@ -18,6 +20,7 @@ to use it:
   failures back in one round trip, only when there are any. Successful requests cost no write.
 """
 
+import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -80,11 +83,33 @@ def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
     """
     if not source:
         return ((CLIENT, client_id),)
-    return ((CLIENT, f"{client_id} from {source}"), (ADDRESS, source))
+    network = source_network(source)
+    return ((CLIENT, f"{client_id} from {network}"), (ADDRESS, network))
 
 
 def _address(source: str | None) -> tuple[AttemptKey, ...]:
-    return ((ADDRESS, source),) if source else ()
+    return ((ADDRESS, source_network(source)),) if source else ()
+
+
+def source_network(source: str) -> str:
+    """What the per-address limits count a source address as: an IPv4 address itself, an IPv6 address its /64.
+
+    One IPv6 host is commonly given a whole /64 (RFC 4291 section 2.5.1 interface identifiers; RFC 8981 temporary
+    addresses rotate within it), so counted per address, one attacker would have 2**64 fresh "addresses" for the
+    per-address limits. An IPv4-mapped IPv6 address counts as its IPv4 address; a source that is no IP address (a
+    test client's name) counts as it is. The audit records the full address; only the counters group.
+    """
+    if ":" not in source:
+        return source  # IPv4 or a name: the hot path parses nothing
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if not isinstance(address, ipaddress.IPv6Address):
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from application.oauth.errors import InvalidClient, InvalidGrant, OAuthError, TemporarilyUnavailable, TooManyAttempts
-from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey
+from application.oauth.limits import REFUSAL, AttemptBudget, AttemptKey, source_network
 from application.ports import AttemptLimiter, CredentialMinter
 from application.store import Keyledger
 from domain import refusal as why
@@ -85,8 +85,8 @@ class RefusalFactory:
 
 
 def refusal_key(source: str | None) -> tuple[AttemptKey, ...]:
-    """The key counting a source address's recorded refusals (none without an address)."""
-    return ((REFUSAL, source),) if source else ()
+    """The key counting a source address's (an IPv6 /64's) recorded refusals (none without an address)."""
+    return ((REFUSAL, source_network(source)),) if source else ()
 
 
 def client_refusal_key(client_id: str | None) -> tuple[AttemptKey, ...]:

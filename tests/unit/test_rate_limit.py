@@ -260,3 +260,28 @@ def test_the_budget_refuses_with_the_longest_remaining_lock() -> None:
     budget.fail([(CLIENT, "b")] * 3)
     assert budget.refusal([(CLIENT, "b")]) == LIMITS.lockout  # spent in this batch: locked once settled
     assert budget.dirty
+
+
+def test_an_ipv6_address_is_counted_as_its_slash_64(world: World) -> None:
+    """One host holds a whole /64: guesses from five of its addresses lock them all (and the rest of the /64) out,
+    of every account, and out of a project client; another /64 is not locked. Per /128, each guess would have come
+    from a fresh, never-counted address."""
+    acme = world.sign_up(EMAIL)
+    for i in range(5):
+        assert fail_logins(world, 1, f"guess-{i}@example.test", source=f"2001:db8:1:2::{i + 1:x}") == ["InvalidGrant"]
+    assert outcome(world, login(source="2001:db8:1:2:ffff:ffff:ffff:ffff")) == "TooManyAttempts"
+    assert outcome(world, client_request(world, acme, source="2001:db8:1:2::abcd")) == "TooManyAttempts"
+    assert outcome(world, login(source="2001:db8:1:3::1")) == "ok"
+    wrong = world.minter.client_secret()
+    guesses = [outcome(world, client_request(world, acme, wrong, source=f"2001:db8:9:9::{i + 1}")) for i in range(3)]
+    assert guesses == ["InvalidClient"] * 3
+    assert outcome(world, client_request(world, acme, source="2001:db8:9:9::99")) == "TooManyAttempts"
+    assert outcome(world, client_request(world, acme, source="2001:db8:9:a::1")) == "ok"
+
+
+def test_an_ipv4_mapped_address_is_counted_as_its_ipv4_address(world: World) -> None:
+    world.sign_up(EMAIL)
+    for i in range(5):
+        assert fail_logins(world, 1, f"guess-{i}@example.test", source=f"::ffff:{HOME}") == ["InvalidGrant"]
+    assert outcome(world, login(source=HOME)) == "TooManyAttempts"
+    assert world.limiter.count((ADDRESS, HOME)) == 5
