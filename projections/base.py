@@ -22,6 +22,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier, Literal
 
+from projections.failures import FailureStreak
+
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "Keyledger"
@@ -367,14 +369,16 @@ class ProjectionRunner:
         # interval only bounds how stale an unwaited read may be, so it can be long and a busy store costs a few
         # small queries per interval, not per event. The wake-up is cleared before a pass, never after, so one
         # raised during the pass is not lost.
+        failures = FailureStreak(f"projection {self._model.name}")
         while not self._stop.is_set():
             self._model.wake.clear()
             try:
                 self.run_once()
-            except Exception:
-                logger.exception("projection %s failed; retrying", self._model.name)
+            except Exception as exc:
+                failures.failed(exc)
                 self._stop.wait(0.5)
                 continue
+            failures.succeeded()
             self._model.wake.wait(self._interval)
 
 
@@ -412,13 +416,15 @@ class HeadWatcher:
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
+        failures = FailureStreak("reading the event store's head")
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:
-                logger.exception("could not read the event store's head; retrying")
+            except Exception as exc:
+                failures.failed(exc)
                 self._stop.wait(0.5)
                 continue
+            failures.succeeded()
             self._stop.wait(self._interval)
 
     def poll(self) -> None:

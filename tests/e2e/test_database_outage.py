@@ -105,7 +105,11 @@ def test_an_unreachable_database_answers_503_and_the_server_recovers(server_url:
                 recovered = requests["client_credentials"]().status_code
                 time.sleep(0.5)
             assert recovered == 200
+            deadline = time.monotonic() + 30  # the background loops say when their streak of failures ended
+            while b"recovered after" not in log.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.2)
         finally:
             stop_server(proc)
     logged = log.read_bytes()
     assert b"unhandled" not in logged, logged.decode(errors="replace")[-3000:]
+    assert b"recovered after" in logged, logged.decode(errors="replace")[-3000:]

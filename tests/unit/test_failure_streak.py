@@ -1,0 +1,50 @@
+"""A background loop's failures in a row: one traceback, then a line a minute, then the recovery."""
+
+import logging
+
+import pytest
+
+from projections.failures import FailureStreak
+
+
+class Ticking:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, bool]]:
+    return [(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+
+
+def test_an_outage_logs_one_traceback_then_a_line_a_minute_then_its_end(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Ticking()
+    streak = FailureStreak("projection token_lookup", every=60, clock=clock)
+    caplog.set_level(logging.INFO, logger="projections.failures")
+    for _ in range(12):  # a failure every 5 s for a minute: one traceback only
+        streak.failed(ConnectionError("the database is gone"))
+        clock.now += 5
+    streak.failed(TimeoutError())
+    assert streak.count == 13
+    streak.succeeded()
+    streak.succeeded()
+    assert records(caplog) == [
+        (logging.ERROR, "projection token_lookup failed; retrying", True),
+        (logging.WARNING, "projection token_lookup still failing (13 attempts in a row, the last: TimeoutError); "
+                          "retrying", False),
+        (logging.WARNING, "projection token_lookup recovered after 13 failed attempts", False),
+    ]
+    assert "the database is gone" not in caplog.records[1].getMessage()
+
+
+def test_a_new_streak_logs_its_traceback_again(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Ticking()
+    streak = FailureStreak("reading the event store's head", every=60, clock=clock)
+    caplog.set_level(logging.INFO, logger="projections.failures")
+    streak.failed(ValueError("first"))
+    streak.succeeded()
+    streak.failed(ValueError("second"))
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert [str(r.exc_info[1]) for r in tracebacks if r.exc_info] == ["first", "second"]
