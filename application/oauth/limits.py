@@ -20,7 +20,7 @@ to use it:
   failures back in one round trip, only when there are any. Successful requests cost no write.
 """
 
-import ipaddress
+import socket
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -74,21 +74,24 @@ def account_keys(username: str, source: str | None) -> tuple[AttemptKey, ...]:
 
 def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
     """The keys a client authentication is counted against: the client as seen from the source address, then the
-    address (the client alone when the address is unknown).
+    address's network (the client alone when the address is unknown).
 
     A ``client_id`` is no secret (every access token names it in its ``client_id`` claim): counted per client
     alone, ten bad requests from anywhere locked a project's API key out for its own integration too. What makes
     guessing a client secret hopeless is its 190 random bits; these keys bound how fast any one address tries, at
-    one client and at all of them.
+    one client, and any one network (``source_network``) at all of them. The client's key is the full address, so a
+    neighbour in a shared IPv6 /64 cannot lock an integration out; the network's key bounds what a /64 tries in all.
     """
     if not source:
         return ((CLIENT, client_id),)
-    network = source_network(source)
-    return ((CLIENT, f"{client_id} from {network}"), (ADDRESS, network))
+    return ((CLIENT, f"{client_id} from {source}"), (ADDRESS, source_network(source)))
 
 
 def _address(source: str | None) -> tuple[AttemptKey, ...]:
     return ((ADDRESS, source_network(source)),) if source else ()
+
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def source_network(source: str) -> str:
@@ -97,19 +100,19 @@ def source_network(source: str) -> str:
     One IPv6 host is commonly given a whole /64 (RFC 4291 section 2.5.1 interface identifiers; RFC 8981 temporary
     addresses rotate within it), so counted per address, one attacker would have 2**64 fresh "addresses" for the
     per-address limits. An IPv4-mapped IPv6 address counts as its IPv4 address; a source that is no IP address (a
-    test client's name) counts as it is. The audit records the full address; only the counters group.
+    test client's name) counts as it is. Any spelling of one network gives one key (``inet_pton`` reads the
+    address: case, leading zeros, ``::`` and an embedded dotted quad; a zone id is dropped). The audit records the
+    full address; only the counters group.
     """
     if ":" not in source:
         return source  # IPv4 or a name: the hot path parses nothing
     try:
-        address = ipaddress.ip_address(source)
-    except ValueError:
+        packed = socket.inet_pton(socket.AF_INET6, source.partition("%")[0])
+    except OSError:
         return source
-    if not isinstance(address, ipaddress.IPv6Address):
-        return str(address)
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    if packed.startswith(_IPV4_MAPPED):
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
 
 
 @dataclass(slots=True)

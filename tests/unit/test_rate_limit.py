@@ -7,7 +7,15 @@ import pytest
 
 from application.oauth.errors import InvalidClient, InvalidGrant, TemporarilyUnavailable, TooManyAttempts
 from application.oauth.grants import TokenRequest
-from application.oauth.limits import ACCOUNT, ADDRESS, CLIENT, AttemptBudget, AttemptLimits, client_keys
+from application.oauth.limits import (
+    ACCOUNT,
+    ADDRESS,
+    CLIENT,
+    AttemptBudget,
+    AttemptLimits,
+    client_keys,
+    source_network,
+)
 from application.oauth.tokens import IssuedTokens
 from domain.user import User
 from tests.unit.conftest import PASSWORD, World, build_world
@@ -264,19 +272,39 @@ def test_the_budget_refuses_with_the_longest_remaining_lock() -> None:
 
 def test_an_ipv6_address_is_counted_as_its_slash_64(world: World) -> None:
     """One host holds a whole /64: guesses from five of its addresses lock them all (and the rest of the /64) out,
-    of every account, and out of a project client; another /64 is not locked. Per /128, each guess would have come
-    from a fresh, never-counted address."""
+    of every account and every client; another /64 is not locked. Per /128, each guess would have come from a
+    fresh, never-counted address."""
     acme = world.sign_up(EMAIL)
     for i in range(5):
         assert fail_logins(world, 1, f"guess-{i}@example.test", source=f"2001:db8:1:2::{i + 1:x}") == ["InvalidGrant"]
     assert outcome(world, login(source="2001:db8:1:2:ffff:ffff:ffff:ffff")) == "TooManyAttempts"
     assert outcome(world, client_request(world, acme, source="2001:db8:1:2::abcd")) == "TooManyAttempts"
     assert outcome(world, login(source="2001:db8:1:3::1")) == "ok"
+
+
+def test_a_neighbour_in_a_shared_slash_64_cannot_lock_an_integration_out_of_its_client(world: World) -> None:
+    """The client's key is the full address: one address of a /64 guessing at a client is locked out of it, the
+    client's integration at another address of the same /64 goes on (the /64's own limit bounds the guessing)."""
+    acme = world.sign_up(EMAIL)
     wrong = world.minter.client_secret()
-    guesses = [outcome(world, client_request(world, acme, wrong, source=f"2001:db8:9:9::{i + 1}")) for i in range(3)]
-    assert guesses == ["InvalidClient"] * 3
-    assert outcome(world, client_request(world, acme, source="2001:db8:9:9::99")) == "TooManyAttempts"
-    assert outcome(world, client_request(world, acme, source="2001:db8:9:a::1")) == "ok"
+    guesses = [outcome(world, client_request(world, acme, wrong, source="2001:db8:9:9::66")) for _ in range(4)]
+    assert guesses == ["InvalidClient"] * 3 + ["TooManyAttempts"]
+    assert outcome(world, client_request(world, acme, source="2001:db8:9:9::1")) == "ok"
+    assert world.limiter.count((ADDRESS, "2001:db8:9:9::/64")) == 3
+
+
+@pytest.mark.parametrize(("source", "network"), [
+    ("2001:DB8:1:2::9", "2001:db8:1:2::/64"),
+    ("2001:0db8:0001:0002:0000:0000:0000:0009", "2001:db8:1:2::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("::ffff:192.0.2.1", "192.0.2.1"),
+    ("::FFFF:c000:0201", "192.0.2.1"),
+    ("192.0.2.1", "192.0.2.1"),
+    ("testclient", "testclient"),
+    ("2001:db8::zz", "2001:db8::zz"),
+])
+def test_every_spelling_of_a_network_is_one_key(source: str, network: str) -> None:
+    assert source_network(source) == network
 
 
 def test_an_ipv4_mapped_address_is_counted_as_its_ipv4_address(world: World) -> None:
