@@ -55,8 +55,17 @@ from domain.token import Token, TokenKind
 from domain.user import EmailIndex, User
 
 SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS, GrantType.REFRESH_TOKEN})
+# A token request is decided at most this many times while the key ring keeps moving under it (each move: a key
+# created, activated, retired or revoked), then refused with ``key_ring_moving``.
+KEY_RING_ATTEMPTS = 2
 
 T = TypeVar("T")
+
+
+def key_ring_moving() -> TemporarilyUnavailable:
+    """The answer to a token request whose tokens were signed on a key ring that moved again before each save:
+    nothing was issued, and asking again is safe."""
+    return TemporarilyUnavailable("the signing keys changed while the token was issued; try again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +110,22 @@ class TokenEndpoint:
         """Answers a token request, saving the issued tokens (or the refusal) before returning or raising.
 
         Tokens signed on a key ring that has moved since are not saved (their guard conflicts): the request is
-        decided once more, on the ring as it is now (``signed_on_stale_keys``).
+        decided again on the ring as it is now (``signed_on_stale_keys``), ``KEY_RING_ATTEMPTS`` times in all. Any
+        other conflict is raised (eventsourcing's ``IntegrityError``): a refresh token rotated first by another
+        request, or a client_credentials client changed between its decision and the save (the group committer
+        decides those again itself).
         """
-        issued = self._decided(request)
-        try:
-            self.save(*issued.aggregates, guards=issued.guards)
-        except IntegrityError:
-            if not self.signed_on_stale_keys(issued):
-                raise
-            issued = self._decided(request)  # once more, on the ring as it is now
-            self.save(*issued.aggregates, guards=issued.guards)
-        self.answered(issued)
-        return issued
+        for _ in range(KEY_RING_ATTEMPTS):
+            issued = self._decided(request)
+            try:
+                self.save(*issued.aggregates, guards=issued.guards)
+            except IntegrityError:
+                if not self.signed_on_stale_keys(issued):
+                    raise
+                continue
+            self.answered(issued)
+            return issued
+        raise key_ring_moving()
 
     def _decided(self, request: TokenRequest) -> IssuedTokens:
         """``decide``, saving a refusal's aggregates before raising it."""
@@ -124,9 +137,15 @@ class TokenEndpoint:
             raise
 
     def signed_on_stale_keys(self, issued: IssuedTokens) -> bool:
-        """Whether ``issued``'s access token was signed on a key ring that has moved since (its save conflicted for
-        that reason, not another): the signer then takes up the ring as it is, and the request may be decided again.
+        """Whether a save of ``issued`` that conflicted may be decided again: its access token was signed on a key
+        ring that has moved since (the signer then takes up the ring as it is), and the refresh token it rotated, if
+        any, is still where the decision found it. A rotation that lost to another request is not decided again:
+        its token is used now, and a second decision could take the loser for a replay and end the login.
         """
+        if issued.rotated is not None:
+            rotated = next(a for a in issued.aggregates if a.id == issued.rotated)
+            if self.app.versions([rotated.id]).get(rotated.id, 0) >= rotated.version:
+                return False
         return any(stream == keyring_id() and not self.mint.signer.is_current(version)
                    for stream, version in issued.guards)
 

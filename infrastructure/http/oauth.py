@@ -9,7 +9,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from application.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, OAuthError, TemporarilyUnavailable
-from application.oauth.grants import TokenRequest
+from application.oauth.grants import KEY_RING_ATTEMPTS, TokenRequest, key_ring_moving
 from application.oauth.revocation import RevocationRequest
 from application.oauth.tokens import IssuedTokens
 from domain.client import Client, PublicClient
@@ -26,9 +26,10 @@ THREADED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN})
 def conflict_refusal(grant_type: str) -> OAuthError:
     """The answer to a token request whose save conflicted for good.
 
-    A refresh lost to another request that rotated the same refresh token first (exactly one rotation wins). Any
-    other grant is decided by the group commit, which decides it anew while the client it was decided on keeps
-    changing under it: nothing was issued, and asking again is safe (503, not a refresh token's ``invalid_grant``).
+    A refresh lost to another request that rotated (or revoked) the same refresh token first: exactly one rotation
+    wins. A client_credentials request is decided anew by the group commit while the client it was decided on keeps
+    changing under it; a password login conflicts only on a moved key ring, which ``threaded_grant`` decides anew.
+    For those, nothing was issued and asking again is safe (503, not a refresh token's ``invalid_grant``).
     """
     if grant_type == GrantType.REFRESH_TOKEN:
         return InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
@@ -96,19 +97,20 @@ async def threaded_grant(container: Any, parsed: TokenRequest) -> IssuedTokens:
     """Decides a password or refresh request in a worker thread and saves its tokens with the next group commit.
 
     Tokens signed on a key ring that moved before they were saved (their key may have been revoked: an emergency
-    rotation) are not saved; the request is decided once more on the ring as it is now (``TokenEndpoint.handle``'s
-    rule).
+    rotation) are not saved; the request is decided again on the ring as it is now, as ``TokenEndpoint.handle``
+    does.
     """
     tokens = container.tokens
-    issued = await anyio.to_thread.run_sync(tokens.decide, parsed)
-    try:
-        await container.committer.saved(*issued.aggregates, guards=issued.guards)
-    except IntegrityError:
-        if not await anyio.to_thread.run_sync(tokens.signed_on_stale_keys, issued):
-            raise
+    for _ in range(KEY_RING_ATTEMPTS):
         issued = await anyio.to_thread.run_sync(tokens.decide, parsed)
-        await container.committer.saved(*issued.aggregates, guards=issued.guards)
-    return issued
+        try:
+            await container.committer.saved(*issued.aggregates, guards=issued.guards)
+        except IntegrityError:
+            if not await anyio.to_thread.run_sync(tokens.signed_on_stale_keys, issued):
+                raise
+            continue
+        return issued
+    raise key_ring_moving()
 
 
 async def record_refusal(container: Any, error: OAuthError) -> None:

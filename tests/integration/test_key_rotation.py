@@ -13,8 +13,9 @@ import jwt
 import pytest
 
 from application.accounts import SignedUp
+from application.oauth.errors import TemporarilyUnavailable
 from application.oauth.grants import TokenRequest
-from domain.ids import DASHBOARD_CLIENT_ID
+from domain.ids import DASHBOARD_CLIENT_ID, refresh_token_aggregate_id
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http.oauth import threaded_grant
 from infrastructure.settings import Settings
@@ -210,4 +211,45 @@ def test_a_login_signed_with_a_key_revoked_meanwhile_is_decided_again_on_both_to
                                        refresh_token=first.refresh_token))
     assert kid_of(second.access_token) == newest
     assert api.validator.validate(second.access_token)["sub"] == str(signed.user.id)
-    assert jti_of(second.access_token) in issued_ids(api, before)
+    assert issued_ids(api, before) == [refresh_id(api, second.refresh_token), jti_of(second.access_token)]
+
+
+def refresh_id(container: Container, value: str | None) -> UUID:
+    assert value is not None
+    return refresh_token_aggregate_id(container.tokens.secrets.hash(value))
+
+
+def test_a_refresh_that_lost_its_race_is_not_decided_again_when_the_ring_also_moved(
+        stale_signer: tuple[Container, Container, SignedUp, str]) -> None:
+    """The loser of two rotations of one refresh token conflicts on the token's stream; that the ring moved too
+    must not get it decided again, where it could be taken for a replay. A rotation that lost no race is."""
+    _, api, signed, _ = stale_signer
+    login = api.tokens.handle(TokenRequest(grant_type="password", client_id=DASHBOARD_CLIENT_ID,
+                                           username=signed.user.email, password=PASSWORD))
+    refresh = TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                           refresh_token=login.refresh_token)
+    loser = api.tokens.decide(refresh)
+    winner = api.tokens.handle(refresh)  # another request rotates the token first
+    key_rotation(api).rotate(emergency=True, actor="operator")  # and the ring moves
+    assert not api.tokens.signed_on_stale_keys(loser)
+    unraced = api.tokens.decide(replace(refresh, refresh_token=winner.refresh_token))
+    key_rotation(api).rotate(emergency=True, actor="operator")
+    assert api.tokens.signed_on_stale_keys(unraced)
+
+
+def test_a_ring_that_moves_before_every_save_is_answered_503_and_issues_nothing(
+        pair: tuple[Container, Container]) -> None:
+    rotator_process, api = pair
+    signed = sign_up(api)
+    rotation = key_rotation(rotator_process)
+
+    def save_after_a_rotation(*aggregates: Any, guards: Any = ()) -> int:
+        rotation.rotate(emergency=True, actor="operator")
+        return api.tokens.save(*aggregates, guards=guards)
+
+    moving = replace(api.tokens, save=save_after_a_rotation)
+    before = head(api)
+    with pytest.raises(TemporarilyUnavailable, match="signing keys changed"):
+        moving.handle(TokenRequest(grant_type="client_credentials", client_id=signed.client.client.client_id,
+                                   client_secret=signed.client.client_secret))
+    assert issued_ids(api, before) == []
