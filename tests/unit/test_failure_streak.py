@@ -26,13 +26,13 @@ def test_an_outage_logs_one_traceback_then_a_line_a_minute_then_its_end(caplog: 
     for _ in range(12):  # a failure every 5 s for a minute: one traceback only
         streak.failed(ConnectionError("the database is gone"))
         clock.now += 5
-    streak.failed(TimeoutError())
+    streak.failed(ConnectionError("still gone"))
     assert streak.count == 13
     streak.succeeded()
     streak.succeeded()
     assert records(caplog) == [
         (logging.ERROR, "projection token_lookup failed; retrying", True),
-        (logging.WARNING, "projection token_lookup still failing (13 attempts in a row, the last: TimeoutError); "
+        (logging.WARNING, "projection token_lookup still failing (13 attempts in a row, the last: ConnectionError); "
                           "retrying", False),
         (logging.WARNING, "projection token_lookup recovered after 13 failed attempts", False),
     ]
@@ -48,3 +48,15 @@ def test_a_new_streak_logs_its_traceback_again(caplog: pytest.LogCaptureFixture)
     streak.failed(ValueError("second"))
     tracebacks = [r for r in caplog.records if r.exc_info is not None]
     assert [str(r.exc_info[1]) for r in tracebacks if r.exc_info] == ["first", "second"]
+
+
+def test_a_failure_of_another_kind_within_a_streak_logs_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """An outage that turns into a bug (a bad event, say): the bug's traceback is logged, not only its type."""
+    streak = FailureStreak("projection audit", every=60, clock=Ticking())
+    caplog.set_level(logging.INFO, logger="projections.failures")
+    streak.failed(ConnectionError("the database is gone"))
+    streak.failed(ConnectionError("the database is gone"))
+    streak.failed(KeyError("a bug"))
+    streak.failed(KeyError("a bug"))
+    logged = [(r.levelno, type(r.exc_info[1]).__name__ if r.exc_info else None) for r in caplog.records]
+    assert logged == [(logging.ERROR, "ConnectionError"), (logging.ERROR, "KeyError")]
