@@ -3,13 +3,17 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jwt
+import psycopg
 import pytest
 
+from domain.ids import keyring_id
 from tests.conftest import (
     SECRET_KEY,
     bearer,
@@ -87,6 +91,55 @@ def test_rotate_prepublishes_then_now_revokes_the_signing_key(own_server: tuple[
         assert introspect_token(http, account, fresh).json()["active"] is True
         assert introspect_token(http, other, fresh).json() == {"active": False}  # still confined to its project
         assert http.get(f"/v1/projects/{other['project']['id']}", headers=bearer(fresh)).status_code == 404
+
+
+def test_every_token_asked_for_after_an_emergency_rotation_works(own_server: tuple[str, dict[str, str]]) -> None:
+    """A client keeps asking for tokens while an operator runs ``keys rotate --now``. The server's signer re-checks
+    the ring at most once a second; without the ring guard, the tokens of that second were signed with the revoked
+    key and refused from the start. Tokens asked for before the rotation committed may be refused (their key was
+    revoked after they were issued); those asked for after it must all work."""
+    base, env = own_server
+    with httpx.Client(base_url=base, timeout=30) as http:
+        account = signup(http)
+    project = f"/v1/projects/{account['project']['id']}"
+    stop, issued, committed = threading.Event(), [], []
+
+    def keep_asking() -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                issued.append((started, token_of(client, account)))
+
+    def watch_the_ring() -> None:  # when the rotation commits, read from the store (not through the server)
+        with psycopg.connect(env["KEYLEDGER_DATABASE_URL"], autocommit=True) as conn:
+            before = ring_version(conn)
+            while not stop.is_set() and ring_version(conn) == before:
+                time.sleep(0.002)
+            committed.append(time.monotonic())
+
+    threads = [threading.Thread(target=keep_asking), threading.Thread(target=watch_the_ring)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        keyledger(env, "keys", "rotate", "--now")
+        time.sleep(1.5)  # past the signer's next look at the ring
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert committed, "the rotation was not seen to commit"
+    after = [token for started, token in issued if started > committed[0]]
+    assert len(after) >= 10, len(after)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        refused = [token for token in after if http.get(project, headers=bearer(token)).status_code != 200]
+    assert refused == [], f"{len(refused)} of {len(after)} tokens asked for after the rotation are refused"
+
+
+def ring_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT max(originator_version) FROM keyledger_events WHERE originator_id = %s",
+                       (keyring_id(),)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def test_workers_status_shows_queue_depth_and_keys(own_server: tuple[str, dict[str, str]]) -> None:
