@@ -31,7 +31,8 @@ class FailureStreak:
         return self._count
 
     def failed(self, exc: BaseException) -> None:
-        """Records a failure; logs it if it starts a streak or the last line is ``every`` seconds old."""
+        """Records a failure; logs it with its traceback if it starts a streak or is of another type than the one
+        before it, else in one line if the last line is ``every`` seconds old."""
         self._count += 1
         now = self._clock()
         kind, self._kind = self._kind, type(exc)
