@@ -1,6 +1,6 @@
 """Abuse limits on authentication: failed attempts counted per account, per client and address, and per address.
 
-An address is an IPv4 address or an IPv6 /64 (``source_network``).
+The address keys count an IPv4 address or an IPv6 /64 (``source_network``); a client's key, the full address.
 
 A key is ``(kind, value)``: an account (the normalised email, whether or not it is registered, so a refusal never
 tells whether an account exists), a project client as seen from one source address (``client_keys``) or a source
@@ -78,13 +78,14 @@ def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
 
     A ``client_id`` is no secret (every access token names it in its ``client_id`` claim): counted per client
     alone, ten bad requests from anywhere locked a project's API key out for its own integration too. What makes
-    guessing a client secret hopeless is its 190 random bits; these keys bound how fast any one address tries, at
-    one client, and any one network (``source_network``) at all of them. The client's key is the full address, so a
-    neighbour in a shared IPv6 /64 cannot lock an integration out; the network's key bounds what a /64 tries in all.
+    guessing a client secret hopeless is its 190 random bits; these keys bound how fast any one address tries at
+    one client, and any one network (``source_network``) at all of them. The client's key is the full address, so
+    a neighbour in a shared IPv6 /64 does not lock an integration out at the per-client limit (the /64 shares the
+    address limit, as the hosts behind one IPv4 address do).
     """
     if not source:
         return ((CLIENT, client_id),)
-    return ((CLIENT, f"{client_id} from {source}"), (ADDRESS, source_network(source)))
+    return ((CLIENT, f"{client_id} from {source_address(source)}"), (ADDRESS, source_network(source)))
 
 
 def _address(source: str | None) -> tuple[AttemptKey, ...]:
@@ -99,20 +100,38 @@ def source_network(source: str) -> str:
 
     One IPv6 host is commonly given a whole /64 (RFC 4291 section 2.5.1 interface identifiers; RFC 8981 temporary
     addresses rotate within it), so counted per address, one attacker would have 2**64 fresh "addresses" for the
-    per-address limits. An IPv4-mapped IPv6 address counts as its IPv4 address; a source that is no IP address (a
-    test client's name) counts as it is. Any spelling of one network gives one key (``inet_pton`` reads the
-    address: case, leading zeros, ``::`` and an embedded dotted quad; a zone id is dropped). The audit records the
-    full address; only the counters group.
+    per-address limits. A customer delegated a /56 or a /48 still has 256 or 65,536 of them: the account and client
+    limits, which no address changes, are what bound guessing at one account or client. The audit records the full
+    address; only the counters group. Spellings as for ``source_address``.
     """
-    if ":" not in source:
-        return source  # IPv4 or a name: the hot path parses nothing
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, source.partition("%")[0])
-    except OSError:
+    packed = _ipv6(source)
+    if packed is None:
         return source
     if packed.startswith(_IPV4_MAPPED):
         return socket.inet_ntop(socket.AF_INET, packed[12:])
     return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
+
+
+def source_address(source: str) -> str:
+    """A source address in one spelling: an IPv6 address as ``inet_ntop`` writes it (``inet_pton`` reads case,
+    leading zeros, ``::`` and an embedded dotted quad alike; a zone id is dropped), an IPv4-mapped one as its IPv4
+    address; an IPv4 address, or a source that is no IP address (a test client's name), as it is."""
+    packed = _ipv6(source)
+    if packed is None:
+        return source
+    if packed.startswith(_IPV4_MAPPED):
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed)
+
+
+def _ipv6(source: str) -> bytes | None:
+    """The 16 bytes of an IPv6 address, or None for anything else (IPv4 is not parsed: the hot path)."""
+    if ":" not in source:
+        return None
+    try:
+        return socket.inet_pton(socket.AF_INET6, source.partition("%")[0])
+    except OSError:
+        return None
 
 
 @dataclass(slots=True)

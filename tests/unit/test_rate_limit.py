@@ -307,6 +307,14 @@ def test_every_spelling_of_a_network_is_one_key(source: str, network: str) -> No
     assert source_network(source) == network
 
 
+def test_every_spelling_of_an_address_is_one_client_key(world: World) -> None:
+    acme = world.sign_up(EMAIL)
+    wrong = world.minter.client_secret()
+    spellings = ["2001:db8:9:9::66", "2001:DB8:9:9:0:0:0:66", "2001:0db8:0009:0009::0066"]
+    assert [outcome(world, client_request(world, acme, wrong, source=s)) for s in spellings] == ["InvalidClient"] * 3
+    assert outcome(world, client_request(world, acme, source="2001:db8:9:9::66%eth0")) == "TooManyAttempts"
+
+
 def test_an_ipv4_mapped_address_is_counted_as_its_ipv4_address(world: World) -> None:
     world.sign_up(EMAIL)
     for i in range(5):
