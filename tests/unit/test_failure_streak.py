@@ -60,3 +60,12 @@ def test_a_failure_of_another_kind_within_a_streak_logs_its_traceback(caplog: py
     streak.failed(KeyError("a bug"))
     logged = [(r.levelno, type(r.exc_info[1]).__name__ if r.exc_info else None) for r in caplog.records]
     assert logged == [(logging.ERROR, "ConnectionError"), (logging.ERROR, "KeyError")]
+
+
+def test_an_outage_alternating_between_two_errors_logs_each_traceback_once(caplog: pytest.LogCaptureFixture) -> None:
+    streak = FailureStreak("projection audit", every=60, clock=Ticking())
+    caplog.set_level(logging.INFO, logger="projections.failures")
+    for _ in range(10):
+        streak.failed(ConnectionError("gone"))
+        streak.failed(TimeoutError("no connection in time"))
+    assert len([r for r in caplog.records if r.exc_info]) == 2
