@@ -142,10 +142,9 @@ class TokenEndpoint:
         any, is still where the decision found it. A rotation that lost to another request is not decided again:
         its token is used now, and a second decision could take the loser for a replay and end the login.
         """
-        if issued.rotated is not None:
-            rotated = next(a for a in issued.aggregates if a.id == issued.rotated)
-            if self.app.versions([rotated.id]).get(rotated.id, 0) >= rotated.version:
-                return False
+        rotated = issued.rotated
+        if rotated is not None and self.app.versions([rotated]).get(rotated) != issued.rotated_from:
+            return False
         return any(stream == keyring_id() and not self.mint.signer.is_current(version)
                    for stream, version in issued.guards)
 
@@ -396,11 +395,13 @@ class TokenEndpoint:
                                                  family_ttl=self.lifetimes.refresh_family_ttl, parent=token)
         access, access_agg, key_guard = self.mint.access_token(grant, now, ttl, family_id=token.family_id,
                                                                parent_id=token.id)
+        read = token.version
         token.refresh(refresh_id=child.id, access_id=access_agg.id, now=now, actor=grant.actor)
         if self.answers is not None:
             self.answers.unanswered(token.id)  # before the save: a loser that sees it used knows no answer left yet
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(token, child, access_agg), guards=(key_guard,), rotated=token.id)
+                            aggregates=(token, child, access_agg), guards=(key_guard,), rotated=token.id,
+                            rotated_from=read)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
         """Records the reuse and revokes the token's whole family, in one transaction."""

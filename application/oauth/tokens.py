@@ -47,6 +47,8 @@ class IssuedTokens:
     guards: tuple[tuple[UUID, int], ...] = ()
     # The refresh token a refresh_token grant used up: its answer instant is recorded (application.oauth.in_flight).
     rotated: UUID | None = None
+    # That token's version as the decision read it: a save that conflicted may be decided again only if it still is.
+    rotated_from: int | None = None
 
     def response(self) -> dict[str, str | int]:
         """Returns the RFC 6749 section 5.1 JSON body."""

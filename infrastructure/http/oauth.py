@@ -27,13 +27,14 @@ def conflict_refusal(grant_type: str) -> OAuthError:
     """The answer to a token request whose save conflicted for good.
 
     A refresh lost to another request that rotated (or revoked) the same refresh token first: exactly one rotation
-    wins. A client_credentials request is decided anew by the group commit while the client it was decided on keeps
-    changing under it; a password login conflicts only on a moved key ring, which ``threaded_grant`` decides anew.
-    For those, nothing was issued and asking again is safe (503, not a refresh token's ``invalid_grant``).
+    wins. A client_credentials request is decided anew by the group commit while the client or the key ring it was
+    decided on keeps changing under it (``REDECISIONS`` times); a password login conflicts only on a moved key ring,
+    which ``threaded_grant`` decides anew. For those, nothing was issued and asking again is safe (503, not a
+    refresh token's ``invalid_grant``).
     """
     if grant_type == GrantType.REFRESH_TOKEN:
         return InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
-    return TemporarilyUnavailable("the client changed while the token was issued; try again")
+    return TemporarilyUnavailable("the client or the signing keys changed while the token was issued; try again")
 
 
 def client_credentials(request: Request[Any, Any, Any], params: dict[str, str]) -> tuple[str | None, str | None]:

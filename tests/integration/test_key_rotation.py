@@ -253,3 +253,26 @@ def test_a_ring_that_moves_before_every_save_is_answered_503_and_issues_nothing(
         moving.handle(TokenRequest(grant_type="client_credentials", client_id=signed.client.client.client_id,
                                    client_secret=signed.client.client_secret))
     assert issued_ids(api, before) == []
+
+
+def test_a_login_whose_ring_moves_before_every_save_is_answered_503_by_the_token_endpoint(
+        pair: tuple[Container, Container], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``threaded_grant``, the HTTP path of logins and refreshes: decided again once, then 503, nothing issued."""
+    rotator_process, api = pair
+    signed = sign_up(api)
+    rotation = key_rotation(rotator_process)
+    saves: list[int] = []
+    save = api.committer.saved
+
+    async def save_after_a_rotation(*aggregates: Any, guards: Any = ()) -> int:
+        rotation.rotate(emergency=True, actor="operator")
+        saves.append(len(aggregates))
+        return await save(*aggregates, guards=guards)
+
+    monkeypatch.setattr(api.committer, "saved", save_after_a_rotation)
+    before = head(api)
+    with pytest.raises(TemporarilyUnavailable, match="signing keys changed"):
+        anyio.run(threaded_grant, api, TokenRequest(grant_type="password", client_id=DASHBOARD_CLIENT_ID,
+                                                    username=signed.user.email, password=PASSWORD))
+    assert saves == [2, 2]
+    assert issued_ids(api, before) == []
