@@ -24,6 +24,10 @@ from domain.token import Token, TokenKind
 # after a conflict): a refresh token presented by many requests at once needs as many rounds as it has racers.
 ATTEMPTS = 16
 REVOKED_BY_CLIENT = "revoked by client"  # the reason of an RFC 7009 revocation
+# Revocations of more tokens than this are saved in a transaction of their own, not with the group commit's batch:
+# the committer's thread issues every token of its process, and a client's 60,000 tokens held it (and the caller,
+# past its 10 s wait, answered 503) for seconds. One transaction either way: a bulk revocation is never half-done.
+GROUP_COMMIT_LIMIT = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class Revoker:
     clock: Clock
     index: TokenIndex
     save: Saver  # the group committer in a server: concurrent revocations share a transaction
+    group_commit_limit: int = GROUP_COMMIT_LIMIT  # larger revocations are saved on their own (see the constant)
 
     def head(self) -> int:
         """The store's last position."""
@@ -43,7 +48,7 @@ class Revoker:
     def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
                    extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True,
                    first: Sequence[Token] = (), follow_children: bool = False,
-                   revocation_id: UUID | None = None, roots: Sequence[UUID] = ()) -> int:
+                   revocation_id: UUID | None = None, roots: Sequence[UUID] = (), wait: float = 5.0) -> int:
         """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
@@ -55,12 +60,13 @@ class Revoker:
         ``roots``: tokens loaded with the selection, whose children ``follow_children`` follows. A token the
         selection did not name (a root, or one reached through a stream's children) is revoked only while it is
         live: a used refresh token stays used. An aggregate ``extra()`` returns is saved as it made it, never revoked
-        here as well.
+        here as well. ``wait``: seconds the selection waits at most for the index to catch up (a bulk command, whose
+        own earlier transaction may have added tens of thousands of events, waits longer than a request).
         """
         revocation_id = revocation_id or uuid4()
         for attempt in range(ATTEMPTS):
             if selects_on_index:  # the selection must see every token saved so far
-                self.index.wait_for(self.head())
+                self.index.wait_for(self.head(), timeout=wait)
             now = self.clock.now()
             named = [t.id for t in first] if attempt == 0 and first else list(select())
             loaded = first if attempt == 0 and first else list(
@@ -73,7 +79,10 @@ class Revoker:
             if not tokens and not others:
                 return 0
             try:
-                self.save(*others, *tokens)
+                if len(tokens) > self.group_commit_limit:
+                    self.app.save(*others, *tokens)
+                else:
+                    self.save(*others, *tokens)
             except IntegrityError:
                 continue
             # No wait for the lookup model: the store lists each revoked token in the transaction of its event.

@@ -165,3 +165,53 @@ def test_a_client_of_another_project_is_not_found(world: World, admin: TokenAdmi
         with pytest.raises(NotFound):
             admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
     assert not world.app.load(client_aggregate_id(other.client.client.client_id), Client).revoked
+
+
+def test_a_revocation_larger_than_the_group_commit_limit_is_saved_on_its_own_in_one_transaction(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the limit the tokens are not handed to the group committer (its thread issues every token of the
+    process): one transaction of their own, still all of them or none."""
+    acme = world.sign_up("owner@acme.test")
+    ids = [issue(world, acme) for _ in range(3)]
+
+    def group_commit(*aggregates: Any, **kwargs: Any) -> int:
+        raise AssertionError("a revocation past the limit went to the group committer")
+
+    revoker = replace(world.tokens.revoker, save=group_commit, group_commit_limit=2)
+    admin = TokenAdmin(app=world.app, revoker=revoker, index=revoker.index)
+    counter = SaveCounter(world, monkeypatch)
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id,
+                                            actor=ACTOR)) == 3
+    assert counter.calls == 1
+    assert all(world.app.load(token_id, Token).revoked for token_id in ids)
+    assert world.app.load(client_aggregate_id(acme.client.client.client_id), Client).revoked
+
+
+class LaggingIndex:
+    """The token lookup model after a large transaction: it needs longer than a request's wait to catch up."""
+
+    def __init__(self, index: Any, needs: float) -> None:
+        self._index, self._needs = index, needs
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> None:
+        if timeout < self._needs:
+            raise TimeoutError("the model did not catch up in time")
+        self._index.wait_for(position, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+def test_a_bulk_command_waits_longer_than_a_request_for_the_model_to_catch_up(world: World) -> None:
+    """A deletion's late pass follows its own transaction of all the client's tokens: with 60,000 of them the
+    model took longer than a request's 5 s to apply it, and the command answered 503 with the work done."""
+    acme = world.sign_up("owner@acme.test")
+    issue(world, acme)
+    lagging = LaggingIndex(world.tokens.revoker.index, needs=30)
+    revoker = replace(world.tokens.revoker, index=lagging)
+    admin = TokenAdmin(app=world.app, revoker=revoker, index=lagging)
+    assert admin.revoke_tokens(RevokeTokens(project_id=acme.project.id, actor=ACTOR,
+                                            client_id=acme.client.client.client_id)) == 1
+    issue(world, acme)
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id,
+                                            actor=ACTOR)) == 1
