@@ -1,17 +1,7 @@
-"""Small adapters for the application's ports: the clock and the credential minter."""
-
-from datetime import UTC, datetime
+"""Small adapters for the application's ports: the credential minter (the clock is ``infrastructure.clock``)."""
 
 from infrastructure.crypto import opaque
 from infrastructure.crypto.opaque import CredentialType
-
-
-class SystemClock:
-    """The real clock, in UTC."""
-
-    def now(self) -> datetime:
-        """Returns the current UTC time."""
-        return datetime.now(tz=UTC)
 
 
 class OpaqueCredentials:

@@ -29,8 +29,9 @@ from application.token_admin import TokenAdmin
 from application.webhooks import Webhooks
 from domain.ids import keyring_id
 from domain.keyring import KeyRing
-from infrastructure.adapters import OpaqueCredentials, SystemClock
+from infrastructure.adapters import OpaqueCredentials
 from infrastructure.batching import GroupCommitter, RequestRouter
+from infrastructure.clock import DatabaseClock
 from infrastructure.crypto.hashing import Argon2PasswordHasher, HmacSecretHasher, derive_key
 from infrastructure.crypto.jwt import JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
 from infrastructure.crypto.keys import SigningKeyFactory
@@ -93,6 +94,7 @@ class Container:
     namespace: str  # this deployment's prefix in Redis (abuse limits, Dramatiq queues, scheduler slots)
     webhooks: Webhooks
     webhook_secrets: WebhookSecrets
+    clock: DatabaseClock  # the database's clock, which every decision on time reads (``infrastructure.clock``)
     runners: list[ProjectionRunner] = field(default_factory=list)
     head_watcher: HeadWatcher | None = None
     broker: Any = None  # the Dramatiq broker this process declared its actors on, if it runs or enqueues jobs
@@ -160,6 +162,7 @@ class Container:
 
     def close(self) -> None:
         """Stops background work and closes pools."""
+        self.clock.stop()
         if self.head_watcher is not None:
             self.head_watcher.stop()
         for runner in self.runners:
@@ -201,6 +204,14 @@ def _ring_version(app: Keyledger) -> int:
     return last[0].originator_version if last else 0
 
 
+def database_time(app: Keyledger) -> float:
+    """The database server's clock, in seconds since the epoch (one round trip; ``infrastructure.clock``)."""
+    with app.recorder.datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now")
+        row = curs.fetchone()
+    return float(row["now"])
+
+
 def direct_saver(app: Keyledger) -> Callable[..., int]:
     """A Saver that saves directly (one transaction per call) and returns the last position."""
 
@@ -225,7 +236,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
     key = server_key(settings)
     env = eventsourcing_env(endpoints.database_url, pool_size=settings.pool_size, create_table=migrate)
     lock = migration_lock(endpoints.database_url) if migrate else contextlib.nullcontext()
-    clock = SystemClock()
+    clock = DatabaseClock()
     key_factory = signing_key_factory(settings)
     opened: list[Any] = []
     try:
@@ -235,6 +246,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             hand_out_recent_first(app.recorder.datastore.pool)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
+            clock.calibrate(lambda: database_time(app))  # before the first key's dates are taken from it
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
@@ -247,20 +259,21 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             with contextlib.suppress(Exception):
                 resource.close()
         raise
+    clock.start(lambda: database_time(app))
     return _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
-                     namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url))
+                     namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url), clock=clock)
 
 
 def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,
-              secret_key: bytes, namespace: str) -> Container:
-    clock, minter = SystemClock(), OpaqueCredentials()
+              secret_key: bytes, namespace: str, clock: DatabaseClock) -> Container:
+    minter = OpaqueCredentials()
     hasher = HmacSecretHasher(derive_key(secret_key, "keyledger secret hash v1"))
     passwords = Argon2PasswordHasher()
     mint = TokenMint(signer=JwtSigner(keys), minter=minter, secrets=hasher, issuer=settings.issuer,
                      audience=settings.audience)
     lookup = views[TokenLookupView.name]
     assert isinstance(lookup, TokenLookupView)
-    validator = JwtValidator(keys, settings.issuer, settings.audience)
+    validator = JwtValidator(keys, settings.issuer, settings.audience, clock=clock.time)
     committer = GroupCommitter(app.save, before_redecision=keys.refresh)
     revoker = Revoker(app=app, clock=clock, index=lookup, save=committer)
     finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
@@ -284,6 +297,6 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,
                                      lifetimes=settings.lifetimes),
                      keys=keys, validator=validator, committer=committer, views=views, redis=redis_client,
-                     namespace=namespace, webhook_secrets=webhook_secrets,
+                     namespace=namespace, webhook_secrets=webhook_secrets, clock=clock,
                      webhooks=Webhooks(app=app, secrets=webhook_secrets,
                                        check_url=url_checker(settings.webhook_allow_private)))

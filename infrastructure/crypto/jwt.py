@@ -256,11 +256,13 @@ class JwtValidator:
     version in the same round trip as their other query, and reload (``KeySet.observe``) before trusting a result.
     """
 
-    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 16_384) -> None:
+    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 16_384, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._clock = clock  # seconds since the epoch: the deployment's clock (``infrastructure.clock``)
         self._cache_size = cache_size
         self._verified: dict[str, tuple[dict[str, Any], PublishedKey]] = {}
 
@@ -296,8 +298,7 @@ class JwtValidator:
         claims, key = entry
         if find(key.kid) is not key:
             return None
-        now = time.time()
-        if verify_exp and now >= claims["exp"] + self._leeway:
+        if verify_exp and self._clock() >= claims["exp"] + self._leeway:
             raise InvalidToken("ExpiredSignatureError")
         return claims
 
@@ -319,6 +320,24 @@ class JwtValidator:
         snapshot = self._keys.snapshot  # one snapshot for the whole check, whatever other threads reload
         return self._verified_claims(token, verify_exp=True, find=snapshot.published.get), snapshot.version
 
+    def _check_times(self, claims: dict[str, Any], *, verify_exp: bool) -> None:
+        """RFC 7519 4.1.4 to 4.1.6 as PyJWT checks them (``exp`` must have passed by more than the leeway, ``nbf``
+        and ``iat`` not be ahead by more than it), but on ``clock`` rather than this host's: PyJWT reads the host's
+        clock, which may be minutes off the database's (``infrastructure.clock``)."""
+        times: dict[str, float] = {}
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidToken(f"{name} is not a number")
+            times[name] = value
+        now = self._clock()
+        if verify_exp and times["exp"] <= now - self._leeway:
+            raise InvalidToken("ExpiredSignatureError")
+        if any(times.get(name, now) > now + self._leeway for name in ("iat", "nbf")):
+            raise InvalidToken("ImmatureSignatureError")
+
     def names_published_key(self, token: str) -> bool:
         """Whether ``token``'s JOSE header is one of ours (an allowed ``alg``, ``typ`` ``at+jwt``, a ``kid`` this
         process's key snapshot publishes with that ``alg``), with no signature check and no I/O: a filter that keeps
@@ -338,14 +357,13 @@ class JwtValidator:
         key = self._key_for(token, find)
         try:
             claims = jwt.decode(token, key.public_key, algorithms=[key.alg], audience=self._audience,
-                                issuer=self._issuer, leeway=self._leeway,
-                                options={"require": list(REQUIRED_CLAIMS), "verify_nbf": True,
-                                         "verify_exp": verify_exp})
+                                issuer=self._issuer,
+                                options={"require": list(REQUIRED_CLAIMS), "verify_nbf": False, "verify_iat": False,
+                                         "verify_exp": False})  # checked below, on the deployment's clock
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from exc
-        if not isinstance(claims.get("exp"), int | float):
-            raise InvalidToken("exp is not a number")
-        # Not before nbf/iat: PyJWT checked them at this instant, and later instants only move further past them.
+        self._check_times(claims, verify_exp=verify_exp)
+        # Not before nbf/iat: _check_times checked them at this instant, and later instants only move further past.
         if len(self._verified) >= self._cache_size:
             self._verified.clear()
         self._verified[token] = (claims, key)

@@ -25,10 +25,12 @@ from infrastructure.settings import Settings
 
 @get("/healthz", tags=["ops"], sync_to_thread=True)
 def healthz(state: State) -> dict[str, Any]:
-    """Liveness and readiness: the event store and Redis answer."""
+    """Liveness and readiness: the event store and Redis answer. ``clock_offset_s``: how far this host's clock is
+    from the database's, which the process keeps time by (``infrastructure.clock``; positive: the host is behind)."""
     container: Container = state.container
     container.redis.ping()
-    return {"status": "ok", "position": container.app.recorder.max_notification_id() or 0}
+    return {"status": "ok", "position": container.app.recorder.max_notification_id() or 0,
+            "clock_offset_s": round(container.clock.offset, 3)}
 
 
 def create_app(settings: Settings, endpoints: Endpoints, container: Container | None = None) -> Litestar:

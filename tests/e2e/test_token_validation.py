@@ -114,3 +114,10 @@ def test_missing_or_non_bearer_credentials_get_a_challenge(http: httpx.Client, g
         assert response.headers["www-authenticate"] == 'Bearer realm="keyledger"'
     empty = http.get(url, headers={"Authorization": "Bearer"})  # a malformed request: 400 (RFC 6750 section 3.1)
     assert empty.status_code == 400 and 'error="invalid_request"' in empty.headers["www-authenticate"]
+
+
+def test_health_reports_how_far_the_hosts_clock_is_from_the_databases(http: httpx.Client) -> None:
+    health = http.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert isinstance(health["clock_offset_s"], float)
+    assert abs(health["clock_offset_s"]) < 5  # the server and its database share this machine's clock

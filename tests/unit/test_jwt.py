@@ -138,7 +138,7 @@ def test_signature_by_another_key_of_the_same_alg_is_refused(validator: JwtValid
 @pytest.mark.parametrize(
     "changes",
     [{"iss": "https://evil.example"}, {"iss": ISSUER + "/"}, {"aud": ISSUER}, {"aud": "https://other.example/v1"},
-     {"exp": int(time.time()) - 10}, {"nbf": int(time.time()) + 600},
+     {"exp": int(time.time()) - 10}, {"nbf": int(time.time()) + 600}, {"iat": int(time.time()) + 600},
      {"jti": None}, {"client_id": None}, {"sub": None}, {"exp": None}, {"iat": None}, {"iss": None}, {"aud": None}],
     ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
 )
@@ -273,7 +273,8 @@ def test_an_unhashable_alg_is_refused_as_invalid_token(alg: Any, validator: JwtV
         validator.validate(token)
 
 
-@pytest.mark.parametrize("body", [[1, 2], "claims", {"exp": "soon"}, {"iss": [ISSUER]}, {"aud": 7}, {"iat": "x"}])
+@pytest.mark.parametrize("body", [[1, 2], "claims", {"exp": "soon"}, {"iss": [ISSUER]}, {"aud": 7}, {"iat": "x"},
+                                  {"exp": str(int(time.time()) + 300)}, {"nbf": "0"}, {"iat": True}])
 def test_oddly_typed_but_signed_payloads_are_refused(body: Any, validator: JwtValidator, material: Material) -> None:
     payload = body if not isinstance(body, dict) else claims(**body)
     with pytest.raises(InvalidToken):
@@ -299,12 +300,14 @@ def test_a_remembered_token_is_refused_once_its_key_is_withdrawn(material: Mater
         validator.validate(token)
 
 
-def test_a_remembered_token_is_refused_once_it_expires(material: Material, validator: JwtValidator,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_remembered_token_is_refused_once_it_expires(material: Material) -> None:
     now = time.time()
+    clock = [now]
+    validator = JwtValidator(KeySet(lambda: material.snapshot("ES256"), reload_interval=3600), ISSUER, AUDIENCE,
+                             clock=lambda: clock[0])
     token = forge(material, body=claims(exp=int(now) + 60))
     validator.validate(token)
-    monkeypatch.setattr(jwt_module, "time", SimpleNamespace(time=lambda: now + 61, monotonic=time.monotonic))
+    clock[0] = now + 61
     with pytest.raises(InvalidToken):
         validator.validate(token)
     assert validator.claims(token, verify_exp=False)["exp"] == int(now) + 60  # revocation still reads it
@@ -322,3 +325,23 @@ def test_names_published_key_filters_by_the_header_alone(validator: JwtValidator
     none = f"{b64url(json.dumps({'alg': 'none', 'kid': material.kid['ES256'], 'typ': 'at+jwt'}).encode())}.e30."
     for garbage in (none, "", "a.b.c", "not a token", genuine + "\ud800"):
         assert not validator.names_published_key(garbage)
+
+
+@pytest.mark.parametrize(("skew", "changes", "valid"), [
+    (-600, {"iat": int(time.time()) - 700, "exp": int(time.time()) - 360}, True),  # expired by the host's clock only
+    (-600, {}, False),  # issued in the clock's future
+    (-600, {"iat": int(time.time()) - 700, "nbf": int(time.time()) - 300, "exp": int(time.time()) + 300}, False),
+    (+600, {}, False),  # expired by the clock
+])
+def test_times_are_judged_on_the_validators_clock_not_the_hosts(skew: int, changes: dict[str, Any], valid: bool,
+                                                               material: Material) -> None:
+    """The deployment keeps time by the database's clock (``infrastructure.clock``): exp, nbf and iat are judged on
+    the clock the validator is given, whatever this host's own clock says."""
+    validator = JwtValidator(KeySet(lambda: material.snapshot("ES256"), reload_interval=3600), ISSUER, AUDIENCE,
+                             clock=lambda: time.time() + skew)
+    token = forge(material, body=claims(**changes))
+    if valid:
+        assert validator.validate(token)["jti"]
+    else:
+        with pytest.raises(InvalidToken):
+            validator.validate(token)
