@@ -20,6 +20,7 @@ import dramatiq
 import msgspec
 from dramatiq.middleware import CurrentMessage
 
+from projections.failures import FailureStreak
 from workers.jobs import JOB_MODULES, JOBS, Job, periodic
 
 logger = logging.getLogger("keyledger.jobs")
@@ -123,10 +124,13 @@ def run_scheduler(broker: dramatiq.Broker, redis: Any, namespace: str, stop: thr
                   tick: float = 1.0, clock: Callable[[], float] = time.time) -> None:
     """Enqueues periodic jobs on time until ``stop`` is set (see the module docstring for two schedulers)."""
     logger.info(log_line(event="scheduler started", jobs={j.name: j.every for j in periodic()}))
+    streak = FailureStreak("the scheduler")  # a Redis outage: a line a minute, not one a tick
     while not stop.is_set():
         try:
             for name in schedule_due(broker, redis, namespace, clock()):
                 logger.info(log_line(event="scheduled", job=name))
         except Exception as exc:  # Redis away: try again next tick rather than die
-            logger.warning(log_line(event="scheduling failed", error=type(exc).__name__))
+            streak.failed(exc)
+        else:
+            streak.succeeded()
         stop.wait(tick)
