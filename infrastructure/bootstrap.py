@@ -6,7 +6,7 @@ will use the result, so each process owns its connection pools.
 
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,12 +204,18 @@ def _ring_version(app: Keyledger) -> int:
     return last[0].originator_version if last else 0
 
 
-def database_time(app: Keyledger) -> float:
-    """The database server's clock, in seconds since the epoch (one round trip; ``infrastructure.clock``)."""
+@contextlib.contextmanager
+def database_clock(app: Keyledger) -> Iterator[Callable[[], float]]:
+    """A connection ready to read the database server's clock (``infrastructure.clock.Session``): checked out of the
+    pool and its transaction begun before the first read, so a read is one round trip and nothing else."""
     with app.recorder.datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now")
-        row = curs.fetchone()
-    return float(row["now"])
+        curs.execute("SELECT 1")
+
+        def read() -> float:
+            curs.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now")
+            return float(curs.fetchone()["now"])
+
+        yield read
 
 
 def direct_saver(app: Keyledger) -> Callable[..., int]:
@@ -246,7 +252,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             hand_out_recent_first(app.recorder.datastore.pool)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
-            clock.calibrate(lambda: database_time(app))  # before the first key's dates are taken from it
+            clock.calibrate(lambda: database_clock(app))  # before the first key's dates are taken from it
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
@@ -259,9 +265,10 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             with contextlib.suppress(Exception):
                 resource.close()
         raise
-    clock.start(lambda: database_time(app))
-    return _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
-                     namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url), clock=clock)
+    container = _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
+                          namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url), clock=clock)
+    clock.start(lambda: database_clock(app))
+    return container
 
 
 def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,

@@ -9,6 +9,7 @@ published by another process is picked up without letting garbage kids hammer th
 import base64
 import binascii
 import json
+import math
 import re
 import threading
 import time
@@ -178,7 +179,7 @@ class JwtSigner:
 
     Token issuance is the hot path, so the JWS is assembled directly (RFC 7515 section 7.1 compact serialisation):
     the protected header is encoded once per key and the claims with msgspec. Validation, by contrast, goes through
-    PyJWT's full checks.
+    PyJWT's checks (signature, iss, aud, required claims) and ``JwtValidator``'s own time checks.
     """
 
     def __init__(self, keys: KeySet) -> None:
@@ -242,6 +243,15 @@ def unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+def _seconds(claims: dict[str, Any], name: str) -> int:
+    """The time claim ``name`` in whole seconds, as PyJWT reads it (``int()``), or InvalidToken if it is not a finite
+    number: a NaN would compare false with every instant and so never expire."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidToken(f"{name} is not a number")
+    return int(value)
+
+
 class JwtValidator:
     """Validates RFC 9068 access tokens strictly.
 
@@ -298,7 +308,7 @@ class JwtValidator:
         claims, key = entry
         if find(key.kid) is not key:
             return None
-        if verify_exp and self._clock() >= claims["exp"] + self._leeway:
+        if verify_exp and int(claims["exp"]) <= self._clock() - self._leeway:
             raise InvalidToken("ExpiredSignatureError")
         return claims
 
@@ -320,23 +330,29 @@ class JwtValidator:
         snapshot = self._keys.snapshot  # one snapshot for the whole check, whatever other threads reload
         return self._verified_claims(token, verify_exp=True, find=snapshot.published.get), snapshot.version
 
-    def _check_times(self, claims: dict[str, Any], *, verify_exp: bool) -> None:
-        """RFC 7519 4.1.4 to 4.1.6 as PyJWT checks them (``exp`` must have passed by more than the leeway, ``nbf``
-        and ``iat`` not be ahead by more than it), but on ``clock`` rather than this host's: PyJWT reads the host's
-        clock, which may be minutes off the database's (``infrastructure.clock``)."""
-        times: dict[str, float] = {}
-        for name in ("exp", "iat", "nbf"):
-            value = claims.get(name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidToken(f"{name} is not a number")
-            times[name] = value
+    def _check_times(self, claims: dict[str, Any], *, verify_exp: bool) -> bool:
+        """RFC 7519 4.1.4 to 4.1.6 as PyJWT checks them (whole seconds; ``exp`` passed by more than the leeway
+        refuses, ``nbf`` or ``iat`` ahead by more than it too), but on ``clock``: PyJWT reads this host's clock, which
+        may be minutes off the database's (``infrastructure.clock``). A time claim that is present must be a finite
+        number (PyJWT's ``int()`` refused null, NaN and infinities too; strings and booleans, which it took, are
+        refused here). With ``verify_exp=False`` (revocation, where time does not matter) an ``nbf`` or ``iat``
+        ahead is not refused either: a token of ours issued by a host a moment ahead must still be revocable.
+
+        Returns:
+            Whether ``nbf`` and ``iat`` have passed: only then may the claims be remembered, since a remembered
+            token is checked for ``exp`` alone.
+
+        Raises:
+            InvalidToken: a malformed time claim, an expired token, or (``verify_exp``) one not yet valid.
+        """
+        times = {name: _seconds(claims, name) for name in ("exp", "iat", "nbf") if name in claims}
         now = self._clock()
         if verify_exp and times["exp"] <= now - self._leeway:
             raise InvalidToken("ExpiredSignatureError")
-        if any(times.get(name, now) > now + self._leeway for name in ("iat", "nbf")):
+        mature = all(times[name] <= now + self._leeway for name in ("iat", "nbf") if name in times)
+        if verify_exp and not mature:
             raise InvalidToken("ImmatureSignatureError")
+        return mature
 
     def names_published_key(self, token: str) -> bool:
         """Whether ``token``'s JOSE header is one of ours (an allowed ``alg``, ``typ`` ``at+jwt``, a ``kid`` this
@@ -362,8 +378,9 @@ class JwtValidator:
                                          "verify_exp": False})  # checked below, on the deployment's clock
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from exc
-        self._check_times(claims, verify_exp=verify_exp)
-        # Not before nbf/iat: _check_times checked them at this instant, and later instants only move further past.
+        if not self._check_times(claims, verify_exp=verify_exp):
+            return claims  # not yet valid (seen by revocation only): never remembered
+        # Remembered for exp alone: nbf and iat have passed at this instant, and later instants only move further past.
         if len(self._verified) >= self._cache_size:
             self._verified.clear()
         self._verified[token] = (claims, key)

@@ -26,11 +26,14 @@ from infrastructure.settings import Settings
 @get("/healthz", tags=["ops"], sync_to_thread=True)
 def healthz(state: State) -> dict[str, Any]:
     """Liveness and readiness: the event store and Redis answer. ``clock_offset_s``: how far this host's clock is
-    from the database's, which the process keeps time by (``infrastructure.clock``; positive: the host is behind)."""
+    from the database's, which the process keeps time by (``infrastructure.clock``; positive: the host is behind),
+    measured ``clock_measured_s_ago`` seconds ago (more than a minute or two: the measurements fail)."""
     container: Container = state.container
     container.redis.ping()
+    age = container.clock.age()
     return {"status": "ok", "position": container.app.recorder.max_notification_id() or 0,
-            "clock_offset_s": round(container.clock.offset, 3)}
+            "clock_offset_s": round(container.clock.offset, 3),
+            "clock_measured_s_ago": None if age is None else round(age, 1)}
 
 
 def create_app(settings: Settings, endpoints: Endpoints, container: Container | None = None) -> Litestar:

@@ -121,3 +121,4 @@ def test_health_reports_how_far_the_hosts_clock_is_from_the_databases(http: http
     assert health["status"] == "ok"
     assert isinstance(health["clock_offset_s"], float)
     assert abs(health["clock_offset_s"]) < 5  # the server and its database share this machine's clock
+    assert health["clock_measured_s_ago"] >= 0  # measured when the process started

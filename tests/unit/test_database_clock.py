@@ -1,8 +1,9 @@
 """The database's clock as a host reads it (``infrastructure.clock``)."""
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -10,46 +11,69 @@ from infrastructure.clock import DatabaseClock
 
 
 class Host:
-    """A host's clock and a database whose clock is ``ahead`` of it; each round trip takes ``(out, back)``
-    milliseconds: the database reads its clock ``out`` after the host's first reading, ``back`` before its second."""
+    """A host's clocks and a database whose clock is ``ahead`` of the host's wall clock. Each read takes ``(out,
+    back)`` milliseconds: the database reads its clock ``out`` after the request leaves, the answer arrives ``back``
+    after that. ``step`` moves the wall clock alone, as time sync stepping it would."""
 
     def __init__(self, ahead: float, legs: list[tuple[int, int]]) -> None:
-        self.t = 1_800_000_000.0
+        self.t = 1_000.0  # the monotonic clock
+        self.lead = 1_800_000_000.0  # the wall clock's lead on it
         self.ahead = ahead
         self.legs = iter(legs)
+        self.sessions = 0
 
     def wall(self) -> float:
+        return self.t + self.lead
+
+    def monotonic(self) -> float:
         return self.t
+
+    def step(self, seconds: float) -> None:
+        self.lead += seconds
+        self.ahead -= seconds
 
     def read(self) -> float:
         out, back = next(self.legs)
         self.t += out / 1000
-        database = self.t + self.ahead
+        database = self.wall() + self.ahead
         self.t += back / 1000
         return database
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Callable[[], float]]:
+        self.sessions += 1
+        yield self.read
+
+    def clock(self) -> DatabaseClock:
+        return DatabaseClock(wall=self.wall, monotonic=self.monotonic)
+
 
 def test_uncalibrated_it_is_the_hosts_clock() -> None:
-    clock = DatabaseClock(wall=lambda: 1_800_000_000.5)
+    host = Host(ahead=600.0, legs=[])
+    clock = host.clock()
     assert clock.offset == 0
-    assert clock.time() == 1_800_000_000.5
-    assert clock.now().timestamp() == 1_800_000_000.5
+    assert clock.age() is None
+    assert clock.time() == host.wall()
+    assert clock.now().timestamp() == host.wall()
 
 
 def test_calibration_adopts_the_fastest_round_trips_midpoint() -> None:
     host = Host(ahead=600.0, legs=[(30, 2), (1, 1), (2, 20)])  # the others' midpoints are 14 and 9 ms off
-    clock = DatabaseClock(wall=host.wall)
-    assert clock.calibrate(host.read) == pytest.approx(600.0, abs=1e-6)
-    assert clock.time() - host.t == pytest.approx(600.0, abs=1e-6)
+    clock = host.clock()
+    assert clock.calibrate(host.session) == pytest.approx(600.0, abs=1e-6)
+    assert clock.time() - host.wall() == pytest.approx(600.0, abs=1e-6)
+    assert clock.age() == 0
 
 
 def test_a_failed_calibration_keeps_the_last_offset() -> None:
     host = Host(ahead=-42.0, legs=[(1, 1)] * 3)
-    clock = DatabaseClock(wall=host.wall)
-    clock.calibrate(host.read)
+    clock = host.clock()
+    clock.calibrate(host.session)
 
-    def unreachable() -> float:
+    @contextlib.contextmanager
+    def unreachable() -> Iterator[Callable[[], float]]:
         raise ConnectionError("database away")
+        yield host.read  # pragma: no cover
 
     with pytest.raises(ConnectionError):
         clock.calibrate(unreachable)
@@ -58,32 +82,58 @@ def test_a_failed_calibration_keeps_the_last_offset() -> None:
 
 def test_a_skew_worth_fixing_is_logged_once_until_it_moves(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="infrastructure.clock")
-    offsets = iter([0.2, 300.0, 300.3, 299.8, 302.0, 0.1, 300.0])
-    clock = DatabaseClock(wall=lambda: 1_800_000_000.0)
+    host = Host(ahead=0.0, legs=[(0, 0)] * 7)
+    clock = host.clock()
     logged = []
-    for offset in offsets:
-        clock.calibrate(lambda o=offset: 1_800_000_000.0 + o, samples=1)  # type: ignore[misc]
+    for ahead in [0.2, 300.0, 300.3, 299.8, 302.0, 0.1, 300.0]:
+        host.ahead = ahead
+        clock.calibrate(host.session, samples=1)
         logged.append(len(caplog.records))
     assert logged == [0, 1, 1, 1, 2, 2, 3]  # 300 s behind; moved by 2 s; back in sync; behind again
     assert "300.0 s behind the database's" in caplog.records[0].getMessage()
 
 
 def test_it_measures_again_in_the_background_until_stopped() -> None:
-    offsets = iter([5.0, 7.0])
+    host = Host(ahead=5.0, legs=[(0, 0)] * 10)
     measured = threading.Event()
 
-    def read(offset: Callable[[], float] = lambda: next(offsets, 7.0)) -> float:
-        value = 1_800_000_000.0 + offset()
+    @contextlib.contextmanager
+    def session() -> Iterator[Callable[[], float]]:
+        yield host.read
         measured.set()
-        return value
 
-    clock = DatabaseClock(wall=lambda: 1_800_000_000.0)
-    clock.calibrate(read, samples=1)
-    assert clock.offset == 5.0
+    clock = host.clock()
+    clock.calibrate(session, samples=1)
+    host.ahead = 7.0
     measured.clear()
-    clock.start(read, interval=0.01)
+    clock.start(session, interval=0.01)
     try:
         assert measured.wait(timeout=10)  # a liveness bound, not a timing assertion
     finally:
         clock.stop()
     assert clock.offset == 7.0
+
+
+def test_a_stepped_host_clock_is_measured_again_at_once() -> None:
+    """A reading that finds the wall clock stepped against the monotonic one wakes the thread, whose next regular
+    measurement is an hour away; until it has measured, readings go on from the host's clock and the old offset."""
+    host = Host(ahead=600.0, legs=[(0, 0)] * 6)
+    measured = threading.Event()
+
+    @contextlib.contextmanager
+    def session() -> Iterator[Callable[[], float]]:
+        yield host.read
+        measured.set()
+
+    clock = host.clock()
+    clock.calibrate(session, samples=1)
+    measured.clear()
+    clock.start(session, interval=3600)
+    try:
+        host.step(+600.0)  # time sync fixes the host's clock: the database is now level with it
+        clock.time()
+        assert measured.wait(timeout=10)  # a liveness bound, not a timing assertion
+    finally:
+        clock.stop()
+    assert clock.offset == pytest.approx(0.0, abs=1e-6)
+    assert clock.time() == pytest.approx(host.wall(), abs=1e-6)

@@ -274,7 +274,8 @@ def test_an_unhashable_alg_is_refused_as_invalid_token(alg: Any, validator: JwtV
 
 
 @pytest.mark.parametrize("body", [[1, 2], "claims", {"exp": "soon"}, {"iss": [ISSUER]}, {"aud": 7}, {"iat": "x"},
-                                  {"exp": str(int(time.time()) + 300)}, {"nbf": "0"}, {"iat": True}])
+                                  {"exp": str(int(time.time()) + 300)}, {"nbf": "0"}, {"iat": True},
+                                  {"exp": float("nan")}, {"exp": float("inf")}, {"nbf": float("-inf")}])
 def test_oddly_typed_but_signed_payloads_are_refused(body: Any, validator: JwtValidator, material: Material) -> None:
     payload = body if not isinstance(body, dict) else claims(**body)
     with pytest.raises(InvalidToken):
@@ -327,21 +328,39 @@ def test_names_published_key_filters_by_the_header_alone(validator: JwtValidator
         assert not validator.names_published_key(garbage)
 
 
+def test_a_null_time_claim_is_refused(validator: JwtValidator, material: Material) -> None:
+    with pytest.raises(InvalidToken):
+        validator.validate(forge(material, body={**claims(), "nbf": None}))
+
+
 @pytest.mark.parametrize(("skew", "changes", "valid"), [
-    (-600, {"iat": int(time.time()) - 700, "exp": int(time.time()) - 360}, True),  # expired by the host's clock only
+    (-600, {"iat": -700, "exp": -360}, True),  # expired by the host's clock only
     (-600, {}, False),  # issued in the clock's future
-    (-600, {"iat": int(time.time()) - 700, "nbf": int(time.time()) - 300, "exp": int(time.time()) + 300}, False),
+    (-600, {"iat": -700, "nbf": -300, "exp": 300}, False),  # not yet valid by the clock
     (+600, {}, False),  # expired by the clock
 ])
-def test_times_are_judged_on_the_validators_clock_not_the_hosts(skew: int, changes: dict[str, Any], valid: bool,
+def test_times_are_judged_on_the_validators_clock_not_the_hosts(skew: int, changes: dict[str, int], valid: bool,
                                                                material: Material) -> None:
     """The deployment keeps time by the database's clock (``infrastructure.clock``): exp, nbf and iat are judged on
-    the clock the validator is given, whatever this host's own clock says."""
+    the clock the validator is given, whatever this host's own clock says (``changes``: seconds from now)."""
     validator = JwtValidator(KeySet(lambda: material.snapshot("ES256"), reload_interval=3600), ISSUER, AUDIENCE,
                              clock=lambda: time.time() + skew)
-    token = forge(material, body=claims(**changes))
+    now = int(time.time())
+    token = forge(material, body=claims(**{name: now + delta for name, delta in changes.items()}))
     if valid:
         assert validator.validate(token)["jti"]
     else:
         with pytest.raises(InvalidToken):
             validator.validate(token)
+
+
+def test_a_token_not_yet_valid_can_still_be_revoked_but_is_not_remembered(material: Material) -> None:
+    """Revocation (``verify_exp=False``) takes a token whose iat is a moment ahead (issued by a host a moment ahead):
+    it must stay revocable. Its claims are not remembered, so validation still refuses it."""
+    now = time.time()
+    validator = JwtValidator(KeySet(lambda: material.snapshot("ES256"), reload_interval=3600), ISSUER, AUDIENCE,
+                             clock=lambda: now)
+    token = forge(material, body=claims(iat=int(now) + 5))
+    assert validator.claims(token, verify_exp=False)["iat"] == int(now) + 5
+    with pytest.raises(InvalidToken, match="ImmatureSignatureError"):
+        validator.validate(token)
