@@ -5,6 +5,7 @@ will use the result, so each process owns its connection pools.
 """
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -252,7 +253,8 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             hand_out_recent_first(app.recorder.datastore.pool)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
-            clock.calibrate(lambda: database_clock(app))  # before the first key's dates are taken from it
+            session = functools.partial(database_clock, app)  # bound now: a test may swap the module's name later
+            clock.calibrate(session)  # before the first key's dates are taken from it
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
@@ -267,7 +269,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
         raise
     container = _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
                           namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url), clock=clock)
-    clock.start(lambda: database_clock(app))
+    clock.start(session)
     return container
 
 

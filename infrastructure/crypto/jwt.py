@@ -247,7 +247,8 @@ def _seconds(claims: dict[str, Any], name: str) -> int:
     """The time claim ``name`` in whole seconds, as PyJWT reads it (``int()``), or InvalidToken if it is not a finite
     number: a NaN would compare false with every instant and so never expire."""
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))  # isfinite(10**400) raises
+    if isinstance(value, bool) or not finite:
         raise InvalidToken(f"{name} is not a number")
     return int(value)
 

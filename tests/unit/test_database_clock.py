@@ -7,15 +7,16 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from infrastructure.clock import DatabaseClock
+from infrastructure.clock import ClockUncertain, DatabaseClock
 
 
 class Host:
     """A host's clocks and a database whose clock is ``ahead`` of the host's wall clock. Each read takes ``(out,
     back)`` milliseconds: the database reads its clock ``out`` after the request leaves, the answer arrives ``back``
-    after that. ``step`` moves the wall clock alone, as time sync stepping it would."""
+    after that; a third number steps the wall clock by that many seconds while the database reads. ``step`` moves
+    the wall clock alone, as time sync stepping it would."""
 
-    def __init__(self, ahead: float, legs: list[tuple[int, int]]) -> None:
+    def __init__(self, ahead: float, legs: list[tuple[int, ...]]) -> None:
         self.t = 1_000.0  # the monotonic clock
         self.lead = 1_800_000_000.0  # the wall clock's lead on it
         self.ahead = ahead
@@ -32,10 +33,14 @@ class Host:
         self.lead += seconds
         self.ahead -= seconds
 
+    def database(self) -> float:
+        return self.wall() + self.ahead
+
     def read(self) -> float:
-        out, back = next(self.legs)
+        out, back, *step = next(self.legs)
         self.t += out / 1000
-        database = self.wall() + self.ahead
+        database = self.database()
+        self.step(step[0] if step else 0.0)
         self.t += back / 1000
         return database
 
@@ -61,8 +66,30 @@ def test_calibration_adopts_the_fastest_round_trips_midpoint() -> None:
     host = Host(ahead=600.0, legs=[(30, 2), (1, 1), (2, 20)])  # the others' midpoints are 14 and 9 ms off
     clock = host.clock()
     assert clock.calibrate(host.session) == pytest.approx(600.0, abs=1e-6)
-    assert clock.time() - host.wall() == pytest.approx(600.0, abs=1e-6)
+    assert clock.time() == pytest.approx(host.database(), abs=1e-6)
     assert clock.age() == 0
+    assert host.sessions == 1  # one connection for the three reads: no pool wait inside a sample
+
+
+def test_a_wall_clock_step_during_a_sample_changes_nothing() -> None:
+    """Round trips are timed, and the time carried forward, on the monotonic clock: time sync stepping the wall
+    clock by 5 s in the middle of a read neither makes that read look fast nor moves the clock's time."""
+    host = Host(ahead=600.0, legs=[(30, 30), (1, 1, 5), (30, 30)])
+    clock = host.clock()
+    clock.calibrate(host.session)
+    assert clock.time() == pytest.approx(host.database(), abs=1e-6)
+    host.t += 10.0
+    assert clock.time() == pytest.approx(host.database(), abs=1e-6)
+
+
+def test_a_measurement_too_slow_to_trust_keeps_the_last_one() -> None:
+    host = Host(ahead=600.0, legs=[(1, 1), (200, 200)])
+    clock = host.clock()
+    clock.calibrate(host.session, samples=1)
+    host.ahead = 700.0  # whatever the slow reading says is not adopted
+    with pytest.raises(ClockUncertain):
+        clock.calibrate(host.session, samples=1)
+    assert clock.offset == pytest.approx(600.0, abs=1e-6)
 
 
 def test_a_failed_calibration_keeps_the_last_offset() -> None:
@@ -114,9 +141,10 @@ def test_it_measures_again_in_the_background_until_stopped() -> None:
     assert clock.offset == 7.0
 
 
-def test_a_stepped_host_clock_is_measured_again_at_once() -> None:
-    """A reading that finds the wall clock stepped against the monotonic one wakes the thread, whose next regular
-    measurement is an hour away; until it has measured, readings go on from the host's clock and the old offset."""
+def test_a_stepped_host_clock_changes_nothing_and_is_measured_again_at_once() -> None:
+    """The time is carried forward on the monotonic clock, so a step of the wall clock leaves it right; a reading
+    that finds the step wakes the thread, whose next regular measurement is an hour away, to measure the new
+    offset."""
     host = Host(ahead=600.0, legs=[(0, 0)] * 6)
     measured = threading.Event()
 
@@ -131,7 +159,7 @@ def test_a_stepped_host_clock_is_measured_again_at_once() -> None:
     clock.start(session, interval=3600)
     try:
         host.step(+600.0)  # time sync fixes the host's clock: the database is now level with it
-        clock.time()
+        assert clock.time() == pytest.approx(host.database(), abs=1e-6)
         assert measured.wait(timeout=10)  # a liveness bound, not a timing assertion
     finally:
         clock.stop()
