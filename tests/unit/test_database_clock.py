@@ -22,6 +22,7 @@ class Host:
         self.ahead = ahead
         self.legs = iter(legs)
         self.sessions = 0
+        self.measured = threading.Event()  # set as each session ends
 
     def wall(self) -> float:
         return self.t + self.lead
@@ -48,6 +49,7 @@ class Host:
     def session(self) -> Iterator[Callable[[], float]]:
         self.sessions += 1
         yield self.read
+        self.measured.set()
 
     def clock(self) -> DatabaseClock:
         return DatabaseClock(wall=self.wall, monotonic=self.monotonic)
@@ -122,20 +124,13 @@ def test_a_skew_worth_fixing_is_logged_once_until_it_moves(caplog: pytest.LogCap
 
 def test_it_measures_again_in_the_background_until_stopped() -> None:
     host = Host(ahead=5.0, legs=[(0, 0)] * 10)
-    measured = threading.Event()
-
-    @contextlib.contextmanager
-    def session() -> Iterator[Callable[[], float]]:
-        yield host.read
-        measured.set()
-
     clock = host.clock()
-    clock.calibrate(session, samples=1)
+    clock.calibrate(host.session, samples=1)
     host.ahead = 7.0
-    measured.clear()
-    clock.start(session, interval=0.01)
+    host.measured.clear()
+    clock.start(host.session, interval=0.01)
     try:
-        assert measured.wait(timeout=10)  # a liveness bound, not a timing assertion
+        assert host.measured.wait(timeout=10)  # a liveness bound, not a timing assertion
     finally:
         clock.stop()
     assert clock.offset == 7.0
@@ -146,21 +141,14 @@ def test_a_stepped_host_clock_changes_nothing_and_is_measured_again_at_once() ->
     that finds the step wakes the thread, whose next regular measurement is an hour away, to measure the new
     offset."""
     host = Host(ahead=600.0, legs=[(0, 0)] * 6)
-    measured = threading.Event()
-
-    @contextlib.contextmanager
-    def session() -> Iterator[Callable[[], float]]:
-        yield host.read
-        measured.set()
-
     clock = host.clock()
-    clock.calibrate(session, samples=1)
-    measured.clear()
-    clock.start(session, interval=3600)
+    clock.calibrate(host.session, samples=1)
+    host.measured.clear()
+    clock.start(host.session, interval=3600)
     try:
         host.step(+600.0)  # time sync fixes the host's clock: the database is now level with it
         assert clock.time() == pytest.approx(host.database(), abs=1e-6)
-        assert measured.wait(timeout=10)  # a liveness bound, not a timing assertion
+        assert host.measured.wait(timeout=10)  # a liveness bound, not a timing assertion
     finally:
         clock.stop()
     assert clock.offset == pytest.approx(0.0, abs=1e-6)
