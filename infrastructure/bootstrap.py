@@ -208,9 +208,9 @@ def _ring_version(app: Keyledger) -> int:
 @contextlib.contextmanager
 def database_clock(app: Keyledger) -> Iterator[Callable[[], float]]:
     """A connection ready to read the database server's clock (``infrastructure.clock.Session``): checked out of the
-    pool and its transaction begun before the first read, so a read is one round trip and nothing else."""
+    pool and its transaction begun (psycopg sends BEGIN as the transaction is entered) before the first read, so a
+    read is one round trip and nothing else."""
     with app.recorder.datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT 1")
 
         def read() -> float:
             curs.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now")
