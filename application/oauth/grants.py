@@ -399,8 +399,13 @@ class TokenEndpoint:
         token.refresh(refresh_id=child.id, access_id=access_agg.id, now=now, actor=grant.actor)
         if self.answers is not None:
             self.answers.unanswered(token.id)  # before the save: a loser that sees it used knows no answer left yet
+        # The used-up token's TokenRefreshed is saved last. The token lookup model may apply a transaction in two
+        # batches, and a reuse detection racing this rotation selects the family's live tokens from it: with the new
+        # pair applied first, any part it holds still shows this token live, whose stream names the pair; with this
+        # token's event first, it could show the token used and the pair not yet issued, and the pair survived the
+        # detection (``Revoker.revoke_family``).
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(token, child, access_agg), guards=(key_guard,), rotated=token.id,
+                            aggregates=(child, access_agg, token), guards=(key_guard,), rotated=token.id,
                             rotated_from=read)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:

@@ -96,9 +96,11 @@ class Revoker:
         The index names the family's tokens that were live when it was read; a refresh committed after that read
         (a request racing this one) has used up one of them and issued a new pair the selection lacks. The used
         token's own stream names that pair (``Token.children``), so the revocation follows it: without that, the
-        rotated pair outlived an RFC 7009 revocation or a reuse detection that answered before it. A rotation
-        committed after the tokens were loaded conflicts with the revocation's save of the rotated token, and the
-        retry sees it.
+        rotated pair outlived an RFC 7009 revocation or a reuse detection that answered before it. An index that
+        holds only part of a rotation (its runner may end a batch inside a transaction) still names the rotated
+        token as live, since a rotation saves its ``TokenRefreshed`` after the new pair (``refresh_grant``). A
+        rotation committed after the tokens were loaded conflicts with the revocation's save of the rotated token,
+        and the retry sees it.
 
         ``presented``: the family's refresh token the request named (a logout's). While it is live, the index need
         not have applied the whole store, only that token's issuance: every token of the family issued later

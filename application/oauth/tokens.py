@@ -40,7 +40,7 @@ class IssuedTokens:
     expires_in: int
     scope: str
     refresh_token: str | None
-    aggregates: tuple[Token, ...]
+    aggregates: tuple[Token, ...]  # saved in this order: their events take consecutive positions in it
     # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
     # the key ring the access token was signed on (``SignedAccessToken.key_guard``), and the client a
     # client_credentials token was decided on, so a client revoked meanwhile issues nothing.

@@ -16,13 +16,14 @@ from application.oauth.client_revocation import RevocationOutcome
 from application.oauth.errors import InvalidGrant
 from application.oauth.family_revocation import FamilyRevocation, FamilyRevoker
 from application.oauth.grants import IssuedTokens, TokenRequest
-from application.oauth.revocation import RevocationRequest
+from application.oauth.revocation import RevocationRequest, Revoker
 from domain.client import DASHBOARD
 from domain.ids import DASHBOARD_CLIENT_ID
 from domain.token import Token
 from infrastructure.batching import GroupCommitter
 from infrastructure.bootstrap import Container
 from infrastructure.http.fast_revocation import revoke_known
+from projections.base import ProjectionRunner
 from tests.integration.fast_support import Harness
 from tests.integration.support import PASSWORD, sign_up
 
@@ -97,7 +98,7 @@ def test_reuse_detection_waits_for_the_model_rather_than_walk_the_streams_from_t
 
     # From a used token the streams lead through every rotation since, a query each: the model is read instead.
     assert ends_after_catch_up(quiet_container, replay) and refused
-    first_access, first_refresh, used, new_refresh, new_access = tokens(quiet_container, ids(session, rotated))
+    first_access, first_refresh, new_refresh, new_access, used = tokens(quiet_container, ids(session, rotated))
     assert used.id == first_refresh.id and used.used and not used.revoked  # not revoked over its reuse
     assert isinstance(list(quiet_container.app.events.get(used.id))[-1], Token.RefreshTokenReuseDetected)
     assert [t.revoked for t in (first_access, new_refresh, new_access)] == [True, True, True]
@@ -117,7 +118,7 @@ def test_a_rotation_the_model_holds_only_half_of_is_revoked_whole_through_the_pa
     session = login(quiet_container, account)
     catch_up(quiet_container)
     rotated = rotate(quiet_container, session.refresh_token)  # saves the used token, the new refresh, the new access
-    used, new_refresh, new_access = (aggregate.id for aggregate in rotated.aggregates)
+    new_refresh, new_access, used = (aggregate.id for aggregate in rotated.aggregates)
     refreshed = list(quiet_container.app.events.get(used))[-1]
     issued = next(iter(quiet_container.app.events.get(new_refresh)))
     view = quiet_container.lookup
@@ -190,7 +191,7 @@ def test_the_batched_logout_does_not_walk_a_family_from_a_used_refresh_token(qui
     assert not revoker.decide_batch([FamilyRevocation(client=DASHBOARD, token_id=replayed)])[0].decided
     assert app.reads == 0  # left to the general path (reuse detection) without reading a stream
 
-    live = chain[-1].aggregates[1].id
+    live = chain[-1].aggregates[0].id  # the last rotation's new refresh token
     [outcome] = revoker.decide_batch([FamilyRevocation(client=DASHBOARD, token_id=live)])
     assert outcome.decided and app.reads == 1  # every stream the family's revocation needs, in one read
 
@@ -224,3 +225,30 @@ def test_a_batched_logout_whose_stream_moves_before_the_save_fails_and_records_n
     for token in tokens(container, ids(session, *rotated)):
         assert not token.revoked  # nothing of the decided logout was saved; the rotation stands
     assert container.app.load(refresh.id, Token).used
+
+
+def test_a_reuse_detection_selecting_from_half_a_racing_rotation_revokes_its_new_pair(
+        quiet_container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's runner may end a batch inside a transaction. A replay whose selection waited for the store's head
+    as it was before the holder's rotation committed, and selects while the model holds only the rotation's first
+    event, must still revoke the pair that rotation issued: the rotation saves the used token's ``TokenRefreshed``
+    last, so the model still shows that token live, and its stream names the pair. Saved first, the model showed it
+    used and the pair not yet issued, and the pair outlived the reuse detection."""
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    current = rotate(quiet_container, session.refresh_token)  # the login's refresh token is used up
+    catch_up(quiet_container)
+    before = quiet_container.revoker.head()
+    racing = rotate(quiet_container, current.refresh_token)  # the holder's rotation, committed after that read
+    view = quiet_container.lookup
+    ProjectionRunner(recorder=quiet_container.app.recorder, mapper=quiet_container.app.mapper, model=view,
+                     batch_size=1).run_once()  # the model holds the rotation's first event, not the rest
+    monkeypatch.setattr(Revoker, "head", lambda _: before)  # the replay read the head before the rotation
+
+    with pytest.raises(InvalidGrant):  # the stolen, used refresh token presented again
+        rotate(quiet_container, session.refresh_token)
+
+    pair = [token for token in tokens(quiet_container, ids(racing)) if token.id != racing.rotated]
+    assert len(pair) == 2 and all(token.revoked for token in pair)
+    with pytest.raises(InvalidGrant):
+        rotate(quiet_container, racing.refresh_token)

@@ -179,7 +179,7 @@ def test_the_dashboard_ends_a_login_in_the_batch(harness: Harness, container: Co
     container.lookup.wait_for(container.revoker.head())  # the model holds the presented token's row
     assert dashboard_revoke(harness, rotated.refresh_token) is True
     # The live refresh token and both live access tokens, in one transaction that listed each of them.
-    used, live_refresh, _ = rotated.aggregates
+    live_refresh, _, used = rotated.aggregates
     revoked = [live_refresh.id, *(UUID(jwt.decode(t, options={"verify_signature": False})["jti"])
                                   for t in (first.access_token, rotated.access_token))]
     events = [list(container.app.events.get(i))[-1] for i in revoked]

@@ -68,8 +68,8 @@ def family_of(world: World, issued: IssuedTokens) -> list[Token]:
 
 
 def new_pair(issued: IssuedTokens) -> set[UUID]:
-    """The ids of the pair a refresh issued (its aggregates: the used token, the new refresh, the new access)."""
-    return {issued.aggregates[1].id, issued.aggregates[2].id}
+    """The ids of the pair a refresh issued (its aggregates: the new refresh, the new access, the used token)."""
+    return {issued.aggregates[0].id, issued.aggregates[1].id}
 
 
 def test_a_login_saves_its_access_token_before_its_refresh_token(world: World) -> None:

@@ -51,8 +51,8 @@ def rotate(world: World) -> tuple[IssuedTokens, IssuedTokens, datetime]:
 
 
 def family_live(world: World, winner: IssuedTokens) -> bool:
-    pair = [world.app.load(t.id, Token) for t in winner.aggregates[1:]]
-    return all(not t.revoked for t in pair) and world.app.load(winner.aggregates[1].id, Token).refusal(
+    pair = [world.app.load(t.id, Token) for t in winner.aggregates[:2]]  # the new refresh and access tokens
+    return all(not t.revoked for t in pair) and world.app.load(winner.aggregates[0].id, Token).refusal(
         world.clock.now()) is None
 
 
