@@ -71,7 +71,6 @@ class DatabaseClock:
         self._monotonic = monotonic
         self._anchor = wall() - monotonic()  # the wall clock's lead on the monotonic one when last measured
         self._base = self._anchor  # the database's clock's lead on the monotonic one (the host's until measured)
-        self._offset = 0.0
         self._measured_at: float | None = None
         self._warned: float | None = None  # the offset last logged as too large
         self._stop = threading.Event()
@@ -81,7 +80,7 @@ class DatabaseClock:
     @property
     def offset(self) -> float:
         """Seconds the database's clock was ahead of the host's when last measured (positive: the host is behind)."""
-        return self._offset
+        return self._base - self._anchor
 
     def age(self) -> float | None:
         """Seconds since the last measurement (None: never): a stale one means measurements fail."""
@@ -129,22 +128,21 @@ class DatabaseClock:
             raise ClockUncertain(f"the fastest of {samples} round trips took {round_trip:.3f} s")
         self._base = database - (started + round_trip / 2)
         self._anchor = wall - started
-        self._offset = self._base - self._anchor
         self._measured_at = self._monotonic()
         self._wake.clear()  # readings during the measurement compared the wall clock with the old anchor
         self._warn_if_skewed()
-        return self._offset
+        return self.offset
 
     def _warn_if_skewed(self) -> None:
         """Logs an offset worth fixing the host's time sync for, once until it moves by as much again."""
-        if abs(self._offset) < WARN_OFFSET:
+        if abs(self.offset) < WARN_OFFSET:
             self._warned = None
             return
-        if self._warned is not None and abs(self._offset - self._warned) < WARN_OFFSET:
+        if self._warned is not None and abs(self.offset - self._warned) < WARN_OFFSET:
             return
-        self._warned = self._offset
+        self._warned = self.offset
         logger.warning("this host's clock is %.1f s %s the database's; keyledger keeps time by the database's clock "
-                       "(fix the host's time sync)", abs(self._offset), "behind" if self._offset > 0 else "ahead of")
+                       "(fix the host's time sync)", abs(self.offset), "behind" if self.offset > 0 else "ahead of")
 
     def start(self, session: Session, interval: float = INTERVAL) -> None:
         """Measures again every ``interval`` seconds, and when a step is found, in a daemon thread until ``stop``."""
