@@ -8,15 +8,16 @@ from datetime import datetime
 from hmac import compare_digest
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from domain.entity import Entity
 from domain.errors import InvariantViolated
 from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id
 from domain.policy import DASHBOARD_GRANTS, PROJECT_CLIENT_GRANTS, GrantType
 from domain.scopes import ALL_SCOPES
 
 
-class Client(Aggregate):
+class Client(Entity):
     """A project's confidential client. Only the keyed hash of its secret is recorded, and a short hint."""
 
     @staticmethod

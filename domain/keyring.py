@@ -3,13 +3,14 @@
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from domain.entity import Entity
 from domain.errors import InvariantViolated, NotFound
 from domain.ids import keyring_id
 
 
-class KeyRing(Aggregate):
+class KeyRing(Entity):
     """Signing keys (public JWK and the private key encrypted with the server key) and which one signs."""
 
     @staticmethod

@@ -2,14 +2,15 @@
 
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from domain.entity import Entity
 from domain.errors import InvariantViolated, NotFound
 from domain.scopes import Role
 from domain.webhooks import MAX_WEBHOOKS, Webhook
 
 
-class Project(Aggregate):
+class Project(Entity):
     """A tenant. Members (user + role) live inside it so role invariants are decided on one stream.
 
     Its events carry the project as their originator id.

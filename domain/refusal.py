@@ -7,7 +7,9 @@ presented secret, password or refresh token is never recorded; neither is a ``cl
 
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
+
+from domain.entity import Entity
 
 # Why a token request was refused: the audit's vocabulary, finer than the RFC 6749 error code the client sees.
 UNSUPPORTED_GRANT = "unsupported_grant_type"
@@ -32,7 +34,7 @@ REFRESH_TOKEN_EXPIRED = "refresh_token_expired"  # noqa: S105 - a reason code, n
 REFRESH_TOKEN_CONFLICT = "refresh_token_concurrently_used"  # noqa: S105 - a reason code, not a secret
 
 
-class Refusal(Aggregate):
+class Refusal(Entity):
     """A refused token request. ``project_id`` is the project of the client or token concerned when known."""
 
     @staticmethod

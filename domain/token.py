@@ -9,8 +9,9 @@ from enum import StrEnum
 from hmac import compare_digest
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from domain.entity import Entity
 from domain.errors import InvariantViolated
 
 
@@ -21,7 +22,7 @@ class TokenKind(StrEnum):
     REFRESH = "refresh"
 
 
-class Token(Aggregate):
+class Token(Entity):
     """An issued credential's life. ``project_id`` is None for dashboard tokens, which are platform-wide."""
 
     @staticmethod

@@ -2,13 +2,14 @@
 
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from domain.entity import Entity
 from domain.errors import InvariantViolated
 from domain.ids import email_index_id, normalize_email
 
 
-class User(Aggregate):
+class User(Entity):
     """A person who signs up, logs into the dashboard and belongs to projects.
 
     Only an argon2id hash of the password is ever recorded.
@@ -45,7 +46,7 @@ class User(Aggregate):
             raise InvariantViolated("the user is disabled")
 
 
-class EmailIndex(Aggregate):
+class EmailIndex(Entity):
     """Reserves one email for one user: its id is uuid5 of the email, so a second reservation cannot be saved."""
 
     @staticmethod

@@ -28,6 +28,7 @@ from application.oauth.tokens import TokenMint
 from application.store import Keyledger
 from application.token_admin import TokenAdmin
 from application.webhooks import Webhooks
+from domain.entity import Stamping, stamp_with
 from domain.ids import keyring_id
 from domain.keyring import KeyRing
 from infrastructure.adapters import OpaqueCredentials
@@ -99,6 +100,7 @@ class Container:
     runners: list[ProjectionRunner] = field(default_factory=list)
     head_watcher: HeadWatcher | None = None
     broker: Any = None  # the Dramatiq broker this process declared its actors on, if it runs or enqueues jobs
+    stamping: Stamping | None = None  # the clock's binding as the one that stamps this process's events
 
     @property
     def members(self) -> MembersView:
@@ -171,6 +173,8 @@ class Container:
         self.committer.close()
         self.app.close()
         self.redis.close()
+        if self.stamping is not None:
+            self.stamping.close()
 
 
 def server_key(settings: Settings) -> bytes:
@@ -255,6 +259,8 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
             session = functools.partial(database_clock, app)  # bound now: a test may swap the module's name later
             clock.calibrate(session)  # before the first key's dates are taken from it
+            stamping = stamp_with(clock.now)  # events too are stamped by the database's clock (``domain.entity``)
+            opened.append(stamping)
             SigningKeys(app=app, keys=key_factory, clock=clock, algorithm=settings.signing_alg).ensure_active_key()
         keys = KeySet(lambda: _key_snapshot(app, key_factory), version=lambda: _ring_version(app))
         # Short timeouts and one retry: a login waiting on an unreachable Redis answers 503 within seconds.
@@ -269,6 +275,7 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
         raise
     container = _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
                           namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url), clock=clock)
+    container.stamping = stamping
     clock.start(session)
     return container
 

@@ -1,7 +1,7 @@
 """A process on a host whose clock is off keeps time by the database's clock (``infrastructure.clock``), on real
-PostgreSQL: the tokens it issues carry the database's time, and it judges expiry by it, so a token whose revocation
-entry the database has pruned (``workers.expiry.PRUNE_MARGIN`` after its expiry by the database's clock) is never
-taken for live again by a host that runs behind."""
+PostgreSQL: the tokens it issues and the events it records carry the database's time, and it judges expiry by it,
+so a token whose revocation entry the database has pruned (``workers.expiry.PRUNE_MARGIN`` after its expiry by the
+database's clock) is never taken for live again by a host that runs behind."""
 
 import contextlib
 import time
@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from application.oauth.grants import TokenRequest
+from domain import entity
 from infrastructure import bootstrap
 from infrastructure.bootstrap import Container, database_clock
 from infrastructure.clock import DatabaseClock
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.integration
 LAG = 600.0  # seconds the host's clock runs behind the database's: twice the revocation list's prune margin
 
 
-@pytest.fixture(scope="module")
-def lagging(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+@contextlib.contextmanager
+def lagging_process(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
     """A whole process whose host clock runs ``LAG`` seconds behind the database's. Neither real clock can be moved,
     so the process reads the database's clock ``LAG`` seconds ahead: what it then does on the host's clock (the
     real one) and on the database's (``LAG`` ahead of it) is what a lagging host would do."""
@@ -40,6 +41,13 @@ def lagging(server_url: str, redis_url: str, settings: Settings) -> Iterator[Con
         with pytest.MonkeyPatch.context() as patch:  # only while it is built: the container binds its reader then
             patch.setattr(bootstrap, "database_clock", ahead)
             built = stack.enter_context(isolated_container(server_url, redis_url, settings))
+        yield built
+
+
+@pytest.fixture(scope="module")
+def lagging(server_url: str, redis_url: str, settings: Settings) -> Iterator[Container]:
+    """A lagging process (``lagging_process``) for the module's tests."""
+    with lagging_process(server_url, redis_url, settings) as built:
         yield built
 
 
@@ -77,3 +85,28 @@ def test_a_lagging_host_refuses_a_token_expired_by_the_databases_clock(lagging: 
         "iat": now - 900, "exp": now - 360, "jti": str(uuid.uuid4())})  # still in the future by the host's clock
     with pytest.raises(InvalidToken, match="ExpiredSignatureError"):
         lagging.validator.validate(expired)
+
+
+def test_a_lagging_host_stamps_the_events_it_records_with_the_databases_time(lagging: Container) -> None:
+    """An event's timestamp is the audit ledger's ``occurred_at``: on the host's clock, a lagging host would file
+    what it decides ``LAG`` in the past."""
+    signed = sign_up(lagging)
+    before = lagging.clock.now()
+    token = lagging.tokens.handle(TokenRequest(grant_type="client_credentials",
+                                               client_id=signed.client.client.client_id,
+                                               client_secret=signed.client.client_secret)).access_token
+    after = lagging.clock.now()
+    jti = uuid.UUID(jwt.decode(token, options={"verify_signature": False})["jti"])
+    stored = lagging.app.repository.get(jti)  # read back from the store: the recorded timestamp
+    assert before <= stored.created_on <= after
+    assert stored.created_on.timestamp() > time.time() + LAG / 2  # in the host's future
+
+
+def test_a_process_stamps_events_by_its_clock_until_it_is_closed(server_url: str, redis_url: str,
+                                                                 settings: Settings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entity, "_bound", ())  # whatever other tests left open: only this process's binding counts
+    with lagging_process(server_url, redis_url, settings):
+        assert entity.event_timestamp().timestamp() > time.time() + LAG / 2
+    before = time.time()
+    assert before <= entity.event_timestamp().timestamp() <= time.time()  # the host's clock again
