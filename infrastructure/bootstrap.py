@@ -164,17 +164,19 @@ class Container:
         return ProjectionRunner(recorder=self.app.recorder, mapper=self.app.mapper, model=self.views[name])
 
     def close(self) -> None:
-        """Stops background work and closes pools."""
-        self.clock.stop()
-        if self.head_watcher is not None:
-            self.head_watcher.stop()
-        for runner in self.runners:
-            runner.stop()
-        self.committer.close()
-        self.app.close()
-        self.redis.close()
-        if self.stamping is not None:
-            self.stamping.close()
+        """Stops background work and closes pools; the clock stops stamping events even if one of those fails."""
+        try:
+            self.clock.stop()
+            if self.head_watcher is not None:
+                self.head_watcher.stop()
+            for runner in self.runners:
+                runner.stop()
+            self.committer.close()
+            self.app.close()
+            self.redis.close()
+        finally:
+            if self.stamping is not None:
+                self.stamping.close()
 
 
 def server_key(settings: Settings) -> bytes:
@@ -269,15 +271,25 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
         opened.append(client)
         client.ping()
     except BaseException:
-        for resource in reversed(opened):
-            with contextlib.suppress(Exception):
-                resource.close()
+        _close_all(opened)
         raise
-    container = _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
-                          namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url), clock=clock)
+    try:
+        container = _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
+                              namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url),
+                              clock=clock)
+    except BaseException:
+        _close_all(opened)
+        raise
     container.stamping = stamping
     clock.start(session)
     return container
+
+
+def _close_all(opened: list[Any]) -> None:
+    """Closes what a failed build opened, newest first (the clock's binding among them), whatever each raises."""
+    for resource in reversed(opened):
+        with contextlib.suppress(Exception):
+            resource.close()
 
 
 def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,

@@ -75,18 +75,21 @@ def test_with_nothing_bound_the_hosts_clock_stamps() -> None:
 
 
 def test_revocations_and_expiries_built_without_the_event_decorator_are_stamped_too() -> None:
-    """``Token.revocation`` and ``Token.expiry_of_issued`` make their events directly, for speed: they must still
-    take the bound clock."""
+    """``Token.revocation``, ``Token.revocation_of_issued`` and ``Token.expiry_of_issued`` make their events
+    directly, for speed: they must still take the bound clock."""
     issued = Token(token_id=uuid4(), kind=TokenKind.ACCESS, project_id=uuid4(), client_id="klc_a", user_id=None,
                    scope="tokens:read", grant_type="client_credentials", issued_at=DAY_ONE,
                    expires_at=DAY_ONE + timedelta(minutes=15), family_id=None, parent_id=None, actor="client:klc_a",
                    family_expires_at=None, value_hash=None)
+    [issuance] = issued.collect_events()
     stamping = stamp_with(at(DAY_TWO))
     try:
         revoked = issued.revocation(reason="revoked by client", actor="client:klc_a", revocation_id=uuid4())
         expired = Token.expiry_of_issued(token_id=issued.id, project_id=issued.project_id, client_id="klc_a",
                                          kind="access", expires_at=issued.expires_at, now=DAY_TWO, actor="system")
-        assert (revoked.timestamp, expired.timestamp) == (DAY_TWO, DAY_TWO)
+        of_issued = Token.revocation_of_issued(issuance, now=DAY_ONE, reason="revoked by client",
+                                               actor="client:klc_a")
+        assert (revoked.timestamp, expired.timestamp, of_issued.timestamp) == (DAY_TWO, DAY_TWO, DAY_TWO)
     finally:
         stamping.close()
 
