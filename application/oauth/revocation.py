@@ -74,20 +74,61 @@ class Revoker:
             others = extra() if extra is not None else ()
             saved_by_extra = {getattr(other, "id", None) for other in others}
             tokens = to_revoke([t for t in loaded if t.id not in saved_by_extra], named=set(named), now=now)
-            for token in tokens:
-                token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
             if not tokens and not others:
                 return 0
             try:
                 if len(tokens) > self.group_commit_limit:
-                    self.app.save(*others, *tokens)
-                else:
-                    self.save(*others, *tokens)
+                    how = _Revocation(reason=reason, actor=actor, revocation_id=revocation_id, named=set(named),
+                                      extra=extra)
+                    return self._revoke_alone(tokens, others, how)
+                for token in tokens:
+                    token.revoke(reason=reason, actor=actor, revocation_id=revocation_id)
+                self.save(*others, *tokens)
             except IntegrityError:
                 continue
             # No wait for the lookup model: the store lists each revoked token in the transaction of its event.
             return len(tokens)
         raise TimeoutError("tokens kept changing while being revoked")
+
+    def _revoke_alone(self, tokens: Sequence[Token], others: Sequence[object], how: "_Revocation") -> int:
+        """Saves a revocation too large for the group commit in a transaction of its own (``GROUP_COMMIT_LIMIT``).
+
+        Loading and deciding tens of thousands of tokens takes seconds, and meanwhile some of their streams move:
+        the expiry sweep records the end of those that reach their expiry, the client revokes or refreshes one. The
+        save then conflicts as a whole. Deciding everything again on each conflict could starve the revocation: a
+        client with a few hundred thousand live tokens sees the sweep (every 30 s) end some of them during every
+        attempt, and its deletion, whose ``ClientRevoked`` is saved in the same transaction, would never commit. So
+        a conflict decides again only the tokens whose streams moved, found with one query of the streams' versions
+        (``select_versions``), and the save is tried again at once: still one transaction, never half-done. A moved
+        token's children are followed (revoked while live), as they are for a family: a refresh token rotated
+        meanwhile leaves a new pair the selection never named, which deciding everything again would have selected.
+        A recorder without that query (the in-memory one) raises the conflict, and the caller decides everything
+        again.
+        """
+        events = {t.id: how.event_of(t) for t in tokens}
+        select_versions = getattr(self.app.recorder, "select_versions", None)
+        for _ in range(ATTEMPTS):
+            try:
+                self.app.save(*others, *events.values())
+            except IntegrityError:
+                if select_versions is None:
+                    raise
+            else:
+                return len(events)
+            versions = select_versions(list(events))
+            moved = [i for i, e in events.items() if versions.get(i) != e.originator_version - 1]
+            for token_id in moved:
+                del events[token_id]
+            others = how.extra() if how.extra is not None else ()  # the conflict may have been theirs
+            saved_by_extra = {getattr(other, "id", None) for other in others}
+            reloaded = load_tokens(self.app, moved, follow_children=True).values()
+            for token in to_revoke([t for t in reloaded if t.id not in saved_by_extra], named=how.named,
+                                   now=self.clock.now()):
+                events.setdefault(token.id, how.event_of(token))
+            for token_id in saved_by_extra & events.keys():
+                del events[token_id]
+        raise TimeoutError("tokens kept changing while being revoked")
+
 
     def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
                       extra: Callable[[], Sequence[object]] | None = None, presented: Token | None = None) -> int:
@@ -134,6 +175,21 @@ class Revoker:
             return self.revoke_family(token.family_id, reason=reason, actor=actor, presented=token)
         return self.revoke_ids(lambda: [token.id], reason=reason, actor=actor, selects_on_index=False,
                                first=[token])
+
+
+@dataclass(frozen=True, slots=True)
+class _Revocation:
+    """What a large revocation records for each of its tokens, and how it decides one again (``_revoke_alone``)."""
+
+    reason: str
+    actor: str
+    revocation_id: UUID
+    named: set[UUID]
+    extra: Callable[[], Sequence[object]] | None
+
+    def event_of(self, token: Token) -> Token.TokenRevoked:
+        """The token's ``TokenRevoked``, built without applying it (the aggregate is not saved)."""
+        return token.revocation(reason=self.reason, actor=self.actor, revocation_id=self.revocation_id)
 
 
 def to_revoke(loaded: Iterable[Token], *, named: Collection[UUID], now: datetime) -> list[Token]:
