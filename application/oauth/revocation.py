@@ -99,23 +99,20 @@ class Revoker:
         client with a few hundred thousand live tokens sees the sweep (every 30 s) end some of them during every
         attempt, and its deletion, whose ``ClientRevoked`` is saved in the same transaction, would never commit. So
         a conflict decides again only the tokens whose streams moved, found with one query of the streams' versions
-        (``select_versions``), and the save is tried again at once: still one transaction, never half-done. A moved
+        (``Keyledger.versions``), and ``extra()``'s aggregates (a failed save consumed their events, and the conflict
+        may have been theirs); then the save is tried again at once: still one transaction, never half-done. A moved
         token's children are followed (revoked while live), as they are for a family: a refresh token rotated
-        meanwhile leaves a new pair the selection never named, which deciding everything again would have selected.
-        A recorder without that query (the in-memory one) raises the conflict, and the caller decides everything
-        again.
+        meanwhile leaves a new pair the selection never named. Token events keep the time of their first decision.
         """
         events = {t.id: how.event_of(t) for t in tokens}
-        select_versions = getattr(self.app.recorder, "select_versions", None)
         for _ in range(ATTEMPTS):
             try:
                 self.app.save(*others, *events.values())
             except IntegrityError:
-                if select_versions is None:
-                    raise
+                pass
             else:
                 return len(events)
-            versions = select_versions(list(events))
+            versions = self.app.versions(list(events))
             moved = [i for i, e in events.items() if versions.get(i) != e.originator_version - 1]
             for token_id in moved:
                 del events[token_id]
@@ -128,7 +125,6 @@ class Revoker:
             for token_id in saved_by_extra & events.keys():
                 del events[token_id]
         raise TimeoutError("tokens kept changing while being revoked")
-
 
     def revoke_family(self, family_id: UUID, *, reason: str, actor: str,
                       extra: Callable[[], Sequence[object]] | None = None, presented: Token | None = None) -> int:

@@ -81,7 +81,7 @@ def test_a_large_bulk_revocation_decides_again_only_the_tokens_that_moved(
     assert all(container.app.load(token_id, Token).revoked for token_id in ids)
 
 
-def test_a_large_client_deletion_commits_while_its_tokens_keep_moving(
+def test_a_large_client_deletion_commits_though_a_token_moved_while_it_was_decided(
         container: Container, racing: tuple[SignedUp, list[uuid.UUID], Racer, TokenAdmin]) -> None:
     """The deletion's ``ClientRevoked`` is saved with the tokens: a deletion starved by its tokens' races would
     leave the client's secret working."""
