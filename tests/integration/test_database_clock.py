@@ -68,12 +68,17 @@ def test_a_lagging_process_keeps_the_databases_time(lagging: Container) -> None:
     assert lagging.clock.time() - time.time() == pytest.approx(LAG, abs=LAG / 10)  # the host's clock if unmeasured
 
 
+def client_token(container: Container) -> str:
+    """A client_credentials access token of a new project's client."""
+    signed = sign_up(container)
+    return container.tokens.handle(TokenRequest(grant_type="client_credentials",
+                                                client_id=signed.client.client.client_id,
+                                                client_secret=signed.client.client_secret)).access_token
+
+
 def test_a_lagging_host_issues_tokens_on_the_databases_time_and_accepts_them(lagging: Container) -> None:
-    signed = sign_up(lagging)
     before = lagging.clock.time()
-    token = lagging.tokens.handle(TokenRequest(grant_type="client_credentials",
-                                               client_id=signed.client.client.client_id,
-                                               client_secret=signed.client.client_secret)).access_token
+    token = client_token(lagging)
     after = lagging.clock.time()
     claims = jwt.decode(token, options={"verify_signature": False})
     assert int(before) <= claims["iat"] <= after  # the database's time: in the host's future
@@ -93,11 +98,8 @@ def test_a_lagging_host_refuses_a_token_expired_by_the_databases_clock(lagging: 
 def test_a_lagging_host_stamps_the_events_it_records_with_the_databases_time(lagging: Container) -> None:
     """An event's timestamp is the audit ledger's ``occurred_at``: on the host's clock, a lagging host would file
     what it decides ``LAG`` in the past."""
-    signed = sign_up(lagging)
     before = lagging.clock.now()
-    token = lagging.tokens.handle(TokenRequest(grant_type="client_credentials",
-                                               client_id=signed.client.client.client_id,
-                                               client_secret=signed.client.client_secret)).access_token
+    token = client_token(lagging)
     after = lagging.clock.now()
     jti = uuid.UUID(jwt.decode(token, options={"verify_signature": False})["jti"])
     stored = lagging.app.repository.get(jti)  # read back from the store: the recorded timestamp
