@@ -270,26 +270,17 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
                                       retry=Retry(NoBackoff(), 1))
         opened.append(client)
         client.ping()
-    except BaseException:
-        _close_all(opened)
-        raise
-    try:
         container = _assemble(settings, app=app, keys=keys, views=views, redis_client=client, secret_key=key,
                               namespace=settings.rate_limit_prefix or default_prefix(endpoints.database_url),
                               clock=clock)
-    except BaseException:
-        _close_all(opened)
+    except BaseException:  # what was opened is closed, the clock's binding among them
+        for resource in reversed(opened):
+            with contextlib.suppress(Exception):
+                resource.close()
         raise
     container.stamping = stamping
     clock.start(session)
     return container
-
-
-def _close_all(opened: list[Any]) -> None:
-    """Closes what a failed build opened, newest first (the clock's binding among them), whatever each raises."""
-    for resource in reversed(opened):
-        with contextlib.suppress(Exception):
-            resource.close()
 
 
 def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[str, ReadModel], redis_client: Any,
