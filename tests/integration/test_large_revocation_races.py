@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 TOKENS = 20  # more than the revoker's attempts (16): deciding everything again on each conflict never commits
 ACTOR = "user:00000000-0000-0000-0000-000000000001"
+REAL_LOAD = revocation.load_tokens
 
 
 def issue(container: Container, signed: SignedUp) -> uuid.UUID:
@@ -55,9 +56,6 @@ class Racer:
             self.container.app.save(token)
             self.raced.append(victim)
         return loaded
-
-
-REAL_LOAD = revocation.load_tokens
 
 
 @pytest.fixture
