@@ -140,6 +140,10 @@ class TokenIndex(Protocol):
         """Ids of a project's active tokens matching one filter."""
         ...
 
+    def live_of_user(self, user_id: Any, *, now: datetime) -> list[Any]:
+        """Ids of a person's active, unexpired tokens, whatever their project (dashboard logins have none)."""
+        ...
+
 
 class AccessTokenReader(Protocol):
     """Reads our own access tokens."""

@@ -15,6 +15,7 @@ from infrastructure.bootstrap import READ_MODELS, TOKEN_RATE_MODELS, Container, 
 from infrastructure.keys_cli import add_parsers as add_key_parsers
 from infrastructure.serving import freeze_startup_heap, serve_processes
 from infrastructure.settings import Settings, SettingsError
+from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 from projections.outbox import outbox_status
 from workers.inprocess import in_process_workers
@@ -144,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     proj.set_defaults(func=projections)
     add_worker_parsers(sub)
     add_key_parsers(sub)
+    add_user_parsers(sub)
     audit_cli.register(sub, runtime)
     return top
 

@@ -315,6 +315,12 @@ class TokenLookupView(ReadModel):
         where = SQL("project_id = %s AND {} = %s AND status = 'active' AND expires_at > %s").format(SQL(column))
         return [r.token_id for r in self._select(where, (project_id, value, now))]
 
+    def live_of_user(self, user_id: UUID, *, now: datetime) -> list[UUID]:
+        """Ids of a person's active, unexpired tokens in every project and none (an operator disabling the account:
+        ``application.users``); an index range scan (``token_lookup_person_idx``)."""
+        where = SQL("user_id = %s AND status = 'active' AND expires_at > %s")
+        return [r.token_id for r in self._select(where, (user_id, now))]
+
     def page(self, query: TokenQuery) -> list[TokenRow]:
         """A page of the project's tokens (metadata only), newest first."""
         where, params = query.where()

@@ -343,9 +343,11 @@ class TokenEndpoint:
                                                        family_ttl=self.lifetimes.refresh_family_ttl)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, refresh_agg.family_expires_at)
         access, access_agg, key_guard = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
+        # Guarded by the user's stream too: an account disabled after this decision (``application.users``) makes
+        # the save conflict, so no login decided before it issues a token after it.
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg),  # access first: Revoker.revoke_family relies on it
-                            guards=(key_guard,))
+                            guards=(key_guard, (user.id, user.version)))
 
     def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
         """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).

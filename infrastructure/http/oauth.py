@@ -28,9 +28,10 @@ def conflict_refusal(grant_type: str) -> OAuthError:
 
     A refresh lost to another request that rotated (or revoked) the same refresh token first: exactly one rotation
     wins. A client_credentials request is decided anew by the group commit while the client or the key ring it was
-    decided on keeps changing under it (``REDECISIONS`` times); a password login conflicts only on a moved key ring,
-    which ``threaded_grant`` decides anew. For those, nothing was issued and asking again is safe (503, not a
-    refresh token's ``invalid_grant``).
+    decided on keeps changing under it (``REDECISIONS`` times); a password login conflicts on a moved key ring,
+    which ``threaded_grant`` decides anew, or on its account disabled meanwhile (``application.users``), which asking
+    again refuses. For those, nothing was issued and asking again is safe (503, not a refresh token's
+    ``invalid_grant``).
     """
     if grant_type == GrantType.REFRESH_TOKEN:
         return InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)

@@ -211,6 +211,9 @@ class StoreIndex:
         return [t.id for t in self._tokens() if t.project_id == project_id and t.is_live(now)
                 and (t.id == token_id or t.client_id == client_id or (user_id and t.user_id == user_id))]
 
+    def live_of_user(self, user_id: Any, *, now: datetime) -> list[Any]:
+        return [t.id for t in self._tokens() if t.user_id == user_id and t.is_live(now)]
+
 
 def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test",
                 limits: AttemptLimits | None = None) -> World:

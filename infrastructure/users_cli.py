@@ -1,0 +1,38 @@
+"""``keyledger users disable EMAIL``: the operator ends an account (``application.users``)."""
+
+import argparse
+import sys
+from typing import Any
+
+from application.users import DisableUser, UserAdmin
+from domain.errors import InvariantViolated, NotFound
+from infrastructure.bootstrap import Container, Endpoints, build
+from infrastructure.settings import Settings
+
+
+def disable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    """Disables the account and revokes every live token of it in one transaction; 1 if there is no such account or
+    it is already disabled."""
+    container: Container = build(settings, endpoints, migrate=True)
+    try:
+        admin = UserAdmin(app=container.app, revoker=container.revoker, index=container.lookup)
+        revoked = admin.disable_user(DisableUser(email=args.email, actor="operator"))
+    except NotFound:
+        print("keyledger: no account is registered with that email", file=sys.stderr)
+        return 1
+    except InvariantViolated:
+        print("keyledger: that account is already disabled", file=sys.stderr)
+        return 1
+    finally:
+        container.close()
+    print(f"disabled; revoked {revoked} live token{'' if revoked == 1 else 's'}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Adds ``users disable`` to the ``keyledger`` command line."""
+    users = sub.add_parser("users", help="accounts (the platform operator's commands)")
+    actions = users.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("disable", help="disable an account and revoke every live token of it at once")
+    run.add_argument("email", help="the email the account is registered with")
+    run.set_defaults(func=disable, needs_endpoints=True)

@@ -1,0 +1,89 @@
+"""The operator disabling an account (``application.users``), on the in-memory store: the account and every live
+token of it end in one transaction."""
+
+from typing import Any
+
+import pytest
+
+from application.oauth.errors import InvalidGrant
+from application.oauth.grants import TokenRequest
+from application.oauth.tokens import IssuedTokens
+from application.users import USER_DISABLED, DisableUser, UserAdmin
+from domain.errors import InvariantViolated, NotFound
+from domain.token import Token
+from domain.user import User
+from tests.unit.conftest import PASSWORD, World
+from tests.unit.test_token_admin import issue
+
+EMAIL = "ada@example.test"
+
+
+@pytest.fixture
+def admin(world: World) -> UserAdmin:
+    return UserAdmin(app=world.app, revoker=world.tokens.revoker, index=world.tokens.revoker.index)
+
+
+def login(world: World, email: str = EMAIL) -> IssuedTokens:
+    return world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard", username=email,
+                                            password=PASSWORD))
+
+
+def refresh(world: World, refresh_token: str | None) -> IssuedTokens:
+    return world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                            refresh_token=refresh_token))
+
+
+class SaveCounter:
+    def __init__(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = world.app.save
+
+        def counting(*objs: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*objs, **kwargs)
+
+        monkeypatch.setattr(world.app, "save", counting)
+
+
+def test_disabling_an_account_revokes_every_live_token_of_it_in_one_transaction(
+        world: World, admin: UserAdmin, monkeypatch: pytest.MonkeyPatch) -> None:
+    ada = world.sign_up(EMAIL)
+    first = login(world)
+    rotated = refresh(world, first.refresh_token)  # the first refresh token is used, its access token still live
+    second = login(world)
+    other = world.sign_up("grace@example.test")
+    others = [login(world, "grace@example.test"), issue(world, other)]
+    counter = SaveCounter(world, monkeypatch)
+    assert admin.disable_user(DisableUser(email=" Ada@Example.test ")) == 5  # normalised as at sign-up
+    assert counter.calls == 1
+    live = [first.aggregates[0], *rotated.aggregates[:2], *second.aggregates]
+    assert all(world.app.load(t.id, Token).revoked for t in live)
+    assert world.app.load(first.aggregates[1].id, Token).used  # a used refresh token stays used
+    revocations = [list(world.app.events.get(t.id))[-1] for t in live]
+    assert {(e.reason, e.actor, e.revocation_id) for e in revocations} == {
+        (USER_DISABLED, "system", revocations[0].revocation_id)}  # one command: one revocation id
+    assert world.app.load(ada.user.id, User).disabled
+    assert not any(world.app.load(t.id, Token).revoked for t in others[0].aggregates)
+    assert not world.app.load(others[1], Token).revoked
+
+
+def test_a_disabled_account_can_neither_log_in_nor_refresh(world: World, admin: UserAdmin) -> None:
+    world.sign_up(EMAIL)
+    issued = login(world)
+    admin.disable_user(DisableUser(email=EMAIL))
+    with pytest.raises(InvalidGrant):
+        login(world)
+    with pytest.raises(InvalidGrant):
+        refresh(world, issued.refresh_token)
+
+
+def test_an_unknown_or_already_disabled_account_is_refused_and_nothing_is_saved(
+        world: World, admin: UserAdmin, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.sign_up(EMAIL)
+    with pytest.raises(NotFound):
+        admin.disable_user(DisableUser(email="nobody@example.test"))
+    admin.disable_user(DisableUser(email=EMAIL))
+    counter = SaveCounter(world, monkeypatch)
+    with pytest.raises(InvariantViolated):
+        admin.disable_user(DisableUser(email=EMAIL))
+    assert counter.calls == 0
