@@ -1,21 +1,26 @@
-"""The platform operator's command on accounts: disabling a person's account ends every token of theirs at once.
+"""The platform operator's command on accounts: disabling a person's account ends every token of theirs.
 
-An account that is compromised, or whose owner left, must stop working the moment the operator says so: no new login
-(the password grant refuses a disabled user), no refresh (refused too), and no token still live. The ``UserDisabled``
-and the ``TokenRevoked`` of each of the person's live tokens (their dashboard logins, platform-wide, and any token of
-a project that names them) are saved in one transaction, so there is no moment at which the account is disabled and
-one of its tokens still works, and every process refuses them all once the command returns (DESIGN.md invariant 1).
+An account that is compromised, or whose owner left, must stop working when the operator says so: no new login (the
+password grant refuses a disabled user), no refresh (refused too), and no token still live once the command returns.
+The account's ``UserDisabled`` is committed first, on its own, so that nothing racing the revocations can starve it;
+from then on no login or refresh of the account is decided. Then its live tokens are revoked in passes, each after
+the token lookup model has applied the store's head, until one finds none (every ``TokenRevoked`` is listed for every
+process in the transaction that records it, DESIGN.md invariant 1). What was decided before the commit and saved
+after it is what the passes are for:
 
-Requests racing the command cannot leave a token behind: a login decided before the account was disabled saves its
-tokens guarded by the user's stream version (``TokenEndpoint.password_grant``), so it conflicts and is decided
-again, and refused; a refresh decided before conflicts on its refresh token's stream, which this command revokes;
-one committed before it is followed to the pair it issued (``Revoker`` loads the used token's children).
+- a password login decided before saves its tokens guarded by the user's stream version (``TokenEndpoint.
+  password_grant``), so it conflicts, is decided again and refused;
+- a refresh decided before either conflicts on its refresh token, revoked by a pass, or commits a new pair that the
+  next pass selects; that pair's refresh token can no longer be used (the user is disabled);
+- a login committed before the disable but after a pass's selection is selected by the next pass.
+
+Running the command again for a disabled account runs the passes again (a run cut short finishes there).
 """
 
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from application.oauth.revocation import Revoker
+from application.oauth.revocation import ATTEMPTS, Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
 from domain.errors import NotFound
@@ -35,6 +40,15 @@ class DisableUser:
 
 
 @dataclass(frozen=True, slots=True)
+class Disabled:
+    """What ``disable_user`` did: whether this call disabled the account (False: it already was), and how many
+    tokens it revoked."""
+
+    newly: bool
+    revoked: int
+
+
+@dataclass(frozen=True, slots=True)
 class UserAdmin:
     """Handles the operator's commands on accounts."""
 
@@ -42,25 +56,31 @@ class UserAdmin:
     revoker: Revoker
     index: TokenIndex
 
-    def disable_user(self, command: DisableUser) -> int:
-        """Disables the account and revokes its live tokens in one transaction; returns how many tokens.
+    def disable_user(self, command: DisableUser) -> Disabled:
+        """Disables the account, then revokes its live tokens until none is left (see the module).
 
         Raises:
             NotFound: no account is registered with that email.
-            InvariantViolated: the account is already disabled (its tokens were revoked then).
+            TimeoutError: tokens of the account kept appearing or changing (the passes are bounded).
         """
         user_id = self._user_id(command.email)
-
-        def disabled() -> list[User]:
-            user = self.app.load(user_id, User)
+        user = self.app.load(user_id, User)
+        newly = not user.disabled
+        if newly:
             user.disable(actor=command.actor)
-            return [user]
+            self.app.save(user)  # a conflict (another operator, at once) is raised: run the command again
 
         def select() -> list[UUID]:
             return self.index.live_of_user(user_id, now=self.revoker.clock.now())
 
-        return self.revoker.revoke_ids(select, reason=USER_DISABLED, actor=command.actor, extra=disabled,
-                                       follow_children=True, wait=WAIT)
+        revocation_id, revoked = uuid4(), 0
+        for _ in range(ATTEMPTS):
+            found = self.revoker.revoke_ids(select, reason=USER_DISABLED, actor=command.actor, follow_children=True,
+                                            revocation_id=revocation_id, wait=WAIT)
+            if not found:
+                return Disabled(newly=newly, revoked=revoked)
+            revoked += found
+        raise TimeoutError("tokens of a disabled account kept appearing")
 
     def _user_id(self, email: str) -> UUID:
         index = self.app.find(email_index_id(email), EmailIndex, copy=False)

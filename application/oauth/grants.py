@@ -109,8 +109,9 @@ class TokenEndpoint:
     def handle(self, request: TokenRequest) -> IssuedTokens:
         """Answers a token request, saving the issued tokens (or the refusal) before returning or raising.
 
-        Tokens signed on a key ring that has moved since are not saved (their guard conflicts): the request is
-        decided again on the ring as it is now (``signed_on_stale_keys``), ``KEY_RING_ATTEMPTS`` times in all. Any
+        Tokens signed on a key ring that has moved since, or of a login whose account changed since (disabled), are
+        not saved (their guard conflicts): the request is decided again on the ring and the account as they are now
+        (``signed_on_stale_keys``), ``KEY_RING_ATTEMPTS`` times in all. Any
         other conflict is raised (eventsourcing's ``IntegrityError``): a refresh token rotated first by another
         request, or a client_credentials client changed between its decision and the save (the group committer
         decides those again itself).
@@ -138,15 +139,19 @@ class TokenEndpoint:
 
     def signed_on_stale_keys(self, issued: IssuedTokens) -> bool:
         """Whether a save of ``issued`` that conflicted may be decided again: its access token was signed on a key
-        ring that has moved since (the signer then takes up the ring as it is), and the refresh token it rotated, if
-        any, is still where the decision found it. A rotation that lost to another request is not decided again:
-        its token is used now, and a second decision could take the loser for a replay and end the login.
+        ring that has moved since (the signer then takes up the ring as it is), or a login's account changed since
+        (disabled: deciding again refuses it), and the refresh token it rotated, if any, is still where the decision
+        found it. A rotation that lost to another request is not decided again: its token is used now, and a second
+        decision could take the loser for a replay and end the login.
         """
         rotated = issued.rotated
         if rotated is not None and self.app.versions([rotated]).get(rotated) != issued.rotated_from:
             return False
-        return any(stream == keyring_id() and not self.mint.signer.is_current(version)
-                   for stream, version in issued.guards)
+        if any(stream == keyring_id() and not self.mint.signer.is_current(version)
+               for stream, version in issued.guards):
+            return True
+        account = issued.account
+        return account is not None and self.app.versions([account]).get(account) != dict(issued.guards).get(account)
 
     def answered(self, issued: IssuedTokens) -> None:
         """Records, once ``issued`` is saved and before it is answered, when a rotation was answered: a presentation
@@ -325,9 +330,13 @@ class TokenEndpoint:
             raise InvalidRequest("username and password are required", reason=why.MISSING_PARAMETER)
         username, password = request.username, request.password
         found: list[User | None] = [None]
+        decided_on: list[int] = [0]
 
         def check() -> User | None:
             user = found[0] = self.find_user(username)
+            # The version before ``disabled`` is read: the cached user may be fast-forwarded meanwhile by another
+            # request, and the guard must be the version this decision saw (eventsourcing sets it after applying).
+            decided_on[0] = user.version if user is not None else 0
             ok = self.passwords.verify(user.password_hash if user else None, password)
             return user if user is not None and ok and not user.disabled else None
 
@@ -347,7 +356,7 @@ class TokenEndpoint:
         # the save conflict, so no login decided before it issues a token after it.
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg),  # access first: Revoker.revoke_family relies on it
-                            guards=(key_guard, (user.id, user.version)))
+                            guards=(key_guard, (user.id, decided_on[0])), account=user.id)
 
     def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
         """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).

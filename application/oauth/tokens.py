@@ -42,13 +42,16 @@ class IssuedTokens:
     refresh_token: str | None
     aggregates: tuple[Token, ...]  # saved in this order: their events take consecutive positions in it
     # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
-    # the key ring the access token was signed on (``SignedAccessToken.key_guard``), and the client a
-    # client_credentials token was decided on, so a client revoked meanwhile issues nothing.
+    # the key ring the access token was signed on (``SignedAccessToken.key_guard``), the client a
+    # client_credentials token was decided on, so a client revoked meanwhile issues nothing, and a login's account.
     guards: tuple[tuple[UUID, int], ...] = ()
     # The refresh token a refresh_token grant used up: its answer instant is recorded (application.oauth.in_flight).
     rotated: UUID | None = None
     # That token's version as the decision read it: a save that conflicted may be decided again only if it still is.
     rotated_from: int | None = None
+    # The account a password login was decided on: its stream is among ``guards`` (a login of an account disabled
+    # meanwhile conflicts, and is decided again: refused).
+    account: UUID | None = None
 
     def response(self) -> dict[str, str | int]:
         """Returns the RFC 6749 section 5.1 JSON body."""

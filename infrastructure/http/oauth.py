@@ -28,9 +28,9 @@ def conflict_refusal(grant_type: str) -> OAuthError:
 
     A refresh lost to another request that rotated (or revoked) the same refresh token first: exactly one rotation
     wins. A client_credentials request is decided anew by the group commit while the client or the key ring it was
-    decided on keeps changing under it (``REDECISIONS`` times); a password login conflicts on a moved key ring,
-    which ``threaded_grant`` decides anew, or on its account disabled meanwhile (``application.users``), which asking
-    again refuses. For those, nothing was issued and asking again is safe (503, not a refresh token's
+    decided on keeps changing under it (``REDECISIONS`` times); a password login conflicts on a moved key ring or on
+    its account disabled meanwhile (``application.users``), which ``threaded_grant`` decides anew (the second
+    refuses the login). For those, nothing was issued and asking again is safe (503, not a refresh token's
     ``invalid_grant``).
     """
     if grant_type == GrantType.REFRESH_TOKEN:

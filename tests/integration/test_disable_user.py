@@ -2,12 +2,17 @@
 was disabled issues nothing after it (its save is guarded by the user's stream version), and the account's tokens are
 listed as revoked in the transaction that disables it."""
 
+from typing import Any
+
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
-from application.users import DisableUser, UserAdmin
+from application.oauth.tokens import TokenMint
+from application.users import Disabled, DisableUser, UserAdmin
 from domain.token import Token
+from domain.user import User
 from infrastructure.bootstrap import Container
 from tests.integration.support import PASSWORD, fresh_email, sign_up
 
@@ -36,7 +41,42 @@ def test_the_accounts_tokens_are_refused_everywhere_once_it_is_disabled(containe
     email = fresh_email()
     sign_up(container, email)
     issued = container.tokens.handle(login(email))
-    assert admin(container).disable_user(DisableUser(email=email)) == 2
+    assert admin(container).disable_user(DisableUser(email=email)) == Disabled(newly=True, revoked=2)
     # Listed in the transaction that disabled the account: the gate of every process refuses them at once, without
     # waiting for the token lookup model.
     assert all(container.lookup.is_revoked(t.id) for t in issued.aggregates)
+
+
+@pytest.fixture
+def disabled_mid_decision(container: Container, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An account disabled while its login is decided: after its password is checked and before the tokens are
+    minted, another request of this process fast-forwards the cached user to the ``UserDisabled``."""
+    email = fresh_email()
+    signed = sign_up(container, email)
+    mint = TokenMint.refresh_token
+    done: list[bool] = []
+
+    def minting(self: TokenMint, *args: Any, **kwargs: Any) -> Any:
+        if not done:
+            done.append(True)
+            user = container.app.load(signed.user.id, User)
+            user.disable(actor="operator")
+            container.app.save(user)
+            container.app.find(signed.user.id, User, copy=False)  # the cached instance, fast-forwarded in place
+        return mint(self, *args, **kwargs)
+
+    monkeypatch.setattr(TokenMint, "refresh_token", minting)
+    return email
+
+
+def test_a_login_is_guarded_by_the_version_its_decision_saw_not_a_later_one(container: Container,
+                                                                            disabled_mid_decision: str) -> None:
+    decided = container.tokens.decide(login(disabled_mid_decision))
+    with pytest.raises(IntegrityError):
+        container.app.save(*decided.aggregates, guards=decided.guards)
+
+
+def test_a_login_whose_account_was_disabled_meanwhile_is_decided_again_and_refused(
+        container: Container, disabled_mid_decision: str) -> None:
+    with pytest.raises(InvalidGrant):
+        container.tokens.handle(login(disabled_mid_decision))
