@@ -5,14 +5,13 @@ password grant refuses a disabled user), no refresh (refused too), and no token 
 The account's ``UserDisabled`` is committed first, on its own, so that nothing racing the revocations can starve it;
 from then on no login or refresh of the account is decided. Then its live tokens are revoked in passes, each after
 the token lookup model has applied the store's head, until one finds none (every ``TokenRevoked`` is listed for every
-process in the transaction that records it, DESIGN.md invariant 1). What was decided before the commit and saved
-after it is what the passes are for:
+process in the transaction that records it, DESIGN.md invariant 1).
 
-- a password login decided before saves its tokens guarded by the user's stream version (``TokenEndpoint.
-  password_grant``), so it conflicts, is decided again and refused;
-- a refresh decided before either conflicts on its refresh token, revoked by a pass, or commits a new pair that the
-  next pass selects; that pair's refresh token can no longer be used (the user is disabled);
-- a login committed before the disable but after a pass's selection is selected by the next pass.
+What was decided before the commit and saved after it is refused by its guard: a password login and a refresh save
+their tokens only if the user's stream is still at the version their decision read (``TokenEndpoint.password_grant``,
+``refresh_grant``), so they conflict, are decided again and refused. Everything issued before the commit is in the
+store when the passes wait for its head; the passes repeat until one finds none (a refresh committed between a
+pass's selection and its save makes that save conflict, and the retry follows the rotation).
 
 Running the command again for a disabled account runs the passes again (a run cut short finishes there).
 """

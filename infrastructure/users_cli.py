@@ -20,6 +20,10 @@ def disable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) 
     except NotFound:
         print("keyledger: no account is registered with that email", file=sys.stderr)
         return 1
+    except TimeoutError:  # the token lookup model did not catch up (is a server or worker running?), or churn
+        print("keyledger: the account is disabled, but not all of its tokens could be revoked yet; run the command "
+              "again", file=sys.stderr)
+        return 1
     finally:
         container.close()
     tokens = f"revoked {done.revoked} live token{'' if done.revoked == 1 else 's'}"

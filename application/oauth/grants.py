@@ -139,10 +139,10 @@ class TokenEndpoint:
 
     def signed_on_stale_keys(self, issued: IssuedTokens) -> bool:
         """Whether a save of ``issued`` that conflicted may be decided again: its access token was signed on a key
-        ring that has moved since (the signer then takes up the ring as it is), or a login's account changed since
-        (disabled: deciding again refuses it), and the refresh token it rotated, if any, is still where the decision
-        found it. A rotation that lost to another request is not decided again: its token is used now, and a second
-        decision could take the loser for a replay and end the login.
+        ring that has moved since (the signer then takes up the ring as it is), or the account of a login or refresh
+        changed since (disabled: deciding again refuses it), and the refresh token it rotated, if any, is still where
+        the decision found it. A rotation that lost to another request is not decided again: its token is used now,
+        and a second decision could take the loser for a replay and end the login.
         """
         rotated = issued.rotated
         if rotated is not None and self.app.versions([rotated]).get(rotated) != issued.rotated_from:
@@ -391,6 +391,9 @@ class TokenEndpoint:
         except InvalidScope as error:
             raise error.about(context) from None
         user = self.app.find(token.user_id, User, copy=False) if token.user_id else None
+        # As a login's (see ``password_grant``): the version this decision saw guards the save, so a refresh decided
+        # before its account was disabled issues nothing after (``application.users``).
+        account = () if user is None else ((user.id, user.version),)
         if token.user_id is not None and (user is None or user.disabled):
             raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, token.family_expires_at)
@@ -416,8 +419,8 @@ class TokenEndpoint:
         # token's event first, it could show the token used and the pair not yet issued, and the pair survived the
         # detection (``Revoker.revoke_family``).
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(child, access_agg, token), guards=(key_guard,), rotated=token.id,
-                            rotated_from=read)
+                            aggregates=(child, access_agg, token), guards=(key_guard, *account), rotated=token.id,
+                            rotated_from=read, account=user.id if user is not None else None)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
         """Records the reuse and revokes the token's whole family, in one transaction."""

@@ -49,7 +49,7 @@ class IssuedTokens:
     rotated: UUID | None = None
     # That token's version as the decision read it: a save that conflicted may be decided again only if it still is.
     rotated_from: int | None = None
-    # The account a password login was decided on: its stream is among ``guards`` (a login of an account disabled
+    # The account a login or a refresh was decided on: its stream is among ``guards`` (one of an account disabled
     # meanwhile conflicts, and is decided again: refused).
     account: UUID | None = None
 

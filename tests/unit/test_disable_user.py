@@ -88,8 +88,9 @@ def test_an_unknown_account_is_refused_and_a_disabled_one_is_swept_again(
 
 
 class LateLogin:
-    """The world's index, but a login decided before the account was disabled commits right after the first
-    selection of its tokens (the in-memory store ignores guards: as if it had committed just before the disable)."""
+    """The world's index, but tokens of the account appear right after the first selection: a login decided before
+    the account was disabled is saved then. The in-memory store ignores guards; on PostgreSQL its guard would refuse
+    it (tests/integration/test_disable_user.py). What this pins is the loop: the passes repeat until one finds none."""
 
     def __init__(self, world: World, decided: IssuedTokens) -> None:
         self._world, self._inner, self._decided = world, world.tokens.revoker.index, decided
@@ -106,7 +107,7 @@ class LateLogin:
         return getattr(self._inner, name)
 
 
-def test_a_login_committed_after_a_selection_is_revoked_by_the_next_pass(world: World) -> None:
+def test_tokens_appearing_after_a_selection_are_revoked_by_the_next_pass(world: World) -> None:
     world.sign_up(EMAIL)
     early = login(world)
     decided = world.tokens.decide(TokenRequest(grant_type="password", client_id="dashboard", username=EMAIL,
