@@ -14,7 +14,7 @@ from domain.errors import NotFound
 from domain.token import Token
 from domain.user import User
 from tests.unit.conftest import PASSWORD, World
-from tests.unit.test_token_admin import issue
+from tests.unit.test_token_admin import SaveCounter, issue
 
 EMAIL = "ada@example.test"
 
@@ -32,18 +32,6 @@ def login(world: World, email: str = EMAIL) -> IssuedTokens:
 def refresh(world: World, refresh_token: str | None) -> IssuedTokens:
     return world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
                                             refresh_token=refresh_token))
-
-
-class SaveCounter:
-    def __init__(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = world.app.save
-
-        def counting(*objs: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            return original(*objs, **kwargs)
-
-        monkeypatch.setattr(world.app, "save", counting)
 
 
 def test_disabling_an_account_revokes_every_live_token_of_it(world: World, admin: UserAdmin) -> None:
