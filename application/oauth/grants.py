@@ -109,9 +109,9 @@ class TokenEndpoint:
     def handle(self, request: TokenRequest) -> IssuedTokens:
         """Answers a token request, saving the issued tokens (or the refusal) before returning or raising.
 
-        Tokens signed on a key ring that has moved since, or of a login whose account changed since (disabled), are
-        not saved (their guard conflicts): the request is decided again on the ring and the account as they are now
-        (``signed_on_stale_keys``), ``KEY_RING_ATTEMPTS`` times in all. Any
+        Tokens signed on a key ring that has moved since, or of a login or refresh whose account changed since
+        (disabled), are not saved (their guard conflicts): the request is decided again on the ring and the account
+        as they are now (``signed_on_stale_keys``), ``KEY_RING_ATTEMPTS`` times in all. Any
         other conflict is raised (eventsourcing's ``IntegrityError``): a refresh token rotated first by another
         request, or a client_credentials client changed between its decision and the save (the group committer
         decides those again itself).

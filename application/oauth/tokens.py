@@ -43,7 +43,8 @@ class IssuedTokens:
     aggregates: tuple[Token, ...]  # saved in this order: their events take consecutive positions in it
     # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
     # the key ring the access token was signed on (``SignedAccessToken.key_guard``), the client a
-    # client_credentials token was decided on, so a client revoked meanwhile issues nothing, and a login's account.
+    # client_credentials token was decided on, so a client revoked meanwhile issues nothing, and the account of a
+    # login or refresh (``account``), so an account disabled meanwhile gets nothing.
     guards: tuple[tuple[UUID, int], ...] = ()
     # The refresh token a refresh_token grant used up: its answer instant is recorded (application.oauth.in_flight).
     rotated: UUID | None = None
