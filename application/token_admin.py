@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 from application.clients import live_client
-from application.oauth.revocation import ATTEMPTS, Revoker
+from application.oauth.revocation import Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
 from domain.client import Client
@@ -113,11 +113,5 @@ class TokenAdmin:
 
     def _revoke_late(self, select: Callable[[], Sequence[UUID]], actor: str, revocation_id: UUID) -> int:
         """Passes after a client's revocation, until one finds none of its tokens live (see ``delete_client``)."""
-        revoked = 0
-        for _ in range(ATTEMPTS):
-            late = self.revoker.revoke_ids(select, reason=CLIENT_DELETED, actor=actor, revocation_id=revocation_id,
-                                           wait=BULK_WAIT)
-            if not late:
-                return revoked
-            revoked += late
-        raise TimeoutError("tokens kept being issued to a deleted client")
+        return self.revoker.revoke_until_none(select, reason=CLIENT_DELETED, actor=actor,
+                                              revocation_id=revocation_id, wait=BULK_WAIT)

@@ -19,15 +19,15 @@ Running the command again for a disabled account runs the passes again (a run cu
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from application.oauth.revocation import ATTEMPTS, Revoker
+from application.oauth.revocation import Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
+from application.token_admin import BULK_WAIT
 from domain.errors import NotFound
 from domain.ids import SYSTEM_ACTOR, email_index_id
 from domain.user import EmailIndex, User
 
 USER_DISABLED = "user disabled"  # the reason of the revocations a disabled account's tokens record
-WAIT = 60.0  # seconds the selection waits at most for the token lookup model (as a bulk command does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +72,9 @@ class UserAdmin:
         def select() -> list[UUID]:
             return self.index.live_of_user(user_id, now=self.revoker.clock.now())
 
-        revocation_id, revoked = uuid4(), 0
-        for _ in range(ATTEMPTS):
-            found = self.revoker.revoke_ids(select, reason=USER_DISABLED, actor=command.actor, follow_children=True,
-                                            revocation_id=revocation_id, wait=WAIT)
-            if not found:
-                return Disabled(newly=newly, revoked=revoked)
-            revoked += found
-        raise TimeoutError("tokens of a disabled account kept appearing")
+        revoked = self.revoker.revoke_until_none(select, reason=USER_DISABLED, actor=command.actor,
+                                                 revocation_id=uuid4(), wait=BULK_WAIT, follow_children=True)
+        return Disabled(newly=newly, revoked=revoked)
 
     def _user_id(self, email: str) -> UUID:
         index = self.app.find(email_index_id(email), EmailIndex, copy=False)

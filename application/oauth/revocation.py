@@ -90,6 +90,23 @@ class Revoker:
             return len(tokens)
         raise TimeoutError("tokens kept changing while being revoked")
 
+    def revoke_until_none(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
+                          revocation_id: UUID, wait: float, follow_children: bool = False) -> int:
+        """``revoke_ids`` passes until one finds nothing to revoke; returns how many tokens they revoked.
+
+        For a command after whose commit no token it targets can be issued any more (a client's ``ClientRevoked``, an
+        account's ``UserDisabled``), but whose selection may precede tokens issued just before that commit: each
+        pass waits for the index to reach the store's head first. Bounded: ``TimeoutError`` after ``ATTEMPTS``.
+        """
+        revoked = 0
+        for _ in range(ATTEMPTS):
+            found = self.revoke_ids(select, reason=reason, actor=actor, revocation_id=revocation_id, wait=wait,
+                                    follow_children=follow_children)
+            if not found:
+                return revoked
+            revoked += found
+        raise TimeoutError("tokens kept appearing while being revoked")
+
     def _revoke_alone(self, tokens: Sequence[Token], others: Sequence[object], how: "_Revocation") -> int:
         """Saves a revocation too large for the group commit in a transaction of its own (``GROUP_COMMIT_LIMIT``).
 
