@@ -29,6 +29,12 @@ from infrastructure.crypto.keys import ALLOWED_ALGORITHMS
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")  # RFC 7515 section 2: base64url with no padding
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id")
+# Seconds a token's ``iat`` or ``nbf`` may be ahead of this process's clock (RFC 7519 sections 4.1.5 and 4.1.6 allow
+# a small leeway for skew). Every process keeps the database's time, each within half of its measurement's round
+# trip (``infrastructure.clock.MAX_ROUND_TRIP`` at most), so two of them may differ by up to that round trip: without
+# it, a token issued by one process in the last moment of a second (``iat`` is that second) was refused as not yet
+# valid by another a little behind, right after its issuance was answered. ``exp`` gets no such leeway.
+MATURITY_LEEWAY = 1.0
 _JWK_LOADERS = {"EC": ECAlgorithm.from_jwk, "OKP": OKPAlgorithm.from_jwk, "RSA": RSAAlgorithm.from_jwk}
 
 
@@ -268,11 +274,12 @@ class JwtValidator:
     """
 
     def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: int = 0, cache_size: int = 16_384, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, maturity_leeway: float = MATURITY_LEEWAY) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._maturity_leeway = maturity_leeway
         self._clock = clock  # seconds since the epoch: the deployment's clock (``infrastructure.clock``)
         self._cache_size = cache_size
         self._verified: dict[str, tuple[dict[str, Any], PublishedKey]] = {}
@@ -333,15 +340,16 @@ class JwtValidator:
 
     def _check_times(self, claims: dict[str, Any], *, verify_exp: bool) -> bool:
         """RFC 7519 4.1.4 to 4.1.6 as PyJWT checks them (whole seconds; ``exp`` passed by more than the leeway
-        refuses, ``nbf`` or ``iat`` ahead by more than it too), but on ``clock``: PyJWT reads this host's clock, which
-        may be minutes off the database's (``infrastructure.clock``). A time claim that is present must be a finite
-        number (PyJWT's ``int()`` refused null, NaN and infinities too; strings and booleans, which it took, are
-        refused here). With ``verify_exp=False`` (revocation, where time does not matter) an ``nbf`` or ``iat``
+        refuses, ``nbf`` or ``iat`` ahead by more than it and the maturity leeway too), but on ``clock``: PyJWT reads
+        this host's clock, which may be minutes off the database's (``infrastructure.clock``), and would refuse a
+        token another process issued a moment ago (see ``MATURITY_LEEWAY``). A time claim that is present must be a
+        finite number (PyJWT's ``int()`` refused null, NaN and infinities too; strings and booleans, which it took,
+        are refused here). With ``verify_exp=False`` (revocation, where time does not matter) an ``nbf`` or ``iat``
         ahead is not refused either: a token of ours issued by a host a moment ahead must still be revocable.
 
         Returns:
-            Whether ``nbf`` and ``iat`` have passed: only then may the claims be remembered, since a remembered
-            token is checked for ``exp`` alone.
+            Whether ``nbf`` and ``iat`` are not ahead by more than the leeways: only then may the claims be
+            remembered, since a remembered token is checked for ``exp`` alone.
 
         Raises:
             InvalidToken: a malformed time claim, an expired token, or (``verify_exp``) one not yet valid.
@@ -350,7 +358,8 @@ class JwtValidator:
         now = self._clock()
         if verify_exp and times["exp"] <= now - self._leeway:
             raise InvalidToken("ExpiredSignatureError")
-        mature = all(times[name] <= now + self._leeway for name in ("iat", "nbf") if name in times)
+        mature = all(times[name] <= now + self._leeway + self._maturity_leeway for name in ("iat", "nbf")
+                     if name in times)
         if verify_exp and not mature:
             raise InvalidToken("ImmatureSignatureError")
         return mature

@@ -13,8 +13,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from infrastructure.clock import MAX_ROUND_TRIP
 from infrastructure.crypto import jwt as jwt_module
-from infrastructure.crypto.jwt import InvalidToken, JwtSigner, JwtValidator, KeySet, KeySnapshot, published_key
+from infrastructure.crypto.jwt import (
+    MATURITY_LEEWAY,
+    InvalidToken,
+    JwtSigner,
+    JwtValidator,
+    KeySet,
+    KeySnapshot,
+    published_key,
+)
 from infrastructure.crypto.keys import SigningKeyFactory
 from tests.unit.conftest import b64url, jwt_parts
 
@@ -365,3 +374,35 @@ def test_a_token_not_yet_valid_can_still_be_revoked_but_is_not_remembered(materi
     assert validator.claims(token, verify_exp=False)["iat"] == int(now) + 5
     with pytest.raises(InvalidToken, match="ImmatureSignatureError"):
         validator.validate(token)
+
+
+def test_a_token_issued_a_moment_ago_by_a_process_ahead_is_valid_at_once(material: Material) -> None:
+    """Two processes' readings of the database's clock may differ by up to a measurement's round trip
+    (``infrastructure.clock``). A token issued in the last moment of a second carries that second as its ``iat``: a
+    process that far behind must still take it the instant its issuance is answered, and remember it."""
+    second = int(time.time())
+    issuer_now = second + 0.1  # the issuing process's reading: iat is ``second``
+    behind = [issuer_now - MAX_ROUND_TRIP]  # the validating process's reading at the same instant
+    validator = JwtValidator(KeySet(lambda: material.snapshot("ES256"), reload_interval=3600), ISSUER, AUDIENCE,
+                             clock=lambda: behind[0])
+    token = forge(material, body=claims(iat=int(issuer_now), exp=second + 300))
+    assert validator.validate(token)["iat"] == second
+    assert validator.validate(token)["iat"] == second  # remembered: a later instant is only further past its iat
+    behind[0] = second + 301
+    with pytest.raises(InvalidToken, match="ExpiredSignatureError"):  # exp gets no leeway
+        validator.validate(token)
+
+
+def test_the_maturity_leeway_covers_the_clocks_measurement_error() -> None:
+    """Each process's time is within half of its measurement's round trip, so two differ by at most one."""
+    assert MATURITY_LEEWAY >= MAX_ROUND_TRIP
+
+
+def test_a_token_ahead_by_more_than_the_maturity_leeway_is_refused(material: Material) -> None:
+    now = time.time()
+    validator = JwtValidator(KeySet(lambda: material.snapshot("ES256"), reload_interval=3600), ISSUER, AUDIENCE,
+                             clock=lambda: now)
+    for name in ("iat", "nbf"):
+        token = forge(material, body=claims(**{name: int(now + MATURITY_LEEWAY) + 1}))
+        with pytest.raises(InvalidToken, match="ImmatureSignatureError"):
+            validator.validate(token)
