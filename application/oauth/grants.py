@@ -4,6 +4,7 @@ Every decision is taken on the event stream (the client's and the user's own agg
 so a rotated or revoked secret is refused the instant its event is saved.
 """
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -53,6 +54,8 @@ from domain.policy import GrantType, LifetimePolicy
 from domain.scopes import parse_scope, unknown_scopes
 from domain.token import Token, TokenKind
 from domain.user import EmailIndex, User
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS, GrantType.REFRESH_TOKEN})
 # A token request is decided at most this many times while the key ring keeps moving under it (each move: a key
@@ -423,7 +426,13 @@ class TokenEndpoint:
                             rotated_from=read, account=user.id if user is not None else None)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
-        """Records the reuse and revokes the token's whole family, in one transaction."""
+        """Records the reuse and revokes the token's whole family, in one transaction.
+
+        The family is selected on the token lookup model once it has applied the store's head. If it lags past the
+        wait, or the family's tokens kept changing, the reuse is decided on the streams instead
+        (``Revoker.revoke_lineage``): a replay answered 503 with nothing recorded left the family live, and a
+        client that gives up on an error never presents the token again.
+        """
 
         def reuse_event() -> list[Token]:
             fresh = self.app.load(token.id, Token)
@@ -433,8 +442,13 @@ class TokenEndpoint:
             return [fresh]
 
         assert token.family_id is not None
-        self.revoker.revoke_family(token.family_id, reason="refresh token reuse detected", actor=SYSTEM_ACTOR,
-                                   extra=reuse_event)
+        reason = "refresh token reuse detected"
+        try:
+            self.revoker.revoke_family(token.family_id, reason=reason, actor=SYSTEM_ACTOR, extra=reuse_event)
+        except TimeoutError as exc:
+            logger.warning("reuse detection: %s; the family is revoked on its streams", exc)
+            since = self.clock.now() - timedelta(seconds=self.lifetimes.dashboard_access_token_ttl)
+            self.revoker.revoke_lineage(token, reason=reason, actor=SYSTEM_ACTOR, since=since, extra=reuse_event)
 
     def find_user(self, email: str) -> User | None:
         """Returns the user registered with ``email``, through the email index."""

@@ -28,6 +28,9 @@ REVOKED_BY_CLIENT = "revoked by client"  # the reason of an RFC 7009 revocation
 # the committer's thread issues every token of its process, and a client's 60,000 tokens held it (and the caller,
 # past its 10 s wait, answered 503) for seconds. One transaction either way: a bulk revocation is never half-done.
 GROUP_COMMIT_LIMIT = 1_000
+# Ancestors of a reused token whose streams ``Revoker.revoke_lineage`` reads at most (a query each): a dashboard
+# client refreshing every few seconds would otherwise make a lagging index cost a long walk up its family.
+MAX_ANCESTORS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,33 @@ class Revoker:
 
         return self.revoke_ids(select, reason=reason, actor=actor, extra=extra, selects_on_index=False,
                                follow_children=True, roots=roots)
+
+    def revoke_lineage(self, token: Token, *, reason: str, actor: str, since: datetime,
+                       extra: Callable[[], Sequence[object]] | None = None) -> int:
+        """Revokes ``token``'s family without waiting for the index: what it lists of the family as far as it has
+        applied the store, and every live token the streams reach from ``token`` and from its ancestors issued after
+        ``since``.
+
+        For a reuse detection whose index lags past the wait (a rebuild, a client deletion of tens of thousands of
+        tokens): the detection must not go unrecorded, nor the family stay live, for want of a fresh index. What the
+        index may lack was issued while it lagged: a later token of the family descends from ``token`` (a refresh
+        token rotates once, so every rotation since ``token``'s continued its line), and its own stream names its
+        children; or it is the access token issued with one of ``token``'s ancestors, named by that ancestor's
+        parent's stream. ``since``: when the oldest access token that may still be live was issued (an ancestor
+        issued before it has no live sibling). Only a login's own access token is named by no stream: it is revoked
+        if the index has applied the login. Walking down from a used token costs a query per rotation since it,
+        once per detection (``Token.reuse_detected``).
+        """
+        assert token.family_id is not None
+        family_id, roots, current = token.family_id, [token.id], token
+        while current.parent_id is not None and current.issued_at > since and len(roots) < MAX_ANCESTORS:
+            parent = self.app.find(current.parent_id, Token, copy=False)
+            if parent is None:
+                break
+            roots.append(parent.id)
+            current = parent
+        return self.revoke_ids(lambda: self.index.live_in_family(family_id), reason=reason, actor=actor, extra=extra,
+                               selects_on_index=False, follow_children=True, roots=roots)
 
     def revoke_one(self, token: Token, *, reason: str, actor: str) -> int:
         """Revokes one token (a private copy, e.g. from ``TokenFinder.find``, that this call may change); a refresh

@@ -252,3 +252,44 @@ def test_a_reuse_detection_selecting_from_half_a_racing_rotation_revokes_its_new
     assert len(pair) == 2 and all(token.revoked for token in pair)
     with pytest.raises(InvalidGrant):
         rotate(quiet_container, racing.refresh_token)
+
+
+def replay_refused(container: Container, refresh_token: str | None) -> InvalidGrant:
+    """Presents a used refresh token again; the refusal it gets."""
+    with pytest.raises(InvalidGrant) as refused:
+        rotate(container, refresh_token)
+    return refused.value
+
+
+def test_reuse_detection_on_a_model_that_stays_behind_decides_on_the_streams(quiet_container: Container) -> None:
+    """The model never catches up here: after the wait, the reuse is still recorded and the family revoked (it
+    answered 503 and recorded nothing, and the family lived on). Its tokens the model lacks descend from the replayed
+    token; the login's access token, which no stream names, is in the model."""
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    catch_up(quiet_container)
+    first = rotate(quiet_container, session.refresh_token)  # the thief's rotations, not in the model
+    second = rotate(quiet_container, first.refresh_token)
+    assert replay_refused(quiet_container, session.refresh_token).reason == "refresh_token_reused"
+    family = tokens(quiet_container, ids(session, first, second))
+    replayed = family[1]
+    assert isinstance(list(quiet_container.app.events.get(replayed.id))[-1], Token.RefreshTokenReuseDetected)
+    assert not any(t.is_live(quiet_container.clock.now()) for t in family)
+    assert sum(t.revoked for t in family) == 4  # the login's and the first rotation's access tokens, the live pair
+
+
+def test_reuse_detection_on_a_model_behind_the_whole_family_walks_up_to_the_replayed_tokens_access_token(
+        quiet_container: Container) -> None:
+    """The model lacks the whole family here (it lists nothing of it): the replayed token's own access token, issued
+    with it by its parent's rotation, is named only by the parent's stream. The login's access token is named by no
+    stream: it outlives the detection until the model has applied the login (``Revoker.revoke_lineage``)."""
+    account = sign_up(quiet_container)
+    session = login(quiet_container, account)
+    first = rotate(quiet_container, session.refresh_token)
+    second = rotate(quiet_container, first.refresh_token)
+    third = rotate(quiet_container, second.refresh_token)
+    replay_refused(quiet_container, first.refresh_token)
+    _, first_access, _ = first.aggregates
+    assert quiet_container.app.load(first_access.id, Token).revoked
+    later = tokens(quiet_container, ids(first, second, third))
+    assert not any(t.is_live(quiet_container.clock.now()) for t in later)
