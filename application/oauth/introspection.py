@@ -60,7 +60,9 @@ class IntrospectionEndpoint:
             "exp": int(token.expires_at.timestamp()),
             "iat": int(token.issued_at.timestamp()),
             "iss": self.issuer,
-            "aud": self.audience,
+            # A refresh token is redeemed only here, at the token endpoint (RFC 6749 section 1.5), never presented to
+            # the API: its audience is this server, so a resource server that checks ``aud`` refuses it as a bearer.
+            "aud": self.audience if is_access else self.issuer,
             "token_type": "Bearer" if is_access else "refresh_token",
             # The token's id for both kinds: a refresh token is opaque, but its id is what the listing, the audit
             # ledger and bulk revocation (``token_id``) name it by.

@@ -258,6 +258,7 @@ def test_a_projects_client_sees_its_members_logins_and_no_one_elses(http: httpx.
     refresh = no_store(introspect_token(http, account, pair["refresh_token"])).json()
     assert refresh["active"] is True
     assert refresh["token_type"] == "refresh_token"
+    assert access["aud"] != refresh["aud"] == refresh["iss"]  # redeemed at the token endpoint, not the API's
     audit = http.get(f"/v1/projects/{account['project']['id']}/audit?token_id={refresh['jti']}",
                      headers={"Authorization": f"Bearer {pair['access_token']}"})
     assert audit.status_code == 200, audit.text
