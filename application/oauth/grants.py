@@ -34,7 +34,7 @@ from application.oauth.refusals import (
     login_refused,
     refusal_key,
 )
-from application.oauth.revocation import Revoker
+from application.oauth.revocation import IndexLagging, Revoker
 from application.oauth.tokens import Grant, IssuedTokens, TokenMint, lifetime_within
 from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, Saver, SecretHasher
 from application.store import Keyledger
@@ -429,9 +429,9 @@ class TokenEndpoint:
         """Records the reuse and revokes the token's whole family, in one transaction.
 
         The family is selected on the token lookup model once it has applied the store's head. If it lags past the
-        wait, or the family's tokens kept changing, the reuse is decided on the streams instead
-        (``Revoker.revoke_lineage``): a replay answered 503 with nothing recorded left the family live, and a
-        client that gives up on an error never presents the token again.
+        wait, the reuse is decided on the streams instead (``Revoker.revoke_lineage``): a replay answered 503 with
+        nothing recorded left the family live, and a client that gives up on an error never presents the token
+        again.
         """
 
         def reuse_event() -> list[Token]:
@@ -445,7 +445,7 @@ class TokenEndpoint:
         reason = "refresh token reuse detected"
         try:
             self.revoker.revoke_family(token.family_id, reason=reason, actor=SYSTEM_ACTOR, extra=reuse_event)
-        except TimeoutError as exc:
+        except IndexLagging as exc:
             logger.warning("reuse detection: %s; the family is revoked on its streams", exc)
             since = self.clock.now() - timedelta(seconds=self.lifetimes.dashboard_access_token_ttl)
             self.revoker.revoke_lineage(token, reason=reason, actor=SYSTEM_ACTOR, since=since, extra=reuse_event)

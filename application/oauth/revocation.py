@@ -31,6 +31,15 @@ GROUP_COMMIT_LIMIT = 1_000
 # Ancestors of a reused token whose streams ``Revoker.revoke_lineage`` reads at most (a query each): a dashboard
 # client refreshing every few seconds would otherwise make a lagging index cost a long walk up its family.
 MAX_ANCESTORS = 64
+# Generations of rotations ``Revoker.revoke_lineage`` follows down from a reused token (a query each). Every used
+# token of a family can be replayed, each a detection of its own: unbounded, a family rotated N times would cost N
+# squared over two reads while the index lags. 256 rotations is hours of a dashboard's use; a replay further behind
+# the family's live end leaves that end to the next detection on a current index.
+LINEAGE_GENERATIONS = 256
+
+
+class IndexLagging(TimeoutError):
+    """The token index did not apply the store's head within the wait: a selection on it would miss tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,7 @@ class Revoker:
     index: TokenIndex
     save: Saver  # the group committer in a server: concurrent revocations share a transaction
     group_commit_limit: int = GROUP_COMMIT_LIMIT  # larger revocations are saved on their own (see the constant)
+    lineage_generations: int = LINEAGE_GENERATIONS  # how far ``revoke_lineage`` walks down (see the constant)
 
     def head(self) -> int:
         """The store's last position."""
@@ -51,7 +61,8 @@ class Revoker:
     def revoke_ids(self, select: Callable[[], Sequence[UUID]], *, reason: str, actor: str,
                    extra: Callable[[], Sequence[object]] | None = None, selects_on_index: bool = True,
                    first: Sequence[Token] = (), follow_children: bool = False,
-                   revocation_id: UUID | None = None, roots: Sequence[UUID] = (), wait: float = 5.0) -> int:
+                   revocation_id: UUID | None = None, roots: Sequence[UUID] = (), wait: float = 5.0,
+                   generations: int | None = None) -> int:
         """Revokes the live tokens ``select`` names (after the index caught up), saving ``extra()`` with them.
 
         Retries when a token changed meanwhile (a concurrent refresh adds a child: the retry revokes it too);
@@ -65,6 +76,7 @@ class Revoker:
         live: a used refresh token stays used. An aggregate ``extra()`` returns is saved as it made it, never revoked
         here as well. ``wait``: seconds the selection waits at most for the index to catch up (a bulk command, whose
         own earlier transaction may have added tens of thousands of events, waits longer than a request).
+        ``generations``: how many generations of children ``follow_children`` follows at most (None: all).
         """
         revocation_id = revocation_id or uuid4()
         for attempt in range(ATTEMPTS):
@@ -73,7 +85,8 @@ class Revoker:
             now = self.clock.now()
             named = [t.id for t in first] if attempt == 0 and first else list(select())
             loaded = first if attempt == 0 and first else list(
-                load_tokens(self.app, [*named, *roots], follow_children=follow_children).values())
+                load_tokens(self.app, [*named, *roots], follow_children=follow_children,
+                            generations=generations).values())
             others = extra() if extra is not None else ()
             saved_by_extra = {getattr(other, "id", None) for other in others}
             tokens = to_revoke([t for t in loaded if t.id not in saved_by_extra], named=set(named), now=now)
@@ -178,7 +191,10 @@ class Revoker:
                 selection = self.index.families_as_of([roots[0]]).get(roots[0])
                 if selection is not None and selection.family_id == family_id:
                     return selection.live
-            self.index.wait_for(self.head())
+            try:
+                self.index.wait_for(self.head())
+            except TimeoutError as exc:
+                raise IndexLagging(str(exc)) from exc
             return self.index.live_in_family(family_id)
 
         return self.revoke_ids(select, reason=reason, actor=actor, extra=extra, selects_on_index=False,
@@ -186,9 +202,9 @@ class Revoker:
 
     def revoke_lineage(self, token: Token, *, reason: str, actor: str, since: datetime,
                        extra: Callable[[], Sequence[object]] | None = None) -> int:
-        """Revokes ``token``'s family without waiting for the index: what it lists of the family as far as it has
-        applied the store, and every live token the streams reach from ``token`` and from its ancestors issued after
-        ``since``.
+        """Revokes ``token``'s family without waiting for the index: each live token of it that the index lists as
+        far as it has applied the store, and each one the streams reach from ``token`` and from its ancestors issued
+        after ``since``.
 
         For a reuse detection whose index lags past the wait (a rebuild, a client deletion of tens of thousands of
         tokens): the detection must not go unrecorded, nor the family stay live, for want of a fresh index. What the
@@ -196,20 +212,24 @@ class Revoker:
         token rotates once, so every rotation since ``token``'s continued its line), and its own stream names its
         children; or it is the access token issued with one of ``token``'s ancestors, named by that ancestor's
         parent's stream. ``since``: when the oldest access token that may still be live was issued (an ancestor
-        issued before it has no live sibling). Only a login's own access token is named by no stream: it is revoked
-        if the index has applied the login. Walking down from a used token costs a query per rotation since it,
-        once per detection (``Token.reuse_detected``).
+        issued before it has no live sibling). Every token is revoked only while live: the stale index still lists
+        as active refresh tokens used since, and they stay used.
+
+        Bounded: ``MAX_ANCESTORS`` up, ``lineage_generations`` down (a query each). Not reached: a login's own access
+        token, which no stream names, unless the index has applied the login; older ancestors' access tokens past
+        the bound up; the family's live end past the bound down (then left to a detection on a current index).
         """
         assert token.family_id is not None
-        family_id, roots, current = token.family_id, [token.id], token
-        while current.parent_id is not None and current.issued_at > since and len(roots) < MAX_ANCESTORS:
+        roots, current = [token.id], token
+        while current.parent_id is not None and current.issued_at > since and len(roots) <= MAX_ANCESTORS:
             parent = self.app.find(current.parent_id, Token, copy=False)
             if parent is None:
                 break
             roots.append(parent.id)
             current = parent
-        return self.revoke_ids(lambda: self.index.live_in_family(family_id), reason=reason, actor=actor, extra=extra,
-                               selects_on_index=False, follow_children=True, roots=roots)
+        listed = self.index.live_in_family(token.family_id)
+        return self.revoke_ids(lambda: (), reason=reason, actor=actor, extra=extra, selects_on_index=False,
+                               follow_children=True, roots=[*roots, *listed], generations=self.lineage_generations)
 
     def revoke_one(self, token: Token, *, reason: str, actor: str) -> int:
         """Revokes one token (a private copy, e.g. from ``TokenFinder.find``, that this call may change); a refresh
@@ -242,17 +262,24 @@ def to_revoke(loaded: Iterable[Token], *, named: Collection[UUID], now: datetime
     return [t for t in loaded if t.revocable(now) and (t.id in named or t.is_live(now))]
 
 
-def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool) -> dict[UUID, Token]:
+def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool,
+                generations: int | None = None) -> dict[UUID, Token]:
     """The tokens ``ids`` name (unknown ids skipped), read in one query, and, with ``follow_children``, every token
-    their streams say they were rotated into (``Token.children``), transitively: one more query per generation."""
+    their streams say they were rotated into (``Token.children``), transitively: one more query per generation, for
+    at most ``generations`` of them (None: until none is left)."""
     tokens: dict[UUID, Token] = {}
     seen: set[UUID] = set()
     pending = list(dict.fromkeys(ids))
+    left = generations
     while pending:
         seen.update(pending)
         found = app.find_many(pending, Token)
         loaded = [found[i] for i in pending if i in found]
         tokens.update((t.id, t) for t in loaded)
+        if left is not None:
+            if left <= 0:
+                break
+            left -= 1
         children = [c for t in loaded for c in t.children if c not in seen] if follow_children else []
         pending = list(dict.fromkeys(children))
     return tokens

@@ -32,8 +32,9 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id")
 # Seconds a token's ``iat`` or ``nbf`` may be ahead of this process's clock (RFC 7519 sections 4.1.5 and 4.1.6 allow
 # a small leeway for skew). Every process keeps the database's time, each within half of its measurement's round
 # trip (``infrastructure.clock.MAX_ROUND_TRIP`` at most), so two of them may differ by up to that round trip: without
-# it, a token issued by one process in the last moment of a second (``iat`` is that second) was refused as not yet
-# valid by another a little behind, right after its issuance was answered. ``exp`` gets no such leeway.
+# it, a token issued by one process in the first moments of a second (``iat`` is that second, rounded down) was
+# refused as not yet valid by another a little behind, right after its issuance was answered. One second also covers
+# a first measurement slower than that bound (adopted all the same). ``exp`` gets no such leeway.
 MATURITY_LEEWAY = 1.0
 _JWK_LOADERS = {"EC": ECAlgorithm.from_jwk, "OKP": OKPAlgorithm.from_jwk, "RSA": RSAAlgorithm.from_jwk}
 

@@ -6,6 +6,7 @@ head would time out."""
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from uuid import UUID
 
 import pytest
@@ -264,18 +265,27 @@ def replay_refused(container: Container, refresh_token: str | None) -> InvalidGr
 def test_reuse_detection_on_a_model_that_stays_behind_decides_on_the_streams(quiet_container: Container) -> None:
     """The model never catches up here: after the wait, the reuse is still recorded and the family revoked (it
     answered 503 and recorded nothing, and the family lived on). Its tokens the model lacks descend from the replayed
-    token; the login's access token, which no stream names, is in the model."""
+    token; the login's access token, which no stream names, is in the model. The model still lists the first
+    rotation's refresh token as active: used since, it stays used."""
     account = sign_up(quiet_container)
     session = login(quiet_container, account)
+    first = rotate(quiet_container, session.refresh_token)  # the thief's rotations
     catch_up(quiet_container)
-    first = rotate(quiet_container, session.refresh_token)  # the thief's rotations, not in the model
-    second = rotate(quiet_container, first.refresh_token)
+    second = rotate(quiet_container, first.refresh_token)  # not in the model
     assert replay_refused(quiet_container, session.refresh_token).reason == "refresh_token_reused"
-    family = tokens(quiet_container, ids(session, first, second))
-    replayed = family[1]
+    login_access, replayed, first_refresh, first_access, _, live_refresh, live_access, _ = tokens(
+        quiet_container, ids(session, first, second))
     assert isinstance(list(quiet_container.app.events.get(replayed.id))[-1], Token.RefreshTokenReuseDetected)
-    assert not any(t.is_live(quiet_container.clock.now()) for t in family)
-    assert sum(t.revoked for t in family) == 4  # the login's and the first rotation's access tokens, the live pair
+    assert all(t.revoked for t in (login_access, first_access, live_refresh, live_access))
+    assert replayed.used and not replayed.revoked and first_refresh.used and not first_refresh.revoked
+
+
+def rotations(container: Container, issued: IssuedTokens, count: int) -> list[IssuedTokens]:
+    """``count`` rotations of the login ``issued`` began, each of the previous one's refresh token."""
+    chain = [issued]
+    for _ in range(count):
+        chain.append(rotate(container, chain[-1].refresh_token))
+    return chain
 
 
 def test_reuse_detection_on_a_model_behind_the_whole_family_walks_up_to_the_replayed_tokens_access_token(
@@ -283,13 +293,33 @@ def test_reuse_detection_on_a_model_behind_the_whole_family_walks_up_to_the_repl
     """The model lacks the whole family here (it lists nothing of it): the replayed token's own access token, issued
     with it by its parent's rotation, is named only by the parent's stream. The login's access token is named by no
     stream: it outlives the detection until the model has applied the login (``Revoker.revoke_lineage``)."""
-    account = sign_up(quiet_container)
-    session = login(quiet_container, account)
-    first = rotate(quiet_container, session.refresh_token)
-    second = rotate(quiet_container, first.refresh_token)
-    third = rotate(quiet_container, second.refresh_token)
+    session, first, second, third = rotations(quiet_container, login(quiet_container, sign_up(quiet_container)), 3)
     replay_refused(quiet_container, first.refresh_token)
     _, first_access, _ = first.aggregates
     assert quiet_container.app.load(first_access.id, Token).revoked
     later = tokens(quiet_container, ids(first, second, third))
     assert not any(t.is_live(quiet_container.clock.now()) for t in later)
+    assert tokens(quiet_container, ids(session))[0].is_live(quiet_container.clock.now())  # the documented gap
+
+
+def test_reuse_detection_on_a_model_behind_walks_down_a_bounded_number_of_rotations(
+        quiet_container: Container) -> None:
+    """Every used token of a family can be replayed, each a detection of its own: the walk down is bounded so that
+    a long family cannot make each of them cost a read per rotation. A replay further behind than the bound leaves
+    the family's live end to a later detection: here, the replay of a token within the bound of it."""
+    bounded = replace(quiet_container.tokens, revoker=replace(quiet_container.tokens.revoker, lineage_generations=3))
+    chain = rotations(quiet_container, login(quiet_container, sign_up(quiet_container)), 5)
+
+    def replay(issued: IssuedTokens) -> None:
+        with pytest.raises(InvalidGrant):
+            bounded.handle(TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                                        refresh_token=issued.refresh_token))
+
+    def live(issued: IssuedTokens) -> list[bool]:
+        return [t.is_live(quiet_container.clock.now()) for t in tokens(quiet_container, ids(issued))]
+
+    replay(chain[0])  # five rotations behind the live end: three followed, the fourth's access token and the fifth's
+    # pair (the live end) not reached
+    assert [live(issued)[:2] for issued in chain[1:]] == [[False, False]] * 3 + [[False, True], [True, True]]
+    replay(chain[3])  # two behind
+    assert not any(any(live(issued)) for issued in chain[1:])

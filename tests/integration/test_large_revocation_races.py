@@ -46,8 +46,9 @@ class Racer:
         self.raced: list[uuid.UUID] = []
         self.loads: list[int] = []
 
-    def __call__(self, app: object, ids: Sequence[uuid.UUID], *, follow_children: bool) -> dict[uuid.UUID, Token]:
-        loaded = REAL_LOAD(app, ids, follow_children=follow_children)
+    def __call__(self, app: object, ids: Sequence[uuid.UUID], *, follow_children: bool,
+                 generations: int | None = None) -> dict[uuid.UUID, Token]:
+        loaded = REAL_LOAD(app, ids, follow_children=follow_children, generations=generations)
         self.loads.append(len(ids))
         victim = next((i for i in ids if i not in self.raced), None)
         if len(ids) > 1 and victim is not None:

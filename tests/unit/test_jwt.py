@@ -378,8 +378,9 @@ def test_a_token_not_yet_valid_can_still_be_revoked_but_is_not_remembered(materi
 
 def test_a_token_issued_a_moment_ago_by_a_process_ahead_is_valid_at_once(material: Material) -> None:
     """Two processes' readings of the database's clock may differ by up to a measurement's round trip
-    (``infrastructure.clock``). A token issued in the last moment of a second carries that second as its ``iat``: a
-    process that far behind must still take it the instant its issuance is answered, and remember it."""
+    (``infrastructure.clock``). A token issued in the first moments of a second carries that second as its ``iat``
+    (rounded down): a process that far behind must still take it the instant its issuance is answered, and remember
+    it."""
     second = int(time.time())
     issuer_now = second + 0.1  # the issuing process's reading: iat is ``second``
     behind = [issuer_now - MAX_ROUND_TRIP]  # the validating process's reading at the same instant

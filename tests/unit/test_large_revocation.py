@@ -33,8 +33,9 @@ def on_first_load(monkeypatch: pytest.MonkeyPatch, race: Callable[[], Any] = lam
     """Runs ``race`` once, right after the first load of the revocation's tokens; returns each load's size."""
     loads: list[int] = []
 
-    def loading(app: Any, ids: Sequence[UUID], *, follow_children: bool) -> dict[UUID, Token]:
-        loaded = REAL_LOAD(app, ids, follow_children=follow_children)
+    def loading(app: Any, ids: Sequence[UUID], *, follow_children: bool,
+                generations: int | None = None) -> dict[UUID, Token]:
+        loaded = REAL_LOAD(app, ids, follow_children=follow_children, generations=generations)
         loads.append(len(ids))
         if len(loads) == 1:
             race()
