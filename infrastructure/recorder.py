@@ -18,17 +18,21 @@ for the token lookup model to apply it. Readers check the token lookup model's s
 the list once its token has expired (the ``prune-revocation-list`` job, ``workers.expiry``).
 """
 
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.token import Token
 from projections.token_lookup import REVOKED_TOKENS_TABLE
+
+INSERT_ATTEMPTS = 10  # eventsourcing's own recorder tries an insert as often, as long apart
+INSERT_RETRY_WAIT = 0.2  # seconds
 
 
 class OneTripRecorder(PostgresApplicationRecorder):
@@ -93,6 +97,11 @@ class OneTripRecorder(PostgresApplicationRecorder):
             "SELECT DISTINCT topic FROM {schema}.{table} WHERE notification_id > %s AND notification_id <= %s").format(
             schema=schema, table=table).as_string(None)
         self._select_events_statements: dict[tuple[bool, bool, bool, bool], str] = {}
+        self.select_stored_statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.state, e.notification_id FROM {schema}.{table} AS e "
+            "JOIN unnest(%b::{id_type}[], %b::bigint[]) AS w(id, version) "
+            "ON e.originator_id = w.id AND e.originator_version = w.version").format(
+            schema=schema, table=table, id_type=id_type).as_string(None)
         self.select_versions_statement = SQL(
             "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b) GROUP BY originator_id").format(schema=schema, table=table).as_string(None)
@@ -172,7 +181,6 @@ class OneTripRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_versions_statement, (list(originator_ids),), prepare=True)
             return {row["originator_id"]: row["version"] for row in curs.fetchall()}
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], *, guards: Sequence[tuple[UUID, int]] = (),
                       **kwargs: Any) -> Sequence[int] | None:
         """Inserts ``stored_events`` atomically and returns their notification ids, in order.
@@ -182,9 +190,34 @@ class OneTripRecorder(PostgresApplicationRecorder):
         is inserted and eventsourcing's ``IntegrityError`` is raised, as for any other conflicting write: the
         decision must be made again. Commands that write to a stream need no guard for it (its version conflicts);
         a guard covers what was read but not written.
+
+        A connection lost during the insert (``OperationalError``, ``InterfaceError``) leaves its outcome unknown: it
+        may have committed just before. The insert is tried again, as eventsourcing's recorder does, and should that
+        attempt conflict, the events are looked for: stored as this call wrote them, the lost attempt committed, and
+        its ids are the answer. Without that, a committed rotation was answered as a conflict (``invalid_grant``),
+        and the client's retry with its refresh token, once past the in-flight window, counted as reuse and ended
+        its login.
         """
         if not stored_events:
             return []
+        uncertain = False
+        for attempt in range(1, INSERT_ATTEMPTS + 1):
+            try:
+                return self._insert_once(stored_events, guards)
+            except (InterfaceError, OperationalError):
+                if attempt == INSERT_ATTEMPTS:
+                    raise
+                uncertain = True
+                time.sleep(INSERT_RETRY_WAIT)
+            except IntegrityError:
+                committed = self._committed_ids(stored_events) if uncertain else None
+                if committed is None:
+                    raise
+                return committed
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _insert_once(self, stored_events: Sequence[StoredEvent], guards: Sequence[tuple[UUID, int]]) -> list[int]:
+        """One attempt of ``insert_events``: one statement, its own transaction."""
         params: tuple[list[Any], ...] = (
             [e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
             [e.topic for e in stored_events], [e.state for e in stored_events])
@@ -198,6 +231,23 @@ class OneTripRecorder(PostgresApplicationRecorder):
             assert conn.autocommit, "the insert must be its own transaction"
             curs.execute(call, params, prepare=True)
             return [row[self.insert_function] for row in curs.fetchall()]
+
+    @retry((InterfaceError, OperationalError), max_attempts=INSERT_ATTEMPTS, wait=INSERT_RETRY_WAIT)
+    def _committed_ids(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
+        """The notification ids of ``stored_events`` if every one of them is stored exactly as given (its state
+        bytes: an event's id, time and decision make it unique), else None (another writer's events)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_stored_statement, ([e.originator_id for e in stored_events],
+                                                        [e.originator_version for e in stored_events]))
+            found = {(row["originator_id"], row["originator_version"]): (bytes(row["state"]), row["notification_id"])
+                     for row in curs.fetchall()}
+        ids = []
+        for event in stored_events:
+            state, notification_id = found.get((event.originator_id, event.originator_version), (None, None))
+            if state != event.state:
+                return None
+            ids.append(notification_id)
+        return ids
 
 
 def _stored(row: Any) -> StoredEvent:
