@@ -196,7 +196,9 @@ class OneTripRecorder(PostgresApplicationRecorder):
         attempt conflict, the events are looked for: stored as this call wrote them, the lost attempt committed, and
         its ids are the answer. Without that, a committed rotation was answered as a conflict (``invalid_grant``),
         and the client's retry with its refresh token, once past the in-flight window, counted as reuse and ended
-        its login.
+        its login. That covers a connection lost while the store stays reachable (a reset, a proxy's restart); a
+        store that stays away longer than the pool's wait (``StoreUnavailable``, a 503) leaves the outcome unknown,
+        as before.
         """
         if not stored_events:
             return []

@@ -29,14 +29,16 @@ COMPLETIONS = (b"C", b"E")  # CommandComplete, ErrorResponse
 
 
 class CuttingRelay:
-    """Relays TCP connections to PostgreSQL; ``arm`` makes it cut the next connection that sends the insert's
-    statement, once the server's answer to it is complete, without passing that answer on."""
+    """Relays TCP connections to PostgreSQL (over TCP, or its Unix socket when ``host`` is a directory: the embedded
+    server's); ``arm`` makes it cut the next connection that sends the insert's statement, once the server's answer
+    to it is complete, without passing that answer on."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._armed = threading.Event()
+        self._sockets: list[socket.socket] = []
         self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -44,7 +46,17 @@ class CuttingRelay:
         self._armed.set()
 
     def close(self) -> None:
-        self._listener.close()
+        """Stops accepting (a shutdown wakes the thread waiting in ``accept``) and ends every relayed connection."""
+        for sock in (self._listener, *self._sockets):
+            _cut(sock)
+
+    def _open(self) -> socket.socket:
+        host, port = self._target
+        if not host.startswith("/"):
+            return socket.create_connection((host, port))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(f"{host}/.s.PGSQL.{port}")
+        return sock
 
     def _accept(self) -> None:
         while True:
@@ -52,7 +64,12 @@ class CuttingRelay:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self._target)
+            try:
+                server = self._open()
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, server]
             marked = threading.Event()  # this connection sent the insert while armed
             threading.Thread(target=self._upstream, args=(client, server, marked), daemon=True).start()
             threading.Thread(target=self._downstream, args=(server, client, marked), daemon=True).start()
@@ -64,8 +81,9 @@ class CuttingRelay:
                 self._armed.clear()
                 marked.set()
             tail = chunk[-len(INSERT_FUNCTION):]
-            server.sendall(chunk)
-        server.close()
+            if not _send(server, chunk):
+                break
+        _cut(server)
 
     def _downstream(self, server: socket.socket, client: socket.socket, marked: threading.Event) -> None:
         """Passes the server's messages on (type byte, length, body: no SSL, see the URL). Once the connection is
@@ -74,7 +92,8 @@ class CuttingRelay:
         messages, held = _Messages(server), []
         while message := messages.next():
             if not marked.is_set():
-                client.sendall(message)
+                if not _send(client, message):
+                    break
                 continue
             held.append(message)
             if message[:1] != READY_FOR_QUERY:
@@ -84,9 +103,10 @@ class CuttingRelay:
                 for end in (client, server):
                     _cut(end)
                 return
-            client.sendall(b"".join(held))
+            if not _send(client, b"".join(held)):
+                break
             held = []
-        client.close()
+        _cut(client)
 
 
 class _Messages:
@@ -120,6 +140,15 @@ def _cut(sock: socket.socket) -> None:
     with suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Whether ``data`` went out (the other side, or ``CuttingRelay.close``, may have ended the connection)."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
 
 
 def _receive(sock: socket.socket) -> bytes:
