@@ -125,3 +125,26 @@ def test_reuse_detection_racing_the_legitimate_rotation_revokes_the_newest_pair(
     assert all(t.revoked or t.used for t in family)
     with pytest.raises(InvalidGrant):
         refresh(world, rotated[0].refresh_token)
+
+
+class SaveTimedOut(TimeoutError):
+    """A save whose outcome is unknown (the group commit's ``CommitTimeout`` is a ``TimeoutError`` too)."""
+
+
+def test_only_a_lagging_index_sends_a_reuse_detection_to_the_streams(world: World) -> None:
+    """A save that timed out may still commit: the detection answers it as before (a 503), and is not decided
+    again on the streams, which is for an index that lags (``IndexLagging``)."""
+    world.sign_up(EMAIL)
+    session = login(world)
+    refresh(world, session.refresh_token)
+    saves: list[int] = []
+
+    def timing_out(*objects: Any, **kwargs: Any) -> Any:
+        saves.append(len(objects))
+        raise SaveTimedOut("the group commit did not answer in time")
+
+    endpoint = replace(world.tokens, revoker=replace(world.tokens.revoker, save=timing_out))
+    with pytest.raises(SaveTimedOut):
+        endpoint.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                     refresh_token=session.refresh_token))
+    assert len(saves) == 1
