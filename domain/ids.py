@@ -12,6 +12,7 @@ NS_CLIENT = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e02")
 NS_REFRESH = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e03")
 NS_KEYRING = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e04")
 NS_SIGNING_KEY = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e05")
+NS_LOGIN_ACCESS = UUID("6f1d1c0e-4b0a-4d43-9a41-5f3c2a0f7e06")
 
 _KEYRING_ID = uuid5(NS_KEYRING, "keyring")
 
@@ -37,6 +38,16 @@ def client_aggregate_id(client_id: str) -> UUID:
 def refresh_token_aggregate_id(keyed_hash: str) -> UUID:
     """Returns the id of the Token aggregate of a refresh token, from the token's keyed hash (never the token)."""
     return uuid5(NS_REFRESH, keyed_hash)
+
+
+def login_access_token_id(family_id: UUID) -> UUID:
+    """Returns the id (jti) of the access token a login issued with the refresh token that began ``family_id``.
+
+    No stream names it (a rotation's access token is named by its parent's stream): derived from the family, a
+    revocation that cannot wait for the token lookup model still finds it (``Revoker.revoke_lineage``). A jti is
+    no secret; it grants nothing without the signed token.
+    """
+    return uuid5(NS_LOGIN_ACCESS, str(family_id))
 
 
 def keyring_id() -> UUID:

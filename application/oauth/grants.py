@@ -47,6 +47,7 @@ from domain.ids import (
     client_aggregate_id,
     email_index_id,
     keyring_id,
+    login_access_token_id,
     refresh_token_aggregate_id,
     user_actor,
 )
@@ -354,7 +355,8 @@ class TokenEndpoint:
         refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
                                                        family_ttl=self.lifetimes.refresh_family_ttl)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, refresh_agg.family_expires_at)
-        access, access_agg, key_guard = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id)
+        access, access_agg, key_guard = self.mint.access_token(grant, now, ttl, family_id=refresh_agg.id,
+                                                               token_id=login_access_token_id(refresh_agg.id))
         # Guarded by the user's stream too: an account disabled after this decision (``application.users``) makes
         # the save conflict, so no login decided before it issues a token after it.
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,

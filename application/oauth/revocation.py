@@ -17,7 +17,7 @@ from application.oauth.errors import InvalidGrant, InvalidRequest
 from application.ports import AccessTokenReader, Clock, CredentialMinter, Saver, SecretHasher, TokenIndex
 from application.store import Keyledger
 from domain.client import Client, PublicClient
-from domain.ids import client_actor, refresh_token_aggregate_id
+from domain.ids import client_actor, login_access_token_id, refresh_token_aggregate_id
 from domain.token import Token, TokenKind
 
 # Each retry resolves one of the racing revocations of the same tokens (the group commit saves them one by one
@@ -212,12 +212,14 @@ class Revoker:
         token rotates once, so every rotation since ``token``'s continued its line), and its own stream names its
         children; or it is the access token issued with one of ``token``'s ancestors, named by that ancestor's
         parent's stream. ``since``: when the oldest access token that may still be live was issued (an ancestor
-        issued before it has no live sibling). Every token is revoked only while live: the stale index still lists
-        as active refresh tokens used since, and they stay used.
+        issued before it has no live sibling), and the login's own, which no stream names: its id follows from the
+        family's (``login_access_token_id``; a login older than that rule is found only if the index has applied it).
+        Every token is revoked only while live: the stale index still lists as active refresh tokens used since, and
+        they stay used.
 
-        Bounded: ``MAX_ANCESTORS`` up, ``lineage_generations`` down (a query each). Not reached: a login's own access
-        token, which no stream names, unless the index has applied the login; older ancestors' access tokens past
-        the bound up; the family's live end past the bound down (then left to a detection on a current index).
+        Bounded: ``MAX_ANCESTORS`` up, ``lineage_generations`` down (a query each). Not reached: older ancestors'
+        access tokens past the bound up; the family's live end past the bound down (then left to a detection on a
+        current index).
         """
         assert token.family_id is not None
         roots, current = [token.id], token
@@ -227,7 +229,7 @@ class Revoker:
                 break
             roots.append(parent.id)
             current = parent
-        listed = self.index.live_in_family(token.family_id)
+        listed = [login_access_token_id(token.family_id), *self.index.live_in_family(token.family_id)]
         return self.revoke_ids(lambda: (), reason=reason, actor=actor, extra=extra, selects_on_index=False,
                                follow_children=True, roots=[*roots, *listed], generations=self.lineage_generations)
 

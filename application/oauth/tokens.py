@@ -84,9 +84,10 @@ class TokenMint:
     audience: str
 
     def access_token(self, grant: Grant, now: datetime, ttl: int, family_id: UUID | None = None,
-                     parent_id: UUID | None = None) -> SignedAccessToken:
-        """Returns a signed RFC 9068 JWT, its Token aggregate (id = jti) and the guard its save needs."""
-        jti = uuid4()
+                     parent_id: UUID | None = None, *, token_id: UUID | None = None) -> SignedAccessToken:
+        """Returns a signed RFC 9068 JWT, its Token aggregate (id = jti: ``token_id``, or a new random one) and the
+        guard its save needs."""
+        jti = token_id or uuid4()
         issued_at = now.replace(microsecond=0)
         expires_at = issued_at + timedelta(seconds=ttl)
         claims: dict[str, object] = {
