@@ -45,7 +45,8 @@ class IndexLagging(TimeoutError):
 @dataclass(frozen=True, slots=True)
 class Revoker:
     """Revokes sets of tokens selected on a read model that has applied what the selection needs: the store's head,
-    or, for a family revoked from a live presented refresh token, that token's issuance (see ``revoke_family``)."""
+    or, for a family revoked from a live presented refresh token, that token's issuance (see ``revoke_family``); a
+    reuse detection whose model lags past the wait decides on the streams instead (``revoke_lineage``)."""
 
     app: Keyledger
     clock: Clock
