@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer R requests/s on a fixed schedule shared by the virtual users (open loop, as wrk2; latency counts "
         "from when each request was due); default 0: closed loop, each user sending as soon as it has its answer",
     )
+    parser.add_argument("--seed-logins", action="store_true",
+                        help="logout: mint its logins in this process from the server's settings in the environment "
+                             "(KEYLEDGER_DATABASE_URL, KEYLEDGER_REDIS_URL, KEYLEDGER_SECRET_KEY, ...) instead of one "
+                             "argon2id password grant each: seconds instead of minutes; a local server only")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per setup request (default 30)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--trace", type=Path, metavar="PATH",
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         window=args.warmup + args.duration,
         revoke_rate=args.revoke_rate,
+        seed_logins=args.seed_logins,
     )
     try:
         asyncio.run(context.signup(args.users))

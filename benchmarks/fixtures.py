@@ -128,6 +128,8 @@ class SetupContext:
         revoke_rate: Estimated revocations per second, to size the ``revoke`` scenario's token pool.
         accounts: Accounts created by :meth:`signup`.
         progress: Where bulk setup shows its progress.
+        seed_logins: Whether ``logout`` mints its logins in this process (``benchmarks.seed_logins``) instead of
+            logging in over HTTP.
     """
 
     target: Target
@@ -135,6 +137,7 @@ class SetupContext:
     concurrency: int = 1
     window: float = 0.0
     revoke_rate: float = 400.0
+    seed_logins: bool = False
     accounts: list[Account] = field(default_factory=list)
     progress: TextIO = field(default=sys.stderr, repr=False)
     _tokens: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from benchmarks.fixtures import DASHBOARD_CLIENT_ID, Account, SetupContext, SetupError, basic_auth, form
 from benchmarks.httpclient import Connection, HttpProtocolError, build_request
+from benchmarks.seed_logins import seed_logins
 from benchmarks.sessions import (
     DashboardRevokeQueue,
     LogoutQueue,
@@ -274,13 +275,16 @@ async def logout(ctx: SetupContext) -> Plan:
     """``POST /oauth2/revoke`` of a dashboard refresh token by the public client: the login's whole family ends.
 
     Setup logs in ``revoke_rate x window x 1.25`` times (argon2id: tens a second on two cores, so keep the rate
-    modest) and waits until the read models have applied the logins. Only the revocation is timed.
+    modest, or pass ``--seed-logins`` to mint them in-process, see ``benchmarks.seed_logins``) and waits until the
+    read models have applied the logins. Only the revocation is timed.
     """
     per_vu, accounts = _pool_per_user(ctx), _virtual_users(ctx)
-    logins = await ctx.refresh_logins(
-        [account for account in accounts for _ in range(per_vu)],
-        label=f"[logout] setup: {per_vu * len(accounts)} password logins",
-    )
+    entries = [account for account in accounts for _ in range(per_vu)]
+    if ctx.seed_logins:
+        label = f"[logout] setup: {len(entries)} logins"
+        logins = await asyncio.to_thread(seed_logins, [a.email for a in entries], progress=ctx.progress, label=label)
+    else:
+        logins = await ctx.refresh_logins(entries, label=f"[logout] setup: {len(entries)} password logins")
     await ctx.settled(accounts[0])
     return Plan(
         (),

@@ -349,6 +349,11 @@ class TokenEndpoint:
         user = self.limited_attempt(keys, keys[0], check)
         if user is None:
             raise login_refused(found[0])
+        return self.login_tokens(user, scope, decided_on=decided_on[0])
+
+    def login_tokens(self, user: User, scope: str, *, decided_on: int) -> IssuedTokens:
+        """A login's access and refresh tokens for ``user``, whose password was checked on its stream at version
+        ``decided_on`` (the save's guard). Also what the logout benchmark's seeding mints, without the argon2id."""
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
                       user_id=user.id, scope=scope, actor=user_actor(user.id))
@@ -361,7 +366,7 @@ class TokenEndpoint:
         # the save conflict, so no login decided before it issues a token after it.
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg),  # access first: Revoker.revoke_family relies on it
-                            guards=(key_guard, (user.id, decided_on[0])), account=user.id)
+                            guards=(key_guard, (user.id, decided_on)), account=user.id)
 
     def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
         """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).
