@@ -15,6 +15,7 @@ local server its operator runs, never a remote one.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -59,6 +60,7 @@ def _mint(container: Container, emails: Sequence[str], *, progress: TextIO, labe
         raise SetupError(f"--seed-logins: no account for {unknown[0]} (is the environment the server's?)")
     scope = endpoint.granted_scope(DASHBOARD.scopes, None)  # what a login that asks for no scope gets
     refresh_tokens: list[str] = []
+    started = time.monotonic()
     for start in range(0, len(emails), BATCH):
         aggregates: list[object] = []
         guards: dict[object, int] = {}
@@ -72,5 +74,5 @@ def _mint(container: Container, emails: Sequence[str], *, progress: TextIO, labe
         container.app.save(*aggregates, guards=list(guards.items()))
         progress.write(f"\r{label}: {len(refresh_tokens)}/{len(emails)} seeded")
         progress.flush()
-    progress.write("\n")
+    progress.write(f" in {time.monotonic() - started:.1f} s\n")
     return refresh_tokens
