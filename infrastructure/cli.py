@@ -17,6 +17,7 @@ from infrastructure.serving import freeze_startup_heap, serve_processes
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
+from projections.base import REPLAYING, RebuildProgress
 from projections.outbox import outbox_status
 from workers.inprocess import in_process_workers
 
@@ -93,11 +94,19 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _progress(name: str, head: int) -> Callable[[int], None]:
-    def show(position: int) -> None:
-        percent = 100 * position // head if head else 100
-        print(f"\r{name}: replayed up to position {position} of {head} ({percent}%)", end="", file=sys.stderr,
-              flush=True)
+def _progress(name: str) -> Callable[[RebuildProgress], None]:
+    """A rebuild's progress on stderr: a line per phase, and the replay's position of the head, updated in place."""
+    replaying = [False]
+
+    def show(progress: RebuildProgress) -> None:
+        if progress.phase == REPLAYING:
+            percent = 100 * progress.position // progress.head if progress.head else 100
+            print(f"\r{name}: replayed up to position {progress.position} of {progress.head} ({percent}%)", end="",
+                  file=sys.stderr, flush=True)
+            replaying[0] = True
+            return
+        print(("\n" if replaying[0] else "") + f"{name}: {progress.phase}", file=sys.stderr, flush=True)
+        replaying[0] = False
 
     return show
 
@@ -112,16 +121,19 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
     with runtime(settings) as (resolved, endpoints):
         container: Container = build(resolved, endpoints, migrate=True)
         try:
-            head = container.app.recorder.max_notification_id() or 0
             if args.action == "rebuild":
                 # One transaction: API processes keep answering from the previous content until the commit.
-                position = container.runner(args.name).rebuild(_progress(args.name, head))
-                print(f"\n{args.name}: rebuilt up to position {position}")
+                position = container.runner(args.name).rebuild(_progress(args.name))
+                print(f"{args.name}: rebuilt up to position {position}")
                 return 0
+            # The positions first, the head after: a model may move on between the reads, never past that head.
+            positions = {name: view.position() for name, view in container.views.items()}
+            head = container.app.recorder.max_notification_id() or 0
             print(f"{'projection':<16} {'position':>12} {'lag':>10}")
-            for name, view in container.views.items():
-                position = view.position()
-                print(f"{name:<16} {position:>12} {head - position:>10}")
+            for name, position in positions.items():
+                print(f"{name:<16} {position:>12} {max(head - position, 0):>10}")
+            print(f"\nlag: notification ids between a projection's position and the store's head ({head}). A "
+                  "projection with none of its own events to apply writes its position at most once a second.")
             outbox = outbox_status(container)
             print("\nwebhook outbox: " + ", ".join(f"{key} {value}" for key, value in outbox.items()))
             return 0

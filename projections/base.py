@@ -13,6 +13,7 @@ import time
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -39,6 +40,22 @@ _CREATE_TENANT_ROLE = SQL(
     "CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS; END IF; "
     "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
 ).format(name=Literal(TENANT_ROLE), role=Identifier(TENANT_ROLE))
+
+
+LOCKING = "waiting for the model's lock (its runners' batch in progress)"
+EMPTYING = "emptying the model's tables"
+REPLAYING = "replaying"
+COMMITTING = "committing"
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildProgress:
+    """Where a rebuild is: its phase and, while replaying, the position reached of the store's head as last read
+    (the head moves on while the rebuild runs, and the replay follows it)."""
+
+    phase: str
+    position: int = 0
+    head: int = 0
 
 
 class ReadModel(PostgresTrackingRecorder):
@@ -173,29 +190,39 @@ class ReadModel(PostgresTrackingRecorder):
             self._insert_tracking(curs, Tracking(APPLICATION_NAME, last_id))
         return True
 
-    def rebuild(self, pages: Iterable[tuple[Sequence[Any], int]],
-                progress: Callable[[int], None] | None = None) -> int:
-        """Replaces the model's content by replaying ``pages`` of ``(events, last_id)``, in ONE transaction.
+    def rebuild(self, pages: Iterable[tuple[Sequence[Any], int, int]],
+                progress: Callable[[RebuildProgress], None] | None = None) -> int:
+        """Replaces the model's content by replaying ``pages`` of ``(events, last_id, head)``, in ONE transaction.
 
         Readers keep seeing the previous, complete content (MVCC) until the commit swaps in the rebuilt one, so a
         revoked token is never taken for live during a rebuild; the model's lock holds the live runners off, so
         a revocation made meanwhile waits (and answers 503 if the rebuild outlasts its wait) rather than being
         acknowledged early. Returns the new position.
+
+        The transaction is exempt from the pool's idle-in-transaction timeout: it sits idle while the next page is
+        read on another connection, and on a large store a page of a model with few events of its own (one topic
+        among millions of token events) takes longer than that timeout to find, which would end the rebuild.
+        ``progress`` hears each phase: the wait for the model's lock, the emptying of its tables, each page
+        replayed (up to which position, of which head), the commit.
         """
+        report = progress or (lambda _: None)
         last = 0
         with self.datastore.transaction(commit=True) as curs:
+            report(RebuildProgress(LOCKING))
             self.lock(curs)
+            curs.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+            report(RebuildProgress(EMPTYING))
             for name in self.tables:
                 curs.execute(SQL("DELETE FROM {}").format(self.table(name)))
             curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
                 Identifier(self.datastore.schema), Identifier(self.tracking_table_name)), (APPLICATION_NAME,))
-            for events, last_id in pages:
+            for events, last_id, head in pages:
                 self.apply_events(curs, events)
                 last = last_id
-                if progress is not None:
-                    progress(last)
+                report(RebuildProgress(REPLAYING, position=last, head=max(head, last)))
             if last:
                 self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
+            report(RebuildProgress(COMMITTING, position=last, head=last))
         with self._changed:
             self._seen = last
         return last
@@ -318,18 +345,19 @@ class ProjectionRunner:
         with self._decoder.batch():
             return self._model.decode(self._decoder, notifications)
 
-    def pages(self) -> Iterator[tuple[list[Any], int]]:
-        """The model's events from the beginning up to the store's head (read again until reached), in batches."""
+    def pages(self) -> Iterator[tuple[list[Any], int, int]]:
+        """The model's events from the beginning up to the store's head (read again until reached), in batches:
+        ``(events, last_id, head)``, the head being the one that batch was read up to."""
         position = 0
         while (head := self._recorder.max_notification_id() or 0) > position:
             notifications = self._recorder.select_notifications(start=position, limit=self._batch_size, stop=head,
                                                                 topics=sorted(self._model.topics),
                                                                 inclusive_of_start=False)
             last = notifications[-1].id if len(notifications) == self._batch_size else head
-            yield self._decode(notifications), last
+            yield self._decode(notifications), last, head
             position = last
 
-    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+    def rebuild(self, progress: Callable[[RebuildProgress], None] | None = None) -> int:
         """Rebuilds the model from the whole event store in one transaction; returns the new position."""
         return self._model.rebuild(self.pages(), progress)
 
