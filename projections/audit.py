@@ -13,6 +13,11 @@ decreases along the chain, so the first entry whose reach is at or after ``since
 entry before it can have occurred at or after ``since``. A page from ``since`` then starts there in position order
 instead of scanning the project from its beginning (event times and positions agree only nearly: an event is
 timestamped when decided and positioned when committed).
+
+Platform-level entries are in the first two only. Nothing reads them filtered: the operator's CLI exports them by
+position, and the API reads projects. A member's dashboard event is a platform entry and an entry of each of their
+projects, so indexing the platform's copy as well cost every login, rotation and logout five more index entries per
+event, those of the token index in pages all over it.
 """
 
 from collections.abc import Iterator, Sequence
@@ -30,12 +35,14 @@ from projections.base import TENANT_ROLE, TENANT_SETTING, ReadModel
 
 _INDEXES = {
     "audit_project_idx": "(project_id, position)",
-    "audit_token_idx": "(project_id, token_id, position) WHERE token_id IS NOT NULL",
-    "audit_client_idx": "(project_id, client_id, position) WHERE client_id IS NOT NULL",
-    "audit_user_idx": "(project_id, user_id, position) WHERE user_id IS NOT NULL",
-    "audit_type_idx": "(project_id, type, position)",
-    "audit_reach_idx": "(project_id, reach, position)",
+    "audit_project_token_idx": "(project_id, token_id, position) WHERE project_id IS NOT NULL AND token_id IS NOT NULL",
+    "audit_project_client_idx": "(project_id, client_id, position) WHERE project_id IS NOT NULL "
+                                "AND client_id IS NOT NULL",
+    "audit_project_user_idx": "(project_id, user_id, position) WHERE project_id IS NOT NULL AND user_id IS NOT NULL",
+    "audit_project_type_idx": "(project_id, type, position) WHERE project_id IS NOT NULL",
+    "audit_project_reach_idx": "(project_id, reach, position) WHERE project_id IS NOT NULL",
 }
+_SUPERSEDED = ("audit_token_idx", "audit_client_idx", "audit_user_idx", "audit_type_idx", "audit_reach_idx")
 
 
 class AuditView(ReadModel):
@@ -64,6 +71,7 @@ class AuditView(ReadModel):
         ]
         statements += [SQL("CREATE INDEX IF NOT EXISTS {} ON {} " + spec).format(Identifier(name), table)
                        for name, spec in _INDEXES.items()]
+        statements += [SQL("DROP INDEX IF EXISTS {}").format(self.table(name)) for name in _SUPERSEDED]
         return statements
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:

@@ -8,7 +8,8 @@ table (a projection's rebuild, a deletion of tens of thousands of tokens) or rea
 statement waits, and every request that reads or writes the table then queues behind it: one ``projections status``
 during a ``token_lookup`` rebuild stalled every bearer request until the rebuild committed.
 
-So each such statement runs only when what it would create, enable or add is missing (``if_missing``), and a
+So each such statement runs only when what it would create, enable or add is missing (``if_missing``; the drop of
+a superseded index is tried and, if its table is held, left for a later start), and a
 migration transaction waits at most the store's lock timeout for a lock (``lock_timeout``): a migration that really
 has something to change on a table a long transaction holds fails with PostgreSQL's lock timeout, rather than holding
 the live system up; it is tried again by starting the process again once that transaction is over.
@@ -27,6 +28,7 @@ _ROW_SECURITY = re.compile(rf"\s*ALTER\s+TABLE\s+({_QUALIFIED})\s+ENABLE\s+ROW\s
                            re.IGNORECASE)
 _ADD_COLUMN = re.compile(rf"\s*ALTER\s+TABLE\s+({_QUALIFIED})\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+({_NAME})\s",
                          re.IGNORECASE)
+_DROP_INDEX = re.compile(rf"\s*DROP\s+INDEX\s+IF\s+EXISTS\s+{_QUALIFIED}\s*;?\s*$", re.IGNORECASE)
 _TAG = "$keyledger_ddl$"
 
 
@@ -39,12 +41,27 @@ def if_missing(statement: Composable) -> Composable:
     """``statement`` as a ``DO`` block that runs it only when what it creates, enables or adds is missing, for the
     statements that would otherwise lock their table first (see the module); any other statement unchanged."""
     text = statement.as_string(None)
+    if _DROP_INDEX.match(text):
+        return _best_effort(text)
     condition = _condition(text)
     if condition is None:
         return statement
+    _check_quotable(text)
+    return SQL("DO $$ BEGIN IF {} THEN EXECUTE {}; END IF; END $$").format(condition, SQL(f"{_TAG}{text}{_TAG}"))
+
+
+def _best_effort(text: str) -> Composable:
+    """A superseded index's drop, given up when its table's lock is not had within the lock timeout (a long export
+    reading the table, say): the index then stays, costing writes only, and the next start tries again."""
+    _check_quotable(text)
+    return SQL("DO $$ BEGIN EXECUTE {}; EXCEPTION WHEN lock_not_available THEN "
+               "RAISE NOTICE 'left for a later start: %', {}; END $$").format(SQL(f"{_TAG}{text}{_TAG}"),
+                                                                            SQL(f"{_TAG}{text}{_TAG}"))
+
+
+def _check_quotable(text: str) -> None:
     if _TAG in text or "$$" in text:
         raise ValueError(f"a migration statement may not contain $$ or {_TAG}: {text}")
-    return SQL("DO $$ BEGIN IF {} THEN EXECUTE {}; END IF; END $$").format(condition, SQL(f"{_TAG}{text}{_TAG}"))
 
 
 def if_missing_all(statements: Sequence[Composable]) -> list[Composable]:
