@@ -58,6 +58,9 @@ def _mint(container: Container, emails: Sequence[str], *, progress: TextIO, labe
     unknown = sorted(email for email, user in users.items() if user is None)
     if unknown:
         raise SetupError(f"--seed-logins: no account for {unknown[0]} (is the environment the server's?)")
+    disabled = sorted(email for email, user in users.items() if user is not None and user.disabled)
+    if disabled:
+        raise SetupError(f"--seed-logins: the account {disabled[0]} is disabled: the password grant refuses it")
     scope = endpoint.granted_scope(DASHBOARD.scopes, None)  # what a login that asks for no scope gets
     refresh_tokens: list[str] = []
     started = time.monotonic()

@@ -130,8 +130,8 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
             positions = {name: view.position() for name, view in container.views.items()}
             head = container.app.recorder.max_notification_id() or 0
             print(f"{'projection':<16} {'position':>12} {'lag':>10}")
-            for name, position in positions.items():
-                print(f"{name:<16} {position:>12} {max(head - position, 0):>10}")
+            for name, position in positions.items():  # a negative lag: a model ahead of its store (a restore?)
+                print(f"{name:<16} {position:>12} {head - position:>10}")
             print(f"\nlag: notification ids between a projection's position and the store's head ({head}). A "
                   "projection with none of its own events to apply writes its position at most once a second.")
             outbox = outbox_status(container)

@@ -42,6 +42,7 @@ _CREATE_TENANT_ROLE = SQL(
 ).format(name=Literal(TENANT_ROLE), role=Identifier(TENANT_ROLE))
 
 
+REBUILD_IDLE_LIMIT = "10min"  # as the audit ledger's exports (``AuditView._confine``)
 LOCKING = "waiting for the model's lock (its runners' batch in progress)"
 EMPTYING = "emptying the model's tables"
 REPLAYING = "replaying"
@@ -199,9 +200,11 @@ class ReadModel(PostgresTrackingRecorder):
         a revocation made meanwhile waits (and answers 503 if the rebuild outlasts its wait) rather than being
         acknowledged early. Returns the new position.
 
-        The transaction is exempt from the pool's idle-in-transaction timeout: it sits idle while the next page is
-        read on another connection, and on a large store a page of a model with few events of its own (one topic
-        among millions of token events) takes longer than that timeout to find, which would end the rebuild.
+        The transaction idles while the next page is read on another connection, and on a large store a page of a
+        model with few events of its own (one topic among millions of token events) takes longer to find than the
+        pool's 10 s idle-in-transaction limit, which would end the rebuild: its limit is ``REBUILD_IDLE_LIMIT``
+        instead, still bounded, so a rebuilding process that stops (suspended, its output blocked) does not hold the
+        model's lock, and the runners and revocations waiting on it, for ever.
         ``progress`` hears each phase: the wait for the model's lock, the emptying of its tables, each page
         replayed (up to which position, of which head), the commit.
         """
@@ -210,7 +213,7 @@ class ReadModel(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             report(RebuildProgress(LOCKING))
             self.lock(curs)
-            curs.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+            curs.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{REBUILD_IDLE_LIMIT}'")
             report(RebuildProgress(EMPTYING))
             for name in self.tables:
                 curs.execute(SQL("DELETE FROM {}").format(self.table(name)))

@@ -33,8 +33,10 @@ _TAG = "$keyledger_ddl$"
 
 
 def lock_timeout(seconds: float) -> Composable:
-    """The statement that bounds the migration transaction's waits for locks (see the module)."""
-    return SQL("SET LOCAL lock_timeout = {}").format(Literal(f"{max(int(seconds * 1000), 1)}ms"))
+    """The statement that bounds the migration transaction's waits for locks (see the module); 0: no bound, as
+    PostgreSQL and eventsourcing read it."""
+    bound = f"{max(int(seconds * 1000), 1)}ms" if seconds > 0 else "0"
+    return SQL("SET LOCAL lock_timeout = {}").format(Literal(bound))
 
 
 def if_missing(statement: Composable) -> Composable:

@@ -133,3 +133,10 @@ def test_a_superseded_index_is_dropped_once_no_reader_holds_its_table(quiet_cont
 def indexes(url: str, table: str) -> set[str]:
     with psycopg.connect(url) as conn:
         return {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))}
+
+
+def test_a_lock_timeout_of_zero_means_no_bound_as_postgresql_reads_it() -> None:
+    from projections.ddl import lock_timeout  # noqa: PLC0415
+
+    assert lock_timeout(0).as_string(None) == "SET LOCAL lock_timeout = '0'"
+    assert lock_timeout(5).as_string(None) == "SET LOCAL lock_timeout = '5000ms'"
