@@ -114,6 +114,15 @@ class FamilySelection:
     live: list[Any]
 
 
+class FamilyReader(Protocol):
+    """``TokenIndex.families_as_of`` and the streams a batch of logouts decides on, in one read
+    (``projections.family_reads``)."""
+
+    def read(self, token_ids: Sequence[Any]) -> tuple[dict[Any, "FamilySelection"], Sequence[Any]]:
+        """The selections, and the stored events of the selected tokens and the presented tokens' parents."""
+        ...
+
+
 class TokenIndex(Protocol):
     """The token lookup read model, as commands that revoke and queries that validate need it."""
 

@@ -100,6 +100,11 @@ class Keyledger(Application[UUID]):
             return {i: a for i, a in found.items() if a is not None}
         return self._reconstruct(select_many(sorted(set(aggregate_ids))), kind)
 
+    def replayed(self, stored_events: Iterable[Any], kind: type[A]) -> dict[UUID, A]:
+        """The ``kind`` aggregates replayed from stored events read elsewhere (grouped by aggregate, in version
+        order), as ``find_many`` would read them."""
+        return self._reconstruct(stored_events, kind)
+
     def _reconstruct(self, stored_events: Iterable[Any], kind: type[A]) -> dict[UUID, A]:
         """The aggregates of type ``kind`` replayed from stored events grouped by aggregate, in version order."""
         result: dict[UUID, A] = {}

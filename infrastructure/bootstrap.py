@@ -46,6 +46,7 @@ from infrastructure.webhook_setup import url_checker
 from projections.audit import AuditView
 from projections.base import HeadWatcher, ProjectionRunner, ReadModel, SharedDecoder
 from projections.clients import ClientsView
+from projections.family_reads import FamilyReads
 from projections.members import MembersView
 from projections.secret_expiry import SecretExpiryView
 from projections.token_lookup import TokenLookupView
@@ -301,9 +302,11 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                            limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
                                                        key=derive_key(secret_key, "keyledger attempt limit keys v1")),
                            answers=RedisRotationAnswers(redis_client, prefix=namespace))
+    logouts = FamilyRevoker(app=app, clock=clock, index=lookup,
+                            reads=FamilyReads(lookup, app.recorder.events_table_name))
     committer.bind(RequestRouter({TokenRequest: tokens.decide_batch,
                                   ClientTokenRevocation: ClientTokenRevoker(app=app, clock=clock).decide_batch,
-                                  FamilyRevocation: FamilyRevoker(app=app, clock=clock, index=lookup).decide_batch}))
+                                  FamilyRevocation: logouts.decide_batch}))
     webhook_secrets = WebhookSecrets(derive_key(secret_key, "keyledger webhook secret encryption v1"))
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
                         lifetimes=settings.lifetimes)

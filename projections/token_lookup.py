@@ -48,6 +48,17 @@ COLUMNS = ("token_id", "project_id", "kind", "client_id", "user_id", "family_id"
            "grant_type", "issued_at", "expires_at", "status", "ended_at", "ended_reason", "ended_by")
 
 
+def selections_of(rows: Sequence[Any], token_ids: Sequence[UUID]) -> dict[UUID, FamilySelection]:
+    """``families_as_of``'s answer from its rows (each active token of the families, with its family and parent)."""
+    wanted = set(token_ids)
+    live: dict[UUID, list[UUID]] = {}
+    for row in rows:
+        live.setdefault(row["family_id"], []).append(row["token_id"])
+    return {row["token_id"]: FamilySelection(family_id=row["family_id"], parent_id=row["parent_id"],
+                                             live=list(live[row["family_id"]]))
+            for row in rows if row["token_id"] in wanted}
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRow:
     """A token's metadata (never its value)."""
@@ -299,14 +310,7 @@ class TokenLookupView(ReadModel):
         # planner hashes a join over a scan of every active row; this is two index scans whatever it knows.
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._families_sql, (list(token_ids),), prepare=True)
-            rows = curs.fetchall()
-        wanted = set(token_ids)
-        live: dict[UUID, list[UUID]] = {}
-        for row in rows:
-            live.setdefault(row["family_id"], []).append(row["token_id"])
-        return {row["token_id"]: FamilySelection(family_id=row["family_id"], parent_id=row["parent_id"],
-                                                 live=list(live[row["family_id"]]))
-                for row in rows if row["token_id"] in wanted}
+            return selections_of(curs.fetchall(), token_ids)
 
     def live_matching(self, *, project_id: UUID, client_id: str | None = None, user_id: UUID | None = None,
                       token_id: UUID | None = None, now: datetime) -> list[UUID]:

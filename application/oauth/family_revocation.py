@@ -28,7 +28,7 @@ from uuid import UUID, uuid4
 
 from application.oauth.client_revocation import UNDECIDED, Decided, RevocationOutcome
 from application.oauth.revocation import REVOKED_BY_CLIENT, load_tokens, to_revoke
-from application.ports import Clock, FamilySelection, TokenIndex
+from application.ports import Clock, FamilyReader, FamilySelection, TokenIndex
 from application.store import Keyledger
 from domain.client import PublicClient
 from domain.ids import client_actor
@@ -64,6 +64,7 @@ class FamilyRevoker:
     app: Keyledger
     clock: Clock
     index: TokenIndex
+    reads: FamilyReader | None = None  # the model's families and the streams in one read (else two)
 
     def decide_batch(self, requests: Sequence[FamilyRevocation]) -> list[RevocationOutcome]:
         """One outcome per request, from two reads for the whole batch: the model's rows of the presented tokens
@@ -83,12 +84,19 @@ class FamilyRevoker:
         return [self._decide(request, batch, taken) for request in requests]
 
     def _read(self, requests: Sequence[FamilyRevocation]) -> _Batch:
-        """The model first, the streams after: the streams decide, and a token of the family issued after the model
-        was read descends from a presented token that is then no longer live (see the module)."""
-        selections = self.index.families_as_of([r.token_id for r in requests])
+        """The model first, the streams after (or both in one statement's snapshot, with ``reads``): the streams
+        decide, and a token of the family issued after the model was read descends from a presented token that is
+        then no longer live (see the module)."""
+        ids = [r.token_id for r in requests]
+        first: dict[UUID, Token] | None = None
+        if self.reads is None:
+            selections = self.index.families_as_of(ids)
+        else:  # one statement, one snapshot (``projections.family_reads``): the streams of exactly these tokens
+            selections, stored = self.reads.read(ids)
+            first = self.app.replayed(stored, Token)
         roots = [i for token_id, s in selections.items() for i in (token_id, s.parent_id) if i is not None]
         named = [i for s in selections.values() for i in s.live]
-        loaded = load_tokens(self.app, [*roots, *named], follow_children=True)
+        loaded = load_tokens(self.app, [*roots, *named], follow_children=True, first=first)
         now = self.clock.now()
         presented = {i: token for i, s in selections.items() if (token := loaded.get(i)) is not None
                      and _live_refresh(token, now) and (token.family_id, token.parent_id) == (s.family_id, s.parent_id)}

@@ -6,7 +6,7 @@ list as well as the token lookup model, so the token is refused from the moment 
 (invariant 1 of DESIGN.md) without waiting for the projection.
 """
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -266,17 +266,18 @@ def to_revoke(loaded: Iterable[Token], *, named: Collection[UUID], now: datetime
 
 
 def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool,
-                generations: int | None = None) -> dict[UUID, Token]:
+                generations: int | None = None, first: Mapping[UUID, Token] | None = None) -> dict[UUID, Token]:
     """The tokens ``ids`` name (unknown ids skipped), read in one query, and, with ``follow_children``, every token
     their streams say they were rotated into (``Token.children``), transitively: one more query per generation, for
-    at most ``generations`` of them (None: until none is left)."""
+    at most ``generations`` of them (None: until none is left). ``first``: the tokens ``ids`` name, already read
+    (an id it lacks has no stream), instead of the first query."""
     tokens: dict[UUID, Token] = {}
     seen: set[UUID] = set()
     pending = list(dict.fromkeys(ids))
     left = generations
     while pending:
         seen.update(pending)
-        found = app.find_many(pending, Token)
+        found, first = (first, None) if first is not None else (app.find_many(pending, Token), None)
         loaded = [found[i] for i in pending if i in found]
         tokens.update((t.id, t) for t in loaded)
         if left is not None:
