@@ -213,7 +213,7 @@ class ReadModel(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             report(RebuildProgress(LOCKING))
             self.lock(curs)
-            curs.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{REBUILD_IDLE_LIMIT}'")
+            curs.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = {}").format(Literal(REBUILD_IDLE_LIMIT)))
             report(RebuildProgress(EMPTYING))
             for name in self.tables:
                 curs.execute(SQL("DELETE FROM {}").format(self.table(name)))

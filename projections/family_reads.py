@@ -19,7 +19,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg.sql import SQL, Identifier
 
 from application.ports import FamilySelection
-from projections.token_lookup import TokenLookupView, selections_of
+from projections.token_lookup import TokenLookupView, families_select, selections_of
 
 
 class FamilyReads:
@@ -27,11 +27,9 @@ class FamilyReads:
 
     def __init__(self, view: TokenLookupView, events_table: str) -> None:
         self._datastore = view.datastore
-        # The families through arrays, not joins, as ``families_as_of``: index scans whatever the planner knows.
+        # The streams through an array, not a join, as the families (``families_select``): index scans.
         self._sql = SQL(
-            "WITH fam AS MATERIALIZED (SELECT token_id, family_id, parent_id FROM {lookup} "
-            "WHERE family_id = ANY(ARRAY(SELECT family_id FROM {lookup} WHERE token_id = ANY(%(ids)s) "
-            "AND family_id IS NOT NULL AND status = 'active')) AND status = 'active'), "
+            "WITH fam AS MATERIALIZED ({families}), "
             "wanted AS (SELECT token_id AS id FROM fam UNION "
             "SELECT parent_id FROM fam WHERE token_id = ANY(%(ids)s) AND parent_id IS NOT NULL) "
             "SELECT 0 AS part, token_id, family_id, parent_id, 0 AS version, NULL::text AS topic, "
@@ -39,7 +37,7 @@ class FamilyReads:
             "UNION ALL SELECT 1, e.originator_id, NULL, NULL, e.originator_version, e.topic, e.state "
             "FROM {events} AS e WHERE e.originator_id = ANY(ARRAY(SELECT id FROM wanted)) "
             "ORDER BY part, token_id, version").format(
-            lookup=view.table("token_lookup"),
+            families=families_select(view.table("token_lookup"), "%(ids)s"),
             events=SQL("{}.{}").format(Identifier(view.datastore.schema), Identifier(events_table)),
         ).as_string(None)
 

@@ -48,6 +48,16 @@ COLUMNS = ("token_id", "project_id", "kind", "client_id", "user_id", "family_id"
            "grant_type", "issued_at", "expires_at", "status", "ended_at", "ended_reason", "ended_by")
 
 
+def families_select(lookup: Composable, ids: str) -> Composable:
+    """The active tokens (id, family, parent) of the refresh families of the active tokens the array parameter
+    ``ids`` names (``%s`` or ``%(name)s``). Through an array, not a join: with no statistics yet (a young table,
+    autovacuum off) the planner hashes a join over a scan of every active row; this is two index scans whatever it
+    knows."""
+    return SQL("SELECT token_id, family_id, parent_id FROM {lookup} WHERE family_id = ANY(ARRAY("
+               "SELECT family_id FROM {lookup} WHERE token_id = ANY({ids}) AND family_id IS NOT NULL "
+               "AND status = 'active')) AND status = 'active'").format(lookup=lookup, ids=SQL(ids))
+
+
 def selections_of(rows: Sequence[Any], token_ids: Sequence[UUID]) -> dict[UUID, FamilySelection]:
     """``families_as_of``'s answer from its rows (each active token of the families, with its family and parent)."""
     wanted = set(token_ids)
@@ -194,10 +204,7 @@ class TokenLookupView(ReadModel):
             + behind_horizon(self)).as_string(None)
         self._move_ended_sql = move_ended_sql(self)
         # Each batch of logouts reads it (``families_as_of``): composing it per call cost the batch about 80 µs.
-        self._families_sql = SQL(
-            "SELECT token_id, family_id, parent_id FROM {table} WHERE family_id = ANY(ARRAY("
-            "SELECT family_id FROM {table} WHERE token_id = ANY(%s) AND family_id IS NOT NULL "
-            "AND status = 'active')) AND status = 'active'").format(table=table).as_string(None)
+        self._families_sql = families_select(table, "%s").as_string(None)
         self._last_used_sql = SQL(
             "INSERT INTO {} AS t SELECT * FROM unnest(%b::uuid[], %b::text[], %b::timestamptz[]) "
             "ON CONFLICT (project_id, client_id) DO UPDATE "
@@ -306,8 +313,6 @@ class TokenLookupView(ReadModel):
         """
         if not token_ids:
             return {}
-        # The families through an array, not a join: with no statistics yet (a young table, autovacuum off) the
-        # planner hashes a join over a scan of every active row; this is two index scans whatever it knows.
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._families_sql, (list(token_ids),), prepare=True)
             return selections_of(curs.fetchall(), token_ids)

@@ -3,11 +3,11 @@
 A logout ends the login's family: the presented refresh token and every live token of its family (RFC 7009 section
 2.1: revoking a refresh token revokes the access tokens issued with it). The general path
 (``Revoker.revoke_family`` with the presented token) does it in a worker thread with reads of its own; here the
-group committer decides a whole batch of logouts with one query of the token lookup model (the presented tokens'
-rows and their families' active tokens) and one read of the streams of those tokens and the presented tokens'
-parents (one more for a rotation whose access token the model has not applied yet), and saves every
-``TokenRevoked`` in the batch's transaction, which lists each revoked token (DESIGN.md invariant 1), so the caller
-hears "revoked" only once every process refuses the family.
+group committer decides a whole batch of logouts with one statement (``projections.family_reads``) reading the token
+lookup model (the presented tokens' rows and their families' active tokens) and the streams of those tokens and the
+presented tokens' parents (one more read for a rotation whose access token the model has not applied yet), and saves
+every ``TokenRevoked`` in the batch's transaction, which lists each revoked token (DESIGN.md invariant 1), so the
+caller hears "revoked" only once every process refuses the family.
 
 The decision is the general path's, on the same reasoning (see ``Revoker.revoke_family``): the presented token is
 live, so the model need only hold its row, as active (every later token of the family descends from it, and rotating
@@ -67,10 +67,10 @@ class FamilyRevoker:
     reads: FamilyReader | None = None  # the model's families and the streams in one read (else two)
 
     def decide_batch(self, requests: Sequence[FamilyRevocation]) -> list[RevocationOutcome]:
-        """One outcome per request, from two reads for the whole batch: the model's rows of the presented tokens
-        with their families' active tokens, then the streams of all those tokens and of the presented tokens' parents
-        (plus one read per generation of children the model does not list yet, as ``Revoker.revoke_family`` follows
-        them).
+        """One outcome per request, from one read for the whole batch with ``reads`` (two without): the model's rows
+        of the presented tokens with their families' active tokens, and the streams of all those tokens and of the
+        presented tokens' parents (plus one read per generation of children the model does not list yet, as
+        ``Revoker.revoke_family`` follows them).
 
         A read that fails leaves the whole batch of logouts to the general path, which meets the failure again and
         answers it: the other requests the committer decides and saves with them must not fail with it.

@@ -277,7 +277,10 @@ def load_tokens(app: Keyledger, ids: Sequence[UUID], *, follow_children: bool,
     left = generations
     while pending:
         seen.update(pending)
-        found, first = (first, None) if first is not None else (app.find_many(pending, Token), None)
+        if first is not None:  # the first generation, read by the caller
+            found, first = first, None
+        else:
+            found = app.find_many(pending, Token)
         loaded = [found[i] for i in pending if i in found]
         tokens.update((t.id, t) for t in loaded)
         if left is not None:
