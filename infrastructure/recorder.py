@@ -29,7 +29,7 @@ from eventsourcing.utils import get_topic, retry
 from psycopg.sql import SQL, Identifier, Literal
 
 from domain.token import Token
-from projections.ddl import if_missing_all, lock_timeout
+from projections.ddl import repeatable
 from projections.token_lookup import REVOKED_TOKENS_TABLE
 
 INSERT_ATTEMPTS = 10  # eventsourcing's own recorder tries an insert as often, as long apart
@@ -79,8 +79,7 @@ class OneTripRecorder(PostgresApplicationRecorder):
                      revoked=Identifier(REVOKED_TOKENS_TABLE), revoked_topic=Literal(get_topic(Token.TokenRevoked)),
                      timeout=SQL(str(int(self.datastore.lock_timeout)))))
         # Repeated by every process that starts: no lock on what exists, a bounded wait for one (``projections.ddl``).
-        self.sql_create_statements[:] = [lock_timeout(self.datastore.lock_timeout),
-                                         *if_missing_all(self.sql_create_statements)]
+        self.sql_create_statements[:] = repeatable(self.sql_create_statements, self.datastore.lock_timeout)
         # Rendered once: psycopg would compose the SQL object again on every call.
         self.insert_call = SQL("SELECT * FROM {schema}.{function}(%b, %b, %b, %b)").format(
             schema=schema, function=function).as_string(None)

@@ -23,7 +23,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier, Literal
 
-from projections.ddl import if_missing_all, lock_timeout
+from projections.ddl import repeatable
 from projections.failures import FailureStreak
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ class ReadModel(PostgresTrackingRecorder):
         self.sql_create_statements.extend(self.create_statements())
         self.sql_create_statements.extend(self.security_statements())
         # Repeated by every process that starts: no lock on what exists, a bounded wait for one (``projections.ddl``).
-        self.sql_create_statements[:] = [lock_timeout(self.datastore.lock_timeout),
-                                         *if_missing_all(self.sql_create_statements)]
+        self.sql_create_statements[:] = repeatable(self.sql_create_statements, self.datastore.lock_timeout)
         # The position this process's runner last read or wrote, and the waiters on it: with a runner running,
         # read-your-writes waits cost no query of their own (the runner re-reads the position every interval,
         # whichever process applied the events).

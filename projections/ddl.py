@@ -66,9 +66,10 @@ def _check_quotable(text: str) -> None:
         raise ValueError(f"a migration statement may not contain $$ or {_TAG}: {text}")
 
 
-def if_missing_all(statements: Sequence[Composable]) -> list[Composable]:
-    """``if_missing`` of each statement."""
-    return [if_missing(statement) for statement in statements]
+def repeatable(statements: Sequence[Composable], lock_seconds: float) -> list[Composable]:
+    """A recorder's migration statements as every start runs them: ``if_missing`` of each, after the transaction's
+    ``lock_timeout``."""
+    return [lock_timeout(lock_seconds), *(if_missing(statement) for statement in statements)]
 
 
 def _condition(text: str) -> Composable | None:
