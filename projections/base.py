@@ -306,6 +306,7 @@ class ProjectionRunner:
         self._interval = interval
         self._idle_write_interval = idle_write_interval
         self._written_at = 0.0
+        self._short_of_head = False  # the last pass applied a full batch that stopped short of the head
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -320,6 +321,7 @@ class ProjectionRunner:
         Only notifications of the model's topics are fetched; the position still advances to the head, so it
         covers every event and "caught up to N" means the same for every model.
         """
+        self._short_of_head = False
         start = self._model.position()
         self._model.observe(start)
         head = self._recorder.max_notification_id() or 0
@@ -341,6 +343,7 @@ class ProjectionRunner:
             return 0
         self._written_at = time.monotonic()
         self._model.observe(last)
+        self._short_of_head = last < head
         return last - start
 
     def _decode(self, notifications: Sequence[Any]) -> list[Any]:
@@ -413,7 +416,8 @@ class ProjectionRunner:
                 self._stop.wait(0.5)
                 continue
             failures.succeeded()
-            self._model.wake.wait(self._interval)
+            if not self._short_of_head:  # behind by more than a batch: the next one at once, or the lag only grows
+                self._model.wake.wait(self._interval)
 
 
 class HeadWatcher:
