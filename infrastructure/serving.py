@@ -1,9 +1,10 @@
-"""Several API processes on one port, each with a listening socket of its own (``SO_REUSEPORT``).
+"""Several API processes on one port, fed connections by one accepting process (``infrastructure.dispatch``).
 
 uvicorn's own ``--workers`` mode shares one listening socket: whichever process wakes first accepts every
 connection waiting in the backlog, so a burst of keep-alive connections (a load balancer's pool, a benchmark) can
-land 31 to 1 on two processes and leave a core idle. With a socket per process the kernel spreads connections over
-the processes by their address hash instead.
+land 31 to 1 on two processes and leave a core idle. A listening socket per process (``SO_REUSEPORT``) spreads them
+by a hash of their addresses instead, which is even only on average (20 to 12 seen with 32). So one accepting
+process hands each connection to the API process with the fewest open.
 """
 
 import gc
@@ -14,22 +15,25 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from infrastructure.bootstrap import PROJECTIONS_ELSEWHERE, TOKEN_RATE_MODELS
+from infrastructure.dispatch import channel_pair, run_dispatcher
 
 logger = logging.getLogger(__name__)
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket that other processes may bind to the same address too."""
+BACKLOG = 2048
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """The server's TCP socket, bound but not yet listening (the accepting process listens once the API processes
+    are ready): a port in use fails here, in the supervisor, before any process starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -50,31 +54,55 @@ def _exit_with(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _serve_one(host: str, port: int, options: dict[str, Any], parent: int) -> None:
-    """One API process: its own socket, its own application (built by the factory after the process started)."""
+def _serve_one(channel: socket.socket, options: dict[str, Any], parent: int) -> None:
+    """One API process: its own application (built by the factory after the process started), serving the
+    connections handed over on ``channel``."""
     import uvicorn  # noqa: PLC0415
+
+    from infrastructure.handed_server import HandedServer  # noqa: PLC0415 (uvicorn: only API processes need it)
 
     threading.Thread(target=_exit_with, args=(parent,), name="supervisor-watch", daemon=True).start()
     os.environ[PROJECTIONS_ELSEWHERE] = ",".join(sorted(TOKEN_RATE_MODELS))  # the supervisor runs those
     config = uvicorn.Config("infrastructure.http.app:app_from_env", factory=True, **options)
-    uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
+    HandedServer(config, channel).run()
 
 
 def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]) -> int:
-    """Runs ``count`` API processes until SIGTERM/SIGINT (passed on to them) or until one of them exits."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise RuntimeError("several API processes need SO_REUSEPORT (Linux, BSD, macOS)")
+    """Runs ``count`` API processes and the accepting process until SIGTERM/SIGINT (passed on to them) or until one
+    of them exits."""
     spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_serve_one, args=(host, port, options, os.getpid()), name=f"keyledger-api-{i}")
-                for i in range(count)]
+    pairs = [channel_pair() for _ in range(count)]
+    listener = bound_socket(host, port)
+    children = [spawn.Process(target=run_dispatcher, args=(listener, [ours for ours, _ in pairs], BACKLOG),
+                              name="keyledger-accept")]
+    children += [spawn.Process(target=_serve_one, args=(theirs, options, os.getpid()), name=f"keyledger-api-{i}")
+                 for i, (_, theirs) in enumerate(pairs)]
+
+    def handed_over() -> None:  # the children hold their own copies; an API process's end then closes with it
+        listener.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+    try:
+        return _supervise(children, started=handed_over)
+    finally:
+        handed_over()
+
+
+def _supervise(children: list[Any], *, started: Callable[[], None]) -> int:
+    """Starts ``children`` (then calls ``started``) and runs until SIGTERM/SIGINT or until one of them exits; then
+    stops them all."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for child in children:
             child.start()
+        started()
         while not stop.wait(0.5):
-            if any(child.exitcode is not None for child in children):
-                logger.error("an API process exited; stopping the others")
+            exited = [child.name for child in children if child.exitcode is not None]
+            if exited:
+                logger.error("%s exited; stopping the others", exited[0])
                 break
     finally:
         for child in children:

@@ -1,9 +1,13 @@
-"""``keyledger serve --workers 2``: API processes with a listening socket each (SO_REUSEPORT), each running the
-projections requests wait on after a command, the supervisor running the token-rate ones (token lookup, audit);
-fresh connections land on either process and every one sees every acknowledged write."""
+"""``keyledger serve --workers 2``: API processes fed connections by an accepting process, the one with the fewest
+open first, each running the projections requests wait on after a command, the supervisor running the token-rate
+ones (token lookup, audit); fresh connections land on either process and every one sees every acknowledged write."""
 
 import contextlib
+import os
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,12 +31,14 @@ ROUNDS = 40
 
 
 @contextlib.contextmanager
-def two_api_processes(server_url: str, redis_url: str) -> Iterator[str]:
-    """``keyledger serve --workers 2`` on a fresh database; yields its base URL, then checks that it stopped
-    cleanly (exit status 0, no traceback)."""
+def two_api_processes(server_url: str, redis_url: str, pid: list[int] | None = None) -> Iterator[str]:
+    """``keyledger serve --workers 2`` on a fresh database; yields its base URL (and appends the server's process id
+    to ``pid``), then checks that it stopped cleanly (exit status 0, no traceback)."""
     with fresh_database(server_url) as url:
         env = {"KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_REDIS_URL": redis_url, "KEYLEDGER_SECRET_KEY": SECRET_KEY}
         proc, base = start_server(env, "--workers", "2")
+        if pid is not None:
+            pid.append(proc.pid)
         try:
             wait_until_up(base, proc)
             yield base
@@ -78,3 +84,47 @@ def test_listings_fed_by_the_supervisor_show_every_acknowledged_revocation(serve
                 assert len(revoked) == n + 1, f"round {n}: the listing missed a revocation"
                 audit = b.get(f"{project}/audit", params={"type": "TokenRevoked"}, headers=owner).json()["items"]
                 assert len(audit) == n + 1, f"round {n}: the audit ledger missed a revocation"
+
+
+def established_on(port: int) -> Counter[int]:
+    """For each process: how many established TCP connections on local ``port`` it holds (Linux's /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(f"socket:[{fields[9]}]")
+    held: Counter[int] = Counter()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            held[int(proc.name)] += sum(1 for fd in (proc / "fd").iterdir() if os.readlink(fd) in inodes)
+    return +held
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(proc.name))
+    return found
+
+
+def test_keep_alive_connections_are_shared_out_evenly(server_url: str, redis_url: str) -> None:
+    """16 keep-alive connections: 8 on each API process (the kernel's address hash gave 20 to 12 of 32)."""
+    pid: list[int] = []
+    with two_api_processes(server_url, redis_url, pid) as base:
+        clients = [httpx.Client(base_url=base, timeout=30) for _ in range(16)]
+        try:
+            for client in clients:
+                assert client.get("/healthz").status_code == 200
+            held = established_on(urlsplit(base).port or 0)
+            api = children_of(pid[0])
+            assert sorted(count for proc, count in held.items() if proc in api) == [8, 8]
+        finally:
+            for client in clients:
+                client.close()

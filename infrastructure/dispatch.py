@@ -1,0 +1,199 @@
+"""Connections shared out evenly among the API processes: one process accepts them, the API processes serve them.
+
+With a listening socket per API process (``SO_REUSEPORT``) the kernel picks the process of each connection by a hash
+of its addresses, which balances many connections but not a few: 32 keep-alive connections landed 20 to 12 on two
+processes, and the busier one answered every request about half as slowly again (each of its group commits waited
+for 20 callers, not 16), so the slowest hundredth of all answers were its own. As Node's cluster module does by
+default (its round-robin scheduling), one small process accepts every connection and hands the socket itself
+(``SCM_RIGHTS`` over a Unix socket pair) to the API process with the fewest open; each API process reports every
+connection it closes back over the same pair. The accepting process listens only once every API process has said
+it is ready, so until then a connection is refused, as with a socket per process.
+
+The hand-off costs a connection about two system calls in each process, once: requests on it go straight to its API
+process.
+"""
+
+import asyncio
+import contextlib
+import errno
+import logging
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+READY = b"r"  # API process -> accepting process: serving; send connections
+CLOSED = b"x"  # API process -> accepting process: one of its connections ended
+CONNECTION = b"c"  # accepting process -> API process: this byte carries a connection
+HANDOFF_TIMEOUT = 5.0  # seconds an API process may leave its hand-offs unread before a connection is dropped
+_ACCEPT_RETRY = 0.05  # seconds to wait after an accept failure that is not the client's (out of descriptors)
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """The accepting process's end and an API process's end of their channel."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+class Dispatcher:
+    """The accepting process's work: listens once every API process is ready, then hands each connection to the API
+    process with the fewest open. Ends when an API process's channel closes (the supervisor then stops the rest)."""
+
+    def __init__(self, listener: socket.socket, channels: Sequence[socket.socket], *, backlog: int) -> None:
+        self._listener = listener
+        self._channels = list(channels)
+        self._backlog = backlog
+        self._open = [0] * len(self._channels)
+        self._ready = [False] * len(self._channels)
+        self._selector = selectors.DefaultSelector()
+        for index, channel in enumerate(self._channels):
+            channel.settimeout(HANDOFF_TIMEOUT)  # reads wait for nothing: the selector said they are readable
+            self._selector.register(channel, selectors.EVENT_READ, index)
+
+    @property
+    def open_connections(self) -> list[int]:
+        """How many connections each API process holds, as far as it has reported."""
+        return list(self._open)
+
+    @property
+    def listening(self) -> bool:
+        """Whether every API process is ready and connections are taken."""
+        return self._selector.get_map().get(self._listener.fileno()) is not None
+
+    def run(self) -> None:
+        """Serves until an API process goes away."""
+        try:
+            while self.step():
+                pass
+        finally:
+            self._selector.close()
+
+    def step(self, timeout: float | None = None) -> bool:
+        """Handles what is ready within ``timeout`` seconds (None: waits); False once an API process has gone."""
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                self._accept()
+            elif not self._heard(key.data):
+                return False
+        return True
+
+    def _heard(self, index: int) -> bool:
+        data = self._channels[index].recv(4096)
+        if not data:
+            logger.warning("API process %d closed its channel; no more connections are handed out", index)
+            return False
+        self._open[index] = max(0, self._open[index] - data.count(CLOSED))
+        if READY in data:
+            self._ready[index] = True
+            if all(self._ready) and not self.listening:
+                self._listener.listen(self._backlog)
+                self._listener.setblocking(False)
+                self._selector.register(self._listener, selectors.EVENT_READ, None)
+        return True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:
+                logger.warning("accepting a connection failed: %s", errno.errorcode.get(exc.errno or 0, exc))
+                time.sleep(_ACCEPT_RETRY)
+                return
+            with connection:  # closed here once handed over: the API process holds its own descriptor
+                self._hand_over(connection)
+
+    def _hand_over(self, connection: socket.socket) -> None:
+        index = min(range(len(self._open)), key=self._open.__getitem__)
+        try:
+            socket.send_fds(self._channels[index], [CONNECTION], [connection.fileno()])
+        except OSError as exc:  # the API process left its hand-offs unread, or is gone: this connection is dropped
+            logger.warning("handing a connection to API process %d failed: %s", index, type(exc).__name__)
+            return
+        self._open[index] += 1
+
+
+def run_dispatcher(listener: socket.socket, channels: Sequence[socket.socket], backlog: int) -> None:
+    """The accepting process's entry point. It leaves Ctrl-C to the supervisor, which stops it with SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: _exit())
+    Dispatcher(listener, channels, backlog=backlog).run()
+
+
+def _exit() -> None:
+    raise SystemExit(0)
+
+
+class HandedConnections:
+    """An API process's end of the channel: serves each connection handed over with ``protocol`` (uvicorn's HTTP
+    protocol) on this event loop, and reports each one's end."""
+
+    def __init__(self, channel: socket.socket, protocol: Callable[[], asyncio.Protocol],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._channel = channel
+        self._protocol = protocol
+        self._loop = loop
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._open = False
+
+    def start(self) -> None:
+        """Starts taking connections, and tells the accepting process so."""
+        self._channel.setblocking(False)
+        self._loop.add_reader(self._channel.fileno(), self._receive)
+        self._open = True
+        self._report(READY)
+
+    def close(self) -> None:
+        """Takes no more connections (those open are the server's to finish)."""
+        if self._open:
+            self._open = False
+            self._loop.remove_reader(self._channel.fileno())
+            self._channel.close()
+
+    def _receive(self) -> None:
+        while self._open:
+            try:
+                data, fds, _flags, _address = socket.recv_fds(self._channel, 1, 1)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                self.close()  # the accepting process is gone: no new connections
+                return
+            for fd in fds:
+                task = self._loop.create_task(self._serve(socket.socket(fileno=fd)))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _serve(self, connection: socket.socket) -> None:
+        connection.setblocking(False)
+        try:
+            await self._loop.connect_accepted_socket(self._counted, connection)
+        except OSError:  # gone before it could be served
+            connection.close()
+            self._report(CLOSED)
+
+    def _counted(self) -> asyncio.Protocol:
+        """uvicorn's protocol for one connection, reporting its end to the accepting process."""
+        protocol = self._protocol()
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            try:
+                lost(exc)
+            finally:
+                self._report(CLOSED)
+
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol
+
+    def _report(self, message: bytes) -> None:
+        with contextlib.suppress(OSError):  # the accepting process is gone, or (never seen) its end is full
+            self._channel.send(message)

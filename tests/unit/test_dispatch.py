@@ -1,0 +1,118 @@
+"""The accepting process of ``serve --workers N`` (``infrastructure.dispatch``), on real sockets: it listens once
+every API process is ready, hands each connection to the one with the fewest open, and an API process serves what
+it is handed and reports each connection's end."""
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from infrastructure.dispatch import CLOSED, CONNECTION, READY, Dispatcher, HandedConnections, channel_pair
+from infrastructure.serving import bound_socket
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[tuple[Dispatcher, int, list[socket.socket]]]:
+    """A dispatcher for two API processes on a free port; yields it, its port and the API processes' ends."""
+    pairs = [channel_pair() for _ in range(2)]
+    listener = bound_socket("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    yield Dispatcher(listener, [ours for ours, _ in pairs], backlog=64), port, [theirs for _, theirs in pairs]
+    listener.close()
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
+
+
+def handed(channel: socket.socket, wanted: int) -> list[socket.socket]:
+    """The connections handed over on an API process's end (``wanted`` of them)."""
+    connections = []
+    channel.settimeout(5)
+    while len(connections) < wanted:
+        data, fds, _, _ = socket.recv_fds(channel, 1, 1)
+        assert data == CONNECTION and len(fds) == 1
+        connections.append(socket.socket(fileno=fds[0]))
+    return connections
+
+
+def connect(port: int, dispatcher: Dispatcher, count: int) -> list[socket.socket]:
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    before = sum(dispatcher.open_connections)
+    while sum(dispatcher.open_connections) < before + count:
+        assert dispatcher.step(timeout=5)
+    return clients
+
+
+def test_nothing_is_accepted_until_every_api_process_is_ready(dispatcher) -> None:
+    dispatch, port, ends = dispatcher
+    ends[0].send(READY)
+    assert dispatch.step(timeout=5)
+    assert not dispatch.listening
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    ends[1].send(READY)
+    assert dispatch.step(timeout=5)
+    assert dispatch.listening
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_each_connection_goes_to_the_api_process_with_the_fewest_open(dispatcher) -> None:
+    dispatch, port, ends = dispatcher
+    for end in ends:
+        end.send(READY)
+    while not dispatch.listening:
+        assert dispatch.step(timeout=5)
+    clients = connect(port, dispatch, 8)
+    assert dispatch.open_connections == [4, 4]
+    first, second = handed(ends[0], 4), handed(ends[1], 4)
+    # Each handed socket is the server side of one of the clients' connections.
+    assert sorted(c.getpeername() for c in first + second) == sorted(c.getsockname() for c in clients)
+
+    ends[0].send(CLOSED * 3)  # the first API process ended three of its connections
+    while dispatch.open_connections != [1, 4]:
+        assert dispatch.step(timeout=5)
+    clients += connect(port, dispatch, 3)
+    assert dispatch.open_connections == [4, 4]
+    assert len(handed(ends[0], 3)) == 3
+    for sock in clients + first + second:
+        sock.close()
+
+
+def test_the_dispatcher_stops_when_an_api_process_is_gone(dispatcher) -> None:
+    dispatch, _, ends = dispatcher
+    ends[1].close()
+    assert not dispatch.step(timeout=5)
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+def test_an_api_process_serves_what_it_is_handed_and_reports_each_end() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = channel_pair()
+        ours.setblocking(False)
+        handed = HandedConnections(theirs, Echo, loop)
+        handed.start()
+        assert await loop.sock_recv(ours, 1) == READY
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.create_connection(listener.getsockname(), timeout=5)
+            server_side, _ = listener.accept()
+        with server_side:
+            socket.send_fds(ours, [CONNECTION], [server_side.fileno()])
+        client.setblocking(False)
+        await loop.sock_sendall(client, b"ping")
+        assert await asyncio.wait_for(loop.sock_recv(client, 4), 5) == b"ping"
+        client.close()
+        assert await asyncio.wait_for(loop.sock_recv(ours, 1), 5) == CLOSED
+        handed.close()
+        assert await asyncio.wait_for(loop.sock_recv(ours, 1), 5) == b""  # its end closed: no more hand-offs
+        ours.close()
+
+    asyncio.run(scenario())
