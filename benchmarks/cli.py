@@ -153,8 +153,14 @@ def _run_named(name: str, context: SetupContext, target: Target, args: argparse.
     if args.rate > 0:
         print(f"[{name}] open loop: {args.rate:g} requests/s offered on a fixed schedule, latency counted from when "
               "each request was due", file=sys.stderr)
-    return run_scenario(name, target, plan, concurrency=args.concurrency, processes=args.processes,
-                        warmup=args.warmup, duration=args.duration, cpu=args.cpu, trace=args.trace, rate=args.rate)
+    result = run_scenario(name, target, plan, concurrency=args.concurrency, processes=args.processes,
+                          warmup=args.warmup, duration=args.duration, cpu=args.cpu, trace=args.trace, rate=args.rate)
+    if context.accounts:  # how much of the run's work its window left to the read models
+        try:
+            asyncio.run(context.settled(context.accounts[0], label=f"[{name}]", what="the run"))
+        except SetupError as exc:
+            print(f"[{name}] {exc}", file=sys.stderr)
+    return result
 
 
 def _empty(path: Path | None) -> None:

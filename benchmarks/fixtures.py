@@ -229,19 +229,23 @@ class SetupContext:
             raise SetupError(f"password grant for {account.email}: no access_token in {json.dumps(data)[:300]}")
         return data
 
-    async def settled(self, account: Account, *, attempts: int = 60) -> None:
-        """Wait until the server's token lookup and audit read models have applied everything setup wrote.
+    async def settled(self, account: Account, *, attempts: int = 60, label: str = "[setup]",
+                      what: str = "the setup's events") -> float:
+        """Wait until the server's token lookup and audit read models have applied everything written so far; return
+        the seconds that took (the password login that authorises the reads not counted).
 
         A token listing and an audit page each wait, server-side, until their read model has reached the event
         store's head; they answer 503 if that takes longer than the server's wait. Bulk setup (thousands of issued
         tokens) leaves the models a backlog to apply, which would otherwise be applied during the measurement and
-        be counted against the scenario.
+        be counted against the scenario. After a scenario, the same wait tells how far the models fell behind it:
+        work a run left for after its window is work its numbers do not count.
 
         Raises:
             SetupError: The models did not catch up within ``attempts`` tries.
         """
         token = (await self.fresh_password_tokens(account))["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
+        started = time.monotonic()
         for path in (f"/v1/projects/{account.project_id}/tokens?limit=1",
                      f"/v1/projects/{account.project_id}/audit?limit=1"):
             for _ in range(attempts):
@@ -251,8 +255,10 @@ class SetupContext:
                 if status != 503:
                     raise SetupError(f"GET {path}: expected 200 or 503, got {status}")
             else:
-                raise SetupError(f"GET {path}: the read models did not catch up with the setup")
-        print("[setup] read models caught up with the setup's events", file=self.progress, flush=True)
+                raise SetupError(f"GET {path}: the read models did not catch up with {what}")
+        waited = time.monotonic() - started
+        print(f"{label} read models caught up with {what} in {waited:.1f} s", file=self.progress, flush=True)
+        return waited
 
     async def paged_project(self, members: int, clients: int) -> PagedProject:
         """Return a project with ``members`` developers besides its owner and ``clients`` clients in all.
