@@ -153,11 +153,15 @@ def _run_named(name: str, context: SetupContext, target: Target, args: argparse.
     if args.rate > 0:
         print(f"[{name}] open loop: {args.rate:g} requests/s offered on a fixed schedule, latency counted from when "
               "each request was due", file=sys.stderr)
+    # How much of the run's work its window left to the read models: timed from the window's end (the token that
+    # reads them is taken before the run).
+    account = context.accounts[0] if context.accounts else None
+    token = asyncio.run(context.fresh_password_tokens(account))["access_token"] if account else None
     result = run_scenario(name, target, plan, concurrency=args.concurrency, processes=args.processes,
                           warmup=args.warmup, duration=args.duration, cpu=args.cpu, trace=args.trace, rate=args.rate)
-    if context.accounts:  # how much of the run's work its window left to the read models
+    if account is not None:
         try:
-            asyncio.run(context.settled(context.accounts[0], label=f"[{name}]", what="the run"))
+            asyncio.run(context.settled(account, label=f"[{name}]", what="the run", token=token))
         except SetupError as exc:
             print(f"[{name}] {exc}", file=sys.stderr)
     return result

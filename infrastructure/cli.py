@@ -63,8 +63,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # client address that per-address abuse limits count against.
     proxies: dict[str, Any] = {"proxy_headers": bool(settings.trusted_proxies),
                                "forwarded_allow_ips": list(settings.trusted_proxies) or None}
+    # No WebSocket: keyledger serves none, and an upgrade would hand the connection to a protocol whose end the
+    # accepting process of ``--workers N`` never hears of (``infrastructure.dispatch``).
     options: dict[str, Any] = {"access_log": False, "log_level": "warning", "loop": "uvloop", "http": "httptools",
-                               **proxies}
+                               "ws": "none", **proxies}
     with runtime(settings) as (resolved, endpoints):
         settings = resolved
         container = build(settings, endpoints, migrate=True)  # tables, the first signing key

@@ -6,11 +6,13 @@ processes, and the busier one answered every request about half as slowly again 
 for 20 callers, not 16), so the slowest hundredth of all answers were its own. As Node's cluster module does by
 default (its round-robin scheduling), one small process accepts every connection and hands the socket itself
 (``SCM_RIGHTS`` over a Unix socket pair) to the API process with the fewest open; each API process reports every
-connection it closes back over the same pair. The accepting process listens only once every API process has said
-it is ready, so until then a connection is refused, as with a socket per process.
+connection it closes back over the same pair. The supervisor listens before any process starts (a port in use fails
+at once); the accepting process takes connections only once every API process has said it is ready, so until then
+they wait in the kernel's backlog.
 
-The hand-off costs a connection about two system calls in each process, once: requests on it go straight to its API
-process.
+The hand-off costs a connection a few system calls in each process, once: requests on it go straight to its API
+process. The API processes serve no WebSocket (uvicorn's ``ws="none"``): an upgrade would swap the connection's
+protocol for one whose end is not reported.
 """
 
 import asyncio
@@ -29,8 +31,9 @@ logger = logging.getLogger(__name__)
 READY = b"r"  # API process -> accepting process: serving; send connections
 CLOSED = b"x"  # API process -> accepting process: one of its connections ended
 CONNECTION = b"c"  # accepting process -> API process: this byte carries a connection
-HANDOFF_TIMEOUT = 5.0  # seconds an API process may leave its hand-offs unread before a connection is dropped
 _ACCEPT_RETRY = 0.05  # seconds to wait after an accept failure that is not the client's (out of descriptors)
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_WARN_EVERY = 10.0  # seconds between two warnings of the same kind (a persisting failure would flood the log)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -38,19 +41,52 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
-class Dispatcher:
-    """The accepting process's work: listens once every API process is ready, then hands each connection to the API
-    process with the fewest open. Ends when an API process's channel closes (the supervisor then stops the rest)."""
+def raise_descriptor_limit() -> None:
+    """Raises this process's soft limit of open descriptors to its hard limit: an API process holds a descriptor per
+    connection, and one handed over when the limit is reached is lost in transit (``MSG_CTRUNC``)."""
+    try:
+        import resource  # noqa: PLC0415 (POSIX only)
 
-    def __init__(self, listener: socket.socket, channels: Sequence[socket.socket], *, backlog: int) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        logger.debug("the descriptor limit stays as it is")
+
+
+class _Throttled:
+    """A warning logged at most once per ``_WARN_EVERY`` seconds, with the count of those held back."""
+
+    def __init__(self) -> None:
+        self._last = -_WARN_EVERY
+        self._held = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < _WARN_EVERY:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        if held:
+            logger.warning(message + " (%d more since the last warning)", *args, held)
+        else:
+            logger.warning(message, *args)
+
+
+class Dispatcher:
+    """The accepting process's work: once every API process is ready, hands each connection to the API process with
+    the fewest open. Ends when an API process's channel closes (the supervisor then stops the rest)."""
+
+    def __init__(self, listener: socket.socket, channels: Sequence[socket.socket]) -> None:
+        """``listener``: the server's socket, already listening (see ``serving.listening_socket``)."""
         self._listener = listener
         self._channels = list(channels)
-        self._backlog = backlog
         self._open = [0] * len(self._channels)
         self._ready = [False] * len(self._channels)
+        self._accept_failed, self._dropped = _Throttled(), _Throttled()
         self._selector = selectors.DefaultSelector()
         for index, channel in enumerate(self._channels):
-            channel.settimeout(HANDOFF_TIMEOUT)  # reads wait for nothing: the selector said they are readable
+            channel.setblocking(False)  # a hand-off never waits for one API process while the others could take it
             self._selector.register(channel, selectors.EVENT_READ, index)
 
     @property
@@ -60,7 +96,7 @@ class Dispatcher:
 
     @property
     def listening(self) -> bool:
-        """Whether every API process is ready and connections are taken."""
+        """Whether every API process is ready, so connections are taken."""
         return self._selector.get_map().get(self._listener.fileno()) is not None
 
     def run(self) -> None:
@@ -81,7 +117,12 @@ class Dispatcher:
         return True
 
     def _heard(self, index: int) -> bool:
-        data = self._channels[index].recv(4096)
+        try:
+            data = self._channels[index].recv(4096)
+        except BlockingIOError:
+            return True
+        except OSError:  # reset: the API process went with hand-offs unread
+            data = b""
         if not data:
             logger.warning("API process %d closed its channel; no more connections are handed out", index)
             return False
@@ -89,7 +130,6 @@ class Dispatcher:
         if READY in data:
             self._ready[index] = True
             if all(self._ready) and not self.listening:
-                self._listener.listen(self._backlog)
                 self._listener.setblocking(False)
                 self._selector.register(self._listener, selectors.EVENT_READ, None)
         return True
@@ -100,30 +140,34 @@ class Dispatcher:
                 connection, _ = self._listener.accept()
             except BlockingIOError:
                 return
-            except ConnectionAbortedError:
-                continue  # the client gave up while queued
             except OSError as exc:
-                logger.warning("accepting a connection failed: %s", errno.errorcode.get(exc.errno or 0, exc))
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    continue  # that connection's own failure (aborted, a network error): the next one
+                self._accept_failed.warn("accepting connections failed: %s", errno.errorcode.get(exc.errno or 0))
                 time.sleep(_ACCEPT_RETRY)
                 return
             with connection:  # closed here once handed over: the API process holds its own descriptor
                 self._hand_over(connection)
 
     def _hand_over(self, connection: socket.socket) -> None:
-        index = min(range(len(self._open)), key=self._open.__getitem__)
-        try:
-            socket.send_fds(self._channels[index], [CONNECTION], [connection.fileno()])
-        except OSError as exc:  # the API process left its hand-offs unread, or is gone: this connection is dropped
-            logger.warning("handing a connection to API process %d failed: %s", index, type(exc).__name__)
+        """Hands ``connection`` to the API process with the fewest open that can take it now (one whose channel is
+        full, its event loop busy, is passed over); dropped if none can."""
+        for index in sorted(range(len(self._open)), key=self._open.__getitem__):
+            try:
+                socket.send_fds(self._channels[index], [CONNECTION], [connection.fileno()])
+            except OSError:
+                continue
+            self._open[index] += 1
             return
-        self._open[index] += 1
+        self._dropped.warn("no API process could take a connection now; it was closed")
 
 
-def run_dispatcher(listener: socket.socket, channels: Sequence[socket.socket], backlog: int) -> None:
+def run_dispatcher(listener: socket.socket, channels: Sequence[socket.socket]) -> None:
     """The accepting process's entry point. It leaves Ctrl-C to the supervisor, which stops it with SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: _exit())
-    Dispatcher(listener, channels, backlog=backlog).run()
+    raise_descriptor_limit()
+    Dispatcher(listener, channels).run()
 
 
 def _exit() -> None:
@@ -167,10 +211,20 @@ class HandedConnections:
             if not data:
                 self.close()  # the accepting process is gone: no new connections
                 return
+            if not fds:  # lost in transit (this process at its descriptor limit): the client saw it closed
+                logger.warning("a connection handed over arrived without its descriptor (too many open)")
+                self._report(CLOSED)
             for fd in fds:
                 task = self._loop.create_task(self._serve(socket.socket(fileno=fd)))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
+
+    async def closed(self) -> None:
+        """``close``, then waits for the connections received but not yet set up: uvicorn's shutdown then sees
+        every connection this process took."""
+        self.close()
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _serve(self, connection: socket.socket) -> None:
         connection.setblocking(False)

@@ -33,5 +33,5 @@ class HandedServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """No more connections, then uvicorn's graceful shutdown of those open."""
         if self._handed is not None:
-            self._handed.close()
+            await self._handed.closed()
         await super().shutdown(sockets=sockets)

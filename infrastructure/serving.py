@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infrastructure.bootstrap import PROJECTIONS_ELSEWHERE, TOKEN_RATE_MODELS
-from infrastructure.dispatch import channel_pair, run_dispatcher
+from infrastructure.dispatch import channel_pair, raise_descriptor_limit, run_dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +27,18 @@ logger = logging.getLogger(__name__)
 BACKLOG = 2048
 
 
-def bound_socket(host: str, port: int) -> socket.socket:
-    """The server's TCP socket, bound but not yet listening (the accepting process listens once the API processes
-    are ready): a port in use fails here, in the supervisor, before any process starts."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's TCP socket, listening: a port in use fails here, in the supervisor, before any process starts.
+    Connections wait in its backlog until the accepting process takes them (once every API process is ready)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -48,7 +53,7 @@ def freeze_startup_heap() -> None:
 
 def _exit_with(parent: int) -> None:
     """Stops this API process (gracefully, as SIGTERM does) once its supervisor is gone: an orphan would go on
-    sharing the port with whatever starts next."""
+    serving its connections, and running its projections, beside whatever starts next."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -62,6 +67,7 @@ def _serve_one(channel: socket.socket, options: dict[str, Any], parent: int) -> 
     from infrastructure.handed_server import HandedServer  # noqa: PLC0415 (uvicorn: only API processes need it)
 
     threading.Thread(target=_exit_with, args=(parent,), name="supervisor-watch", daemon=True).start()
+    raise_descriptor_limit()
     os.environ[PROJECTIONS_ELSEWHERE] = ",".join(sorted(TOKEN_RATE_MODELS))  # the supervisor runs those
     config = uvicorn.Config("infrastructure.http.app:app_from_env", factory=True, **options)
     HandedServer(config, channel).run()
@@ -70,13 +76,16 @@ def _serve_one(channel: socket.socket, options: dict[str, Any], parent: int) -> 
 def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]) -> int:
     """Runs ``count`` API processes and the accepting process until SIGTERM/SIGINT (passed on to them) or until one
     of them exits."""
+    if not hasattr(socket, "send_fds"):
+        raise RuntimeError("several API processes need to pass sockets between processes (Linux, BSD, macOS)")
     spawn = multiprocessing.get_context("spawn")
+    listener = listening_socket(host, port)
     pairs = [channel_pair() for _ in range(count)]
-    listener = bound_socket(host, port)
-    children = [spawn.Process(target=run_dispatcher, args=(listener, [ours for ours, _ in pairs], BACKLOG),
-                              name="keyledger-accept")]
-    children += [spawn.Process(target=_serve_one, args=(theirs, options, os.getpid()), name=f"keyledger-api-{i}")
-                 for i, (_, theirs) in enumerate(pairs)]
+    # The API processes first: when one exits, the accepting process follows it, and the log names the first.
+    children = [spawn.Process(target=_serve_one, args=(theirs, options, os.getpid()), name=f"keyledger-api-{i}")
+                for i, (_, theirs) in enumerate(pairs)]
+    children.append(spawn.Process(target=run_dispatcher, args=(listener, [ours for ours, _ in pairs]),
+                                  name="keyledger-accept"))
 
     def handed_over() -> None:  # the children hold their own copies; an API process's end then closes with it
         listener.close()
@@ -100,9 +109,9 @@ def _supervise(children: list[Any], *, started: Callable[[], None]) -> int:
             child.start()
         started()
         while not stop.wait(0.5):
-            exited = [child.name for child in children if child.exitcode is not None]
+            exited = [f"{child.name} (status {child.exitcode})" for child in children if child.exitcode is not None]
             if exited:
-                logger.error("%s exited; stopping the others", exited[0])
+                logger.error("%s exited; stopping the others", ", ".join(exited))
                 break
     finally:
         for child in children:

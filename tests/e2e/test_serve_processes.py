@@ -55,31 +55,34 @@ def test_two_api_processes_serve_one_port_and_stop_together(server_url: str, red
         path = f"/v1/projects/{account['project']['id']}"
         stale = []
         for n in range(ROUNDS):
-            # A new connection per request: the kernel spreads them over both processes by port hash.
+            # Two connections open together: one on each API process (the one with the fewest open gets the next).
             with httpx.Client(base_url=base, timeout=30) as a, httpx.Client(base_url=base, timeout=30) as b:
+                a.get("/healthz")
+                b.get("/healthz")
                 token = client_login(a, account).json()["access_token"]
                 if b.get(path, headers=bearer(token)).status_code != 200:
                     stale.append(f"round {n}: issued token refused")
                 assert revoke_token(a, token, account).status_code == 200
-            with httpx.Client(base_url=base, timeout=30) as c:
-                if c.get(path, headers=bearer(token)).status_code != 401:
-                    stale.append(f"round {n}: revoked token accepted")
+                for name, client in (("revoking", a), ("other", b)):
+                    if client.get(path, headers=bearer(token)).status_code != 401:
+                        stale.append(f"round {n}: revoked token accepted by the {name} process")
         assert stale == []
 
 
 def test_listings_fed_by_the_supervisor_show_every_acknowledged_revocation(server_url: str, redis_url: str) -> None:
     """The token lookup and audit models run in the supervisor, not in the API processes: a listing read right after
-    a revocation (on a fresh connection, so on either process) still waits for them and shows it."""
+    a revocation (on the other API process) still waits for them and shows it."""
     with two_api_processes(server_url, redis_url) as base:
         with httpx.Client(base_url=base, timeout=30) as http:
             account = signup(http)
             owner = bearer(password_login(http, account).json()["access_token"])
         project = f"/v1/projects/{account['project']['id']}"
         for n in range(10):
-            with httpx.Client(base_url=base, timeout=30) as a:
+            with httpx.Client(base_url=base, timeout=30) as a, httpx.Client(base_url=base, timeout=30) as b:
+                a.get("/healthz")
+                b.get("/healthz")  # on the other API process than a's
                 token = client_login(a, account).json()["access_token"]
                 assert revoke_token(a, token, account).status_code == 200
-            with httpx.Client(base_url=base, timeout=30) as b:
                 revoked = b.get(f"{project}/tokens", params={"status": "revoked"}, headers=owner).json()["items"]
                 assert len(revoked) == n + 1, f"round {n}: the listing missed a revocation"
                 audit = b.get(f"{project}/audit", params={"type": "TokenRevoked"}, headers=owner).json()["items"]
@@ -128,3 +131,15 @@ def test_keep_alive_connections_are_shared_out_evenly(server_url: str, redis_url
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(server_url: str, redis_url: str) -> None:
+    """keyledger serves no WebSocket: an upgrade request gets the plain HTTP answer, and its connection stays one
+    whose end the accepting process hears of (an upgraded one would be counted open for ever)."""
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    with (two_api_processes(server_url, redis_url) as base, httpx.Client(base_url=base, timeout=30) as a,
+          httpx.Client(base_url=base, timeout=30) as b):
+        for client in (a, b):  # one on each API process
+            response = client.get("/healthz", headers=upgrade)
+            assert response.status_code == 200, response.text

@@ -1,24 +1,31 @@
-"""The accepting process of ``serve --workers N`` (``infrastructure.dispatch``), on real sockets: it listens once
-every API process is ready, hands each connection to the one with the fewest open, and an API process serves what
-it is handed and reports each connection's end."""
+"""The accepting process of ``serve --workers N`` (``infrastructure.dispatch``), on real sockets: it takes
+connections once every API process is ready, hands each to the one with the fewest open that can take it, and an
+API process serves what it is handed and reports each connection's end."""
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from infrastructure.dispatch import CLOSED, CONNECTION, READY, Dispatcher, HandedConnections, channel_pair
-from infrastructure.serving import bound_socket
+from infrastructure.serving import listening_socket
 
 
 @pytest.fixture
-def dispatcher() -> Iterator[tuple[Dispatcher, int, list[socket.socket]]]:
+def pairs() -> list[tuple[socket.socket, socket.socket]]:
+    """The channels of two API processes: (the accepting process's end, the API process's end)."""
+    return [channel_pair() for _ in range(2)]
+
+
+@pytest.fixture
+def dispatcher(pairs: list[tuple[socket.socket, socket.socket]]) -> Iterator[tuple[Dispatcher, int,
+                                                                                    list[socket.socket]]]:
     """A dispatcher for two API processes on a free port; yields it, its port and the API processes' ends."""
-    pairs = [channel_pair() for _ in range(2)]
-    listener = bound_socket("127.0.0.1", 0)
+    listener = listening_socket("127.0.0.1", 0)
     port = listener.getsockname()[1]
-    yield Dispatcher(listener, [ours for ours, _ in pairs], backlog=64), port, [theirs for _, theirs in pairs]
+    yield Dispatcher(listener, [ours for ours, _ in pairs]), port, [theirs for _, theirs in pairs]
     listener.close()
     for ours, theirs in pairs:
         ours.close()
@@ -44,17 +51,37 @@ def connect(port: int, dispatcher: Dispatcher, count: int) -> list[socket.socket
     return clients
 
 
-def test_nothing_is_accepted_until_every_api_process_is_ready(dispatcher) -> None:
+def test_nothing_is_handed_over_until_every_api_process_is_ready(dispatcher) -> None:
     dispatch, port, ends = dispatcher
     ends[0].send(READY)
     assert dispatch.step(timeout=5)
     assert not dispatch.listening
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5)
+    early = socket.create_connection(("127.0.0.1", port), timeout=5)  # waits in the backlog
+    assert dispatch.step(timeout=0.2)
+    assert dispatch.open_connections == [0, 0]
     ends[1].send(READY)
-    assert dispatch.step(timeout=5)
-    assert dispatch.listening
-    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    while dispatch.open_connections == [0, 0]:
+        assert dispatch.step(timeout=5)
+    assert dispatch.open_connections == [1, 0]
+    assert handed(ends[0], 1)[0].getpeername() == early.getsockname()
+    early.close()
+
+
+def test_an_api_process_whose_channel_is_full_is_passed_over(dispatcher, pairs) -> None:
+    dispatch, port, ends = dispatcher
+    for end in ends:
+        end.send(READY)
+    while not dispatch.listening:
+        assert dispatch.step(timeout=5)
+    ours = pairs[0][0]
+    with contextlib.suppress(BlockingIOError):
+        while True:  # the first API process's hand-offs left unread until its channel is full
+            ours.send(b"\0" * 65536)
+    clients = connect(port, dispatch, 2)
+    assert dispatch.open_connections == [0, 2]  # not kept waiting on the first, though it had fewer
+    assert len(handed(ends[1], 2)) == 2
+    for sock in clients:
+        sock.close()
 
 
 def test_each_connection_goes_to_the_api_process_with_the_fewest_open(dispatcher) -> None:
@@ -111,7 +138,9 @@ def test_an_api_process_serves_what_it_is_handed_and_reports_each_end() -> None:
         assert await asyncio.wait_for(loop.sock_recv(client, 4), 5) == b"ping"
         client.close()
         assert await asyncio.wait_for(loop.sock_recv(ours, 1), 5) == CLOSED
-        handed.close()
+        await loop.sock_sendall(ours, CONNECTION)  # one whose descriptor was lost in transit: counted as ended
+        assert await asyncio.wait_for(loop.sock_recv(ours, 1), 5) == CLOSED
+        await handed.closed()
         assert await asyncio.wait_for(loop.sock_recv(ours, 1), 5) == b""  # its end closed: no more hand-offs
         ours.close()
 
