@@ -13,7 +13,7 @@ from typing import Any
 from infrastructure import audit_cli, embedded
 from infrastructure.bootstrap import READ_MODELS, TOKEN_RATE_MODELS, Container, Endpoints, build
 from infrastructure.keys_cli import add_parsers as add_key_parsers
-from infrastructure.serving import freeze_startup_heap, serve_processes
+from infrastructure.serving import freeze_startup_heap, quiet_upgrade_requests, serve_processes
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
@@ -89,6 +89,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                                    "KEYLEDGER_SECRET_KEY": settings.secret_key or ""})
                 freeze_startup_heap()
                 return serve_processes(args.workers, host=args.host, port=args.port, options=options)
+            quiet_upgrade_requests()
             uvicorn.run(served_app(settings, endpoints, container), host=args.host, port=args.port, **options)
         finally:
             jobs.close()

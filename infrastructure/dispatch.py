@@ -2,8 +2,8 @@
 
 With a listening socket per API process (``SO_REUSEPORT``) the kernel picks the process of each connection by a hash
 of its addresses, which balances many connections but not a few: 32 keep-alive connections landed 20 to 12 on two
-processes, and the busier one answered every request about half as slowly again (each of its group commits waited
-for 20 callers, not 16), so the slowest hundredth of all answers were its own. As Node's cluster module does by
+processes, and the busier one took about half as long again to answer each request (each of its group commits
+waited for 20 callers, not 16): the slowest answers were its own. As Node's cluster module does by
 default (its round-robin scheduling), one small process accepts every connection and hands the socket itself
 (``SCM_RIGHTS`` over a Unix socket pair) to the API process with the fewest open; each API process reports every
 connection it closes back over the same pair. The supervisor listens before any process starts (a port in use fails
@@ -33,6 +33,12 @@ CLOSED = b"x"  # API process -> accepting process: one of its connections ended
 CONNECTION = b"c"  # accepting process -> API process: this byte carries a connection
 _ACCEPT_RETRY = 0.05  # seconds to wait after an accept failure that is not the client's (out of descriptors)
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept() failures that are one connection's own (Linux's accept(2) asks to retry on the network errors): the next.
+_CONNECTIONS_OWN = frozenset(getattr(errno, name) for name in (
+    "ECONNABORTED", "EPROTO", "EPERM", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH", "EOPNOTSUPP",
+    "ENETUNREACH", "ENETDOWN") if hasattr(errno, name))
+_DESCRIPTORS_PER_PROCESS = 10240  # the limit asked for where the hard one is unlimited (macOS refuses that)
+_LOST_IN_TRANSIT = frozenset({errno.EMSGSIZE, *_OUT_OF_RESOURCES})
 _WARN_EVERY = 10.0  # seconds between two warnings of the same kind (a persisting failure would flood the log)
 
 
@@ -48,8 +54,9 @@ def raise_descriptor_limit() -> None:
         import resource  # noqa: PLC0415 (POSIX only)
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, _DESCRIPTORS_PER_PROCESS)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     except (ImportError, ValueError, OSError):
         logger.debug("the descriptor limit stays as it is")
 
@@ -95,7 +102,7 @@ class Dispatcher:
         return list(self._open)
 
     @property
-    def listening(self) -> bool:
+    def accepting(self) -> bool:
         """Whether every API process is ready, so connections are taken."""
         return self._selector.get_map().get(self._listener.fileno()) is not None
 
@@ -129,7 +136,7 @@ class Dispatcher:
         self._open[index] = max(0, self._open[index] - data.count(CLOSED))
         if READY in data:
             self._ready[index] = True
-            if all(self._ready) and not self.listening:
+            if all(self._ready) and not self.accepting:
                 self._listener.setblocking(False)
                 self._selector.register(self._listener, selectors.EVENT_READ, None)
         return True
@@ -141,8 +148,9 @@ class Dispatcher:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
-                    continue  # that connection's own failure (aborted, a network error): the next one
+                if exc.errno in _CONNECTIONS_OWN:
+                    continue
+                # Out of descriptors or memory, or worse: not for every queued connection to find out at full speed.
                 self._accept_failed.warn("accepting connections failed: %s", errno.errorcode.get(exc.errno or 0))
                 time.sleep(_ACCEPT_RETRY)
                 return
@@ -206,18 +214,24 @@ class HandedConnections:
                 data, fds, _flags, _address = socket.recv_fds(self._channel, 1, 1)
             except BlockingIOError:
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _LOST_IN_TRANSIT:  # macOS and the BSDs fail the receive instead (EMSGSIZE)
+                    self._lost()
+                    return  # read again on the loop's next turn
                 data, fds = b"", []
             if not data:
                 self.close()  # the accepting process is gone: no new connections
                 return
-            if not fds:  # lost in transit (this process at its descriptor limit): the client saw it closed
-                logger.warning("a connection handed over arrived without its descriptor (too many open)")
-                self._report(CLOSED)
+            if not fds:  # lost in transit (Linux: this process at its descriptor limit): the client saw it closed
+                self._lost()
             for fd in fds:
                 task = self._loop.create_task(self._serve(socket.socket(fileno=fd)))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
+
+    def _lost(self) -> None:
+        logger.warning("a connection handed over arrived without its descriptor (too many open)")
+        self._report(CLOSED)
 
     async def closed(self) -> None:
         """``close``, then waits for the connections received but not yet set up: uvicorn's shutdown then sees

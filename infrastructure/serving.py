@@ -36,10 +36,23 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
-    except OSError:
+    except BaseException:
         sock.close()
         raise
     return sock
+
+
+class _NoUpgradeNoise(logging.Filter):
+    """Drops uvicorn's two warnings on every WebSocket upgrade request, which with ``ws="none"`` (keyledger serves no
+    WebSocket) any client could send by the thousand to flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Unsupported upgrade request", "No supported WebSocket library"))
+
+
+def quiet_upgrade_requests() -> None:
+    """Keeps uvicorn's warnings about WebSocket upgrade requests out of this process's log."""
+    logging.getLogger("uvicorn.error").addFilter(_NoUpgradeNoise())
 
 
 def freeze_startup_heap() -> None:
@@ -70,6 +83,7 @@ def _serve_one(channel: socket.socket, options: dict[str, Any], parent: int) -> 
     raise_descriptor_limit()
     os.environ[PROJECTIONS_ELSEWHERE] = ",".join(sorted(TOKEN_RATE_MODELS))  # the supervisor runs those
     config = uvicorn.Config("infrastructure.http.app:app_from_env", factory=True, **options)
+    quiet_upgrade_requests()
     HandedServer(config, channel).run()
 
 
@@ -80,7 +94,11 @@ def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]
         raise RuntimeError("several API processes need to pass sockets between processes (Linux, BSD, macOS)")
     spawn = multiprocessing.get_context("spawn")
     listener = listening_socket(host, port)
-    pairs = [channel_pair() for _ in range(count)]
+    try:
+        pairs = [channel_pair() for _ in range(count)]
+    except BaseException:
+        listener.close()
+        raise
     # The API processes first: when one exits, the accepting process follows it, and the log names the first.
     children = [spawn.Process(target=_serve_one, args=(theirs, options, os.getpid()), name=f"keyledger-api-{i}")
                 for i, (_, theirs) in enumerate(pairs)]
@@ -118,6 +136,8 @@ def _supervise(children: list[Any], *, started: Callable[[], None]) -> int:
             if child.is_alive():
                 child.terminate()
         for child in children:
+            if child.pid is None:  # never started (an earlier start failed): nothing to join
+                continue
             child.join(30)
             if child.is_alive():  # a graceful stop that hangs must not hang the supervisor's exit with it
                 child.kill()

@@ -1,9 +1,10 @@
 """``keyledger serve --workers 2``: API processes fed connections by an accepting process, the one with the fewest
 open first, each running the projections requests wait on after a command, the supervisor running the token-rate
-ones (token lookup, audit); fresh connections land on either process and every one sees every acknowledged write."""
+ones (token lookup, audit); a write acknowledged on one process is seen by the other."""
 
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,17 +49,39 @@ def two_api_processes(server_url: str, redis_url: str, pid: list[int] | None = N
         assert b"Traceback" not in output, output.decode(errors="replace")
 
 
+@contextlib.contextmanager
+def one_on_each(base: str, server: int) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two keep-alive clients whose connections are on different API processes, as /proc shows (the accepting process
+    may not yet have heard that earlier connections ended, and would then give both to the same one)."""
+    port, api = urlsplit(base).port or 0, children_of(server)
+    a = httpx.Client(base_url=base, timeout=30)
+    b = httpx.Client(base_url=base, timeout=30)
+    try:
+        a.get("/healthz")
+        for _ in range(50):
+            b.get("/healthz")
+            if len([proc for proc, count in established_on(port).items() if proc in api and count]) == 2:
+                break
+            b.close()
+            time.sleep(0.05)
+            b = httpx.Client(base_url=base, timeout=30)
+        else:
+            raise AssertionError("two connections never landed on two API processes")
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
 def test_two_api_processes_serve_one_port_and_stop_together(server_url: str, redis_url: str) -> None:
-    with two_api_processes(server_url, redis_url) as base:
+    pid: list[int] = []
+    with two_api_processes(server_url, redis_url, pid) as base:
         with httpx.Client(base_url=base, timeout=30) as http:
             account = signup(http)
         path = f"/v1/projects/{account['project']['id']}"
         stale = []
         for n in range(ROUNDS):
-            # Two connections open together: one on each API process (the one with the fewest open gets the next).
-            with httpx.Client(base_url=base, timeout=30) as a, httpx.Client(base_url=base, timeout=30) as b:
-                a.get("/healthz")
-                b.get("/healthz")
+            with one_on_each(base, pid[0]) as (a, b):  # new connections each round, one on each API process
                 token = client_login(a, account).json()["access_token"]
                 if b.get(path, headers=bearer(token)).status_code != 200:
                     stale.append(f"round {n}: issued token refused")
@@ -72,15 +95,14 @@ def test_two_api_processes_serve_one_port_and_stop_together(server_url: str, red
 def test_listings_fed_by_the_supervisor_show_every_acknowledged_revocation(server_url: str, redis_url: str) -> None:
     """The token lookup and audit models run in the supervisor, not in the API processes: a listing read right after
     a revocation (on the other API process) still waits for them and shows it."""
-    with two_api_processes(server_url, redis_url) as base:
+    pid: list[int] = []
+    with two_api_processes(server_url, redis_url, pid) as base:
         with httpx.Client(base_url=base, timeout=30) as http:
             account = signup(http)
             owner = bearer(password_login(http, account).json()["access_token"])
         project = f"/v1/projects/{account['project']['id']}"
         for n in range(10):
-            with httpx.Client(base_url=base, timeout=30) as a, httpx.Client(base_url=base, timeout=30) as b:
-                a.get("/healthz")
-                b.get("/healthz")  # on the other API process than a's
+            with one_on_each(base, pid[0]) as (a, b):
                 token = client_login(a, account).json()["access_token"]
                 assert revoke_token(a, token, account).status_code == 200
                 revoked = b.get(f"{project}/tokens", params={"status": "revoked"}, headers=owner).json()["items"]
@@ -138,8 +160,8 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(server_url: str, redis_ur
     whose end the accepting process hears of (an upgraded one would be counted open for ever)."""
     upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-    with (two_api_processes(server_url, redis_url) as base, httpx.Client(base_url=base, timeout=30) as a,
-          httpx.Client(base_url=base, timeout=30) as b):
-        for client in (a, b):  # one on each API process
+    pid: list[int] = []
+    with two_api_processes(server_url, redis_url, pid) as base, one_on_each(base, pid[0]) as (a, b):
+        for client in (a, b):
             response = client.get("/healthz", headers=upgrade)
             assert response.status_code == 200, response.text

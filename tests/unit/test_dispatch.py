@@ -55,7 +55,7 @@ def test_nothing_is_handed_over_until_every_api_process_is_ready(dispatcher) -> 
     dispatch, port, ends = dispatcher
     ends[0].send(READY)
     assert dispatch.step(timeout=5)
-    assert not dispatch.listening
+    assert not dispatch.accepting
     early = socket.create_connection(("127.0.0.1", port), timeout=5)  # waits in the backlog
     assert dispatch.step(timeout=0.2)
     assert dispatch.open_connections == [0, 0]
@@ -71,7 +71,7 @@ def test_an_api_process_whose_channel_is_full_is_passed_over(dispatcher, pairs) 
     dispatch, port, ends = dispatcher
     for end in ends:
         end.send(READY)
-    while not dispatch.listening:
+    while not dispatch.accepting:
         assert dispatch.step(timeout=5)
     ours = pairs[0][0]
     with contextlib.suppress(BlockingIOError):
@@ -88,7 +88,7 @@ def test_each_connection_goes_to_the_api_process_with_the_fewest_open(dispatcher
     dispatch, port, ends = dispatcher
     for end in ends:
         end.send(READY)
-    while not dispatch.listening:
+    while not dispatch.accepting:
         assert dispatch.step(timeout=5)
     clients = connect(port, dispatch, 8)
     assert dispatch.open_connections == [4, 4]
