@@ -22,6 +22,7 @@ import logging
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -173,13 +174,9 @@ class Dispatcher:
 def run_dispatcher(listener: socket.socket, channels: Sequence[socket.socket]) -> None:
     """The accepting process's entry point. It leaves Ctrl-C to the supervisor, which stops it with SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: _exit())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     raise_descriptor_limit()
     Dispatcher(listener, channels).run()
-
-
-def _exit() -> None:
-    raise SystemExit(0)
 
 
 class HandedConnections:
@@ -192,24 +189,25 @@ class HandedConnections:
         self._protocol = protocol
         self._loop = loop
         self._pending: set[asyncio.Task[Any]] = set()
-        self._open = False
+        self._taking = False
+        self._lost_warning = _Throttled()
 
     def start(self) -> None:
         """Starts taking connections, and tells the accepting process so."""
         self._channel.setblocking(False)
         self._loop.add_reader(self._channel.fileno(), self._receive)
-        self._open = True
+        self._taking = True
         self._report(READY)
 
     def close(self) -> None:
         """Takes no more connections (those open are the server's to finish)."""
-        if self._open:
-            self._open = False
+        if self._taking:
+            self._taking = False
             self._loop.remove_reader(self._channel.fileno())
             self._channel.close()
 
     def _receive(self) -> None:
-        while self._open:
+        while self._taking:
             try:
                 data, fds, _flags, _address = socket.recv_fds(self._channel, 1, 1)
             except BlockingIOError:
@@ -230,7 +228,7 @@ class HandedConnections:
                 task.add_done_callback(self._pending.discard)
 
     def _lost(self) -> None:
-        logger.warning("a connection handed over arrived without its descriptor (too many open)")
+        self._lost_warning.warn("a connection handed over arrived without its descriptor (too many open)")
         self._report(CLOSED)
 
     async def closed(self) -> None:
