@@ -41,9 +41,10 @@ def test_without_topics_every_model_behind_is_woken(quiet_container: Container) 
 
 def test_models_other_processes_wait_on_pass_on_their_own_rhythm_with_no_head_poll(
         quiet_container: Container) -> None:
-    """The supervisor's token lookup and audit ledger (``serve --workers 2``): their runners pass and write their
-    position every ``REMOTE_IDLE_WRITE`` seconds by themselves; a head poll beside them woke them between those passes
-    and made every pass, a durable commit, about 60% more frequent under load for no fresher position."""
+    """The supervisor's token lookup and audit ledger (``serve --workers 2``): their runners pass every
+    ``REMOTE_PASS_INTERVAL`` seconds by themselves and write their position at least every ``REMOTE_IDLE_WRITE``; a
+    head poll beside them woke them between those passes and made every pass, a durable commit, about 60% more
+    frequent under load for no fresher position."""
     container = quiet_container
     account = sign_up(container)
     container.tokens.handle(TokenRequest(grant_type="client_credentials", client_id=account.client.client.client_id,
