@@ -16,7 +16,7 @@ Secrets never enter an entry: event fields whose name marks a secret or a hash o
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
@@ -98,9 +98,19 @@ def hash_of(previous: str, canonical: bytes) -> str:
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON with sorted keys, UTF-8 (how an entry's ``data`` is stored)."""
+    return _encode(value)
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One ledger entry: the columns of the ``audit`` table but the hash."""
+    """One ledger entry: the columns of the ``audit`` table but the hash.
+
+    ``content`` caches the canonical content (``canonical_bytes``'s dict) once made: a member's dashboard event is
+    an entry in the platform's chain and a copy in each of their projects' (``fan_out``), and the copies' content
+    differs in ``project_id`` only, so the ids' text and the time's are made once per event, not once per copy.
+    """
 
     position: int
     project_id: UUID | None
@@ -114,6 +124,8 @@ class AuditEntry:
     stream_id: UUID
     stream_version: int
     data: dict[str, Any]
+    # Not an argument, so ``dataclasses.replace`` makes a copy without it (its content is made again).
+    content: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def chain(self) -> UUID:
@@ -126,23 +138,33 @@ class AuditEntry:
 
     def canonical_bytes(self) -> bytes:
         """``canonical()`` encoded as UTF-8."""
-        stream_id = str(self.stream_id)  # a token event's stream is its token: the same text, made once
-        content = {
-            "position": self.position, "project_id": _text(self.project_id), "type": self.type,
-            "occurred_at": timestamp(self.occurred_at), "actor_kind": self.actor_kind, "actor_id": self.actor_id,
-            "token_id": stream_id if self.token_id is self.stream_id else _text(self.token_id),
-            "client_id": self.client_id, "user_id": _text(self.user_id),
-            "stream_id": stream_id, "stream_version": self.stream_version, "data": self.data,
-        }
-        return _encode(content)
+        return _encode(self.canonical_content())
+
+    def canonical_content(self) -> dict[str, Any]:
+        """What ``canonical_bytes`` encodes (sorted-key compact JSON of it), made once per entry."""
+        if self.content is None:
+            stream_id = str(self.stream_id)  # a token event's stream is its token: the same text, made once
+            content = {
+                "position": self.position, "project_id": _text(self.project_id), "type": self.type,
+                "occurred_at": timestamp(self.occurred_at), "actor_kind": self.actor_kind, "actor_id": self.actor_id,
+                "token_id": stream_id if self.token_id is self.stream_id else _text(self.token_id),
+                "client_id": self.client_id, "user_id": _text(self.user_id),
+                "stream_id": stream_id, "stream_version": self.stream_version, "data": self.data,
+            }
+            object.__setattr__(self, "content", content)  # a cache of what the frozen fields imply
+            return content
+        return self.content
+
+    def in_project(self, project_id: UUID) -> "AuditEntry":
+        """The entry's copy in ``project_id``'s chain (``fan_out``): every column the same but the project."""
+        copy = AuditEntry(self.position, project_id, self.type, self.occurred_at, self.actor_kind, self.actor_id,
+                          self.token_id, self.client_id, self.user_id, self.stream_id, self.stream_version, self.data)
+        object.__setattr__(copy, "content", {**self.canonical_content(), "project_id": str(project_id)})
+        return copy
 
     def hash_after(self, previous: str) -> str:
         """The entry's hash in its chain, after the entry whose hash is ``previous`` (GENESIS for the first)."""
         return hash_of(previous, self.canonical_bytes())
-
-    def data_json(self) -> str:
-        """``data`` as compact JSON, as the table stores it."""
-        return _encode(self.data).decode()
 
 
 def actor_parts(actor: str) -> tuple[str, str | None]:
@@ -207,7 +229,7 @@ def fan_out(entry: AuditEntry, projects: Iterable[UUID]) -> list[AuditEntry]:
     a member of when it happens: those are credentials that can act on the project, so its auditors see them."""
     if entry.project_id is not None or entry.user_id is None:
         return [entry]
-    return [entry, *(replace(entry, project_id=project) for project in sorted(projects))]
+    return [entry, *(entry.in_project(project) for project in sorted(projects))]
 
 
 def membership_change(event: Any) -> tuple[UUID, UUID, bool] | None:

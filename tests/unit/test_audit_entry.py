@@ -101,6 +101,21 @@ def test_a_members_dashboard_tokens_are_copied_into_each_of_their_projects(world
     assert "value_hash" not in copies[0].data and world.secrets.hash(login.access_token) not in repr(entries)
 
 
+def test_a_copy_in_a_project_hashes_as_an_entry_made_for_that_project(world: World, ada: SignedUp) -> None:
+    """A copy reuses its entry's canonical content (made once per event): it must read as the entry of that project,
+    and a change of the entry must never hash as its cached content."""
+    world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard", username="ada@example.test",
+                                     password=PASSWORD))
+    platform, copy = [e for e in ledger(world) if e.type == "TokenIssued" and e.user_id == ada.user.id][:2]
+    assert (platform.chain, copy.chain) == (PLATFORM_CHAIN, ada.project.id)
+    assert platform.content is not None  # made for the copy
+    made_afresh = replace(platform, project_id=ada.project.id)
+    assert copy == made_afresh and copy.canonical_bytes() == made_afresh.canonical_bytes()
+    assert copy.hash_after(GENESIS) == made_afresh.hash_after(GENESIS) != platform.hash_after(GENESIS)
+    assert b'"project_id":null' in platform.canonical_bytes()
+    assert replace(platform, actor_id="someone-else").hash_after(GENESIS) != platform.hash_after(GENESIS)
+
+
 def test_membership_follows_the_project_events() -> None:
     project, user = uuid4(), uuid4()
     memberships = Memberships()
