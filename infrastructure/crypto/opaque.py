@@ -10,7 +10,6 @@ import zlib
 from enum import StrEnum
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 BODY_LENGTH = 32
 CHECKSUM_LENGTH = 6
 
@@ -53,7 +52,7 @@ def is_well_formed(value: str, kind: CredentialType) -> bool:
     if len(value) != len(prefix) + BODY_LENGTH + CHECKSUM_LENGTH or not value.startswith(prefix):
         return False
     rest = value[len(prefix):]
-    if any(c not in _INDEX for c in rest):
+    if not (rest.isascii() and rest.isalnum()):  # base62 is exactly ASCII's letters and digits (checked in C)
         return False
     body, check = rest[:BODY_LENGTH], rest[BODY_LENGTH:]
     return secrets.compare_digest(check, _checksum(kind.value, body))
