@@ -62,10 +62,11 @@ READ_MODELS: tuple[type[ReadModel], ...] = (MembersView, TokenLookupView, Client
 # under token traffic and waited on by requests after each management command, run in every API process.
 TOKEN_RATE_MODELS = frozenset({TokenLookupView.name, AuditView.name})
 REMOTE_IDLE_WRITE = 0.05  # seconds: how fresh the position of a model run by another process stays for waiters
-# seconds between the passes of a model other processes wait on: short, so that under load each pass applies a
-# small batch (benchmarks/HISTORY.md, session 30: at 50 ms a pass of a revocation run applied about 250 events,
-# a burst that took a core from the API processes and lengthened their batches' tail)
-REMOTE_PASS_INTERVAL = 0.01
+# seconds before the next pass of such a model after a pass that applied events: short, so that under load each pass
+# applies a small batch (benchmarks/HISTORY.md, session 30: at 50 ms a pass of a revocation run applied about 250
+# events, a burst that took a core from the API processes and lengthened their batches' tail); idle, it passes
+# every REMOTE_IDLE_WRITE
+REMOTE_BUSY_INTERVAL = 0.01
 # Set by the supervisor for its API processes: the read models (comma-separated) it runs itself.
 PROJECTIONS_ELSEWHERE = "KEYLEDGER_PROJECTIONS_ELSEWHERE"
 MIN_SECRET_KEY_LENGTH = 32
@@ -146,19 +147,20 @@ class Container:
         """Runs the projections of the read models ``names`` (default: all) in background threads of this process,
         woken by one head poll (every 50 ms) or by a request waiting on them; each also passes once a second on
         its own, writing its position even when it had nothing to apply. ``remote_waiters``: requests of other
-        processes wait on these models and only see the written position, so each passes every
-        ``REMOTE_PASS_INTERVAL`` seconds on its own, with no head poll, writing its position after each pass that
-        applied something and at least every ``REMOTE_IDLE_WRITE`` seconds when nothing came."""
+        processes wait on these models and only see the written position, so each passes and writes its position
+        every ``REMOTE_IDLE_WRITE`` seconds on its own, with no head poll, and every ``REMOTE_BUSY_INTERVAL`` after
+        a pass that applied events."""
         views = [view for view in self.views.values() if names is None or view.name in names]
-        interval, idle_write = (REMOTE_PASS_INTERVAL, REMOTE_IDLE_WRITE) if remote_waiters else (1.0, 1.0)
+        interval = REMOTE_IDLE_WRITE if remote_waiters else 1.0
+        busy = REMOTE_BUSY_INTERVAL if remote_waiters else interval
         decoder = SharedDecoder(self.app.mapper)  # the runners read the same events: each is decoded once
         for view in views:
             runner = ProjectionRunner(recorder=self.app.recorder, mapper=decoder, model=view,
-                                      interval=interval, idle_write_interval=idle_write)
+                                      interval=interval, idle_write_interval=interval, busy_interval=busy)
             runner.start()
             self.runners.append(runner)
         # Only runners that pass once a second need the head poll. Those of models other processes wait on pass
-        # every REMOTE_PASS_INTERVAL: a poll beside them woke them between their own passes, and under token traffic the
+        # every REMOTE_IDLE_WRITE: a poll beside them woke them between their own passes, and under token traffic the
         # supervisor's two models passed about 60% more often for no fresher position (each pass a durable commit;
         # benchmarks/HISTORY.md, session 18).
         if not remote_waiters:

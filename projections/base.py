@@ -298,15 +298,21 @@ class ProjectionRunner:
     """Feeds one read model from the application's notification log."""
 
     def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500,
-                 interval: float = 0.05, idle_write_interval: float = 1.0) -> None:
+                 interval: float = 0.05, idle_write_interval: float = 1.0, busy_interval: float | None = None) -> None:
+        """``interval``: the wait between passes; ``busy_interval`` (default ``interval``): the wait after a pass
+        that applied events, shorter so that under load each pass applies a small batch rather than a burst, while
+        an idle model costs no more queries; ``idle_write_interval``: how often a pass with nothing of the model's
+        writes the position."""
         self._recorder = recorder
         self._decoder = mapper if isinstance(mapper, SharedDecoder) else SharedDecoder(mapper, capacity=0)
         self._model = model
         self._batch_size = batch_size
         self._interval = interval
+        self._busy_interval = interval if busy_interval is None else busy_interval
         self._idle_write_interval = idle_write_interval
         self._written_at = 0.0
         self._short_of_head = False  # the last pass applied a full batch that stopped short of the head
+        self._applied = False  # the last pass applied events
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -321,7 +327,7 @@ class ProjectionRunner:
         Only notifications of the model's topics are fetched; the position still advances to the head, so it
         covers every event and "caught up to N" means the same for every model.
         """
-        self._short_of_head = False
+        self._short_of_head = self._applied = False
         start = self._model.position()
         self._model.observe(start)
         head = self._recorder.max_notification_id() or 0
@@ -344,6 +350,7 @@ class ProjectionRunner:
         self._written_at = time.monotonic()
         self._model.observe(last)
         self._short_of_head = last < head
+        self._applied = bool(notifications)
         return last - start
 
     def _decode(self, notifications: Sequence[Any]) -> list[Any]:
@@ -417,7 +424,7 @@ class ProjectionRunner:
                 continue
             failures.succeeded()
             if not self._short_of_head:  # behind by more than a batch: the next one at once, or the lag only grows
-                self._model.wake.wait(self._interval)
+                self._model.wake.wait(self._busy_interval if self._applied else self._interval)
 
 
 class HeadWatcher:
