@@ -1,6 +1,6 @@
 """The audit ledger read model: one row per stored event, every project's entries hash-chained.
 
-Rows are inserted a batch per statement (one array per column), in one transaction with the model's tracking
+Rows are written a batch per binary COPY (psycopg formats them in C), in one transaction with the model's tracking
 position (exactly-once, like every read model). The head of each chain (its last position and hash) is kept in
 ``audit_chain`` so a batch needs one read of the heads it extends, not a scan. ``audit`` is tenant data: the
 request path reads it as the tenant role, confined by row-level security to the request's project; platform-level
@@ -82,7 +82,7 @@ class AuditView(ReadModel):
         # entry (benchmarks/HISTORY.md, session 30; a COPY without types, formatted in Python, cost more).
         self._copy_sql = SQL("COPY {} (position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, "
                              "client_id, user_id, stream_id, stream_version, data, hash, reach) FROM STDIN "
-                             "(FORMAT BINARY)").format(self.table("audit"))
+                             "(FORMAT BINARY)").format(self.table("audit")).as_string(None)
 
     def decode(self, mapper: Any, notifications: Sequence[Any]) -> list[Any]:
         """Entries need their event's global position: ``(position, event)`` pairs."""
@@ -224,6 +224,8 @@ _COLUMN_TYPES = ("int8", "uuid", "uuid", "text", "timestamptz", "text", "text", 
 
 
 def _row(entry: AuditEntry, head: Head) -> tuple[Any, ...]:
+    # A stream's version is an int4 column: binary COPY sends the number as it is (no server-side range check, as the
+    # arrays' cast made), and no stream comes near 2**31 events (a token's has a handful).
     return (entry.position, entry.chain, entry.project_id, entry.type, entry.occurred_at, entry.actor_kind,
             entry.actor_id, entry.token_id, entry.client_id, entry.user_id, entry.stream_id, entry.stream_version,
             Jsonb(entry.data, dumps=json_bytes), head.hash, head.reach)

@@ -138,10 +138,11 @@ class AuditEntry:
 
     def canonical_bytes(self) -> bytes:
         """``canonical()`` encoded as UTF-8."""
-        return _encode(self.canonical_content())
+        return _encode(self._canonical_content())
 
-    def canonical_content(self) -> dict[str, Any]:
-        """What ``canonical_bytes`` encodes (sorted-key compact JSON of it), made once per entry."""
+    def _canonical_content(self) -> dict[str, Any]:
+        """What ``canonical_bytes`` encodes (sorted-key compact JSON of it), made once per entry and cached: never
+        to be changed (every later hash of the entry would follow the change)."""
         if self.content is None:
             stream_id = str(self.stream_id)  # a token event's stream is its token: the same text, made once
             content = {
@@ -157,9 +158,11 @@ class AuditEntry:
 
     def in_project(self, project_id: UUID) -> "AuditEntry":
         """The entry's copy in ``project_id``'s chain (``fan_out``): every column the same but the project."""
-        copy = AuditEntry(self.position, project_id, self.type, self.occurred_at, self.actor_kind, self.actor_id,
-                          self.token_id, self.client_id, self.user_id, self.stream_id, self.stream_version, self.data)
-        object.__setattr__(copy, "content", {**self.canonical_content(), "project_id": str(project_id)})
+        copy = AuditEntry(position=self.position, project_id=project_id, type=self.type, occurred_at=self.occurred_at,
+                          actor_kind=self.actor_kind, actor_id=self.actor_id, token_id=self.token_id,
+                          client_id=self.client_id, user_id=self.user_id, stream_id=self.stream_id,
+                          stream_version=self.stream_version, data=self.data)
+        object.__setattr__(copy, "content", {**self._canonical_content(), "project_id": str(project_id)})
         return copy
 
     def hash_after(self, previous: str) -> str:

@@ -299,10 +299,15 @@ class ProjectionRunner:
 
     def __init__(self, *, recorder: Any, mapper: Any, model: ReadModel, batch_size: int = 500,
                  interval: float = 0.05, idle_write_interval: float = 1.0, busy_interval: float | None = None) -> None:
-        """``interval``: the wait between passes; ``busy_interval`` (default ``interval``): the wait after a pass
-        that applied events, shorter so that under load each pass applies a small batch rather than a burst, while
-        an idle model costs no more queries; ``idle_write_interval``: how often a pass with nothing of the model's
-        writes the position."""
+        """Feeds ``model`` from ``recorder``'s notifications, decoded by ``mapper``, ``batch_size`` at most a pass.
+
+        Args:
+            interval: Seconds between passes (a waiter wakes the runner sooner).
+            idle_write_interval: Seconds between position writes of passes with nothing of the model's.
+            busy_interval: Seconds before the next pass after one that applied events (default ``interval``):
+                shorter, so that under load each pass applies a small batch rather than a burst, while an idle
+                model costs no more queries.
+        """
         self._recorder = recorder
         self._decoder = mapper if isinstance(mapper, SharedDecoder) else SharedDecoder(mapper, capacity=0)
         self._model = model
@@ -437,7 +442,8 @@ class HeadWatcher:
     go on at once. Under token traffic that spares the management models (members, clients, webhooks) a pass of
     three queries every interval in every API process. Their positions are then written only by their own
     once-a-second pass, so models whose waiters read their progress from another process must not be watched by
-    topic: the supervisor's models are not watched at all (their runners pass every 50 ms on their own).
+    topic: the supervisor's models are not watched at all (their runners pass on their own: every 50 ms when idle,
+    10 ms after a pass that applied events).
     """
 
     TOPIC_WINDOW = 50_000

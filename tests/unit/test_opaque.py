@@ -5,7 +5,15 @@ import re
 import pytest
 
 from infrastructure.adapters import OpaqueCredentials
-from infrastructure.crypto.opaque import CredentialType, hint, is_well_formed, mint, new_client_id
+from infrastructure.crypto.opaque import (
+    BODY_LENGTH,
+    CredentialType,
+    _checksum,
+    hint,
+    is_well_formed,
+    mint,
+    new_client_id,
+)
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SHAPES = {CredentialType.CLIENT_SECRET: r"klcs_[0-9A-Za-z]{38}", CredentialType.REFRESH_TOKEN: r"klrt_[0-9A-Za-z]{38}"}
@@ -40,6 +48,13 @@ def test_every_single_character_substitution_is_rejected() -> None:
             if is_well_formed(forged, CredentialType.CLIENT_SECRET):
                 accepted.append(forged)
     assert accepted == []
+
+
+@pytest.mark.parametrize("letter", ["\u0663", "\u00e9", "\uff21", "\u00b2"])  # Arabic-Indic 3, é, fullwidth A, ²
+def test_a_body_of_other_scripts_letters_or_digits_is_rejected_even_with_its_checksum(letter: str) -> None:
+    body = letter * BODY_LENGTH
+    forged = f"klrt_{body}{_checksum('klrt', body)}"  # right length, right checksum, not base62
+    assert not is_well_formed(forged, CredentialType.REFRESH_TOKEN)
 
 
 def test_every_adjacent_transposition_is_rejected() -> None:
