@@ -4,12 +4,24 @@ API process serves what it is handed and reports each connection's end."""
 
 import asyncio
 import contextlib
+import resource
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from infrastructure.dispatch import CLOSED, CONNECTION, READY, Dispatcher, HandedConnections, channel_pair
+from infrastructure.dispatch import (
+    _DESCRIPTORS_PER_PROCESS,
+    CLOSED,
+    CONNECTION,
+    READY,
+    Dispatcher,
+    HandedConnections,
+    channel_pair,
+)
 from infrastructure.serving import listening_socket
 
 
@@ -145,3 +157,19 @@ def test_an_api_process_serves_what_it_is_handed_and_reports_each_end() -> None:
         ours.close()
 
     asyncio.run(scenario())
+
+
+def test_an_api_process_raises_its_descriptor_limit_to_the_hard_limit() -> None:
+    """An API process holds a descriptor per connection, and one handed over at the limit is lost in transit: the
+    soft limit goes up to the hard one (checked in a child process, whose limits the test may lower)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    expected = hard if hard != resource.RLIM_INFINITY else max(64, _DESCRIPTORS_PER_PROCESS)
+    code = ("import resource\n"
+            "from infrastructure.dispatch import raise_descriptor_limit\n"
+            "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+            "raise_descriptor_limit()\n"
+            "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.split() == [str(expected), str(hard)]
