@@ -173,3 +173,25 @@ def test_an_api_process_raises_its_descriptor_limit_to_the_hard_limit() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.stdout.split() == [str(expected), str(hard)]
+
+
+def test_an_api_process_stops_taking_connections_when_the_accepting_process_is_gone() -> None:
+    """The channel's end (the accepting process exited) closes the API process's side: it stops reading it (a
+    closed channel left in the loop would be reported readable for ever) and keeps serving what it has."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = channel_pair()
+        ours.setblocking(False)
+        handed = HandedConnections(theirs, Echo, loop)
+        handed.start()
+        assert await loop.sock_recv(ours, 1) == READY
+        ours.close()
+        for _ in range(100):
+            if theirs.fileno() == -1:
+                break
+            await asyncio.sleep(0.01)
+        assert theirs.fileno() == -1  # closed by the API process once it read the end
+        await handed.closed()  # nothing left to close: no error
+
+    asyncio.run(scenario())
