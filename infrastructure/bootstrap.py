@@ -162,8 +162,8 @@ class Container:
         # Only runners that pass once a second need the head poll. Those of models other processes wait on pass
         # every REMOTE_IDLE_WRITE: a poll beside them woke them between their own passes, and under token traffic the
         # supervisor's two models passed about 60% more often for no fresher position (each pass a durable commit;
-        # benchmarks/HISTORY.md, session 18). Their own 10 ms after a busy pass cost more passes too, about 30% more
-        # of the supervisor's CPU under `revoke`, for smaller bursts beside the API processes (session 30).
+        # benchmarks/HISTORY.md, session 18). Their own 10 ms after a busy pass costs more passes too, about a quarter
+        # more of the supervisor's CPU under `revoke`, for smaller bursts beside the API processes (session 30).
         if not remote_waiters:
             self.head_watcher = HeadWatcher(self.app.recorder, views, by_topic=True)
             self.head_watcher.start()

@@ -78,8 +78,8 @@ class AuditView(ReadModel):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         # Binary COPY with the columns' types set: psycopg formats each row in C. Against one array per column
-        # (INSERT ... SELECT FROM unnest) it cost a third less Python and a quarter less of the server's time per
-        # entry (benchmarks/HISTORY.md, session 30; a COPY without types, formatted in Python, cost more).
+        # (INSERT ... SELECT FROM unnest) it cost about a quarter less Python and a quarter less wall time per entry
+        # (benchmarks/HISTORY.md, session 30; a COPY without types, formatted in Python, cost more).
         self._copy_sql = SQL("COPY {} (position, chain, project_id, type, occurred_at, actor_kind, actor_id, token_id, "
                              "client_id, user_id, stream_id, stream_version, data, hash, reach) FROM STDIN "
                              "(FORMAT BINARY)").format(self.table("audit")).as_string(None)

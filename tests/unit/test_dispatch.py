@@ -132,14 +132,21 @@ class Echo(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
 
+async def taking(loop: asyncio.AbstractEventLoop) -> tuple[socket.socket, socket.socket, HandedConnections]:
+    """The accepting process's end of a channel, the API process's, and its ``HandedConnections`` echoing what it
+    is handed, once it has reported ready."""
+    ours, theirs = channel_pair()
+    ours.setblocking(False)
+    handed = HandedConnections(theirs, Echo, loop)
+    handed.start()
+    assert await loop.sock_recv(ours, 1) == READY
+    return ours, theirs, handed
+
+
 def test_an_api_process_serves_what_it_is_handed_and_reports_each_end() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        ours, theirs = channel_pair()
-        ours.setblocking(False)
-        handed = HandedConnections(theirs, Echo, loop)
-        handed.start()
-        assert await loop.sock_recv(ours, 1) == READY
+        ours, _, handed = await taking(loop)
         with socket.create_server(("127.0.0.1", 0)) as listener:
             client = socket.create_connection(listener.getsockname(), timeout=5)
             server_side, _ = listener.accept()
@@ -181,11 +188,7 @@ def test_an_api_process_stops_taking_connections_when_the_accepting_process_is_g
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        ours, theirs = channel_pair()
-        ours.setblocking(False)
-        handed = HandedConnections(theirs, Echo, loop)
-        handed.start()
-        assert await loop.sock_recv(ours, 1) == READY
+        ours, theirs, handed = await taking(loop)
         ours.close()
         for _ in range(100):
             if theirs.fileno() == -1:
