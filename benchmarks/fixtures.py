@@ -230,10 +230,12 @@ class SetupContext:
         return data
 
     async def settled(self, account: Account, *, attempts: int = 60, label: str = "[setup]",
-                      what: str = "the setup's events", token: str | None = None) -> float:
+                      what: str = "the setup's events", token: str | None = None,
+                      since: float | None = None) -> float:
         """Wait until the server's token lookup and audit read models have applied everything written so far; return
         the seconds that took. ``token``: the account's access token, if already at hand (a password login first
-        otherwise, not counted; it is slow enough to hide a short lag behind).
+        otherwise, not counted; it is slow enough to hide a short lag behind). ``since``: the ``time.monotonic()``
+        the wait is counted from (a run's window end; default now).
 
         A token listing and an audit page each wait, server-side, until their read model has reached the event
         store's head; they answer 503 if that takes longer than the server's wait. Bulk setup (thousands of issued
@@ -244,10 +246,10 @@ class SetupContext:
         Raises:
             SetupError: The models did not catch up within ``attempts`` tries.
         """
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         if token is None:
             token = (await self.fresh_password_tokens(account))["access_token"]
-            started = time.monotonic()
+            started = time.monotonic() if since is None else since
         headers = {"Authorization": f"Bearer {token}"}
         for path in (f"/v1/projects/{account.project_id}/tokens?limit=1",
                      f"/v1/projects/{account.project_id}/audit?limit=1"):
