@@ -153,9 +153,9 @@ def _run_named(name: str, context: SetupContext, target: Target, args: argparse.
     if args.rate > 0:
         print(f"[{name}] open loop: {args.rate:g} requests/s offered on a fixed schedule, latency counted from when "
               "each request was due", file=sys.stderr)
-    # How much of the run's work its window left to the read models, timed from the end of the measurement window
-    # (not from when the results are merged): the token that reads them is taken before the run (an access token
-    # outlives any run's window by minutes).
+    # How much of the run's work its window left to the read models, timed from the load's end (not from when the
+    # load generator's own work after it is done): the token that reads them is taken before the run (an access
+    # token outlives any run's window by minutes).
     account = context.accounts[0] if context.accounts else None
     token: str | None = None
     if account is not None:
@@ -163,17 +163,18 @@ def _run_named(name: str, context: SetupContext, target: Target, args: argparse.
             token = asyncio.run(context.fresh_password_tokens(account))["access_token"]
         except SetupError as exc:
             print(f"[{name}] no read of the read models after the run: {exc}", file=sys.stderr)
-    window_end: list[float] = []
-    result = run_scenario(name, target, plan, concurrency=args.concurrency, processes=args.processes,
-                          warmup=args.warmup, duration=args.duration, cpu=args.cpu, trace=args.trace, rate=args.rate,
-                          ended=window_end.append)
-    if account is not None and token is not None:
+
+    def caught_up(load_ended: float) -> None:
+        if account is None or token is None:
+            return
         try:
-            asyncio.run(context.settled(account, label=f"[{name}]", what="the run", token=token,
-                                        since=window_end[0] if window_end else None))
+            asyncio.run(context.settled(account, label=f"[{name}]", what="the run", token=token, since=load_ended))
         except SetupError as exc:
             print(f"[{name}] {exc}", file=sys.stderr)
-    return result
+
+    return run_scenario(name, target, plan, concurrency=args.concurrency, processes=args.processes,
+                        warmup=args.warmup, duration=args.duration, cpu=args.cpu, trace=args.trace, rate=args.rate,
+                        after_load=caught_up)
 
 
 def _empty(path: Path | None) -> None:

@@ -235,7 +235,8 @@ class SetupContext:
         """Wait until the server's token lookup and audit read models have applied everything written so far; return
         the seconds that took. ``token``: the account's access token, if already at hand (a password login first
         otherwise, not counted; it is slow enough to hide a short lag behind). ``since``: the ``time.monotonic()``
-        the wait is counted from (a run's window end; default now).
+        the wait counts from, such as the end of a run's load (default: now, or after the login); a login made
+        here then counts too, so pass ``token`` with it.
 
         A token listing and an audit page each wait, server-side, until their read model has reached the event
         store's head; they answer 503 if that takes longer than the server's wait. Bulk setup (thousands of issued

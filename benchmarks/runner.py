@@ -38,12 +38,10 @@ class Progress:
         self._measure_from = self._last_time = time.perf_counter()
         self._last_requests = 0
         self._width = 0
-        self.window_end: float | None = None  # time.monotonic() at the end of the measurement, once started
 
     def start(self) -> None:
         """Mark the start of the load: warm-up now, measurement after ``warmup`` seconds."""
         self._measure_from = self._last_time = time.perf_counter() + self.warmup
-        self.window_end = time.monotonic() + self.warmup + self.duration
         self._last_requests = 0
 
     def tick(self, requests: int, errors: int) -> None:
@@ -187,7 +185,7 @@ def _run_processes(jobs: list[Job], progress: Progress) -> list[WorkerResult]:
 
 def run_scenario(
     name: str, target: Target, plan: Plan, *, concurrency: int, processes: int, warmup: float, duration: float,
-    cpu: bool = False, trace: Path | None = None, rate: float = 0.0, ended: Callable[[float], None] | None = None,
+    cpu: bool = False, trace: Path | None = None, rate: float = 0.0, after_load: Callable[[float], None] | None = None,
 ) -> ScenarioResult:
     """Run one scenario and return its merged result.
 
@@ -204,9 +202,10 @@ def run_scenario(
         trace: Also append every measured response's start and latency to this file (``report.write_trace``).
         rate: Requests a second offered on a fixed schedule, shared evenly by the virtual users (open loop;
             ``benchmarks.worker``); 0 for a closed loop.
-        ended: Called, before the result is merged, with the ``time.monotonic()`` at which the measurement window
-            ended (the workers stop sending then): what the server still does after it, such as read models
-            catching up, is timed from there, not from when the merging, the CPU line and the trace are done.
+        after_load: Called with the ``time.monotonic()`` at which the load ended (every worker stopped, its last
+            request answered), once the results are merged and the totals printed, before any trace is written:
+            what the server still does after the load, such as read models catching up, is timed from the load's
+            end, not from when the load generator's own work after it is done.
 
     Returns:
         The merged result.
@@ -225,10 +224,11 @@ def run_scenario(
                         pace=concurrency / rate if rate > 0 else 0.0, stagger=1.0 / rate if rate > 0 else 0.0))
     progress = Progress(name, warmup, duration, cpu=CpuMeter() if cpu else None)
     parts = [_run_loop(_run_here(jobs[0], progress))] if processes == 1 else _run_processes(jobs, progress)
-    if ended is not None and progress.window_end is not None:
-        ended(progress.window_end)
+    load_ended = time.monotonic()
     result = merge(name, concurrency, parts)
     progress.finish(result)
+    if after_load is not None:
+        after_load(load_ended)
     if trace is not None:
         write_trace(trace, name, parts)
     return result
