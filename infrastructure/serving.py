@@ -20,6 +20,7 @@ from typing import Any
 
 from infrastructure.bootstrap import PROJECTIONS_ELSEWHERE, TOKEN_RATE_MODELS
 from infrastructure.dispatch import channel_pair, raise_descriptor_limit, run_dispatcher
+from infrastructure.signals import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -120,28 +121,30 @@ def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]
 def _supervise(children: list[Any], *, started: Callable[[], None]) -> int:
     """Starts ``children`` (then calls ``started``) and runs until SIGTERM/SIGINT or until one of them exits; then
     stops them all."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for child in children:
-            child.start()
-        started()
-        while not stop.wait(0.5):
-            exited = [f"{child.name} (status {child.exitcode})" for child in children if child.exitcode is not None]
-            if exited:
-                logger.error("%s exited; stopping the others", ", ".join(exited))
-                break
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-        for child in children:
-            if child.pid is None:  # never started (an earlier start failed): nothing to join
-                continue
-            child.join(30)
-            if child.is_alive():  # a graceful stop that hangs must not hang the supervisor's exit with it
-                child.kill()
-                child.join(5)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals() as stop:
+        try:
+            for child in children:
+                child.start()
+            started()
+            while not stop.wait(0.5):
+                exited = [f"{child.name} (status {child.exitcode})" for child in children if child.exitcode is not None]
+                if exited:
+                    logger.error("%s exited; stopping the others", ", ".join(exited))
+                    break
+        finally:
+            _stop_all(children)
     return 0 if stop.is_set() else 1
+
+
+def _stop_all(children: list[Any]) -> None:
+    """SIGTERM to every child still running, then waits for each (SIGKILL for one whose graceful stop hangs)."""
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    for child in children:
+        if child.pid is None:  # never started (an earlier start failed): nothing to join
+            continue
+        child.join(30)
+        if child.is_alive():  # a graceful stop that hangs must not hang the supervisor's exit with it
+            child.kill()
+            child.join(5)

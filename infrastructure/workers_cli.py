@@ -2,39 +2,27 @@
 
 import argparse
 import multiprocessing
-import signal
-import threading
 from typing import Any
 
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
+from infrastructure.signals import stop_on_signals
 from workers.broker import make_broker
 from workers.runtime import declare, load_jobs, run_scheduler, run_worker
 from workers.status import collect
 
 
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT, so a worker finishes its running jobs before it exits."""
-    stop = threading.Event()
-
-    def handle(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    return stop
-
-
 def work(settings: Settings, endpoints: Endpoints, threads: int) -> None:
-    """One worker process: its own container and broker, built after the process started."""
-    stop = _stop_on_signals()
-    container: Container = build(settings, endpoints, migrate=False)
-    try:
-        broker = make_broker(endpoints.redis_url, namespace=container.namespace)
-        declare(broker, container)
-        run_worker(broker, stop, threads=threads)
-    finally:
-        container.close()
+    """One worker process: its own container and broker, built after the process started. SIGTERM/SIGINT stop it
+    once its running jobs are finished."""
+    with stop_on_signals() as stop:
+        container: Container = build(settings, endpoints, migrate=False)
+        try:
+            broker = make_broker(endpoints.redis_url, namespace=container.namespace)
+            declare(broker, container)
+            run_worker(broker, stop, threads=threads)
+        finally:
+            container.close()
 
 
 def worker(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
@@ -48,25 +36,25 @@ def worker(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -
                 for _ in range(args.processes)]
     for child in children:
         child.start()
-    stop = _stop_on_signals()
-    stop.wait()
-    for child in children:
-        child.terminate()  # SIGTERM: each child finishes its running jobs
-    for child in children:
-        child.join()
+    with stop_on_signals() as stop:  # held until the children are gone: a second SIGTERM must not orphan them
+        stop.wait()
+        for child in children:
+            child.terminate()  # SIGTERM: each child finishes its running jobs
+        for child in children:
+            child.join()
     return 0
 
 
 def scheduler(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
     """Enqueues the periodic jobs until SIGTERM/SIGINT."""
-    stop = _stop_on_signals()
-    container: Container = build(settings, endpoints, migrate=True)
-    try:
-        broker = make_broker(endpoints.redis_url, namespace=container.namespace)
-        declare(broker, container)
-        run_scheduler(broker, container.redis, container.namespace, stop, tick=args.tick)
-    finally:
-        container.close()
+    with stop_on_signals() as stop:
+        container: Container = build(settings, endpoints, migrate=True)
+        try:
+            broker = make_broker(endpoints.redis_url, namespace=container.namespace)
+            declare(broker, container)
+            run_scheduler(broker, container.redis, container.namespace, stop, tick=args.tick)
+        finally:
+            container.close()
     return 0
 
 
