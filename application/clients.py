@@ -36,11 +36,16 @@ class AddClient:
 
 @dataclass(frozen=True, slots=True)
 class RotateSecret:
-    """Replace a client's secret; the old one keeps working for ``grace_period`` seconds, never after."""
+    """Replace a client's secret; the old one keeps working for ``grace_period`` seconds, never after.
+
+    ``caller_permissions``: what the caller holds in the project. The new secret is the client's whole authority, so
+    a caller may rotate only a client whose scope it holds itself, as for creating one.
+    """
 
     project_id: UUID
     client_id: str
     actor: str
+    caller_permissions: frozenset[str]
     grace_period: int = 0
 
 
@@ -80,10 +85,19 @@ class Clients:
         return new
 
     def rotate(self, command: RotateSecret) -> RotatedSecret:
-        """Rotates the secret; raises NotFound for a client that is not live in this project, Conflict on a race."""
+        """Rotates the secret.
+
+        Raises:
+            NotFound: no such live client in this project.
+            Forbidden: the client holds scope the caller does not (its new secret would hand the caller that scope).
+            Conflict: the client changed meanwhile.
+        """
         if not 0 <= command.grace_period <= MAX_GRACE_PERIOD:
             raise InvalidArgument(f"grace_period must be between 0 and {MAX_GRACE_PERIOD} seconds")
         client = self.live_client(command.project_id, command.client_id)
+        beyond = sorted(set(client.scopes) - command.caller_permissions)
+        if beyond:
+            raise Forbidden(f"you cannot rotate the secret of a client with scope you do not hold: {' '.join(beyond)}")
         secret, now = self.minter.client_secret(), self.clock.now()
         client.rotate_secret(secret_hash=self.secrets.hash(secret), secret_hint=self.minter.hint(secret),
                              secret_expires_at=now + timedelta(seconds=self.lifetimes.secret_ttl(None)),

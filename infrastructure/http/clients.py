@@ -92,12 +92,14 @@ def get_client(project_id: UUID, client_id: Annotated[ClientIdField, Parameter()
 
 @post("/v1/projects/{project_id:uuid}/clients/{client_id:str}/rotate-secret", sync_to_thread=True,
       status_code=200, dependencies=AUTH, tags=["clients"])
-def rotate_secret(project_id: UUID, client_id: Annotated[ClientIdField, Parameter()], data: RotateSecretBody,
-                  caller: Principal, state: State) -> Response[ClientOut]:
-    """Issues a new secret (shown once); the old one keeps working for ``grace_period`` seconds and never after."""
+def rotate_secret(project_id: UUID, client_id: Annotated[ClientIdField, Parameter()], caller: Principal, state: State,
+                  data: RotateSecretBody | None = None) -> Response[ClientOut]:
+    """Issues a new secret (shown once); the old one keeps working for ``grace_period`` seconds and never after. The
+    client's scope may not exceed the caller's: its new secret would hand the caller that scope."""
     container = state.container
-    authorize(container.app, caller, project_id, "clients:write")
+    granted = authorize(container.app, caller, project_id, "clients:write")
     rotated = container.clients.rotate(RotateSecret(project_id=project_id, client_id=client_id, actor=caller.actor,
-                                                    grace_period=data.grace_period))
+                                                    caller_permissions=granted.permissions,
+                                                    grace_period=data.grace_period if data else 0))
     return Response(client_out(rotated.client, container.settings.lifetimes, rotated.client_secret),
                     headers=NO_STORE)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import bearer, client_login, password_login, signup
+from tests.e2e.support import make_team
 
 pytestmark = pytest.mark.e2e
 
@@ -174,3 +175,25 @@ def test_client_routes_are_isolated_between_two_tenants(http: httpx.Client) -> N
     listed = http.get(f"/v1/projects/{a}/clients", headers=bearer(alice_owner)).json()["items"]
     assert {c["project_id"] for c in listed} == {a}
     assert cc_token(http, bob_client, bob["client"]["client_secret"]).status_code == 200
+
+
+def test_a_developer_cannot_rotate_the_secret_of_a_key_with_more_scope_than_theirs(http: httpx.Client) -> None:
+    # A developer holds clients:write but not members:write: a new secret for the owner's broader key would be that
+    # key's scope in the developer's hands (members:write lets a client promote its maker to admin).
+    team = make_team(http, "developer")
+    broad = team.new_client("project:read members:read members:write")
+    url = team.url(f"/clients/{broad['client_id']}/rotate-secret")
+    refused = http.post(url, json={"grace_period": 3600}, headers=bearer(team.member_token))
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "client_secret" not in refused.text and "members:write" in refused.json()["detail"]
+    assert cc_token(http, broad["client_id"], broad["client_secret"]).status_code == 200  # unchanged
+    own = http.post(team.url("/clients"), json={"name": "mine", "scope": "project:read tokens:read"},
+                    headers=bearer(team.member_token))
+    assert own.status_code == 201, own.text
+    rotated = http.post(team.url(f"/clients/{own.json()['client_id']}/rotate-secret"),  # no body: no grace
+                        headers=bearer(team.member_token))
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["client_secret"] != own.json()["client_secret"]
+    assert cc_token(http, own.json()["client_id"], own.json()["client_secret"]).status_code == 401
+    assert http.post(url, json={}, headers=bearer(team.owner_token)).status_code == 200  # the owner holds it all

@@ -12,6 +12,7 @@ from application.clients import RotateSecret
 from application.expiry import TokenSweep
 from application.oauth.grants import TokenRequest
 from application.oauth.revocation import RevocationRequest
+from domain.scopes import ALL_SCOPES
 from domain.token import Token
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
@@ -137,7 +138,7 @@ def test_the_secret_sweep_records_previous_then_current_secret_expiry(own: Conta
     signed = sign_up(own)
     client_id = signed.client.client.client_id
     own.clients.rotate(RotateSecret(project_id=signed.project.id, client_id=client_id, actor="system",
-                                    grace_period=3600))
+                                    caller_permissions=ALL_SCOPES, grace_period=3600))
     own.views["secret_expiry"].wait_for(head(own))
     sweep = secret_sweep(own)
     assert sweep.run().expired == 0

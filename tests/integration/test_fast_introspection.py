@@ -7,6 +7,7 @@ from application.clients import RotateSecret
 from application.oauth.grants import TokenRequest
 from application.oauth.limits import client_keys
 from application.oauth.revocation import RevocationRequest
+from domain.scopes import ALL_SCOPES
 from infrastructure.bootstrap import Container
 from infrastructure.http.introspection import INACTIVE
 from tests.integration.fast_support import SOURCE, Harness, client_token
@@ -44,7 +45,7 @@ def test_a_changed_client_or_a_wrong_secret_goes_back_to_the_general_path(harnes
     assert harness.answer(account, token, secret=account.client.client_secret[:-4] + "AAAA") is None
     container.clients.rotate(RotateSecret(project_id=account.project.id,
                                                  client_id=account.client.client.client_id, grace_period=0,
-                                                 actor=f"user:{account.user.id}"))
+                                                 actor=f"user:{account.user.id}", caller_permissions=ALL_SCOPES))
     assert harness.answer(account, token) is None  # the stream moved on: the copy is stale
 
 

@@ -20,6 +20,7 @@ from application.oauth.grants import IssuedTokens, TokenRequest
 from application.oauth.revocation import RevocationRequest
 from domain.client import DASHBOARD
 from domain.ids import DASHBOARD_CLIENT_ID
+from domain.scopes import ALL_SCOPES
 from domain.token import Token
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.http.fast_revocation import revoke_known
@@ -96,7 +97,8 @@ def test_anything_not_known_to_be_in_order_goes_to_the_general_path(harness: Har
     assert revoke(harness, account, forged) is False  # names another client's token: its stream says no
     assert revoke(harness, account, token, secret=account.client.client_secret[:-4] + "AAAA") is False
     container.clients.rotate(RotateSecret(project_id=account.project.id, client_id=account.client.client.client_id,
-                                          grace_period=0, actor=f"user:{account.user.id}"))
+                                          grace_period=0, actor=f"user:{account.user.id}",
+                                          caller_permissions=ALL_SCOPES))
     assert revoke(harness, account, token) is False  # the client's stream moved on: the copy is stale
     assert len(stream(container, token)) == len(stream(container, foreign)) == 1
 

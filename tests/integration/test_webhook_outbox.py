@@ -18,6 +18,7 @@ from application.clients import RotateSecret
 from application.webhooks import RemoveWebhook
 from domain.ids import client_aggregate_id, keyring_id
 from domain.keyring import KeyRing
+from domain.scopes import ALL_SCOPES
 from infrastructure.bootstrap import Container
 from infrastructure.crypto.hashing import derive_key
 from infrastructure.crypto.keys import SigningKeyFactory
@@ -176,7 +177,8 @@ def test_client_events_name_the_public_client_id(hooks: Container, receiver: Rec
     signed = sign_up(hooks)
     hook = subscribe(hooks, signed, receiver.url, ("client.secret.rotated", "client.revoked"))
     client_id = signed.client.client.client_id
-    rotated = hooks.clients.rotate(RotateSecret(project_id=signed.project.id, client_id=client_id, actor="system"))
+    rotated = hooks.clients.rotate(RotateSecret(project_id=signed.project.id, client_id=client_id, actor="system",
+                                                caller_permissions=ALL_SCOPES))
     catch_up(hooks)
     [row] = outbox_rows(hooks, hook.webhook_id)
     payload: dict[str, Any] = json.loads(row["payload"])

@@ -59,7 +59,7 @@ def test_rotation_keeps_the_old_secret_for_the_grace_period_only(world: World, c
                                                                  acme: SignedUp) -> None:
     client_id, old = acme.client.client.client_id, acme.client.client_secret
     rotated = clients.rotate(RotateSecret(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
-                                          grace_period=60))
+                                          caller_permissions=ALL_SCOPES, grace_period=60))
     authenticate(world, client_id, old)
     authenticate(world, client_id, rotated.client_secret)
     world.clock.advance(seconds=60)
@@ -72,8 +72,24 @@ def test_rotation_is_confined_to_the_clients_project(world: World, clients: Clie
     other = world.sign_up("owner@other.test", project_name="Other")
     with pytest.raises(NotFound):
         clients.rotate(RotateSecret(project_id=acme.project.id, client_id=other.client.client.client_id,
-                                    actor=ACTOR))
+                                    actor=ACTOR, caller_permissions=ALL_SCOPES))
     with pytest.raises(InvalidArgument):
         clients.rotate(RotateSecret(project_id=acme.project.id, client_id=acme.client.client.client_id,
-                                    actor=ACTOR, grace_period=-1))
+                                    actor=ACTOR, caller_permissions=ALL_SCOPES, grace_period=-1))
     authenticate(world, other.client.client.client_id, other.client.client_secret)
+
+
+def test_a_caller_rotates_only_a_client_whose_scope_it_holds(world: World, clients: Clients, acme: SignedUp) -> None:
+    # The new secret is the client's whole authority: rotating a broader client would hand the caller its scope.
+    broad = clients.add(add(acme, scope="project:read members:write audit:read"))
+    client_id = broad.client.client_id
+    developer = frozenset({"project:read", "clients:read", "clients:write", "tokens:read"})
+    with pytest.raises(Forbidden, match="audit:read members:write"):
+        clients.rotate(RotateSecret(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                    caller_permissions=developer))
+    authenticate(world, client_id, broad.client_secret)  # refused before anything changed
+    assert world.app.repository.get(broad.client.id).version == broad.client.version
+    narrow = clients.add(add(acme, scope="project:read tokens:read"))
+    rotated = clients.rotate(RotateSecret(project_id=acme.project.id, client_id=narrow.client.client_id,
+                                          actor=ACTOR, caller_permissions=developer))
+    authenticate(world, narrow.client.client_id, rotated.client_secret)

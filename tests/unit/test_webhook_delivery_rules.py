@@ -62,7 +62,8 @@ def test_client_events_become_client_notifications_without_secrets(world: World,
                       minter=world.minter, lifetimes=world.settings.lifetimes)
     start = world.position()
     client_id = acme.client.client.client_id
-    rotated = clients.rotate(RotateSecret(project_id=acme.project.id, client_id=client_id, actor="system"))
+    rotated = clients.rotate(RotateSecret(project_id=acme.project.id, client_id=client_id, actor="system",
+                                          caller_permissions=ALL_SCOPES))
     client = world.app.load(rotated.client.id, type(rotated.client))
     client.revoke(actor="system")
     world.app.save(client)
