@@ -2,9 +2,11 @@
 
 A refusal names the grant type, the client and, when known, the user, the refresh token concerned and the project
 (the client's, or the refresh token's), with the audit reason, the RFC 6749 error code, the source address and the
-user agent. Presented values that could be secrets are never recorded: not the secret, password or refresh token,
-not a client_id or grant_type that is not a well-formed identifier (a secret pasted into the wrong field), and not
-the email of a login (a password typed into the email field would otherwise be kept forever).
+user agent. Presented values that could be secrets are never recorded: not the secret, password or refresh token;
+not a client_id unless it is the dashboard's or has a client id's shape (a secret or a password pasted into the wrong
+field); not a grant_type that is not a plain identifier; neither of them if it carries a credential's prefix, even
+damaged (its checksum is public, so a secret with a character cut off still gives the secret away); and not the
+email of a login (a password typed into the email field would otherwise be kept forever).
 """
 
 import re
@@ -41,9 +43,17 @@ def identifier(value: str | None, minter: CredentialMinter) -> str | None:
     """A presented identifier as it may be recorded: itself if it is a plain identifier, else a placeholder."""
     if value is None:
         return None
-    if not _IDENTIFIER.fullmatch(value) or minter.is_client_secret(value) or minter.is_refresh_token(value):
+    if not _IDENTIFIER.fullmatch(value) or minter.resembles_credential(value):
         return UNRECOGNISED
     return value
+
+
+def client_identifier(value: str | None, minter: CredentialMinter) -> str | None:
+    """A presented client_id as it may be recorded: the dashboard's, or one with a client id's shape (registered or
+    not); anything else, a password typed into the field say, as a placeholder."""
+    if value is None or value == DASHBOARD_CLIENT_ID:
+        return value
+    return value if minter.is_client_id(value) and identifier(value, minter) == value else UNRECOGNISED
 
 
 def user_agent(value: str | None) -> str | None:
@@ -73,7 +83,7 @@ class RefusalFactory:
     def build(self, error: OAuthError, request: Any, preloaded: Mapping[UUID, Client] | None) -> Refusal:
         """The TokenRequestRefused aggregate of ``request`` refused with ``error``."""
         context = error.context if isinstance(error.context, RefusalContext) else RefusalContext()
-        client_id = identifier(request.client_id, self.minter)
+        client_id = client_identifier(request.client_id, self.minter)
         project_id = context.project_id
         if project_id is None and client_id not in (None, UNRECOGNISED):
             project_id = self.project_of(client_id, preloaded)

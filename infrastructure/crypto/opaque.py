@@ -12,6 +12,9 @@ from enum import StrEnum
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BODY_LENGTH = 32
 CHECKSUM_LENGTH = 6
+CLIENT_ID_PREFIX = "klc_"
+CLIENT_ID_BODY = 22
+MAX_CLIENT_ID_BODY = 60  # what a presented client id may hold to be recorded as one (those minted hold 22)
 
 
 class CredentialType(StrEnum):
@@ -58,6 +61,22 @@ def is_well_formed(value: str, kind: CredentialType) -> bool:
     return secrets.compare_digest(check, _checksum(kind.value, body))
 
 
+def resembles_credential(value: str) -> bool:
+    """Whether ``value`` carries a credential's prefix anywhere, in any case: a damaged credential (one character cut
+    off or added, a wrong checksum) is not well-formed, yet its checksum is public (CRC32), so the string still gives
+    the secret away."""
+    folded = value.lower()
+    return any(f"{kind.value}_" in folded for kind in CredentialType)
+
+
+def is_client_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a client id (``new_client_id``'s prefix, then ASCII letters and digits)."""
+    if not value.startswith(CLIENT_ID_PREFIX):
+        return False
+    rest = value[len(CLIENT_ID_PREFIX):]
+    return 0 < len(rest) <= MAX_CLIENT_ID_BODY and rest.isascii() and rest.isalnum()
+
+
 def hint(value: str) -> str:
     """Returns what may be shown of a credential after creation: its prefix and last four characters."""
     return f"{value.split('_', 1)[0]}_...{value[-4:]}"
@@ -65,4 +84,4 @@ def hint(value: str) -> str:
 
 def new_client_id() -> str:
     """Returns a new public client identifier (not a secret)."""
-    return "klc_" + _random_base62(22)
+    return CLIENT_ID_PREFIX + _random_base62(CLIENT_ID_BODY)

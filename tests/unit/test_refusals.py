@@ -90,6 +90,35 @@ def test_an_unknown_client_is_platform_level_and_a_secret_in_client_id_is_not_re
     assert misplaced.client_id == "[unrecognised]" and pasted not in repr(vars(misplaced))
 
 
+def _damaged(secret: str) -> list[str]:
+    """A secret as an integrator might paste it into the wrong field: a character cut, a full stop added, one changed
+    (each fails the checksum, yet the checksum is public: each gives the secret away)."""
+    changed = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    return [secret[:-1], secret + ".", changed, secret.upper(), "x" + secret]
+
+
+def test_a_damaged_secret_or_refresh_token_in_client_id_or_grant_type_is_not_recorded(world: World,
+                                                                                     ada: SignedUp) -> None:
+    sources = (f"198.51.100.{n}" for n in range(1, 255))  # each its own address: none reaches the address limit
+    for secret in (ada.client.client_secret, world.minter.refresh_token()):
+        for pasted in _damaged(secret):
+            misplaced = recorded(world, grant_type="client_credentials", client_id=pasted, client_secret="x",
+                                 source=next(sources))
+            assert misplaced.client_id == "[unrecognised]", pasted
+            garbled = recorded(world, grant_type=pasted, client_id="dashboard", source=next(sources))
+            assert garbled.grant_type == "[unrecognised]", pasted
+            assert secret[5:30] not in repr(vars(misplaced)) + repr(vars(garbled))
+
+
+@pytest.mark.parametrize("typed", ["correct-horse-battery", "Hunter2.staple", "ada@example.test", "klc_", "klc_a.b",
+                                   "klc_" + "a" * 61])
+def test_a_client_id_without_a_client_ids_shape_is_not_recorded(world: World, typed: str) -> None:
+    # A password typed into the client_id field is a plain identifier too: only a client id's shape is kept.
+    refused = recorded(world, grant_type="client_credentials", client_id=typed, client_secret="x")
+    assert refused.client_id == "[unrecognised]"
+    assert typed not in repr(vars(refused))
+
+
 def test_revoked_clients_and_expired_secrets_are_told_apart(world: World, ada: SignedUp) -> None:
     made = world.accounts.new_client(CreateClient(project_id=ada.project.id, name="short", actor="system",
                                                   secret_ttl=60))
