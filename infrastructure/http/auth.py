@@ -29,8 +29,12 @@ def _principal(claims: dict[str, Any]) -> Principal:
 
 def _bearer_token(request: Request[Any, Any, Any]) -> str:
     """The presented bearer token. A request with no bearer credentials at all (no header, another scheme) gets a
-    challenge without an error code, as RFC 6750 section 3.1 asks; an empty Bearer header is a malformed request."""
-    header = request.headers.get("authorization")
+    challenge without an error code, as RFC 6750 section 3.1 asks; an empty Bearer header, or two Authorization
+    headers (which one would a proxy have checked?), is a malformed request."""
+    headers = request.headers.getall("authorization", [])
+    if len(headers) > 1:
+        raise BearerError(400, "invalid_request", "send one Authorization header")
+    header = headers[0] if headers else None
     scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer":
         raise BearerError(401, "", "a bearer access token is required")

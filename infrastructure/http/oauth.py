@@ -38,9 +38,24 @@ def conflict_refusal(grant_type: str) -> OAuthError:
     return TemporarilyUnavailable("the client or the signing keys changed while the token was issued; try again")
 
 
+def single_header(request: Request[Any, Any, Any], name: str) -> str | None:
+    """The value of header ``name``, None when absent. Sent twice, a header that carries the request's parameters
+    makes it ambiguous (Litestar's ``get`` would take the first, another reader the last): refused, as RFC 6749
+    section 3.1 refuses a repeated parameter."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"send the {name} header once")
+    return values[0] if values else None
+
+
 def client_credentials(request: Request[Any, Any, Any], params: dict[str, str]) -> tuple[str | None, str | None]:
     """RFC 6749 section 2.3.1: client_secret_basic or client_secret_post, never both."""
-    return client_authentication(request.headers.get("authorization"), params)
+    return client_authentication(single_header(request, "authorization"), params)
+
+
+def form_of(request: Request[Any, Any, Any], body: bytes) -> dict[str, str]:
+    """The request's form parameters (``infrastructure.http.forms.parse_form``) under its one Content-Type."""
+    return parse_form(single_header(request, "content-type") or "", body)
 
 
 def source_address(request: Request[Any, Any, Any]) -> str | None:
@@ -51,7 +66,7 @@ def source_address(request: Request[Any, Any, Any]) -> str | None:
 
 def token_request(request: Request[Any, Any, Any], body: bytes, received_at: datetime | None = None) -> TokenRequest:
     """Builds a TokenRequest from the form and the client's authentication."""
-    params = parse_form(request.headers.get("content-type", ""), body)
+    params = form_of(request, body)
     if "grant_type" not in params:
         raise InvalidRequest("grant_type is required")
     client_id, client_secret = client_credentials(request, params)
@@ -143,7 +158,7 @@ async def revoke(request: Request[Any, Any, Any], body: bytes, state: State) -> 
     otherwise such a client is authenticated without a thread (``infrastructure.http.introspection``) and the
     token decided on its stream in a worker thread.
     """
-    params = parse_form(request.headers.get("content-type", ""), body)
+    params = form_of(request, body)
     client_id, client_secret = client_credentials(request, params)
     source = source_address(request)
     tried = request.scope.get(TRIED, False)  # type: ignore[call-overload]
@@ -172,7 +187,7 @@ async def introspect(request: Request[Any, Any, Any], body: bytes, state: State)
     A client whose secret this process verified before is answered on the event loop (see
     ``infrastructure.http.introspection``); anything else, in a worker thread, by the general path.
     """
-    params = parse_form(request.headers.get("content-type", ""), body)
+    params = form_of(request, body)
     client_id, client_secret = client_credentials(request, params)
     fast = state.fast_introspection
     answer = await fast.answer(client_id, client_secret, params.get("token"), source_address(request))

@@ -95,7 +95,7 @@ class RevocationLane:
         if fast is None or has_nul(scope.get("raw_path") or b"") or has_nul(body):
             return False
         if sum(1 for key, _ in scope["headers"] if key == b"authorization") > 1:
-            return False  # Litestar joins repeated headers, and Basic refuses the result
+            return False  # ambiguous: the general path refuses it (``oauth.single_header``)
         try:
             params = parse_form(_header(scope, b"content-type") or "", body)
             credentials = client_authentication(_header(scope, b"authorization"), params)
