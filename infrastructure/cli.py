@@ -22,6 +22,7 @@ from projections.outbox import outbox_status
 from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")
+GRACEFUL_STOP = 10  # seconds a stopping server gives the requests under way (the supervisor waits 30 for it)
 
 
 @contextlib.contextmanager
@@ -65,8 +66,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                                "forwarded_allow_ips": list(settings.trusted_proxies) or None}
     # No WebSocket: keyledger serves none, and an upgrade would hand the connection to a protocol whose end the
     # accepting process of ``--workers N`` never hears of (``infrastructure.dispatch``).
+    # A stop waits for requests under way at most GRACEFUL_STOP seconds (uvicorn's default waits for ever: one
+    # client trickling a body would hold the process, and with it the embedded servers, after SIGTERM).
     options: dict[str, Any] = {"access_log": False, "log_level": "warning", "loop": "uvloop", "http": "httptools",
-                               "ws": "none", **proxies}
+                               "ws": "none", "timeout_graceful_shutdown": GRACEFUL_STOP, **proxies}
     with runtime(settings) as (resolved, endpoints):
         settings = resolved
         container = build(settings, endpoints, migrate=True)  # tables, the first signing key

@@ -102,7 +102,8 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
     except IntegrityError:
         error = conflict_refusal(parsed.grant_type)
         if isinstance(error, InvalidGrant):
-            await record_refusal(container, container.tokens.refused(error, parsed))
+            # Off the loop: building the refusal asks Redis (the abuse limits) and may read the client's stream.
+            await record_refusal(container, await anyio.to_thread.run_sync(container.tokens.refused, error, parsed))
         raise error from None
     except OAuthError as error:
         await record_refusal(container, error)  # threaded grants: the refusal joins the next group commit
