@@ -11,16 +11,12 @@ import gc
 import logging
 import multiprocessing
 import os
-import signal
 import socket
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from infrastructure.bootstrap import PROJECTIONS_ELSEWHERE, TOKEN_RATE_MODELS
 from infrastructure.dispatch import channel_pair, raise_descriptor_limit, run_dispatcher
-from infrastructure.signals import stop_on_signals
+from infrastructure.supervision import supervise, watch_parent
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +61,6 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _exit_with(parent: int) -> None:
-    """Stops this API process (gracefully, as SIGTERM does) once its supervisor is gone: an orphan would go on
-    serving its connections, and running its projections, beside whatever starts next."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _serve_one(channel: socket.socket, options: dict[str, Any], parent: int) -> None:
     """One API process: its own application (built by the factory after the process started), serving the
     connections handed over on ``channel``."""
@@ -80,7 +68,7 @@ def _serve_one(channel: socket.socket, options: dict[str, Any], parent: int) -> 
 
     from infrastructure.handed_server import HandedServer  # noqa: PLC0415 (uvicorn: only API processes need it)
 
-    threading.Thread(target=_exit_with, args=(parent,), name="supervisor-watch", daemon=True).start()
+    watch_parent(parent)  # an orphan would go on serving its connections, and running its projections
     raise_descriptor_limit()
     os.environ[PROJECTIONS_ELSEWHERE] = ",".join(sorted(TOKEN_RATE_MODELS))  # the supervisor runs those
     config = uvicorn.Config("infrastructure.http.app:app_from_env", factory=True, **options)
@@ -113,38 +101,6 @@ def serve_processes(count: int, *, host: str, port: int, options: dict[str, Any]
             theirs.close()
 
     try:
-        return _supervise(children, started=handed_over)
+        return supervise(children, started=handed_over)
     finally:
         handed_over()
-
-
-def _supervise(children: list[Any], *, started: Callable[[], None]) -> int:
-    """Starts ``children`` (then calls ``started``) and runs until SIGTERM/SIGINT or until one of them exits; then
-    stops them all."""
-    with stop_on_signals() as stop:
-        try:
-            for child in children:
-                child.start()
-            started()
-            while not stop.wait(0.5):
-                exited = [f"{child.name} (status {child.exitcode})" for child in children if child.exitcode is not None]
-                if exited:
-                    logger.error("%s exited; stopping the others", ", ".join(exited))
-                    break
-        finally:
-            _stop_all(children)
-    return 0 if stop.is_set() else 1
-
-
-def _stop_all(children: list[Any]) -> None:
-    """SIGTERM to every child still running, then waits for each (SIGKILL for one whose graceful stop hangs)."""
-    for child in children:
-        if child.is_alive():
-            child.terminate()
-    for child in children:
-        if child.pid is None:  # never started (an earlier start failed): nothing to join
-            continue
-        child.join(30)
-        if child.is_alive():  # a graceful stop that hangs must not hang the supervisor's exit with it
-            child.kill()
-            child.join(5)

@@ -2,20 +2,25 @@
 
 import argparse
 import multiprocessing
+import os
 from typing import Any
 
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 from infrastructure.signals import stop_on_signals
+from infrastructure.supervision import supervise, watch_parent
 from workers.broker import make_broker
 from workers.runtime import declare, load_jobs, run_scheduler, run_worker
 from workers.status import collect
 
 
-def work(settings: Settings, endpoints: Endpoints, threads: int) -> None:
+def work(settings: Settings, endpoints: Endpoints, threads: int, parent: int | None = None) -> None:
     """One worker process: its own container and broker, built after the process started. SIGTERM/SIGINT stop it
-    once its running jobs are finished."""
+    once its running jobs are finished; so does the end of ``parent`` (``worker --processes N``), so no orphan goes
+    on consuming jobs beside the workers that start next."""
     with stop_on_signals() as stop:
+        if parent is not None:
+            watch_parent(parent)
         container: Container = build(settings, endpoints, migrate=False)
         try:
             broker = make_broker(endpoints.redis_url, namespace=container.namespace)
@@ -26,23 +31,17 @@ def work(settings: Settings, endpoints: Endpoints, threads: int) -> None:
 
 
 def worker(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
-    """Runs ``--processes`` worker processes of ``--threads`` threads each until SIGTERM/SIGINT."""
+    """Runs ``--processes`` worker processes of ``--threads`` threads each until SIGTERM/SIGINT, or until one of them
+    exits (status 1: a deployment's supervisor then restarts the whole, where a parent left with fewer workers than
+    asked would look healthy)."""
     build(settings, endpoints, migrate=True).close()  # tables and the first key exist before any job runs
     if args.processes == 1:
         work(settings, endpoints, args.threads)
         return 0
     spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=work, args=(settings, endpoints, args.threads), daemon=False)
-                for _ in range(args.processes)]
-    for child in children:
-        child.start()
-    with stop_on_signals() as stop:  # held until the children are gone: a second SIGTERM must not orphan them
-        stop.wait()
-        for child in children:
-            child.terminate()  # SIGTERM: each child finishes its running jobs
-        for child in children:
-            child.join()
-    return 0
+    children = [spawn.Process(target=work, args=(settings, endpoints, args.threads, os.getpid()),
+                              name=f"keyledger-worker-{i}") for i in range(args.processes)]
+    return supervise(children)  # SIGTERM: each child finishes its running jobs
 
 
 def scheduler(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:

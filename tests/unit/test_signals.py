@@ -60,19 +60,3 @@ def test_leaving_without_a_signal_leaves_the_event_unset() -> None:
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False []"
-
-
-def test_the_supervisor_stops_its_children_and_exits_0_on_sigterm() -> None:
-    # ``serve --workers N``'s supervisor loop: SIGTERM ends it with status 0 and takes the children down with it.
-    done = _run("""
-        import multiprocessing, os, signal, threading, time
-        from infrastructure.serving import _supervise
-
-        if __name__ == "__main__":
-            child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,), name="sleeper")
-            threading.Timer(1.0, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
-            status = _supervise([child], started=lambda: None)
-            print(status, child.exitcode)
-    """)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0 -15"

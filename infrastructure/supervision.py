@@ -1,0 +1,68 @@
+"""A parent process and its children: ``serve --workers N`` (API processes and the accepting one) and ``worker
+--processes N`` (Dramatiq worker processes).
+
+The parent runs until SIGTERM/SIGINT or until a child exits, then stops every child (SIGTERM, then SIGKILL for one
+whose graceful stop hangs); a child stops itself, as SIGTERM would, once its parent is gone, so no orphan goes on
+serving or consuming jobs beside whatever starts next.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from infrastructure.signals import stop_on_signals
+
+logger = logging.getLogger(__name__)
+
+STOP_WAIT = 30.0  # seconds the children have, together, to stop gracefully before they are killed
+POLL = 0.5  # seconds between two looks at the children
+
+
+def watch_parent(parent: int) -> None:
+    """In a child: a thread that sends this process SIGTERM once ``parent`` is no longer its parent."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def supervise(children: list[Any], *, started: Callable[[], None] = lambda: None) -> int:
+    """Starts ``children`` (``multiprocessing`` processes; then calls ``started``) and runs until SIGTERM/SIGINT (0)
+    or until one of them exits (1); then stops them all. The signals are handled from before the first start to
+    after the last child is gone: a signal meanwhile neither kills this process nor orphans a child."""
+    with stop_on_signals() as stop:
+        try:
+            for child in children:
+                child.start()
+            started()
+            while not stop.wait(POLL):
+                exited = [f"{child.name} (status {child.exitcode})" for child in children if child.exitcode is not None]
+                if exited:
+                    logger.error("%s exited; stopping the others", ", ".join(exited))
+                    break
+        finally:
+            stop_all(children)
+    return 0 if stop.is_set() else 1
+
+
+def stop_all(children: list[Any], wait: float = STOP_WAIT) -> None:
+    """SIGTERM to every child still running, then waits ``wait`` seconds in all for them (SIGKILL for any left)."""
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    deadline = time.monotonic() + wait
+    for child in children:
+        if child.pid is None:  # never started (an earlier start failed): nothing to join
+            continue
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():  # a graceful stop that hangs must not hang the parent's exit with it
+            logger.warning("%s did not stop within %.0f s; killed", child.name, wait)
+            child.kill()
+            child.join(5)
