@@ -148,15 +148,21 @@ class ReadModel(PostgresTrackingRecorder):
         """The notification id up to which the model is current."""
         return self.max_tracking_id(APPLICATION_NAME) or 0
 
-    def lock(self, curs: Cursor[DictRow]) -> None:
+    def lock(self, curs: Cursor[DictRow], *, wait: bool = True) -> bool:
         """Takes the model's transaction-scoped advisory lock: one writer at a time (runners of several processes,
-        a rebuild), so no two apply the same events or race on the tracking position."""
+        a rebuild), so no two apply the same events or race on the tracking position. With ``wait=False``, returns
+        False at once when another writer holds it."""
         digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
         key = int.from_bytes(digest, "big", signed=True)
+        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
         if self.keyed_writes:  # in the same round trip (see ``keyed_writes``)
-            curs.execute("SELECT pg_advisory_xact_lock(%s), set_config('enable_seqscan', 'off', true)", (key,))
+            curs.execute(f"SELECT {function}(%s) AS held, set_config('enable_seqscan', 'off', true)", (key,))
         else:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            curs.execute(f"SELECT {function}(%s) AS held", (key,))
+        if wait:
+            return True
+        row = curs.fetchone()
+        return bool(row and row["held"])
 
     def decode(self, mapper: Any, notifications: Sequence[Any]) -> list[Any]:
         """Turns a batch of notifications into what ``apply_events`` takes: domain events (models that need each
@@ -169,13 +175,14 @@ class ReadModel(PostgresTrackingRecorder):
             self.apply(curs, event)
 
     def apply_batch(self, events: Sequence[Any] | Callable[[], Sequence[Any]], last_id: int, *,
-                    after: int | None = None) -> bool:
+                    after: int | None = None, wait: bool = True) -> bool:
         """Applies ``events`` and records ``last_id`` as the new position, in one transaction.
 
         With ``after``, applies nothing and returns False unless the position is still ``after`` once the lock is
         held: another writer (another process's runner, a rebuild) got there first, and the caller re-reads.
         ``events`` may be a callable, called only once the lock is held and the position checked: runners of
-        several processes race for the same batch, and only the winner should spend the decoding.
+        several processes race for the same batch, and only the winner should spend the decoding. With
+        ``wait=False``, applies nothing and returns False when another writer holds the model's lock.
 
         The commit waits for its WAL flush, as the event store's do. Committed asynchronously, a batch left its WAL
         (the audit ledger writes the most) for the store's next commit to flush, and that commit holds the store's
@@ -183,7 +190,8 @@ class ReadModel(PostgresTrackingRecorder):
         webhook outbox needs it besides: a worker may deliver a row as soon as it is committed, so none may be lost.
         """
         with self.datastore.transaction(commit=True) as curs:
-            self.lock(curs)
+            if not self.lock(curs, wait=wait):
+                return False
             if after is not None and (self._max_tracking_id(APPLICATION_NAME, curs) or 0) != after:
                 return False
             self.apply_events(curs, events() if callable(events) else events)
@@ -408,10 +416,12 @@ class ProjectionRunner:
             logger.warning("projection %s: could not write its last position", self._model.name)
 
     def flush(self) -> None:
-        """Writes the position this process has seen, if a pass with nothing of the model's left it unwritten."""
+        """Writes the position this process has seen, if a pass with nothing of the model's left it unwritten. Only
+        if no other writer holds the model's lock: a rebuild holds it for minutes, and a stopping process must not
+        wait for it (the position is only a head start for the next runner)."""
         written = self._model.position()
         if self._model.seen > written:
-            self._model.apply_batch([], self._model.seen, after=written)
+            self._model.apply_batch([], self._model.seen, after=written, wait=False)
 
     def _loop(self) -> None:
         # Polls the head every interval, and at once when a request waits for the model (read-your-writes): the
