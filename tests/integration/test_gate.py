@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import jwt
 import psycopg
 import pytest
+from litestar.datastructures import Headers
 from psycopg.conninfo import make_conninfo
 
 from application.members import AddMember
@@ -61,7 +62,8 @@ class RacingGate:
 
 
 def bearer_request(token: str) -> Any:
-    return SimpleNamespace(headers={"authorization": f"Bearer {token}"}, path_params={}, state=SimpleNamespace())
+    return SimpleNamespace(headers=Headers({"authorization": f"Bearer {token}"}), path_params={},
+                           state=SimpleNamespace())
 
 
 def open_gate(loop: asyncio.AbstractEventLoop, api: Container, url: str) -> RequestGate:
