@@ -8,6 +8,7 @@ from pathlib import Path
 from application.oauth.limits import AttemptLimits
 from domain.policy import MAX_REFRESH_REUSE_LEEWAY, LifetimePolicy
 from domain.webhooks import EXPIRY_WARNINGS_DAYS
+from infrastructure.mailer import MailUrlError, parse_smtp_url
 
 
 class SettingsError(ValueError):
@@ -53,6 +54,11 @@ def _smtp_url(env: Mapping[str, str]) -> str | None:
     raw = env.get("KEYLEDGER_SMTP_URL") or None
     if raw is not None and not raw.startswith(("smtp://", "smtps://")):
         raise SettingsError("KEYLEDGER_SMTP_URL must start with smtp:// or smtps://")
+    if raw is not None:
+        try:  # read whole at start-up: a port that is not a number would otherwise fail every mailing, unrecorded
+            parse_smtp_url(raw)
+        except MailUrlError as exc:
+            raise SettingsError(str(exc)) from None
     return raw
 
 

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import smtplib
 from typing import Any
 from uuid import UUID
 
@@ -52,8 +51,8 @@ def mail(container: Any, email_id: str) -> str | None:
     try:
         send(parse_smtp_url(settings.smtp_url), recipients=claimed["recipients"], subject=subject, body=body,
              message_id=f"<{claimed['id']}@keyledger>", timeout=settings.webhook_timeout)
-    except (smtplib.SMTPException, OSError) as exc:
-        error = type(exc).__name__
+    except Exception as exc:  # any failure is this attempt's, recorded: left unrecorded, the lease would come back
+        error = type(exc).__name__  # for ever (the exception's text may hold the server's answer: not logged)
     status = outbox.record(claimed, error)
     logger.info(log_line(event="e-mail attempt", notification_id=str(claimed["id"]), type=claimed["type"],
                          recipients=len(claimed["recipients"]), error=error, outcome=status))

@@ -233,6 +233,16 @@ def test_the_webhook_settings_are_read_and_checked() -> None:
     assert "hunter2" not in str(raised.value)
 
 
+@pytest.mark.parametrize("url", ["smtp://user:hunter2@mail.test:abc", "smtps://user:hunter2@:25", "smtp://",
+                                 "smtp://user:hunter2@mail.test:99999"])
+def test_an_smtp_url_that_cannot_be_read_is_refused_at_start_up(url: str) -> None:
+    # Found only at the first mailing, it failed every attempt outside what a mailing records: the notification's
+    # lease came back for ever.
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"KEYLEDGER_SMTP_URL": url})
+    assert "hunter2" not in str(raised.value)
+
+
 def test_the_notification_retention_outlasts_the_earliest_expiry_warning() -> None:
     """A warning pruned while its secret is still live would be added again by the next warning scan."""
     assert Settings.from_env({}).notification_retention_days == 90
