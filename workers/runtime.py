@@ -13,6 +13,7 @@ import importlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -90,8 +91,21 @@ def enqueue(broker: dramatiq.Broker, name: str, *, delay_ms: int | None = None, 
     return actor.send_with_options(kwargs=kwargs, delay=delay_ms).message_id
 
 
+_BOOTED: "weakref.WeakSet[dramatiq.Broker]" = weakref.WeakSet()
+
+
+def boot(broker: dramatiq.Broker) -> None:
+    """Tells the broker's middleware that its process has booted, once per broker, as Dramatiq's own ``dramatiq``
+    command does in each worker process: the TimeLimit middleware starts its watchdog then. Without it no job's
+    ``time_limit`` was enforced, and a job that never returns would hold its worker thread for good."""
+    if broker not in _BOOTED:
+        _BOOTED.add(broker)
+        broker.emit_after("process_boot")
+
+
 def run_worker(broker: dramatiq.Broker, stop: threading.Event, *, threads: int = 4) -> None:
     """Consumes the broker's queues with ``threads`` worker threads until ``stop`` is set."""
+    boot(broker)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=250)
     worker.start()
     logger.info(log_line(event="worker started", threads=threads, queues=sorted(broker.get_declared_queues())))

@@ -7,6 +7,9 @@ import threading
 import time
 from typing import Any
 
+import dramatiq
+from dramatiq.middleware import TimeLimitExceeded
+
 from infrastructure.bootstrap import Container
 from tests.conftest import SECRET_KEY, eventually
 from workers.jobs import Job
@@ -51,3 +54,31 @@ def test_keyledger_worker_command_runs_jobs_and_stops_on_sigterm(container: Cont
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b'"job":"heartbeat"' in out and b'"outcome":"ok"' in out
+
+
+def test_a_job_that_outlives_its_time_limit_is_interrupted(broker: Any) -> None:
+    # Dramatiq's TimeLimit middleware starts its watchdog on the process_boot signal, which only Dramatiq's own
+    # command sent: every job's time_limit went unenforced.
+    seen: list[str] = []
+
+    def endless() -> None:
+        try:
+            for _ in range(400):  # 20 s in all, in short sleeps: the interruption lands between two of them
+                time.sleep(0.05)
+            seen.append("finished")
+        except TimeLimitExceeded:
+            seen.append("interrupted")
+            raise
+
+    actor = dramatiq.Actor(endless, broker=broker, actor_name=f"endless-{time.time_ns()}", queue_name="default",
+                           priority=0, options={"max_retries": 0, "time_limit": 300})
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
+    thread.start()
+    try:
+        actor.send()
+        eventually(lambda: bool(seen), timeout=15)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert seen == ["interrupted"]
