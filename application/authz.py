@@ -42,6 +42,7 @@ class Authorization:
     project: Project
     role: Role | None
     permissions: frozenset[str]
+    version: int  # the project's version the permissions were read at (``project``, cached, may move on after)
 
 
 def authorize(app: Keyledger, principal: Principal, project_id: UUID, permission: str) -> Authorization:
@@ -71,10 +72,11 @@ def authorize_on(project: Project, principal: Principal, permission: str) -> Aut
         NotFound: the caller may not see the project (never 403, so existence does not leak).
         Forbidden: the caller sees the project but lacks ``permission``.
     """
+    version = project.version  # first: a cached project moved on meanwhile makes the guard stricter, never looser
     role, permissions = access(project, principal)
     if permission not in permissions:
         raise Forbidden(f"requires the {permission!r} permission")
-    return Authorization(project=project, role=role, permissions=permissions)
+    return Authorization(project=project, role=role, permissions=permissions, version=version)
 
 
 def access(project: Project, principal: Principal) -> tuple[Role | None, frozenset[str]]:

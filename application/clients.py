@@ -32,6 +32,7 @@ class AddClient:
     scope: str | None = None
     access_token_ttl: int | None = None
     secret_ttl: int | None = None
+    decided_on: int | None = None  # the project's version ``creator_permissions`` were read at (see ``Clients``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class RotateSecret:
     actor: str
     caller_permissions: frozenset[str]
     grace_period: int = 0
+    decided_on: int | None = None  # the project's version ``caller_permissions`` were read at (see ``Clients``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,8 @@ class RotatedSecret:
 
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """Handlers of the client commands; each decides on the client's own stream."""
+    """Handlers of the client commands; each decides on the client's own stream, and, given the project's version
+    the caller's rights were read at (``decided_on``), saves only if the project is still there."""
 
     app: Keyledger
     accounts: Accounts
@@ -81,7 +84,7 @@ class Clients:
                                                     actor=command.actor, scope=scope,
                                                     access_token_ttl=command.access_token_ttl,
                                                     secret_ttl=command.secret_ttl))
-        self.app.save(new.client)
+        self._save(new.client, command.project_id, command.decided_on)
         return new
 
     def rotate(self, command: RotateSecret) -> RotatedSecret:
@@ -103,11 +106,21 @@ class Clients:
                              secret_expires_at=now + timedelta(seconds=self.lifetimes.secret_ttl(None)),
                              previous_secret_expires_at=now + timedelta(seconds=command.grace_period),
                              actor=command.actor)
-        try:
-            self.app.save(client)
-        except IntegrityError:
-            raise Conflict("the client changed meanwhile; try again") from None
+        self._save(client, command.project_id, command.decided_on)
         return RotatedSecret(client=client, client_secret=secret)
+
+    def _save(self, client: Client, project_id: UUID, decided_on: int | None) -> None:
+        """Saves ``client`` only if the project is still at ``decided_on`` (when given): the caller's permissions
+        were read there, and a role changed or a member removed meanwhile must not let the command through.
+
+        Raises:
+            Conflict: the project or the client changed meanwhile (asking again decides on the new state).
+        """
+        guards = ((project_id, decided_on),) if decided_on is not None else ()
+        try:
+            self.app.save(client, guards=guards)
+        except IntegrityError:
+            raise Conflict("the project or the client changed meanwhile; try again") from None
 
     def live_client(self, project_id: UUID, client_id: str) -> Client:
         """The project's live client (see ``live_client``)."""

@@ -75,7 +75,8 @@ def create_client(project_id: UUID, data: ClientBody, caller: Principal, state: 
     granted = authorize(container.app, caller, project_id, "clients:write")
     new = container.clients.add(AddClient(project_id=project_id, name=data.name, actor=caller.actor,
                                           creator_permissions=granted.permissions, scope=data.scope,
-                                          access_token_ttl=data.access_token_ttl, secret_ttl=data.secret_ttl))
+                                          access_token_ttl=data.access_token_ttl, secret_ttl=data.secret_ttl,
+                                          decided_on=granted.version))
     return Response(client_out(new.client, container.settings.lifetimes, new.client_secret), status_code=201,
                     headers=NO_STORE)
 
@@ -100,6 +101,7 @@ def rotate_secret(project_id: UUID, client_id: Annotated[ClientIdField, Paramete
     granted = authorize(container.app, caller, project_id, "clients:write")
     rotated = container.clients.rotate(RotateSecret(project_id=project_id, client_id=client_id, actor=caller.actor,
                                                     caller_permissions=granted.permissions,
-                                                    grace_period=data.grace_period if data else 0))
+                                                    grace_period=data.grace_period if data else 0,
+                                                    decided_on=granted.version))
     return Response(client_out(rotated.client, container.settings.lifetimes, rotated.client_secret),
                     headers=NO_STORE)
