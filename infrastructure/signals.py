@@ -13,15 +13,20 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextmanager
 def stop_on_signals(*signums: int) -> Iterator[threading.Event]:
-    """Yields an event that any of ``signums`` (default SIGTERM and SIGINT) sets; restores their handlers on exit.
+    """Sets an event when any of ``signums`` (default SIGTERM and SIGINT) arrives, while the block runs.
 
-    Call it on the main thread (Python installs signal handlers only there).
+    Call it on the main thread (Python installs signal handlers only there). On exit the previous handlers are
+    back, and the pipe and the relay thread are gone, whatever happened (a handler that cannot be installed too).
+
+    Yields:
+        The event the signals set.
     """
     stop = threading.Event()
     read_end, write_end = os.pipe()
@@ -36,13 +41,19 @@ def stop_on_signals(*signums: int) -> Iterator[threading.Event]:
             stop.set()
 
     thread = threading.Thread(target=relay, name="signal-relay", daemon=True)
-    thread.start()
-    previous = {signum: signal.signal(signum, handle) for signum in signums or STOP_SIGNALS}
+    previous: dict[int, Any] = {}
     try:
+        thread.start()
+        for signum in signums or STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, handle)
         yield stop
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        os.close(write_end)
-        thread.join()
-        os.close(read_end)
+        try:
+            for signum, handler in previous.items():
+                # None: a handler installed from C, which Python cannot put back; the default is the safe stand-in
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        finally:
+            os.close(write_end)
+            if thread.is_alive():
+                thread.join()
+            os.close(read_end)

@@ -34,9 +34,15 @@ def watch_parent(parent: int) -> None:
 
 
 def supervise(children: list[Any], *, started: Callable[[], None] = lambda: None) -> int:
-    """Starts ``children`` (``multiprocessing`` processes; then calls ``started``) and runs until SIGTERM/SIGINT (0)
-    or until one of them exits (1); then stops them all. The signals are handled from before the first start to
-    after the last child is gone: a signal meanwhile neither kills this process nor orphans a child."""
+    """Starts ``children`` (``multiprocessing`` processes; then calls ``started``) and runs until SIGTERM/SIGINT or
+    until one of them exits; then stops them all. The signals are handled from before the first start to after the
+    last child is gone: a signal meanwhile neither kills this process nor orphans a child.
+
+    Returns:
+        0 after a signal; 1 once a child had exited on its own, even if a signal came while the others stopped (the
+        process manager's SIGTERM often does): a crash must not pass for a clean stop.
+    """
+    failed = False
     with stop_on_signals() as stop:
         try:
             for child in children:
@@ -46,14 +52,17 @@ def supervise(children: list[Any], *, started: Callable[[], None] = lambda: None
                 exited = [f"{child.name} (status {child.exitcode})" for child in children if child.exitcode is not None]
                 if exited:
                     logger.error("%s exited; stopping the others", ", ".join(exited))
+                    failed = True
                     break
         finally:
             stop_all(children)
-    return 0 if stop.is_set() else 1
+    return 1 if failed or not stop.is_set() else 0
 
 
-def stop_all(children: list[Any], wait: float = STOP_WAIT) -> None:
-    """SIGTERM to every child still running, then waits ``wait`` seconds in all for them (SIGKILL for any left)."""
+def stop_all(children: list[Any], wait: float | None = None) -> None:
+    """SIGTERM to every child still running, then waits ``wait`` seconds in all (``STOP_WAIT`` by default) for them
+    (SIGKILL for any left)."""
+    wait = STOP_WAIT if wait is None else wait
     for child in children:
         if child.is_alive():
             child.terminate()

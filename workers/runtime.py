@@ -61,7 +61,7 @@ def _runner(container: Any, spec: Job) -> Callable[..., None]:
         outcome = "ok"
         try:
             spec.fn(container, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:  # Dramatiq's TimeLimitExceeded is no Exception: an interrupted run failed too
             outcome = f"failed: {type(exc).__name__}"
             raise
         finally:

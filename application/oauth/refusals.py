@@ -3,10 +3,11 @@
 A refusal names the grant type, the client and, when known, the user, the refresh token concerned and the project
 (the client's, or the refresh token's), with the audit reason, the RFC 6749 error code, the source address and the
 user agent. Presented values that could be secrets are never recorded: not the secret, password or refresh token;
-not a client_id unless it is the dashboard's or has a client id's shape (a secret or a password pasted into the wrong
-field); not a grant_type that is not a plain identifier; neither of them if it carries a credential's prefix, even
-damaged (its checksum is public, so a secret with a character cut off still gives the secret away); and not the
-email of a login (a password typed into the email field would otherwise be kept forever).
+not a client_id unless it is the dashboard's or has a client id's exact shape (a secret or a password pasted into
+the wrong field); not a grant_type other than a known one or an IETF extension grant's URN; neither of them if it
+carries a credential's prefix (a secret's checksum is public, so one with a character cut off still gives the
+secret away); and not the email of a login (a password typed into the email field would otherwise be kept
+forever).
 """
 
 import re
@@ -22,10 +23,13 @@ from application.store import Keyledger
 from domain import refusal as why
 from domain.client import Client
 from domain.ids import DASHBOARD_CLIENT_ID, SYSTEM_ACTOR, client_aggregate_id
+from domain.policy import GrantType
 from domain.refusal import Refusal
 from domain.user import User
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._~:-]{1,64}")
+_KNOWN_GRANT_TYPES = frozenset({*GrantType, "authorization_code", "implicit"})
+_EXTENSION_GRANT = re.compile(r"urn:ietf:params:oauth:grant-type:[a-z0-9-]{1,32}")
 UNRECOGNISED = "[unrecognised]"
 MAX_USER_AGENT = 256
 
@@ -46,6 +50,16 @@ def identifier(value: str | None, minter: CredentialMinter) -> str | None:
     if not _IDENTIFIER.fullmatch(value) or minter.resembles_credential(value):
         return UNRECOGNISED
     return value
+
+
+def grant_type_of(value: str | None, minter: CredentialMinter) -> str:
+    """A presented grant_type as it may be recorded: a grant type of RFC 6749 or an IETF extension grant's URN
+    (RFC 6749 section 4.5), else a placeholder: a secret pasted there, even with its prefix damaged, is not kept."""
+    if value is None:
+        return ""
+    if value in _KNOWN_GRANT_TYPES or _EXTENSION_GRANT.fullmatch(value):
+        return identifier(value, minter) or ""
+    return UNRECOGNISED
 
 
 def client_identifier(value: str | None, minter: CredentialMinter) -> str | None:
@@ -87,8 +101,8 @@ class RefusalFactory:
         project_id = context.project_id
         if project_id is None and client_id not in (None, UNRECOGNISED):
             project_id = self.project_of(client_id, preloaded)
-        return Refusal(refusal_id=uuid4(), project_id=project_id, grant_type=identifier(request.grant_type,
-                                                                                         self.minter) or "",
+        return Refusal(refusal_id=uuid4(), project_id=project_id, grant_type=grant_type_of(request.grant_type,
+                                                                                            self.minter),
                        client_id=client_id, user_id=context.user_id, token_id=context.token_id,
                        reason=error.reason, error=error.error, source=request.source,
                        user_agent=user_agent(request.user_agent), actor=SYSTEM_ACTOR)

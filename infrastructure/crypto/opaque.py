@@ -14,7 +14,6 @@ BODY_LENGTH = 32
 CHECKSUM_LENGTH = 6
 CLIENT_ID_PREFIX = "klc_"
 CLIENT_ID_BODY = 22
-MAX_CLIENT_ID_BODY = 60  # what a presented client id may hold to be recorded as one (those minted hold 22)
 
 
 class CredentialType(StrEnum):
@@ -70,11 +69,12 @@ def resembles_credential(value: str) -> bool:
 
 
 def is_client_id(value: str) -> bool:
-    """Whether ``value`` has the shape of a client id (``new_client_id``'s prefix, then ASCII letters and digits)."""
+    """Whether ``value`` has the exact shape of a client id (``new_client_id``'s prefix and 22 letters or digits):
+    anything longer may be a secret with its prefix damaged (``klcs_`` with the ``s`` cut is ``klc_`` and 38)."""
     if not value.startswith(CLIENT_ID_PREFIX):
         return False
     rest = value[len(CLIENT_ID_PREFIX):]
-    return 0 < len(rest) <= MAX_CLIENT_ID_BODY and rest.isascii() and rest.isalnum()
+    return len(rest) == CLIENT_ID_BODY and rest.isascii() and rest.isalnum()
 
 
 def hint(value: str) -> str:

@@ -1,5 +1,6 @@
 """The job runtime against a real Redis broker: scheduling slots, actors, the worker loop and ``keyledger worker``."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -8,13 +9,14 @@ import time
 from typing import Any
 
 import dramatiq
+import pytest
 from dramatiq.middleware import TimeLimitExceeded
 
 from infrastructure.bootstrap import Container
 from tests.conftest import SECRET_KEY, eventually
 from workers.jobs import Job
 from workers.maintenance import heartbeat_key
-from workers.runtime import claim_slot, enqueue, run_worker, schedule_due
+from workers.runtime import _runner, claim_slot, enqueue, run_worker, schedule_due
 
 
 def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
@@ -56,9 +58,11 @@ def test_keyledger_worker_command_runs_jobs_and_stops_on_sigterm(container: Cont
     assert b'"job":"heartbeat"' in out and b'"outcome":"ok"' in out
 
 
-def test_a_job_that_outlives_its_time_limit_is_interrupted(broker: Any) -> None:
+def test_a_job_that_outlives_its_time_limit_is_interrupted_and_logged_as_failed(
+        broker: Any, caplog: pytest.LogCaptureFixture) -> None:
     # Dramatiq's TimeLimit middleware starts its watchdog on the process_boot signal, which only Dramatiq's own
     # command sent: every job's time_limit went unenforced.
+    caplog.set_level(logging.INFO, logger="keyledger.jobs")
     seen: list[str] = []
 
     def endless() -> None:
@@ -70,8 +74,9 @@ def test_a_job_that_outlives_its_time_limit_is_interrupted(broker: Any) -> None:
             seen.append("interrupted")
             raise
 
-    actor = dramatiq.Actor(endless, broker=broker, actor_name=f"endless-{time.time_ns()}", queue_name="default",
-                           priority=0, options={"max_retries": 0, "time_limit": 300})
+    spec = Job(name=f"endless-{time.time_ns()}", fn=lambda _container: endless(), max_retries=0, time_limit=300)
+    actor = dramatiq.Actor(_runner(None, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue,
+                           priority=0, options={"max_retries": 0, "time_limit": spec.time_limit})
     stop = threading.Event()
     thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
     thread.start()
@@ -82,3 +87,5 @@ def test_a_job_that_outlives_its_time_limit_is_interrupted(broker: Any) -> None:
         stop.set()
         thread.join(30)
     assert seen == ["interrupted"]
+    eventually(lambda: f'"job":"{spec.name}"' in caplog.text)
+    assert '"outcome":"failed: TimeLimitExceeded"' in caplog.text  # not "ok": the run did not finish

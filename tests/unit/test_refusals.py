@@ -82,9 +82,10 @@ def test_each_client_refusal_has_its_reason(world: World, ada: SignedUp, fields:
 
 
 def test_an_unknown_client_is_platform_level_and_a_secret_in_client_id_is_not_recorded(world: World) -> None:
-    unknown = recorded(world, grant_type="client_credentials", client_id="klc_nobody",
+    nobody = world.minter.client_id()  # a client id's shape, registered by no one
+    unknown = recorded(world, grant_type="client_credentials", client_id=nobody,
                        client_secret=world.minter.client_secret())
-    assert (unknown.reason, unknown.project_id, unknown.client_id) == ("client_unknown", None, "klc_nobody")
+    assert (unknown.reason, unknown.project_id, unknown.client_id) == ("client_unknown", None, nobody)
     pasted = world.minter.client_secret()
     misplaced = recorded(world, grant_type="client_credentials", client_id=pasted, client_secret=pasted)
     assert misplaced.client_id == "[unrecognised]" and pasted not in repr(vars(misplaced))
@@ -94,7 +95,10 @@ def _damaged(secret: str) -> list[str]:
     """A secret as an integrator might paste it into the wrong field: a character cut, a full stop added, one changed
     (each fails the checksum, yet the checksum is public: each gives the secret away)."""
     changed = secret[:-1] + ("A" if secret[-1] != "A" else "B")
-    return [secret[:-1], secret + ".", changed, secret.upper(), "x" + secret]
+    prefix = secret[:5]  # klcs_ or klrt_
+    return [secret[:-1], secret + ".", changed, secret.upper(), "x" + secret, secret.replace("klcs_", "klc_"),
+            secret.replace("_", ""), secret.replace("_", "-"), secret.replace("_", "."), secret[len(prefix):],
+            "klc_" + secret[len(prefix):]]
 
 
 def test_a_damaged_secret_or_refresh_token_in_client_id_or_grant_type_is_not_recorded(world: World,
@@ -110,8 +114,19 @@ def test_a_damaged_secret_or_refresh_token_in_client_id_or_grant_type_is_not_rec
             assert secret[5:30] not in repr(vars(misplaced)) + repr(vars(garbled))
 
 
+@pytest.mark.parametrize("grant_type", ["password", "authorization_code",
+                                        "urn:ietf:params:oauth:grant-type:jwt-bearer"])
+def test_a_known_or_standard_grant_type_is_recorded_as_sent(world: World, grant_type: str) -> None:
+    assert recorded(world, grant_type=grant_type, client_id="dashboard").grant_type == grant_type
+
+
+def test_a_client_id_of_a_client_ids_shape_is_recorded_registered_or_not(world: World) -> None:
+    shaped = "klc_" + "a1" * 11
+    assert recorded(world, grant_type="client_credentials", client_id=shaped, client_secret="x").client_id == shaped
+
+
 @pytest.mark.parametrize("typed", ["correct-horse-battery", "Hunter2.staple", "ada@example.test", "klc_", "klc_a.b",
-                                   "klc_" + "a" * 61])
+                                   "klc_" + "a" * 21, "klc_" + "a" * 23, "klc_nobody"])
 def test_a_client_id_without_a_client_ids_shape_is_not_recorded(world: World, typed: str) -> None:
     # A password typed into the client_id field is a plain identifier too: only a client id's shape is kept.
     refused = recorded(world, grant_type="client_credentials", client_id=typed, client_secret="x")

@@ -46,15 +46,17 @@ def test_a_child_that_exits_ends_the_parent_with_status_1_and_stops_the_others()
 
 def test_a_child_that_ignores_sigterm_is_killed_once_the_wait_is_over() -> None:
     assert _run("""
-        import multiprocessing, time
+        import multiprocessing
         from infrastructure.supervision import stop_all
 
-        STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); ready.set(); time.sleep(60)"
 
         if __name__ == "__main__":
-            child = multiprocessing.get_context("spawn").Process(target=exec, args=(STUBBORN,))
+            spawn = multiprocessing.get_context("spawn")
+            ready = spawn.Event()
+            child = spawn.Process(target=exec, args=(STUBBORN, {"ready": ready}))
             child.start()
-            time.sleep(1.0)  # its handler is in place
+            assert ready.wait(30)  # its SIGTERM is ignored from here on
             stop_all([child], wait=0.5)
             print(child.exitcode)
     """) == ["-9"]
@@ -78,16 +80,41 @@ def test_a_child_stops_itself_once_its_parent_is_gone() -> None:
         middle.wait()
     """)[0]
     deadline_script = f"""
-        import os, time
+        import time
         for _ in range(100):
-            try:
-                os.kill({pid}, 0)
-            except ProcessLookupError:
+            try:  # gone, or a zombie its new parent has not reaped yet
+                with open("/proc/{pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        raise FileNotFoundError
+            except FileNotFoundError:
                 print("gone")
                 break
             time.sleep(0.1)
         else:
+            import os
             os.kill({pid}, 9)
             print("still running")
     """
     assert _run(deadline_script) == ["gone"]
+
+
+def test_a_crash_stays_a_failure_when_a_signal_comes_while_the_others_stop() -> None:
+    # A process manager often sends SIGTERM once it sees the parent stopping: the status must still say "crashed".
+    # Here the other child passes its own SIGTERM (from the parent stopping it) on to the parent, and holds on.
+    assert _run("""
+        import multiprocessing, os
+        import infrastructure.supervision as supervision
+
+        RELAYING = ("import os, signal, time\\n"
+                    "signal.signal(signal.SIGTERM, lambda *_: os.kill(parent, signal.SIGTERM))\\n"
+                    "ready.set()\\n"
+                    "time.sleep(60)")
+
+        if __name__ == "__main__":
+            supervision.STOP_WAIT = 3.0
+            spawn = multiprocessing.get_context("spawn")
+            ready = spawn.Event()
+            relaying = spawn.Process(target=exec, args=(RELAYING, {"ready": ready, "parent": os.getpid()}))
+            crashing = spawn.Process(target=exec, args=("ready.wait(30); raise SystemExit(3)", {"ready": ready}))
+            print(supervision.supervise([relaying, crashing]), crashing.exitcode, relaying.exitcode)
+    """) == ["1", "3", "-9"]
