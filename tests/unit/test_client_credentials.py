@@ -102,16 +102,16 @@ def test_missing_or_malformed_secret_is_invalid_client(secret: str | None, world
 def test_a_malformed_secret_is_refused_without_reading_the_store(world: World, acme: SignedUp,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     reads = ReadCounter(world, monkeypatch)
-    real = acme.client.client_secret
+    real, nobody = acme.client.client_secret, world.minter.client_id()  # a client id's shape, registered by no one
     mistyped = real[:-1] + ("A" if real[-1] != "A" else "B")
-    for request in (cc(acme, client_secret=mistyped), cc(acme, client_id="klc_unknown", client_secret=mistyped)):
+    for request in (cc(acme, client_secret=mistyped), cc(acme, client_id=nobody, client_secret=mistyped)):
         with pytest.raises(InvalidClient) as malformed:
             world.tokens.decide(request)
     # The decision reads nothing; recording each refusal looks its client's project up once (bounded by the limits).
     assert reads.calls == 2
     # The control: a well-formed secret of an unknown client is refused the same way, after a look-up.
     with pytest.raises(InvalidClient) as unknown:
-        world.tokens.decide(cc(acme, client_id="klc_unknown", client_secret=world.minter.client_secret()))
+        world.tokens.decide(cc(acme, client_id=nobody, client_secret=world.minter.client_secret()))
     assert reads.calls > 0
     assert unknown.value.description == malformed.value.description
 
