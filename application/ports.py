@@ -63,11 +63,6 @@ class CredentialMinter(Protocol):
         """Whether ``value`` has the shape of a public client id (registered or not)."""
         ...
 
-    def resembles_credential(self, value: str) -> bool:
-        """Whether ``value`` carries a secret credential's prefix, well-formed or damaged (a checksum that fails, a
-        character cut off or added): such a string must be kept as safe as the secret itself."""
-        ...
-
     def hint(self, value: str) -> str:
         """Returns what may be shown of a credential later."""
         ...

@@ -31,10 +31,6 @@ class OpaqueCredentials:
         """Whether ``value`` has the shape of a public client id (registered or not)."""
         return opaque.is_client_id(value)
 
-    def resembles_credential(self, value: str) -> bool:
-        """Whether ``value`` carries a client secret's or refresh token's prefix, anywhere, in any case."""
-        return opaque.resembles_credential(value)
-
     def hint(self, value: str) -> str:
         """Returns the prefix and last four characters."""
         return opaque.hint(value)

@@ -4,10 +4,9 @@ A refusal names the grant type, the client and, when known, the user, the refres
 (the client's, or the refresh token's), with the audit reason, the RFC 6749 error code, the source address and the
 user agent. Presented values that could be secrets are never recorded: not the secret, password or refresh token;
 not a client_id unless it is the dashboard's or has a client id's exact shape (a secret or a password pasted into
-the wrong field); not a grant_type other than a known one or an IETF extension grant's URN; neither of them if it
-carries a credential's prefix (a secret's checksum is public, so one with a character cut off still gives the
-secret away); and not the email of a login (a password typed into the email field would otherwise be kept
-forever).
+the wrong field, a secret with a character cut off: its checksum is public, so it still gives the secret away);
+not a grant_type other than a known one or an IETF extension grant's URN; and not the email of a login (a password
+typed into the email field would otherwise be kept forever).
 """
 
 import re
@@ -27,7 +26,6 @@ from domain.policy import GrantType
 from domain.refusal import Refusal
 from domain.user import User
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9._~:-]{1,64}")
 _KNOWN_GRANT_TYPES = frozenset({*GrantType, "authorization_code", "implicit"})
 _EXTENSION_GRANT = re.compile(r"urn:ietf:params:oauth:grant-type:[a-z0-9-]{1,32}")
 UNRECOGNISED = "[unrecognised]"
@@ -43,31 +41,21 @@ class RefusalContext:
     token_id: UUID | None = None
 
 
-def identifier(value: str | None, minter: CredentialMinter) -> str | None:
-    """A presented identifier as it may be recorded: itself if it is a plain identifier, else a placeholder."""
-    if value is None:
-        return None
-    if not _IDENTIFIER.fullmatch(value) or minter.resembles_credential(value):
-        return UNRECOGNISED
-    return value
-
-
-def grant_type_of(value: str | None, minter: CredentialMinter) -> str:
+def grant_type_of(value: str | None) -> str:
     """A presented grant_type as it may be recorded: a grant type of RFC 6749 or an IETF extension grant's URN
-    (RFC 6749 section 4.5), else a placeholder: a secret pasted there, even with its prefix damaged, is not kept."""
+    (RFC 6749 section 4.5), else a placeholder: a secret pasted there, even with its prefix damaged, is not kept
+    (an allow-list: neither form can hold a secret's prefix, ``klcs_`` or ``klrt_``)."""
     if value is None:
         return ""
-    if value in _KNOWN_GRANT_TYPES or _EXTENSION_GRANT.fullmatch(value):
-        return identifier(value, minter) or ""
-    return UNRECOGNISED
+    return value if value in _KNOWN_GRANT_TYPES or _EXTENSION_GRANT.fullmatch(value) else UNRECOGNISED
 
 
 def client_identifier(value: str | None, minter: CredentialMinter) -> str | None:
-    """A presented client_id as it may be recorded: the dashboard's, or one with a client id's shape (registered or
-    not); anything else, a password typed into the field say, as a placeholder."""
+    """A presented client_id as it may be recorded: the dashboard's, or one with a client id's exact shape
+    (registered or not); anything else, a password or a damaged secret typed into the field, as a placeholder."""
     if value is None or value == DASHBOARD_CLIENT_ID:
         return value
-    return value if minter.is_client_id(value) and identifier(value, minter) == value else UNRECOGNISED
+    return value if minter.is_client_id(value) else UNRECOGNISED
 
 
 def user_agent(value: str | None) -> str | None:
@@ -101,8 +89,7 @@ class RefusalFactory:
         project_id = context.project_id
         if project_id is None and client_id not in (None, UNRECOGNISED):
             project_id = self.project_of(client_id, preloaded)
-        return Refusal(refusal_id=uuid4(), project_id=project_id, grant_type=grant_type_of(request.grant_type,
-                                                                                            self.minter),
+        return Refusal(refusal_id=uuid4(), project_id=project_id, grant_type=grant_type_of(request.grant_type),
                        client_id=client_id, user_id=context.user_id, token_id=context.token_id,
                        reason=error.reason, error=error.error, source=request.source,
                        user_agent=user_agent(request.user_agent), actor=SYSTEM_ACTOR)

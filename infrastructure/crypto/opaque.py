@@ -60,14 +60,6 @@ def is_well_formed(value: str, kind: CredentialType) -> bool:
     return secrets.compare_digest(check, _checksum(kind.value, body))
 
 
-def resembles_credential(value: str) -> bool:
-    """Whether ``value`` carries a credential's prefix anywhere, in any case: a damaged credential (one character cut
-    off or added, a wrong checksum) is not well-formed, yet its checksum is public (CRC32), so the string still gives
-    the secret away."""
-    folded = value.lower()
-    return any(f"{kind.value}_" in folded for kind in CredentialType)
-
-
 def is_client_id(value: str) -> bool:
     """Whether ``value`` has the exact shape of a client id (``new_client_id``'s prefix and 22 letters or digits):
     anything longer may be a secret with its prefix damaged (``klcs_`` with the ``s`` cut is ``klc_`` and 38)."""
