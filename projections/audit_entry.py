@@ -7,6 +7,9 @@ token events after issuance carry their client, user and family for that reason)
 Each chain is a project's entries in position order (platform-level entries, of no project, form one more chain).
 A platform-level event about a person (their dashboard tokens, refused logins, account) also gets an entry in each
 project they are a member of when it happens (``fan_out``): so an entry is keyed by its position and its chain.
+Such a copy leaves out where the person was (``source``, ``user_agent``): the platform's entry keeps them for the
+operator, but anyone who knows a person's e-mail can add them to a project, and that project's auditors would
+otherwise follow the person's addresses and devices, through every refused login on their account.
 An entry's hash is SHA-256 over the previous entry's hash of the same chain and the entry's canonical content
 (sorted-key compact JSON of every column but the hash), so changing, removing or inserting an entry changes every
 later hash of its chain.
@@ -40,6 +43,9 @@ _BASE_FIELDS = frozenset({"originator_id", "originator_version", "originator_top
 _SECRET_MARKERS = ("secret", "password", "hash", "private", "credential", "access_token", "refresh_token")
 # ...unless it is one of these, which only describe a secret.
 _DESCRIBES_A_SECRET = frozenset({"secret_hint", "secret_expires_at", "previous_secret_expires_at", "secret_ttl"})
+# What a person's platform-level event says of where they were: kept in the platform's entry, left out of the copies
+# in their projects' chains (``AuditEntry.in_project``; see the module docstring).
+PERSONAL_FIELDS = frozenset({"source", "user_agent"})
 
 
 @lru_cache(maxsize=4096)
@@ -157,12 +163,18 @@ class AuditEntry:
         return self.content
 
     def in_project(self, project_id: UUID) -> "AuditEntry":
-        """The entry's copy in ``project_id``'s chain (``fan_out``): every column the same but the project."""
+        """The entry's copy in ``project_id``'s chain (``fan_out``): every column the same but the project, and
+        ``data`` without ``PERSONAL_FIELDS`` (where the person was is the platform's to know, not the project's)."""
+        data = self.data
+        content = {**self._canonical_content(), "project_id": str(project_id)}
+        if not PERSONAL_FIELDS.isdisjoint(data):
+            data = {name: value for name, value in data.items() if name not in PERSONAL_FIELDS}
+            content["data"] = data
         copy = AuditEntry(position=self.position, project_id=project_id, type=self.type, occurred_at=self.occurred_at,
                           actor_kind=self.actor_kind, actor_id=self.actor_id, token_id=self.token_id,
                           client_id=self.client_id, user_id=self.user_id, stream_id=self.stream_id,
-                          stream_version=self.stream_version, data=self.data)
-        object.__setattr__(copy, "content", {**self._canonical_content(), "project_id": str(project_id)})
+                          stream_version=self.stream_version, data=data)
+        object.__setattr__(copy, "content", content)
         return copy
 
     def hash_after(self, previous: str) -> str:

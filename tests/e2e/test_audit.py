@@ -103,6 +103,21 @@ def test_refusals_are_in_the_ledger_with_reason_source_and_agent(team: Team) -> 
     assert client["client_secret"][:-4] not in json.dumps(entry)
 
 
+def test_a_members_refused_login_reaches_the_projects_ledger_without_where_it_came_from(team: Team) -> None:
+    """Adding someone needs only their e-mail: the project's auditors see the refusals on their account (a member's
+    credential events), but not the address and device of whoever tried (the platform's entry keeps those)."""
+    stranger = team.new_user()
+    assert team.add(stranger, "developer").status_code == 201
+    refused = team.http.post("/oauth2/token", data={
+        "grant_type": "password", "client_id": "dashboard", "username": stranger["user"]["email"],
+        "password": stranger["password"] + "-wrong"}, headers={"User-Agent": "audit-e2e/3"})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    (entry,) = entries(team, user_id=stranger["user"]["id"], type="TokenRequestRefused")
+    assert entry["project_id"] == team.project and entry["data"]["reason"] == "password_wrong"
+    assert "source" not in entry["data"] and "user_agent" not in entry["data"]
+    assert "audit-e2e/3" not in json.dumps(entry) and "127.0.0.1" not in json.dumps(entry)
+
+
 def test_filters_combine_and_pages_cover_the_range_in_position_order(team: Team) -> None:
     client = team.new_client()
     for _ in range(3):

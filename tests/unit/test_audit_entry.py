@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from application.accounts import SignedUp
+from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
 from domain.token import Token
 from projections.audit_entry import (
@@ -114,6 +115,22 @@ def test_a_copy_in_a_project_hashes_as_an_entry_made_for_that_project(world: Wor
     assert copy.hash_after(GENESIS) == made_afresh.hash_after(GENESIS) != platform.hash_after(GENESIS)
     assert b'"project_id":null' in platform.canonical_bytes()
     assert replace(platform, actor_id="someone-else").hash_after(GENESIS) != platform.hash_after(GENESIS)
+
+
+def test_a_copy_leaves_out_where_the_person_was(world: World, ada: SignedUp) -> None:
+    """A refused login on a member's account is copied into each of their projects without ``source`` and
+    ``user_agent`` (anyone who knows the e-mail can add them to a project); the platform's entry keeps both."""
+    with pytest.raises(InvalidGrant):
+        world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard", username="ada@example.test",
+                                         password=PASSWORD + "-wrong", source="198.51.100.9", user_agent="probe/1"))
+    platform, copy = [e for e in ledger(world) if e.type == "TokenRequestRefused"]
+    assert (platform.chain, copy.chain) == (PLATFORM_CHAIN, ada.project.id)
+    assert (platform.data["source"], platform.data["user_agent"]) == ("198.51.100.9", "probe/1")
+    assert copy.data == {k: v for k, v in platform.data.items() if k not in ("source", "user_agent")}
+    assert b"198.51.100.9" not in copy.canonical_bytes() and b"probe/1" not in copy.canonical_bytes()
+    made_afresh = replace(platform, project_id=ada.project.id, data=copy.data)
+    assert copy.hash_after(GENESIS) == made_afresh.hash_after(GENESIS)
+    assert platform.data["source"] == "198.51.100.9"  # the copy did not strip the platform's own entry
 
 
 def test_membership_follows_the_project_events() -> None:
