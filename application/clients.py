@@ -98,9 +98,7 @@ class Clients:
         if not 0 <= command.grace_period <= MAX_GRACE_PERIOD:
             raise InvalidArgument(f"grace_period must be between 0 and {MAX_GRACE_PERIOD} seconds")
         client = self.live_client(command.project_id, command.client_id)
-        beyond = sorted(set(client.scopes) - command.caller_permissions)
-        if beyond:
-            raise Forbidden(f"you cannot rotate the secret of a client with scope you do not hold: {' '.join(beyond)}")
+        check_scope_held(client, command.caller_permissions, "rotate the secret of")
         secret, now = self.minter.client_secret(), self.clock.now()
         client.rotate_secret(secret_hash=self.secrets.hash(secret), secret_hint=self.minter.hint(secret),
                              secret_expires_at=now + timedelta(seconds=self.lifetimes.secret_ttl(None)),
@@ -149,6 +147,18 @@ class Clients:
         secret_ttl = command.secret_ttl
         if secret_ttl is not None and not 1 <= secret_ttl <= self.lifetimes.max_client_secret_ttl:
             raise InvalidArgument(f"secret_ttl must be between 1 and {self.lifetimes.max_client_secret_ttl} seconds")
+
+
+def check_scope_held(client: Client, permissions: frozenset[str], action: str) -> None:
+    """Refuses a command on ``client`` by a caller who lacks some of its scope, as creating one does: a developer must
+    not take over (rotation) or destroy (deletion) an owner's broader key.
+
+    Raises:
+        Forbidden: naming the scopes the caller lacks (never the client's secret or anything else of it).
+    """
+    beyond = sorted(set(client.scopes) - permissions)
+    if beyond:
+        raise Forbidden(f"you cannot {action} a client with scope you do not hold: {' '.join(beyond)}")
 
 
 def live_client(app: Keyledger, project_id: UUID, client_id: str) -> Client:

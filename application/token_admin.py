@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from application.clients import live_client
+from application.clients import check_scope_held, live_client
 from application.oauth.revocation import Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
@@ -43,11 +43,16 @@ class RevokeTokens:
 
 @dataclass(frozen=True, slots=True)
 class DeleteClient:
-    """Revoke a project's client and every live token it was issued."""
+    """Revoke a project's client and every live token it was issued.
+
+    ``caller_permissions``: what the caller holds in the project; a caller may delete only a client whose scope it
+    holds itself, as for creating or rotating one.
+    """
 
     project_id: UUID
     client_id: str
     actor: str
+    caller_permissions: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,7 @@ class TokenAdmin:
 
         Raises:
             NotFound: no such live client in this project (a client of another project is not found either).
+            Forbidden: the client holds scope the caller does not (``check_scope_held``); nothing is revoked.
         """
 
         def select() -> list[UUID]:
@@ -98,11 +104,12 @@ class TokenAdmin:
 
         revocation_id = uuid4()  # one command: the late passes' revocations are grouped with the first's
         try:
-            live_client(self.app, command.project_id, command.client_id)
+            client = live_client(self.app, command.project_id, command.client_id)
         except NotFound:
             if self._revoked_in_project(command):
                 self._revoke_late(select, command.actor, revocation_id)
             raise
+        check_scope_held(client, command.caller_permissions, "delete")
         revoked = self.revoker.revoke_ids(select, reason=CLIENT_DELETED, actor=command.actor, extra=revoked_client,
                                           revocation_id=revocation_id, wait=BULK_WAIT)
         return revoked + self._revoke_late(select, command.actor, revocation_id)

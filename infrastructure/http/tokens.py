@@ -91,7 +91,8 @@ def revoke_tokens(project_id: UUID, data: RevokeTokensBody, caller: Principal, s
 def delete_client(project_id: UUID, client_id: Annotated[ClientIdField, Parameter()], caller: Principal,
                   state: State) -> Response[RevokedOut]:
     """Revokes the client (its secrets stop working) and every live token it was issued."""
-    authorize(state.container.app, caller, project_id, "clients:write")
+    granted = authorize(state.container.app, caller, project_id, "clients:write")
     revoked = state.container.token_admin.delete_client(DeleteClient(project_id=project_id, client_id=client_id,
-                                                                      actor=caller.actor))
+                                                                      actor=caller.actor,
+                                                                      caller_permissions=granted.permissions))
     return Response(RevokedOut(revoked=revoked), headers=NO_STORE)

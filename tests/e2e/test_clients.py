@@ -197,3 +197,24 @@ def test_a_developer_cannot_rotate_the_secret_of_a_key_with_more_scope_than_thei
     assert rotated.json()["client_secret"] != own.json()["client_secret"]
     assert cc_token(http, own.json()["client_id"], own.json()["client_secret"]).status_code == 401
     assert http.post(url, json={}, headers=bearer(team.owner_token)).status_code == 200  # the owner holds it all
+
+
+def test_a_developer_cannot_delete_a_key_with_more_scope_than_theirs(http: httpx.Client) -> None:
+    # Deleting the owner's production key would end every integration built on it: a developer manages only keys
+    # within their own scope, as for creating and rotating one.
+    team = make_team(http, "developer")
+    broad = team.new_client("project:read members:read members:write")
+    token = cc_token(http, broad["client_id"], broad["client_secret"]).json()["access_token"]
+    refused = http.delete(team.url(f"/clients/{broad['client_id']}"), headers=bearer(team.member_token))
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "members:write" in refused.json()["detail"]
+    assert cc_token(http, broad["client_id"], broad["client_secret"]).status_code == 200  # still works
+    assert http.get(team.url(), headers=bearer(token)).status_code == 200  # and so do its tokens
+    own = http.post(team.url("/clients"), json={"name": "mine", "scope": "project:read tokens:read"},
+                    headers=bearer(team.member_token))
+    assert own.status_code == 201, own.text
+    deleted = http.delete(team.url(f"/clients/{own.json()['client_id']}"), headers=bearer(team.member_token))
+    assert deleted.status_code == 200 and deleted.json() == {"revoked": 0}
+    assert http.delete(team.url(f"/clients/{broad['client_id']}"), headers=bearer(team.owner_token)).json() == {
+        "revoked": 2}  # the token above and the one the second check got

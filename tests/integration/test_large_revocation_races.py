@@ -19,6 +19,7 @@ from application.oauth.grants import TokenRequest
 from application.token_admin import DeleteClient, RevokeTokens, TokenAdmin
 from domain.client import Client
 from domain.ids import client_aggregate_id
+from domain.scopes import ALL_SCOPES
 from domain.token import Token
 from infrastructure.bootstrap import Container
 from tests.integration.support import sign_up
@@ -87,7 +88,7 @@ def test_a_large_client_deletion_commits_though_a_token_moved_while_it_was_decid
     signed, ids, racer, admin = racing
     client_id = signed.client.client.client_id
     assert admin.delete_client(DeleteClient(project_id=signed.project.id, client_id=client_id,
-                                            actor=ACTOR)) == TOKENS - 1
+                                            actor=ACTOR, caller_permissions=ALL_SCOPES)) == TOKENS - 1
     assert container.app.load(client_aggregate_id(client_id), Client).revoked
     assert all(container.app.load(token_id, Token).revoked for token_id in ids)
     assert len(racer.raced) == 1

@@ -17,6 +17,7 @@ from application.oauth.tokens import IssuedTokens
 from application.token_admin import DeleteClient, TokenAdmin
 from domain.client import Client
 from domain.ids import client_aggregate_id
+from domain.scopes import ALL_SCOPES
 from domain.token import Token
 from tests.unit.conftest import PASSWORD, World
 from tests.unit.test_token_admin import ACTOR, issue
@@ -82,7 +83,8 @@ def test_a_deletion_whose_client_changed_meanwhile_is_saved_on_the_client_as_it_
     loads = on_first_load(monkeypatch)
     before_saves(world, monkeypatch, rotate)
     admin = TokenAdmin(app=world.app, revoker=limited(world), index=world.tokens.revoker.index)
-    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR)) == 3
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                            caller_permissions=ALL_SCOPES)) == 3
     assert loads[:2] == [3, 0]  # the tokens once; none of them moved
     events = list(world.app.events.get(client_aggregate_id(client_id)))
     assert [type(e).__name__ for e in events[-2:]] == ["ClientSecretRotated", "ClientRevoked"]
@@ -133,6 +135,7 @@ def test_a_revocation_whose_tokens_move_before_every_save_gives_up_having_record
     before_saves(world, monkeypatch, revoke_one_more)
     admin = TokenAdmin(app=world.app, revoker=limited(world), index=world.tokens.revoker.index)
     with pytest.raises(TimeoutError):
-        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
+        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                         caller_permissions=ALL_SCOPES))
     assert not world.app.load(client_aggregate_id(client_id), Client).revoked
     assert sum(world.app.load(i, Token).revoked for i in ids) == revocation.ATTEMPTS  # the racer's, no more

@@ -11,8 +11,9 @@ from application.oauth.errors import InvalidClient
 from application.oauth.grants import TokenRequest
 from application.token_admin import DeleteClient, RevokeTokens, TokenAdmin
 from domain.client import Client
-from domain.errors import InvalidArgument, NotFound
+from domain.errors import Forbidden, InvalidArgument, NotFound
 from domain.ids import client_aggregate_id
+from domain.scopes import ALL_SCOPES
 from domain.token import Token
 from tests.unit.conftest import World
 
@@ -90,14 +91,16 @@ def test_deleting_a_client_revokes_it_and_its_tokens_together(world: World, admi
     ids = [issue(world, acme) for _ in range(2)]
     client_id = acme.client.client.client_id
     counter = SaveCounter(world, monkeypatch)
-    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR)) == 2
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                            caller_permissions=ALL_SCOPES)) == 2
     assert counter.calls == 1
     assert world.app.load(client_aggregate_id(client_id), Client).revoked
     assert {list(world.app.events.get(i))[-1].reason for i in ids} == {"client deleted"}
     with pytest.raises(InvalidClient):
         issue(world, acme)
     with pytest.raises(NotFound):
-        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
+        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                         caller_permissions=ALL_SCOPES))
 
 
 class IssuingIndex:
@@ -128,7 +131,8 @@ def test_a_token_issued_while_its_client_is_being_deleted_is_revoked_too(world: 
     admin = TokenAdmin(app=world.app, revoker=revoker, index=index)
     client_id = acme.client.client.client_id
 
-    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR)) == 2
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                            caller_permissions=ALL_SCOPES)) == 2
 
     (late,) = index.issued
     tokens = [world.app.load(i, Token) for i in (first, late)]
@@ -147,7 +151,8 @@ def test_deleting_a_deleted_client_again_revokes_what_its_deletion_left_and_answ
     client = world.app.load(client_aggregate_id(acme.client.client.client_id), Client)
     client.revoke(actor=ACTOR)  # the interrupted deletion's transaction, which did not select ``left``
     world.app.save(client)
-    command = DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id, actor=ACTOR)
+    command = DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id, actor=ACTOR,
+                           caller_permissions=ALL_SCOPES)
     with pytest.raises(NotFound):
         admin.delete_client(command)
     assert world.app.load(left, Token).revoked
@@ -155,7 +160,7 @@ def test_deleting_a_deleted_client_again_revokes_what_its_deletion_left_and_answ
     kept = issue(world, other)
     with pytest.raises(NotFound):  # another project's client is not touched, live or not
         admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=other.client.client.client_id,
-                                         actor=ACTOR))
+                                         actor=ACTOR, caller_permissions=ALL_SCOPES))
     assert not world.app.load(kept, Token).revoked
 
 
@@ -163,7 +168,8 @@ def test_a_client_of_another_project_is_not_found(world: World, admin: TokenAdmi
     acme, other = world.sign_up("owner@acme.test"), world.sign_up("owner@other.test", project_name="Other")
     for client_id in (other.client.client.client_id, "kl_unknown"):
         with pytest.raises(NotFound):
-            admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR))
+            admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client_id, actor=ACTOR,
+                                             caller_permissions=ALL_SCOPES))
     assert not world.app.load(client_aggregate_id(other.client.client.client_id), Client).revoked
 
 
@@ -181,7 +187,7 @@ def test_a_revocation_larger_than_the_group_commit_limit_is_saved_on_its_own_in_
     admin = TokenAdmin(app=world.app, revoker=revoker, index=revoker.index)
     counter = SaveCounter(world, monkeypatch)
     assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id,
-                                            actor=ACTOR)) == 3
+                                            actor=ACTOR, caller_permissions=ALL_SCOPES)) == 3
     assert counter.calls == 1
     assert all(world.app.load(token_id, Token).revoked for token_id in ids)
     assert world.app.load(client_aggregate_id(acme.client.client.client_id), Client).revoked
@@ -214,4 +220,21 @@ def test_a_bulk_command_waits_longer_than_a_request_for_the_model_to_catch_up(wo
                                             client_id=acme.client.client.client_id)) == 1
     issue(world, acme)
     assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=acme.client.client.client_id,
-                                            actor=ACTOR)) == 1
+                                            actor=ACTOR, caller_permissions=ALL_SCOPES)) == 1
+
+
+def test_a_caller_deletes_only_a_client_whose_scope_it_holds(world: World, admin: TokenAdmin) -> None:
+    """A developer (``clients:write``) must not destroy an owner's broader key, as it may not rotate one."""
+    acme = world.sign_up("owner@acme.test")
+    token_id = issue(world, acme)
+    client = acme.client.client
+    withheld = sorted(client.scopes)[-1]
+    lacking = frozenset(client.scopes) - {withheld}
+    with pytest.raises(Forbidden, match=withheld):
+        admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client.client_id, actor=ACTOR,
+                                         caller_permissions=lacking))
+    assert not world.app.load(client_aggregate_id(client.client_id), Client).revoked
+    assert not world.app.load(token_id, Token).revoked
+    assert admin.delete_client(DeleteClient(project_id=acme.project.id, client_id=client.client_id, actor=ACTOR,
+                                            caller_permissions=frozenset(client.scopes))) == 1
+    assert world.app.load(client_aggregate_id(client.client_id), Client).revoked
