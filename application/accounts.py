@@ -14,7 +14,7 @@ from domain.ids import user_actor
 from domain.policy import LifetimePolicy
 from domain.project import Project
 from domain.scopes import DEFAULT_CLIENT_SCOPE
-from domain.user import EmailIndex, User
+from domain.user import EmailIndex, User, check_email
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +81,10 @@ class Accounts:
         """Saves the user, the email reservation, the project and its client in one transaction.
 
         Raises:
+            InvalidArgument: an address that could pass for another one (``check_email``), before any hashing.
             Conflict: the email is already registered (the index aggregate's version 1 exists).
         """
+        check_email(command.email.strip())
         user_id, project_id = uuid4(), uuid4()
         actor = user_actor(user_id)
         user = User(user_id=user_id, email=command.email, password_hash=self.passwords.hash(command.password),

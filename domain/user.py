@@ -1,12 +1,33 @@
 """User aggregate and the email index that keeps emails unique."""
 
+import unicodedata
 from uuid import UUID
 
 from eventsourcing.domain import event
 
 from domain.entity import Entity
-from domain.errors import InvariantViolated
+from domain.errors import InvalidArgument, InvariantViolated
 from domain.ids import email_index_id, normalize_email
+
+# Unicode categories no e-mail address needs: controls, format characters (zero-width joiners and spaces, direction
+# marks), private use, surrogates, unassigned code points, and separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Zs"})
+
+
+def check_email(email: str) -> None:
+    """Refuses an address that could pass for another one: members are added by e-mail, and ``kate@corp.com`` with
+    a zero-width space in it, or with a fullwidth letter or a decomposed accent, is a different account that looks
+    the same in the members list. The address must be stable under Unicode NFKC (which composes accents and folds
+    fullwidth and other compatibility forms) and hold no invisible character.
+
+    Raises:
+        InvalidArgument: saying why, without echoing the address.
+    """
+    if unicodedata.normalize("NFKC", email) != email:
+        raise InvalidArgument("email must be in Unicode normalization form NFKC (no compatibility or decomposed "
+                              "characters)")
+    if any(unicodedata.category(character) in _INVISIBLE for character in email):
+        raise InvalidArgument("email must not contain control, format, unassigned or space characters")
 
 
 class User(Entity):

@@ -199,6 +199,19 @@ def test_malformed_signups_get_problem_details(http: httpx.Client, payload: byte
     problem(http.post("/v1/signup", content=payload, headers={"Content-Type": "application/json"}), 400)
 
 
+def test_a_signup_with_an_invisible_character_in_the_email_is_a_400_problem(http: httpx.Client,
+                                                                             account: dict) -> None:
+    """``kate@corp.com`` with a zero-width space would be another account that looks the same when added by e-mail."""
+    email = account["user"]["email"]
+    look_alike = email[:2] + "\u200b" + email[2:]
+    body = problem(http.post("/v1/signup", json={"email": look_alike, "password": "long enough password"}), 400)
+    assert "NFKC" in body["detail"] or "format" in body["detail"]
+    owner = password_login(http, account).json()["access_token"]
+    added = http.post(f"/v1/projects/{account['project']['id']}/members", json={"email": look_alike, "role": "admin"},
+                      headers={"Authorization": f"Bearer {owner}"})
+    problem(added, 404)  # no such account: nobody could sign up with it
+
+
 def test_oversized_body_is_refused(http: httpx.Client) -> None:
     payload = b'{"email": "a@b.co", "password": "' + b"x" * 200_000 + b'"}'
     response = http.post("/v1/signup", content=payload, headers={"Content-Type": "application/json"})

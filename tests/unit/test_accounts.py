@@ -8,7 +8,7 @@ import pytest
 from application.accounts import CreateClient
 from application.oauth.grants import TokenRequest
 from domain.client import Client
-from domain.errors import Conflict
+from domain.errors import Conflict, InvalidArgument
 from domain.ids import email_index_id, user_actor
 from domain.project import Project
 from domain.scopes import DEFAULT_CLIENT_SCOPE, Role
@@ -101,3 +101,25 @@ def test_no_secret_is_stored_in_plain_text() -> None:
         assert secret.encode() not in states
     keys = world.keys.snapshot
     assert keys.active_kid.encode() in states
+
+
+@pytest.mark.parametrize("email", [
+    "ka\u200bte@corp.example",  # a zero-width space
+    "kate@corp.example\u200d",  # a zero-width joiner at the end
+    "jose\u0301@corp.example",  # a decomposed accent (NFC and NFKC compose it)
+    "\uff4bate@corp.example",  # a fullwidth k
+    "kate\u202e@corp.example",  # a right-to-left override
+    "ka\u00a0te@corp.example",  # a no-break space
+])
+def test_an_address_that_could_pass_for_another_is_refused_before_anything_is_written(world: World,
+                                                                                      email: str) -> None:
+    before = world.position()
+    with pytest.raises(InvalidArgument) as refused:
+        world.sign_up(email)
+    assert world.position() == before
+    assert email not in str(refused.value)
+
+
+def test_a_composed_non_ascii_address_signs_up(world: World) -> None:
+    signed = world.sign_up("jos\u00e9@corp.example")
+    assert world.app.load(signed.user.id, User).email == "jos\u00e9@corp.example"
