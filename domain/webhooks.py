@@ -5,6 +5,7 @@ lives in ``projections.outbox`` so the domain stays free of delivery concerns.
 """
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 # Every type a webhook may subscribe to. ``client.secret.expiring`` is raised 30, 7 and 1 days before a client
 # secret expires by a periodic scan, the others by events.
@@ -35,3 +36,20 @@ class Webhook:
     def wants(self, notification_type: str) -> bool:
         """Whether this endpoint subscribed to ``notification_type``."""
         return notification_type in self.event_types
+
+
+def url_hint(url: str) -> str:
+    """A webhook URL as those who may not manage webhooks see it: its origin, then ``/...`` if a path or a query
+    follows. Chat services put an endpoint's credential there (Slack's, Discord's and Teams' hook URLs): whoever reads
+    the whole URL can post to the receiver as keyledger. No user info, port aside, is kept.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not a number: registration refuses it, so this is only for safety's sake
+        port = ""
+    rest = "/..." if parts.path not in ("", "/") or parts.query or parts.fragment else "/"
+    return f"{parts.scheme}://{host}{port}{rest}"

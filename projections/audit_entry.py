@@ -14,7 +14,8 @@ An entry's hash is SHA-256 over the previous entry's hash of the same chain and 
 (sorted-key compact JSON of every column but the hash), so changing, removing or inserting an entry changes every
 later hash of its chain.
 
-Secrets never enter an entry: event fields whose name marks a secret or a hash of one are left out of ``data``.
+Secrets never enter an entry: event fields whose name marks a secret or a hash of one are left out of ``data``, and a
+webhook's URL is reduced to its origin (``domain.webhooks.url_hint``: chat services put a credential in the path).
 """
 
 import hashlib
@@ -32,6 +33,7 @@ from domain.events import as_uuid, tenant_of
 from domain.project import Project
 from domain.token import Token
 from domain.user import EmailIndex, User
+from domain.webhooks import url_hint
 
 GENESIS = "0" * 64
 PLATFORM_CHAIN = UUID(int=0)
@@ -211,6 +213,8 @@ def entry_of(position: int, event: Any) -> AuditEntry:
             if name not in _BASE_FIELDS and not is_secret_field(name)}
     if isinstance(event, EmailIndex.Event):
         data.pop("email", None)  # the platform's index of emails: the user's own stream records it once
+    if isinstance(event, Project.WebhookConfigured):
+        data["url"] = url_hint(event.url)  # a hook URL may carry the receiver's credential: auditors see its origin
     client_id = getattr(event, "client_id", None)
     return AuditEntry(position=position, project_id=tenant_of(event), type=type(event).__name__,
                       occurred_at=event.timestamp, actor_kind=kind, actor_id=ident, token_id=_token_id(event),

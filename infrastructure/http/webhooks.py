@@ -14,8 +14,9 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from application.authz import Principal, authorize
-from application.webhooks import READ_PERMISSION, ConfigureWebhook, RemoveWebhook
+from application.webhooks import MANAGE_PERMISSION, READ_PERMISSION, ConfigureWebhook, RemoveWebhook
 from domain.errors import NotFound
+from domain.webhooks import url_hint
 from infrastructure.http.auth import AUTH
 from infrastructure.http.errors import NO_STORE
 from infrastructure.http.paging import DEFAULT_PAGE, MAX_PAGE, decode_uuid_cursor, encode_cursor
@@ -41,9 +42,11 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def webhook_out(row: WebhookRow) -> WebhookOut:
-    """A webhook from the read model (never its secret)."""
-    return WebhookOut(id=str(row.webhook_id), project_id=str(row.project_id), url=row.url,
+def webhook_out(row: WebhookRow, *, whole_url: bool) -> WebhookOut:
+    """A webhook from the read model (never its secret); its URL whole only for those who may manage webhooks
+    (``domain.webhooks.url_hint``)."""
+    return WebhookOut(id=str(row.webhook_id), project_id=str(row.project_id),
+                      url=row.url if whole_url else url_hint(row.url),
                       event_types=list(row.event_types), secret_hint=row.secret_hint,
                       created_at=row.created_at.isoformat())
 
@@ -70,12 +73,14 @@ def _caught_up(state: State) -> Any:
 @get(WEBHOOKS, sync_to_thread=True, dependencies=AUTH, tags=["webhooks"])
 def list_webhooks(project_id: UUID, caller: Principal, state: State, *, cursor: Cursor = None,
                   limit: Limit = DEFAULT_PAGE) -> WebhookPage:
-    """The project's webhooks, oldest first (``project:read``)."""
-    authorize(state.container.app, caller, project_id, READ_PERMISSION)
+    """The project's webhooks, oldest first (``project:read``); a URL is whole for callers who may manage webhooks
+    (``project:write``), an origin and ``/...`` for the others: a hook URL may carry the receiver's credential."""
+    granted = authorize(state.container.app, caller, project_id, READ_PERMISSION)
+    whole_url = MANAGE_PERMISSION in granted.permissions
     view = _caught_up(state)
     rows = view.page(project_id, limit=limit + 1, after=decode_uuid_cursor(cursor) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
-    return WebhookPage(items=[webhook_out(r) for r in rows],
+    return WebhookPage(items=[webhook_out(r, whole_url=whole_url) for r in rows],
                        next_cursor=encode_cursor(rows[-1].created_at, str(rows[-1].webhook_id)) if more else None)
 
 

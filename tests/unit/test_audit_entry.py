@@ -11,6 +11,7 @@ import pytest
 from application.accounts import SignedUp
 from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
+from domain.project import Project
 from domain.token import Token
 from projections.audit_entry import (
     GENESIS,
@@ -18,6 +19,7 @@ from projections.audit_entry import (
     AuditEntry,
     Memberships,
     api_time,
+    entry_of,
     fan_out,
     is_secret_field,
     jsonable,
@@ -159,3 +161,15 @@ def test_api_times_always_carry_six_digits_of_microseconds() -> None:
     # PostgreSQL's to_char(..., 'US') in the exports does the same: a page and an export agree on every entry.
     assert api_time(datetime(2026, 1, 1, 1, 2, 3, 640000, tzinfo=UTC)) == "2026-01-01T01:02:03.640000+00:00"
     assert api_time(datetime(2026, 1, 1, 1, 2, 3, tzinfo=UTC)) == "2026-01-01T01:02:03.000000+00:00"
+
+
+def test_a_webhooks_url_enters_the_ledger_as_its_origin_only() -> None:
+    """A hook URL may carry the receiver's credential in its path or query: auditors see where, not how."""
+    project = Project(project_id=uuid4(), name="Acme", owner_id=uuid4(), actor="system")
+    project.configure_webhook(webhook_id=uuid4(), url="https://hooks.slack.com/services/T0/B0/s3cr3tpath?x=y",
+                              event_types=["member.added"], encrypted_secret="enc", secret_hint="whsec_...abcd",
+                              actor="system")
+    configured = project.collect_events()[-1]
+    entry = entry_of(2, configured)
+    assert entry.data["url"] == "https://hooks.slack.com/..."
+    assert b"s3cr3tpath" not in entry.canonical_bytes() and "enc" not in entry.data.values()

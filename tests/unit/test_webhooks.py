@@ -13,7 +13,7 @@ from application.webhooks import ConfiguredWebhook, ConfigureWebhook, RemoveWebh
 from domain.errors import Forbidden, InvalidArgument, InvariantViolated, NotFound
 from domain.project import Project
 from domain.scopes import ALL_SCOPES, Role
-from domain.webhooks import MAX_WEBHOOKS, NOTIFICATION_TYPES
+from domain.webhooks import MAX_WEBHOOKS, NOTIFICATION_TYPES, url_hint
 from infrastructure.crypto.hashing import derive_key
 from infrastructure.crypto.webhook_secrets import WebhookSecrets
 from infrastructure.webhook_setup import url_checker
@@ -160,3 +160,16 @@ def test_an_outsider_learns_nothing_from_bad_input(world: World, webhooks: Webho
     globex = world.sign_up("owner@globex.test", project_name="Globex")
     with pytest.raises(NotFound):
         configure(webhooks, acme.project.id, person(globex.user.id), url="http://10.0.0.1/", types=("nope",))
+
+
+@pytest.mark.parametrize(("url", "hint"), [
+    ("https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX", "https://hooks.slack.com/..."),
+    ("https://hooks.example.com/keyledger?channel=ops", "https://hooks.example.com/..."),
+    ("https://hooks.example.com?token=abc", "https://hooks.example.com/..."),
+    ("https://hooks.example.com:8443/", "https://hooks.example.com:8443/"),
+    ("https://hooks.example.com", "https://hooks.example.com/"),
+    ("https://[2001:db8::1]:8443/in", "https://[2001:db8::1]:8443/..."),
+    ("https://user:pass@hooks.example.com/in", "https://hooks.example.com/..."),
+])
+def test_a_url_hint_keeps_the_origin_and_nothing_that_may_be_a_credential(url: str, hint: str) -> None:
+    assert url_hint(url) == hint
