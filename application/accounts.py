@@ -6,10 +6,11 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
-from application.ports import Clock, CredentialMinter, PasswordHasher, SecretHasher
+from application.oauth.limits import signup_keys
+from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, SecretHasher
 from application.store import Keyledger
 from domain.client import Client
-from domain.errors import Conflict
+from domain.errors import Conflict, TooManyRequests
 from domain.ids import user_actor
 from domain.policy import LifetimePolicy
 from domain.project import Project
@@ -24,6 +25,7 @@ class SignUp:
     email: str
     password: str
     project_name: str
+    source: str | None = None  # the request's source address: sign-ups are limited per address (``signup_keys``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class Accounts:
     secrets: SecretHasher
     minter: CredentialMinter
     lifetimes: LifetimePolicy
+    limiter: AttemptLimiter  # sign-ups per source address (``AttemptLimits.per_signup``)
 
     def new_client(self, command: CreateClient) -> NewClient:
         """Builds a client aggregate with a fresh secret (not yet saved)."""
@@ -80,10 +83,17 @@ class Accounts:
     def sign_up(self, command: SignUp) -> SignedUp:
         """Saves the user, the email reservation, the project and its client in one transaction.
 
+        Every attempt from a known source address counts against its sign-up limit first, successful or not: each
+        costs an argon2id hash, and its answer tells whether the e-mail is registered.
+
         Raises:
+            TooManyRequests: the source address reached its sign-up limit (``Retry-After``: when it may try again).
             InvalidArgument: an address that could pass for another one (``check_email``), before any hashing.
             Conflict: the email is already registered (the index aggregate's version 1 exists).
         """
+        wait = self.limiter.reserve(signup_keys(command.source))
+        if wait is not None:
+            raise TooManyRequests(wait, "too many sign-ups from this address; try again later")
         check_email(command.email.strip())
         user_id, project_id = uuid4(), uuid4()
         actor = user_actor(user_id)

@@ -305,10 +305,10 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
     committer = GroupCommitter(app.save, before_redecision=keys.refresh)
     revoker = Revoker(app=app, clock=clock, index=lookup, save=committer)
     finder = TokenFinder(app=app, minter=minter, secrets=hasher, access_tokens=validator)
+    limiter = RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
+                                  key=derive_key(secret_key, "keyledger attempt limit keys v1"))
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter, mint=mint,
-                           save=direct_saver(app), lifetimes=settings.lifetimes, revoker=revoker,
-                           limiter=RedisAttemptLimiter(redis_client, settings.attempt_limits, prefix=namespace,
-                                                       key=derive_key(secret_key, "keyledger attempt limit keys v1")),
+                           save=direct_saver(app), lifetimes=settings.lifetimes, revoker=revoker, limiter=limiter,
                            answers=RedisRotationAnswers(redis_client, prefix=namespace))
     logouts = FamilyRevoker(app=app, clock=clock, index=lookup,
                             reads=FamilyReads(lookup, app.recorder.events_table_name))
@@ -317,7 +317,7 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                                   FamilyRevocation: logouts.decide_batch}))
     webhook_secrets = WebhookSecrets(derive_key(secret_key, "keyledger webhook secret encryption v1"))
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=hasher, minter=minter,
-                        lifetimes=settings.lifetimes)
+                        lifetimes=settings.lifetimes, limiter=limiter)
     return Container(settings=settings, app=app, accounts=accounts, tokens=tokens, revoker=revoker,
                      revocation=RevocationEndpoint(finder=finder, revoker=revoker),
                      introspection=IntrospectionEndpoint(finder=finder, clock=clock, issuer=settings.issuer,

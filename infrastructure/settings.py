@@ -79,6 +79,7 @@ def _attempt_limits(env: Mapping[str, str]) -> AttemptLimits:
         per_account=_int(env, "KEYLEDGER_MAX_FAILURES_PER_ACCOUNT", defaults.per_account),
         per_client=_int(env, "KEYLEDGER_MAX_FAILURES_PER_CLIENT", defaults.per_client),
         per_address=_int(env, "KEYLEDGER_MAX_FAILURES_PER_ADDRESS", defaults.per_address),
+        per_signup=_int(env, "KEYLEDGER_MAX_SIGNUPS_PER_ADDRESS", defaults.per_signup),
         window=_int(env, "KEYLEDGER_FAILURE_WINDOW", defaults.window),
         lockout=_int(env, "KEYLEDGER_LOCKOUT", defaults.lockout),
     )

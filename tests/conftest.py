@@ -117,7 +117,8 @@ def start_server(env: dict[str, str], *args: str, output: Any = None) -> tuple[s
     to ``output`` (a file) for a server that may log more than a pipe holds before then."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    full_env = {**os.environ, "KEYLEDGER_ISSUER": url, **env}
+    # The suite signs up hundreds of accounts from 127.0.0.1: servers that test the sign-up limit set their own.
+    full_env = {**os.environ, "KEYLEDGER_ISSUER": url, "KEYLEDGER_MAX_SIGNUPS_PER_ADDRESS": "1000000", **env}
     proc = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "serve", "--port", str(port), *args],
                             env=full_env, stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT)
     return proc, url

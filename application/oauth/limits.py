@@ -33,6 +33,9 @@ ADDRESS = "address"
 # Refusals recorded per source address (the audit ledger's TokenRequestRefused) that no other key counted: past the
 # address limit they are still answered, no longer recorded, so one address cannot fill the ledger.
 REFUSAL = "refusal"
+# Sign-ups from one source address (network), successful or not: each hashes a password with argon2id and tells
+# whether an e-mail is registered, so one address may try only so many per window.
+SIGNUP = "signup"
 
 AttemptKey = tuple[str, str]
 
@@ -47,6 +50,7 @@ class AttemptLimits:
             locked out of it (``client_keys``).
         per_address: failed authentications of any kind from one source address before it is refused; also how many
             other refusals (bad scope, grant or refresh token...) one address has recorded per window.
+        per_signup: sign-up attempts from one source address (network), successful or not, before it is refused.
         window: seconds from a key's first counted failure during which its failures add up.
         lockout: seconds a key stays locked after the failure that reached its limit.
     """
@@ -54,6 +58,7 @@ class AttemptLimits:
     per_account: int = 10
     per_client: int = 10
     per_address: int = 50
+    per_signup: int = 20
     window: int = 15 * 60
     lockout: int = 15 * 60
 
@@ -64,6 +69,8 @@ class AttemptLimits:
             return self.per_account
         if kind == CLIENT:
             return self.per_client
+        if kind == SIGNUP:
+            return self.per_signup
         return self.per_address
 
 
@@ -86,6 +93,11 @@ def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
     if not source:
         return ((CLIENT, client_id),)
     return ((CLIENT, f"{client_id} from {source_address(source)}"), (ADDRESS, source_network(source)))
+
+
+def signup_keys(source: str | None) -> tuple[AttemptKey, ...]:
+    """The key a sign-up is counted against: its source address's network (none when the address is unknown)."""
+    return ((SIGNUP, source_network(source)),) if source else ()
 
 
 def _address(source: str | None) -> tuple[AttemptKey, ...]:

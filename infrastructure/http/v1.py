@@ -14,6 +14,7 @@ from domain.user import User
 from infrastructure.http.auth import AUTH, authorized
 from infrastructure.http.clients import client_out
 from infrastructure.http.errors import NO_STORE
+from infrastructure.http.oauth import source_address
 from infrastructure.http.schemas import (
     Membership,
     MeOut,
@@ -31,10 +32,11 @@ def project_out(project: Project) -> ProjectOut:
 
 
 @post("/v1/signup", sync_to_thread=True, status_code=201, tags=["accounts"], security=[])
-def signup(data: SignupBody, state: State) -> Response[SignupOut]:
+def signup(data: SignupBody, state: State, request: Request[Any, Any, Any]) -> Response[SignupOut]:
     """Creates a user, their first project (owned by them) and its first client; the secret is shown once."""
     name = data.project_name or data.email.split("@", 1)[0]
-    done = state.container.accounts.sign_up(SignUp(email=data.email, password=data.password, project_name=name))
+    done = state.container.accounts.sign_up(SignUp(email=data.email, password=data.password, project_name=name,
+                                                   source=source_address(request)))
     new: NewClient = done.client
     body = SignupOut(user=UserOut(id=str(done.user.id), email=done.user.email), project=project_out(done.project),
                      client=client_out(new.client, state.container.settings.lifetimes, new.client_secret))

@@ -3,6 +3,7 @@ address). Each test speaks from its own loopback address (127.0.0.N: real, disti
 the per-address counters of different tests never meet."""
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -228,3 +229,24 @@ def test_a_trusted_proxy_s_x_forwarded_for_is_the_source_address(behind_proxy: s
         refused(attempt(proxy, "203.0.113.6", 99), 400, "invalid_grant")  # another client behind the proxy
     with peer(behind_proxy, 24) as untrusted:  # not the proxy: its header is ignored, its own address counts
         refused(attempt(untrusted, "203.0.113.5", 98), 400, "invalid_grant")
+
+
+def signup_from(http: httpx.Client, address: str) -> httpx.Response:
+    email = f"signup-{uuid.uuid4().hex[:12]}@example.com"
+    return http.post("/v1/signup", json={"email": email, "password": "pw-" + uuid.uuid4().hex},
+                     headers={"X-Forwarded-For": address})
+
+
+def test_sign_ups_are_limited_per_address_even_in_parallel(server_url: str, redis_url: str) -> None:
+    """Each sign-up costs an argon2id hash and says whether an e-mail is registered: one address gets so many."""
+    limit = 4
+    with server(server_url, redis_url, KEYLEDGER_TRUSTED_PROXIES="127.0.0.1",
+                KEYLEDGER_MAX_SIGNUPS_PER_ADDRESS=str(limit)) as base, httpx.Client(base_url=base, timeout=60) as http:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(lambda _: signup_from(http, "203.0.113.5"), range(12)))
+        assert sorted(a.status_code for a in answers) == [201] * limit + [429] * (12 - limit)
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert int(refused.headers["retry-after"]) > 0 and refused.json()["status"] == 429
+        assert signup_from(http, "203.0.113.6").status_code == 201  # another address is not held back
+        assert signup_from(http, "203.0.113.5").status_code == 429  # and this one stays refused

@@ -233,7 +233,7 @@ def build_world(alg: str = "ES256", issuer: str = "https://auth.example.test",
     tokens = TokenEndpoint(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter, mint=mint,
                            save=save, lifetimes=settings.lifetimes, revoker=revoker, limiter=limiter)
     accounts = Accounts(app=app, clock=clock, passwords=passwords, secrets=secrets, minter=minter,
-                        lifetimes=settings.lifetimes)
+                        lifetimes=settings.lifetimes, limiter=limiter)
     validator = JwtValidator(keys, settings.issuer, settings.audience, clock=lambda: clock.now().timestamp())
     return World(app=app, clock=clock, settings=settings, secrets=secrets, passwords=passwords, minter=minter,
                  accounts=accounts, tokens=tokens, keys=keys, validator=validator, limiter=limiter)

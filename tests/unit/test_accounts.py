@@ -5,10 +5,11 @@ from uuid import uuid4
 
 import pytest
 
-from application.accounts import CreateClient
+from application.accounts import CreateClient, SignUp
 from application.oauth.grants import TokenRequest
+from application.oauth.limits import AttemptLimits
 from domain.client import Client
-from domain.errors import Conflict, InvalidArgument
+from domain.errors import Conflict, InvalidArgument, TooManyRequests
 from domain.ids import email_index_id, user_actor
 from domain.project import Project
 from domain.scopes import DEFAULT_CLIENT_SCOPE, Role
@@ -123,3 +124,24 @@ def test_an_address_that_could_pass_for_another_is_refused_before_anything_is_wr
 def test_a_composed_non_ascii_address_signs_up(world: World) -> None:
     signed = world.sign_up("jos\u00e9@corp.example")
     assert world.app.load(signed.user.id, User).email == "jos\u00e9@corp.example"
+
+
+def test_sign_ups_from_one_address_stop_at_the_limit_whether_they_succeed_or_not() -> None:
+    world = build_world(limits=AttemptLimits(per_signup=3))
+    try:
+        world.accounts.sign_up(SignUp(email="a@corp.example", password=PASSWORD, project_name="A",
+                                      source="198.51.100.7"))
+        with pytest.raises(Conflict):  # a refused sign-up counts too: it told whether the e-mail exists
+            world.accounts.sign_up(SignUp(email="a@corp.example", password=PASSWORD, project_name="A",
+                                          source="198.51.100.7"))
+        world.accounts.sign_up(SignUp(email="b@corp.example", password=PASSWORD, project_name="B",
+                                      source="198.51.100.7"))
+        before = world.position()
+        with pytest.raises(TooManyRequests) as refused:
+            world.accounts.sign_up(SignUp(email="c@corp.example", password=PASSWORD, project_name="C",
+                                          source="198.51.100.7"))
+        assert refused.value.retry_after > 0 and world.position() == before
+        world.accounts.sign_up(SignUp(email="c@corp.example", password=PASSWORD, project_name="C",
+                                      source="198.51.100.8"))
+    finally:
+        world.app.close()
