@@ -46,8 +46,14 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 def oauth_error_handler(request: Request[Any, Any, Any], exc: OAuthError) -> Response[Any]:
     """RFC 6749 section 5.2 body, ``no-store``, a Basic challenge on every 401, and
-    ``Retry-After`` (seconds) on a 429 for too many failed attempts."""
+    ``Retry-After`` (seconds) on a 429 for too many failed attempts. Outside ``/oauth2`` (the attempt limiter
+    unavailable to a sign-up, say) the same error is an RFC 9457 problem, as everything there."""
     extra = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
+    if not request.url.path.startswith("/oauth2/"):
+        headers = {**NO_STORE, **(extra or {})}
+        if exc.status_code == 503:
+            headers.setdefault("Retry-After", "1")
+        return problem(exc.status_code, exc.description, headers=headers)
     return oauth_response(request, exc.error, exc.description, exc.status_code, extra)
 
 
