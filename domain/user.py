@@ -12,13 +12,27 @@ from domain.ids import email_index_id, normalize_email
 # Unicode categories no e-mail address needs: controls, format characters (zero-width joiners and spaces, direction
 # marks), private use, surrogates, unassigned code points, and separators.
 _INVISIBLE = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp", "Zs"})
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt): drawn as nothing, whatever their
+# category (a combining grapheme joiner, variation selectors, Hangul fillers, Khmer invisible vowels...).
+_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+              (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+              (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+              (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+
+
+def _invisible(character: str) -> bool:
+    code = ord(character)
+    return unicodedata.category(character) in _INVISIBLE or any(low <= code <= high for low, high in _IGNORABLE)
 
 
 def check_email(email: str) -> None:
-    """Refuses an address that could pass for another one: members are added by e-mail, and ``kate@corp.com`` with
+    """Refuses an address that would look like another one: members are added by e-mail, and ``kate@corp.com`` with
     a zero-width space in it, or with a fullwidth letter or a decomposed accent, is a different account that looks
     the same in the members list. The address must be stable under Unicode NFKC (which composes accents and folds
-    fullwidth and other compatibility forms) and hold no invisible character.
+    fullwidth and other compatibility forms) and hold no invisible character (by category, or ignorable by default).
+    Letters of another script that look alike (a Cyrillic ``a``, U+0430, for a Latin one) are not caught: only verifying
+    the address would be. The price: a zero-width non-joiner, which some Persian and Indic spellings use, and
+    compatibility characters such as ``µ`` (NFKC makes it ``μ``) are refused too.
 
     Raises:
         InvalidArgument: saying why, without echoing the address.
@@ -26,7 +40,7 @@ def check_email(email: str) -> None:
     if unicodedata.normalize("NFKC", email) != email:
         raise InvalidArgument("email must be in Unicode normalization form NFKC (no compatibility or decomposed "
                               "characters)")
-    if any(unicodedata.category(character) in _INVISIBLE for character in email):
+    if any(_invisible(character) for character in email):
         raise InvalidArgument("email must not contain control, format, unassigned or space characters")
 
 

@@ -6,6 +6,7 @@ from uuid import uuid4
 import pytest
 
 from application.accounts import CreateClient, SignUp
+from application.oauth.errors import TemporarilyUnavailable
 from application.oauth.grants import TokenRequest
 from application.oauth.limits import AttemptLimits
 from domain.client import Client
@@ -111,6 +112,9 @@ def test_no_secret_is_stored_in_plain_text() -> None:
     "\uff4bate@corp.example",  # a fullwidth k
     "kate\u202e@corp.example",  # a right-to-left override
     "ka\u00a0te@corp.example",  # a no-break space
+    "ka\u034fte@corp.example",  # a combining grapheme joiner (category Mn, ignorable by default)
+    "kate\ufe0f@corp.example",  # a variation selector
+    "ka\u115fte@corp.example",  # a Hangul filler (category Lo)
 ])
 def test_an_address_that_could_pass_for_another_is_refused_before_anything_is_written(world: World,
                                                                                       email: str) -> None:
@@ -145,3 +149,12 @@ def test_sign_ups_from_one_address_stop_at_the_limit_whether_they_succeed_or_not
                                       source="198.51.100.8"))
     finally:
         world.app.close()
+
+
+def test_a_sign_up_fails_closed_when_the_limiter_is_down(world: World) -> None:
+    world.limiter.down = True
+    before = world.position()
+    with pytest.raises(TemporarilyUnavailable):
+        world.accounts.sign_up(SignUp(email="a@corp.example", password=PASSWORD, project_name="A",
+                                      source="198.51.100.7"))
+    assert world.position() == before
