@@ -25,6 +25,7 @@ from application.oauth.grants import TokenEndpoint, TokenRequest
 from application.oauth.introspection import IntrospectionEndpoint
 from application.oauth.revocation import RevocationEndpoint, Revoker, TokenFinder
 from application.oauth.tokens import TokenMint
+from application.passwords import PasswordChanger
 from application.store import Keyledger
 from application.token_admin import TokenAdmin
 from application.webhooks import Webhooks
@@ -94,6 +95,7 @@ class Container:
     token_admin: TokenAdmin
     clients: Clients
     members_admin: Members
+    passwords: PasswordChanger
     keys: KeySet
     validator: JwtValidator
     committer: GroupCommitter
@@ -324,6 +326,8 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                                                          audience=settings.audience),
                      token_admin=TokenAdmin(app=app, revoker=revoker, index=lookup),
                      members_admin=Members(app=app),
+                     passwords=PasswordChanger(app=app, passwords=passwords, limiter=limiter, revoker=revoker,
+                                               index=lookup),
                      clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,
                                      lifetimes=settings.lifetimes),
                      keys=keys, validator=validator, committer=committer, views=views, redis=redis_client,

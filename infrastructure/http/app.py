@@ -74,7 +74,7 @@ def create_app(settings: Settings, endpoints: Endpoints, container: Container | 
     return Litestar(
         route_handlers=[oauth.token, oauth.revoke, oauth.introspect, wellknown.server_metadata,
                         wellknown.resource_metadata, wellknown.jwks,
-                        v1.signup, v1.me, v1.create_project, v1.get_project, clients.list_clients,
+                        v1.signup, v1.me, v1.change_password, v1.create_project, v1.get_project, clients.list_clients,
                         clients.create_client, clients.get_client, clients.rotate_secret, tokens.list_tokens,
                         # After the GET on the same path: Litestar 2.25 answers a sync DELETE registered before a
                         # sync GET of its path with a 500 (tests/e2e/test_clients.py covers both on one path).

@@ -18,6 +18,13 @@ class SignupBody(msgspec.Struct, forbid_unknown_fields=True):
     project_name: Name | None = None
 
 
+class PasswordChangeBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/me/password``."""
+
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    new_password: Password
+
+
 class ProjectBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /v1/projects``."""
 

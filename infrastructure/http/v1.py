@@ -8,6 +8,7 @@ from litestar.datastructures import State
 
 from application.accounts import NewClient, SignUp
 from application.authz import Principal
+from application.passwords import ChangePassword
 from domain.errors import Forbidden, NotFound
 from domain.project import Project
 from domain.user import User
@@ -18,8 +19,10 @@ from infrastructure.http.oauth import source_address
 from infrastructure.http.schemas import (
     Membership,
     MeOut,
+    PasswordChangeBody,
     ProjectBody,
     ProjectOut,
+    RevokedOut,
     SignupBody,
     SignupOut,
     UserOut,
@@ -41,6 +44,19 @@ def signup(data: SignupBody, state: State, request: Request[Any, Any, Any]) -> R
     body = SignupOut(user=UserOut(id=str(done.user.id), email=done.user.email), project=project_out(done.project),
                      client=client_out(new.client, state.container.settings.lifetimes, new.client_secret))
     return Response(body, status_code=201, headers=NO_STORE)
+
+
+@post("/v1/me/password", sync_to_thread=True, status_code=200, dependencies=AUTH, tags=["accounts"])
+def change_password(data: PasswordChangeBody, caller: Principal, state: State,
+                    request: Request[Any, Any, Any]) -> Response[RevokedOut]:
+    """Replaces the caller's password, given the current one; every session of theirs ends, this one included
+    (``application.passwords``): ``{"revoked": n}``, then log in again with the new password."""
+    if caller.user_id is None:
+        raise Forbidden("requires a user's token, not a client's")
+    revoked = state.container.passwords.change(ChangePassword(
+        user_id=caller.user_id, current_password=data.current_password, new_password=data.new_password,
+        source=source_address(request)))
+    return Response(RevokedOut(revoked=revoked), headers=NO_STORE)
 
 
 @get("/v1/me", sync_to_thread=True, dependencies=AUTH, tags=["accounts"])

@@ -1,0 +1,94 @@
+"""A person changes their own password, and every session of theirs ends with it.
+
+The current password is checked as a login checks it: counted against the account's and the address's attempt
+limits before argon2id verifies it (``application.oauth.limits``), so this is no way around the password grant's
+limits, and a success clears the account's counter as a login does. The new hash is recorded in ``PasswordChanged``
+on the user's stream, saved only if the stream is still at the version the check read (a change or a disabling at
+the same moment conflicts: 409, ask again).
+
+Then every live token of the person is revoked in passes, as ``application.users`` does for a disabled account, this
+request's own session included: whoever learnt the old password may hold a session of their own, and the caller logs
+in again with the new one. A login decided with the old password before the change and saved after it is refused by
+its guard on the user's stream (``TokenEndpoint.login_tokens``) and decided again on the new hash; a refresh racing
+the passes is followed by them (``Revoker.revoke_until_none``).
+"""
+
+import hmac
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
+
+from application.oauth.limits import account_keys
+from application.oauth.revocation import Revoker
+from application.ports import AttemptLimiter, PasswordHasher, TokenIndex
+from application.store import Keyledger
+from application.token_admin import BULK_WAIT
+from domain.errors import Conflict, InvalidArgument, NotFound, TooManyRequests
+from domain.ids import user_actor
+from domain.user import User
+
+PASSWORD_CHANGED = "password changed"  # noqa: S105 - the reason of the revocations a password change records
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePassword:
+    """Replace the password of ``user_id``, who proves the current one; ``source``: the request's address."""
+
+    user_id: UUID
+    current_password: str
+    new_password: str
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChanger:
+    """Handles ``ChangePassword`` (see the module)."""
+
+    app: Keyledger
+    passwords: PasswordHasher
+    limiter: AttemptLimiter
+    revoker: Revoker
+    index: TokenIndex
+
+    def change(self, command: ChangePassword) -> int:
+        """Records the new password, then revokes every live token of the person; returns how many.
+
+        Raises:
+            NotFound: no such account, or a disabled one.
+            InvalidArgument: the new password is the current one, or the current one is wrong (counted).
+            TooManyRequests: the account or the address is locked by failed attempts (``Retry-After``).
+            Conflict: the account changed meanwhile.
+        """
+        user = self.app.find(command.user_id, User)
+        if user is None or user.disabled:
+            raise NotFound("user")
+        if hmac.compare_digest(command.current_password.encode(), command.new_password.encode()):
+            raise InvalidArgument("new_password must differ from current_password")
+        self._check_current(user, command)
+        user.change_password(password_hash=self.passwords.hash(command.new_password), actor=user_actor(user.id))
+        try:
+            self.app.save(user)
+        except IntegrityError:
+            raise Conflict("the account changed meanwhile; try again") from None
+
+        def select() -> list[UUID]:
+            return self.index.live_of_user(user.id, now=self.revoker.clock.now())
+
+        return self.revoker.revoke_until_none(select, reason=PASSWORD_CHANGED, actor=user_actor(user.id),
+                                              revocation_id=uuid4(), wait=BULK_WAIT, follow_children=True)
+
+    def _check_current(self, user: User, command: ChangePassword) -> None:
+        """Verifies the current password as one attempt counted before it runs (a failure stays counted)."""
+        keys = account_keys(user.email, command.source)
+        wait = self.limiter.reserve(keys)
+        if wait is not None:
+            raise TooManyRequests(wait, "too many failed attempts; try again later")
+        try:
+            ok = self.passwords.verify(user.password_hash, command.current_password)
+        except BaseException:
+            self.limiter.release(keys)
+            raise
+        if not ok:
+            raise InvalidArgument("current_password is wrong")
+        self.limiter.release(keys, reset=(keys[0],))

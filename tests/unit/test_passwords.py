@@ -1,0 +1,87 @@
+"""A person changing their own password (``application.passwords``), on the in-memory store: the current password
+checked within the login's limits, the new one recorded, and every session of theirs ended with it."""
+
+from uuid import uuid4
+
+import pytest
+
+from application.oauth.errors import InvalidGrant, TooManyAttempts
+from application.oauth.grants import TokenRequest
+from application.oauth.limits import AttemptLimits
+from application.oauth.tokens import IssuedTokens
+from application.passwords import PASSWORD_CHANGED, ChangePassword, PasswordChanger
+from domain.errors import InvalidArgument, NotFound, TooManyRequests
+from domain.token import Token
+from domain.user import User
+from projections.audit_entry import entry_of
+from tests.unit.conftest import PASSWORD, World, build_world
+from tests.unit.test_token_admin import issue
+
+EMAIL = "ada@example.test"
+NEW = "a brand new passphrase"
+
+
+def changer(world: World) -> PasswordChanger:
+    return PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
+                           revoker=world.tokens.revoker, index=world.tokens.revoker.index)
+
+
+def login(world: World, password: str = PASSWORD, email: str = EMAIL) -> IssuedTokens:
+    return world.tokens.handle(TokenRequest(grant_type="password", client_id="dashboard", username=email,
+                                            password=password, source="198.51.100.4"))
+
+
+def test_a_new_password_ends_every_session_and_only_it_logs_in(world: World) -> None:
+    ada = world.sign_up(EMAIL)
+    first, second = login(world), login(world)
+    client_token = issue(world, ada)  # the project's API key: not the person's session
+    grace = world.sign_up("grace@example.test")
+    theirs = login(world, email="grace@example.test")
+    revoked = changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW,
+                                                   source="198.51.100.4"))
+    assert revoked == 4  # two logins: an access and a refresh token each
+    ended = [*first.aggregates, *second.aggregates]
+    assert all(world.app.load(t.id, Token).revoked for t in ended)
+    assert {list(world.app.events.get(t.id))[-1].reason for t in ended} == {PASSWORD_CHANGED}
+    assert not world.app.load(client_token, Token).revoked
+    assert not any(world.app.load(t.id, Token).revoked for t in theirs.aggregates)
+    assert world.passwords.verify(world.app.load(ada.user.id, User).password_hash, NEW)
+    with pytest.raises(InvalidGrant):
+        login(world)  # the old password
+    assert login(world, NEW).access_token
+    with pytest.raises(InvalidGrant):  # a session's refresh token ended with it
+        world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                         refresh_token=first.refresh_token))
+    assert grace.user.id != ada.user.id
+    changed = list(world.app.events.get(ada.user.id))[-1]
+    entry = entry_of(1, changed)  # the audit ledger's entry: who changed it, never a hash of it
+    assert (entry.type, entry.user_id, entry.data) == ("PasswordChanged", ada.user.id, {})
+
+
+def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failed_login() -> None:
+    world = build_world(limits=AttemptLimits(per_account=2))
+    try:
+        ada = world.sign_up(EMAIL)
+        session = login(world)
+        wrong = ChangePassword(user_id=ada.user.id, current_password="not my password", new_password=NEW,
+                               source="198.51.100.4")
+        before = world.position()
+        for _ in range(2):
+            with pytest.raises(InvalidArgument, match="current_password"):
+                changer(world).change(wrong)
+        assert world.position() == before
+        with pytest.raises(TooManyRequests):  # the account is locked, for this as for a login
+            changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+        with pytest.raises(TooManyAttempts):
+            login(world)
+        assert not any(world.app.load(t.id, Token).revoked for t in session.aggregates)
+    finally:
+        world.app.close()
+
+
+def test_the_same_password_again_and_an_unknown_account_are_refused(world: World) -> None:
+    ada = world.sign_up(EMAIL)
+    with pytest.raises(InvalidArgument, match="differ"):
+        changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=PASSWORD))
+    with pytest.raises(NotFound):
+        changer(world).change(ChangePassword(user_id=uuid4(), current_password=PASSWORD, new_password=NEW))
