@@ -1,4 +1,5 @@
-"""The platform operator's command on accounts: disabling a person's account ends every token of theirs.
+"""The platform operator's commands on accounts: disabling a person's account ends every token of theirs; enabling
+it again lets the person log in afresh (the revoked tokens stay revoked).
 
 An account that is compromised, or whose owner left, must stop working when the operator says so: no new login (the
 password grant refuses a disabled user), no refresh (refused too), and no token still live once the command returns.
@@ -19,11 +20,13 @@ Running the command again for a disabled account runs the passes again (a run cu
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
+from eventsourcing.persistence import IntegrityError
+
 from application.oauth.revocation import Revoker
 from application.ports import TokenIndex
 from application.store import Keyledger
 from application.token_admin import BULK_WAIT
-from domain.errors import NotFound
+from domain.errors import Conflict, NotFound
 from domain.ids import SYSTEM_ACTOR, email_index_id
 from domain.user import EmailIndex, User
 
@@ -33,6 +36,14 @@ USER_DISABLED = "user disabled"  # the reason of the revocations a disabled acco
 @dataclass(frozen=True, slots=True)
 class DisableUser:
     """Disable the account registered with ``email`` and revoke every live token of it."""
+
+    email: str
+    actor: str = SYSTEM_ACTOR
+
+
+@dataclass(frozen=True, slots=True)
+class EnableUser:
+    """Let the account registered with ``email`` log in again (a disabling undone, its tokens left revoked)."""
 
     email: str
     actor: str = SYSTEM_ACTOR
@@ -75,6 +86,23 @@ class UserAdmin:
         revoked = self.revoker.revoke_until_none(select, reason=USER_DISABLED, actor=command.actor,
                                                  revocation_id=uuid4(), wait=BULK_WAIT, follow_children=True)
         return Disabled(newly=newly, revoked=revoked)
+
+    def enable_user(self, command: EnableUser) -> bool:
+        """Enables the account; False if it was not disabled (nothing recorded).
+
+        Raises:
+            NotFound: no account is registered with that email.
+            Conflict: the account changed meanwhile (run the command again).
+        """
+        user = self.app.load(self._user_id(command.email), User)
+        if not user.disabled:
+            return False
+        user.enable(actor=command.actor)
+        try:
+            self.app.save(user)
+        except IntegrityError:
+            raise Conflict("the account changed meanwhile; run the command again") from None
+        return True
 
     def _user_id(self, email: str) -> UUID:
         index = self.app.find(email_index_id(email), EmailIndex, copy=False)

@@ -75,6 +75,16 @@ class User(Entity):
     def _disable(self, *, actor: str) -> None:
         self.disabled = True
 
+    def enable(self, *, actor: str) -> None:
+        """Lets a disabled account log in again. Its tokens stay revoked: the person logs in afresh."""
+        if not self.disabled:
+            raise InvariantViolated("the user is not disabled")
+        self._enable(actor=actor)
+
+    @event("UserEnabled")
+    def _enable(self, *, actor: str) -> None:
+        self.disabled = False
+
     def check_not_disabled(self) -> None:
         """Raises if the account is disabled."""
         if self.disabled:

@@ -1,11 +1,12 @@
-"""``keyledger users disable EMAIL``: the operator ends an account (``application.users``)."""
+"""``keyledger users disable|enable EMAIL``: the operator ends an account, or lets it log in again
+(``application.users``)."""
 
 import argparse
 import sys
 from typing import Any
 
-from application.users import DisableUser, UserAdmin
-from domain.errors import NotFound
+from application.users import DisableUser, EnableUser, UserAdmin
+from domain.errors import Conflict, NotFound
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 
@@ -31,10 +32,32 @@ def disable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) 
     return 0
 
 
+def enable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
+    """Lets a disabled account log in again (its revoked tokens stay revoked); 1 if no account is registered with
+    that email or it changed meanwhile."""
+    container: Container = build(settings, endpoints, migrate=False)
+    try:
+        admin = UserAdmin(app=container.app, revoker=container.revoker, index=container.lookup)
+        newly = admin.enable_user(EnableUser(email=args.email, actor="operator"))
+    except NotFound:
+        print("keyledger: no account is registered with that email", file=sys.stderr)
+        return 1
+    except Conflict as exc:
+        print(f"keyledger: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        container.close()
+    print("enabled; the person logs in again (their earlier tokens stay revoked)" if newly else "not disabled")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
-    """Adds ``users disable`` to the ``keyledger`` command line."""
+    """Adds ``users disable`` and ``users enable`` to the ``keyledger`` command line."""
     users = sub.add_parser("users", help="accounts (the platform operator's commands)")
     actions = users.add_subparsers(dest="action", required=True)
     run = actions.add_parser("disable", help="disable an account and revoke every live token of it at once")
     run.add_argument("email", help="the email the account is registered with")
     run.set_defaults(func=disable, needs_endpoints=True)
+    again = actions.add_parser("enable", help="let a disabled account log in again (its revoked tokens stay revoked)")
+    again.add_argument("email", help="the email the account is registered with")
+    again.set_defaults(func=enable, needs_endpoints=True)

@@ -44,3 +44,27 @@ def test_disabling_an_account_ends_its_tokens_and_logins_at_once(http: httpx.Cli
     assert (again.returncode, last_line(again.stdout)) == (0, "already disabled; revoked 0 live tokens")
     unknown = keyledger(env, "users", "disable", "nobody@example.com")
     assert (unknown.returncode, last_line(unknown.stderr)) == (1, "keyledger: no account is registered with that email")
+
+
+def test_enabling_lets_the_account_log_in_afresh_and_its_old_tokens_stay_revoked(
+        http: httpx.Client, server_database_url: str, redis_url: str) -> None:
+    env = {"KEYLEDGER_DATABASE_URL": server_database_url, "KEYLEDGER_REDIS_URL": redis_url,
+           "KEYLEDGER_SECRET_KEY": SECRET_KEY}
+    ada = signup(http)
+    before = password_login(http, ada).json()
+    assert keyledger(env, "users", "disable", ada["user"]["email"]).returncode == 0
+    assert password_login(http, ada).json()["error"] == "invalid_grant"
+
+    done = keyledger(env, "users", "enable", ada["user"]["email"])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert last_line(done.stdout) == "enabled; the person logs in again (their earlier tokens stay revoked)"
+    after = password_login(http, ada)
+    assert after.status_code == 200, after.text
+    assert http.get("/v1/me", headers=bearer(after.json()["access_token"])).status_code == 200
+    assert http.get("/v1/me", headers=bearer(before["access_token"])).status_code == 401
+    assert refresh_login(http, before["refresh_token"]).json()["error"] == "invalid_grant"
+
+    again = keyledger(env, "users", "enable", ada["user"]["email"])
+    assert (again.returncode, last_line(again.stdout)) == (0, "not disabled")
+    unknown = keyledger(env, "users", "enable", "nobody@example.com")
+    assert (unknown.returncode, last_line(unknown.stderr)) == (1, "keyledger: no account is registered with that email")

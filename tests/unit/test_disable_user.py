@@ -9,7 +9,7 @@ import pytest
 from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
 from application.oauth.tokens import IssuedTokens
-from application.users import USER_DISABLED, Disabled, DisableUser, UserAdmin
+from application.users import USER_DISABLED, Disabled, DisableUser, EnableUser, UserAdmin
 from domain.errors import NotFound
 from domain.token import Token
 from domain.user import User
@@ -105,3 +105,20 @@ def test_tokens_appearing_after_a_selection_are_revoked_by_the_next_pass(world: 
     done = UserAdmin(app=world.app, revoker=revoker, index=late).disable_user(DisableUser(email=EMAIL))
     assert late.committed and done == Disabled(newly=True, revoked=4)
     assert all(world.app.load(t.id, Token).revoked for t in (*early.aggregates, *decided.aggregates))
+
+
+def test_an_enabled_account_logs_in_again_and_its_revoked_tokens_stay_revoked(world: World,
+                                                                              admin: UserAdmin) -> None:
+    ada = world.sign_up(EMAIL)
+    issued = login(world)
+    admin.disable_user(DisableUser(email=EMAIL))
+    assert admin.enable_user(EnableUser(email=EMAIL, actor="operator")) is True
+    assert not world.app.load(ada.user.id, User).disabled
+    assert type(list(world.app.events.get(ada.user.id))[-1]).__name__ == "UserEnabled"
+    assert login(world).access_token
+    assert all(world.app.load(t.id, Token).revoked for t in issued.aggregates)
+    with pytest.raises(InvalidGrant):
+        refresh(world, issued.refresh_token)
+    assert admin.enable_user(EnableUser(email=EMAIL)) is False  # not disabled: nothing recorded
+    with pytest.raises(NotFound):
+        admin.enable_user(EnableUser(email="nobody@example.test"))
