@@ -2,7 +2,9 @@
 (``application.users``)."""
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from application.users import DisableUser, EnableUser, UserAdmin
@@ -10,23 +12,32 @@ from domain.errors import Conflict, NotFound
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 
+NO_ACCOUNT = "keyledger: no account is registered with that email"
+
+
+@contextlib.contextmanager
+def _admin(settings: Settings, endpoints: Endpoints) -> Iterator[UserAdmin]:
+    """The operator's account commands on the deployment's store, closed after."""
+    container: Container = build(settings, endpoints, migrate=False)  # no DDL (and its locks) on a live database
+    try:
+        yield UserAdmin(app=container.app, revoker=container.revoker, index=container.lookup)
+    finally:
+        container.close()
+
 
 def disable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
     """Disables the account, then revokes every live token of it (``application.users``); run again for an account
     already disabled, it revokes whatever is left. 1 if no account is registered with that email."""
-    container: Container = build(settings, endpoints, migrate=False)  # no DDL (and its locks) on a live database
     try:
-        admin = UserAdmin(app=container.app, revoker=container.revoker, index=container.lookup)
-        done = admin.disable_user(DisableUser(email=args.email, actor="operator"))
+        with _admin(settings, endpoints) as admin:
+            done = admin.disable_user(DisableUser(email=args.email, actor="operator"))
     except NotFound:
-        print("keyledger: no account is registered with that email", file=sys.stderr)
+        print(NO_ACCOUNT, file=sys.stderr)
         return 1
     except TimeoutError:  # the token lookup model did not catch up (is a server or worker running?), or churn
         print("keyledger: the account is disabled, but not all of its tokens could be revoked yet; run the command "
               "again", file=sys.stderr)
         return 1
-    finally:
-        container.close()
     tokens = f"revoked {done.revoked} live token{'' if done.revoked == 1 else 's'}"
     print(f"disabled; {tokens}" if done.newly else f"already disabled; {tokens}")
     return 0
@@ -35,18 +46,15 @@ def disable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) 
 def enable(args: argparse.Namespace, settings: Settings, endpoints: Endpoints) -> int:
     """Lets a disabled account log in again (its revoked tokens stay revoked); 1 if no account is registered with
     that email or it changed meanwhile."""
-    container: Container = build(settings, endpoints, migrate=False)
     try:
-        admin = UserAdmin(app=container.app, revoker=container.revoker, index=container.lookup)
-        newly = admin.enable_user(EnableUser(email=args.email, actor="operator"))
+        with _admin(settings, endpoints) as admin:
+            newly = admin.enable_user(EnableUser(email=args.email, actor="operator"))
     except NotFound:
-        print("keyledger: no account is registered with that email", file=sys.stderr)
+        print(NO_ACCOUNT, file=sys.stderr)
         return 1
     except Conflict as exc:
         print(f"keyledger: {exc}", file=sys.stderr)
         return 1
-    finally:
-        container.close()
     print("enabled; the person logs in again (their earlier tokens stay revoked)" if newly else "not disabled")
     return 0
 
