@@ -11,6 +11,11 @@ request's own session included: whoever learnt the old password may hold a sessi
 in again with the new one. A login decided with the old password before the change and saved after it is refused by
 its guard on the user's stream (``TokenEndpoint.login_tokens``) and decided again on the new hash; a refresh racing
 the passes is followed by them (``Revoker.revoke_until_none``).
+
+If the passes cannot finish (the token lookup model lagging past its wait: the caller gets a 503), the password is
+changed and some sessions may still be live. The same request again finishes them: its current password no longer
+verifies, but its new one does, which proves as much as a login with it (and is counted as one), so the passes run
+again without another change.
 """
 
 import hmac
@@ -65,12 +70,12 @@ class PasswordChanger:
             raise NotFound("user")
         if hmac.compare_digest(command.current_password.encode(), command.new_password.encode()):
             raise InvalidArgument("new_password must differ from current_password")
-        self._check_current(user, command)
-        user.change_password(password_hash=self.passwords.hash(command.new_password), actor=user_actor(user.id))
-        try:
-            self.app.save(user)
-        except IntegrityError:
-            raise Conflict("the account changed meanwhile; try again") from None
+        if not self._changed_already(user, command):
+            user.change_password(password_hash=self.passwords.hash(command.new_password), actor=user_actor(user.id))
+            try:
+                self.app.save(user)
+            except IntegrityError:
+                raise Conflict("the account changed meanwhile; try again") from None
 
         def select() -> list[UUID]:
             return self.index.live_of_user(user.id, now=self.revoker.clock.now())
@@ -78,17 +83,25 @@ class PasswordChanger:
         return self.revoker.revoke_until_none(select, reason=PASSWORD_CHANGED, actor=user_actor(user.id),
                                               revocation_id=uuid4(), wait=BULK_WAIT, follow_children=True)
 
-    def _check_current(self, user: User, command: ChangePassword) -> None:
-        """Verifies the current password as one attempt counted before it runs (a failure stays counted)."""
+    def _changed_already(self, user: User, command: ChangePassword) -> bool:
+        """Verifies the current password (False), or else the new one (True: a repeated request whose change was
+        recorded, see the module), as one attempt counted before it runs; a failure stays counted.
+
+        Raises:
+            TooManyRequests: the account or the address is locked.
+            InvalidArgument: neither verifies.
+        """
         keys = account_keys(user.email, command.source)
         wait = self.limiter.reserve(keys)
         if wait is not None:
             raise TooManyRequests(wait, "too many failed attempts; try again later")
         try:
-            ok = self.passwords.verify(user.password_hash, command.current_password)
+            current = self.passwords.verify(user.password_hash, command.current_password)
+            already = not current and self.passwords.verify(user.password_hash, command.new_password)
         except BaseException:
             self.limiter.release(keys)
             raise
-        if not ok:
+        if not (current or already):
             raise InvalidArgument("current_password is wrong")
         self.limiter.release(keys, reset=(keys[0],))
+        return already

@@ -85,3 +85,31 @@ def test_the_same_password_again_and_an_unknown_account_are_refused(world: World
         changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=PASSWORD))
     with pytest.raises(NotFound):
         changer(world).change(ChangePassword(user_id=uuid4(), current_password=PASSWORD, new_password=NEW))
+
+
+class LaggingRevoker:
+    """A revoker whose passes cannot finish: the token lookup model never catches up."""
+
+    def __init__(self, world: World) -> None:
+        self.clock = world.tokens.revoker.clock
+
+    def revoke_until_none(self, *args: object, **kwargs: object) -> int:
+        raise TimeoutError("the index did not catch up")
+
+
+def test_the_same_request_again_finishes_a_change_whose_revocations_did_not(world: World) -> None:
+    """The passes may time out after ``PasswordChanged`` is committed (a lagging index: 503): sending the request
+    again must end the sessions, not count a wrong current password."""
+    ada = world.sign_up(EMAIL)
+    session = login(world)
+    command = ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW, source="198.51.100.4")
+    lagging = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
+                              revoker=LaggingRevoker(world), index=world.tokens.revoker.index)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        lagging.change(command)
+    assert not any(world.app.load(t.id, Token).revoked for t in session.aggregates)
+    version = world.app.load(ada.user.id, User).version
+    assert changer(world).change(command) == 2
+    assert all(world.app.load(t.id, Token).revoked for t in session.aggregates)
+    assert world.app.load(ada.user.id, User).version == version  # no second change recorded
+    assert world.limiter.count(("account", EMAIL)) == 0  # a success, not a counted failure
