@@ -24,12 +24,12 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
-from application.oauth.limits import account_keys
+from application.oauth.limits import account_keys, limited_attempt
 from application.oauth.revocation import Revoker
 from application.ports import AttemptLimiter, PasswordHasher, TokenIndex
 from application.store import Keyledger
 from application.token_admin import BULK_WAIT
-from domain.errors import Conflict, InvalidArgument, NotFound, TooManyRequests
+from domain.errors import Conflict, InvalidArgument, NotFound
 from domain.ids import user_actor
 from domain.user import User
 
@@ -62,7 +62,7 @@ class PasswordChanger:
         Raises:
             NotFound: no such account, or a disabled one.
             InvalidArgument: the new password is the current one, or the current one is wrong (counted).
-            TooManyRequests: the account or the address is locked by failed attempts (``Retry-After``).
+            TooManyAttempts: the account or the address is locked by failed attempts (429, ``Retry-After``).
             Conflict: the account changed meanwhile.
         """
         user = self.app.find(command.user_id, User)
@@ -85,23 +85,20 @@ class PasswordChanger:
 
     def _changed_already(self, user: User, command: ChangePassword) -> bool:
         """Verifies the current password (False), or else the new one (True: a repeated request whose change was
-        recorded, see the module), as one attempt counted before it runs; a failure stays counted.
+        recorded, see the module), as one attempt counted before it runs, as a login is; a failure stays counted.
 
         Raises:
-            TooManyRequests: the account or the address is locked.
+            TooManyAttempts: the account or the address is locked (429 with ``Retry-After``).
             InvalidArgument: neither verifies.
         """
+
+        def verify() -> bool | None:
+            if self.passwords.verify(user.password_hash, command.current_password):
+                return False
+            return True if self.passwords.verify(user.password_hash, command.new_password) else None
+
         keys = account_keys(user.email, command.source)
-        wait = self.limiter.reserve(keys)
-        if wait is not None:
-            raise TooManyRequests(wait, "too many failed attempts; try again later")
-        try:
-            current = self.passwords.verify(user.password_hash, command.current_password)
-            already = not current and self.passwords.verify(user.password_hash, command.new_password)
-        except BaseException:
-            self.limiter.release(keys)
-            raise
-        if not (current or already):
+        already = limited_attempt(self.limiter, keys, keys[0], verify)
+        if already is None:
             raise InvalidArgument("current_password is wrong")
-        self.limiter.release(keys, reset=(keys[0],))
         return already

@@ -25,7 +25,7 @@ from application.oauth.errors import (
     UnsupportedGrantType,
 )
 from application.oauth.in_flight import RotationAnswers, in_flight
-from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys
+from application.oauth.limits import AttemptBudget, AttemptKey, account_keys, client_keys, limited_attempt
 from application.oauth.refusals import (
     RefusalContext,
     RefusalFactory,
@@ -298,23 +298,8 @@ class TokenEndpoint:
 
     def limited_attempt(self, keys: Sequence[AttemptKey], reset: AttemptKey,
                         verify: Callable[[], T | None]) -> T | None:
-        """Runs ``verify`` as one attempt counted against ``keys`` before it runs, so that concurrent attempts
-        cannot all pass the limit check; refused with TooManyAttempts while a key is locked.
-
-        ``verify`` returns the authenticated party, or None for a failure (which stays counted). A success
-        uncounts the attempt and clears ``reset``'s counter; an unexpected error uncounts it (no verdict).
-        """
-        wait = self.limiter.reserve(keys)
-        if wait is not None:
-            raise TooManyAttempts(wait)
-        try:
-            result = verify()
-        except BaseException:
-            self.limiter.release(keys)
-            raise
-        if result is not None:
-            self.limiter.release(keys, reset=(reset,))
-        return result
+        """``limits.limited_attempt`` on this endpoint's limiter."""
+        return limited_attempt(self.limiter, keys, reset, verify)
 
     @staticmethod
     def granted_scope(allowed: frozenset[str], requested: str | None) -> str:

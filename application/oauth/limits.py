@@ -22,10 +22,17 @@ to use it:
 
 import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
+from application.oauth.errors import TooManyAttempts
 from domain.ids import normalize_email
+
+if TYPE_CHECKING:  # the port is declared with this module's key types: imported for annotations only
+    from application.ports import AttemptLimiter
+
+T = TypeVar("T")
 
 ACCOUNT = "account"
 CLIENT = "client"
@@ -72,6 +79,27 @@ class AttemptLimits:
         if kind == SIGNUP:
             return self.per_signup
         return self.per_address
+
+
+def limited_attempt(limiter: "AttemptLimiter", keys: Sequence["AttemptKey"], reset: "AttemptKey",
+                    verify: Callable[[], T | None]) -> T | None:
+    """Runs ``verify`` as one attempt counted against ``keys`` before it runs, so that concurrent attempts cannot
+    all pass the limit check; refused with TooManyAttempts while a key is locked.
+
+    ``verify`` returns the authenticated party, or None for a failure (which stays counted). A success uncounts the
+    attempt and clears ``reset``'s counter; an unexpected error uncounts it (no verdict).
+    """
+    wait = limiter.reserve(keys)
+    if wait is not None:
+        raise TooManyAttempts(wait)
+    try:
+        result = verify()
+    except BaseException:
+        limiter.release(keys)
+        raise
+    if result is not None:
+        limiter.release(keys, reset=(reset,))
+    return result
 
 
 def account_keys(username: str, source: str | None) -> tuple[AttemptKey, ...]:

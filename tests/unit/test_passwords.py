@@ -10,7 +10,7 @@ from application.oauth.grants import TokenRequest
 from application.oauth.limits import AttemptLimits
 from application.oauth.tokens import IssuedTokens
 from application.passwords import PASSWORD_CHANGED, ChangePassword, PasswordChanger
-from domain.errors import InvalidArgument, NotFound, TooManyRequests
+from domain.errors import InvalidArgument, NotFound
 from domain.token import Token
 from domain.user import User
 from projections.audit_entry import entry_of
@@ -70,7 +70,7 @@ def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failed_login()
             with pytest.raises(InvalidArgument, match="current_password"):
                 changer(world).change(wrong)
         assert world.position() == before
-        with pytest.raises(TooManyRequests):  # the account is locked, for this as for a login
+        with pytest.raises(TooManyAttempts):  # the account is locked, for this as for a login
             changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
         with pytest.raises(TooManyAttempts):
             login(world)
