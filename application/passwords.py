@@ -9,11 +9,14 @@ the same moment conflicts: 409, ask again).
 Then every live token of the person is revoked in passes, as ``application.users`` does for a disabled account, this
 request's own session included: whoever learnt the old password may hold a session of their own, and the caller logs
 in again with the new one. A login decided with the old password before the change and saved after it is refused by
-its guard on the user's stream (``TokenEndpoint.login_tokens``) and decided again on the new hash; a refresh racing
-the passes is followed by them (``Revoker.revoke_until_none``).
+its guard on the user's stream (``TokenEndpoint.login_tokens``) and decided again on the new hash. From the change on,
+a refresh token issued before it is refused (``User.issued_before_password_change``, checked by the refresh grant,
+whose save is guarded on the user's stream too), so no session older than the change can be extended, even before
+the passes reach its tokens.
 
 If the passes cannot finish (the token lookup model lagging past its wait: the caller gets a 503), the password is
-changed and some sessions may still be live. The same request again finishes them: its current password no longer
+changed and some access tokens may still be live until their expiry (their refresh is refused already). The same
+request again finishes them: its current password no longer
 verifies, but its new one does, which proves as much as a login with it (and is counted as one), so the passes run
 again without another change.
 """
@@ -71,7 +74,8 @@ class PasswordChanger:
         if hmac.compare_digest(command.current_password.encode(), command.new_password.encode()):
             raise InvalidArgument("new_password must differ from current_password")
         if not self._changed_already(user, command):
-            user.change_password(password_hash=self.passwords.hash(command.new_password), actor=user_actor(user.id))
+            user.change_password(password_hash=self.passwords.hash(command.new_password),
+                                 changed_at=self.revoker.clock.now(), actor=user_actor(user.id))
             try:
                 self.app.save(user)
             except IntegrityError:

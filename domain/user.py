@@ -1,6 +1,7 @@
 """User aggregate and the email index that keeps emails unique."""
 
 import unicodedata
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -60,11 +61,20 @@ class User(Entity):
         self.email = normalize_email(email)
         self.password_hash = password_hash
         self.disabled = False
+        self.password_changed_at: datetime | None = None
 
     @event("PasswordChanged")
-    def change_password(self, *, password_hash: str, actor: str) -> None:
-        """Records a new argon2id password hash."""
+    def change_password(self, *, password_hash: str, changed_at: datetime, actor: str) -> None:
+        """Records a new argon2id password hash; refresh tokens issued before ``changed_at`` are refused from then on
+        (``issued_before_password_change``)."""
         self.password_hash = password_hash
+        self.password_changed_at = changed_at
+
+    def issued_before_password_change(self, issued_at: datetime) -> bool:
+        """Whether a token issued at ``issued_at`` belongs to a session that began before the last password change:
+        its refresh is refused, whether or not the change's revocations have reached it yet."""
+        changed_at = getattr(self, "password_changed_at", None)  # None: never changed (or a copy cached before)
+        return changed_at is not None and issued_at < changed_at
 
     def disable(self, *, actor: str) -> None:
         """Disables the account: it can no longer log in or use its tokens."""

@@ -89,6 +89,16 @@ class TokenRequest:
     received_at: datetime | None = None
 
 
+def check_person(token: Token, user: User | None, context: RefusalContext) -> None:
+    """Refuses a person's refresh token whose account is gone or disabled (``application.users``), or that was issued
+    before their last password change (``application.passwords``: the session is older than the change, whether or
+    not its revocations have reached it yet)."""
+    if user is None or user.disabled:
+        raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
+    if user.issued_before_password_change(token.issued_at):
+        raise InvalidGrant("the refresh token is revoked", reason=why.REFRESH_TOKEN_REVOKED).about(context)
+
+
 @dataclass(frozen=True, slots=True)
 class TokenEndpoint:
     """Authenticates the client, checks the grant and issues tokens.
@@ -389,8 +399,8 @@ class TokenEndpoint:
         # As a login's (see ``password_grant``): the version this decision saw guards the save, so a refresh decided
         # before its account was disabled issues nothing after (``application.users``).
         account = () if user is None else ((user.id, user.version),)
-        if token.user_id is not None and (user is None or user.disabled):
-            raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
+        if token.user_id is not None:
+            check_person(token, user, context)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, token.family_expires_at)
         if ttl < 1:  # the login ends within the second the token would be issued in: it would be dead on arrival
             raise InvalidGrant("the refresh token is expired", reason=why.REFRESH_TOKEN_EXPIRED).about(context)

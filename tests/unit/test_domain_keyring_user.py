@@ -1,5 +1,6 @@
 """KeyRing rules, User life, and the EmailIndex's deterministic id."""
 
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -90,8 +91,12 @@ def test_user_email_is_normalized_and_password_can_change() -> None:
     user = User(user_id=user_id, email="  Ada@Example.COM ", password_hash="$argon2id$a", actor=f"user:{user_id}")
     assert user.id == user_id
     assert user.email == "ada@example.com"
-    user.change_password(password_hash="$argon2id$b", actor=f"user:{user_id}")
+    changed_at = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    assert not user.issued_before_password_change(changed_at - timedelta(days=1))  # never changed
+    user.change_password(password_hash="$argon2id$b", changed_at=changed_at, actor=f"user:{user_id}")
     assert user.password_hash == "$argon2id$b"
+    assert user.issued_before_password_change(changed_at - timedelta(microseconds=1))
+    assert not user.issued_before_password_change(changed_at)
     assert [type(e).__name__ for e in user.collect_events()] == ["UserRegistered", "PasswordChanged"]
 
 

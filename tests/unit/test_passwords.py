@@ -54,8 +54,8 @@ def test_a_new_password_ends_every_session_and_only_it_logs_in(world: World) -> 
                                          refresh_token=first.refresh_token))
     assert grace.user.id != ada.user.id
     changed = list(world.app.events.get(ada.user.id))[-1]
-    entry = entry_of(1, changed)  # the audit ledger's entry: who changed it, never a hash of it
-    assert (entry.type, entry.user_id, entry.data) == ("PasswordChanged", ada.user.id, {})
+    entry = entry_of(1, changed)  # the audit ledger's entry: who changed it and when, never a hash of it
+    assert (entry.type, entry.user_id, set(entry.data)) == ("PasswordChanged", ada.user.id, {"changed_at"})
 
 
 def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failed_login() -> None:
@@ -113,3 +113,24 @@ def test_the_same_request_again_finishes_a_change_whose_revocations_did_not(worl
     assert all(world.app.load(t.id, Token).revoked for t in session.aggregates)
     assert world.app.load(ada.user.id, User).version == version  # no second change recorded
     assert world.limiter.count(("account", EMAIL)) == 0  # a success, not a counted failure
+
+
+def test_no_session_older_than_the_change_refreshes_even_before_its_revocation(world: World) -> None:
+    """While the passes lag (503), an attacker's session from before the change must not live on through refreshes:
+    its access token ends at its expiry, its refresh is refused now."""
+    ada = world.sign_up(EMAIL)
+    theirs = login(world)
+    lagging = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
+                              revoker=LaggingRevoker(world), index=world.tokens.revoker.index)  # type: ignore[arg-type]
+    world.clock.advance(seconds=1)
+    with pytest.raises(TimeoutError):
+        lagging.change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+    assert not world.app.load(theirs.aggregates[1].id, Token).revoked  # the passes never reached it
+    with pytest.raises(InvalidGrant, match="revoked"):
+        world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                         refresh_token=theirs.refresh_token))
+    world.clock.advance(seconds=1)
+    mine = login(world, NEW)
+    rotated = world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                               refresh_token=mine.refresh_token))
+    assert rotated.access_token  # a session begun after the change refreshes as ever
