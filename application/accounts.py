@@ -6,11 +6,12 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError
 
+from application.oauth.errors import TooManyAttempts
 from application.oauth.limits import signup_keys
 from application.ports import AttemptLimiter, Clock, CredentialMinter, PasswordHasher, SecretHasher
 from application.store import Keyledger
 from domain.client import Client
-from domain.errors import Conflict, TooManyRequests
+from domain.errors import Conflict
 from domain.ids import user_actor
 from domain.policy import LifetimePolicy
 from domain.project import Project
@@ -87,13 +88,13 @@ class Accounts:
         costs an argon2id hash, and its answer tells whether the e-mail is registered.
 
         Raises:
-            TooManyRequests: the source address reached its sign-up limit (``Retry-After``: when it may try again).
+            TooManyAttempts: the source address reached its sign-up limit (429 with ``Retry-After``, as a locked login).
             InvalidArgument: an address that could pass for another one (``check_email``), before any hashing.
             Conflict: the email is already registered (the index aggregate's version 1 exists).
         """
         wait = self.limiter.reserve(signup_keys(command.source))
         if wait is not None:
-            raise TooManyRequests(wait, "too many sign-ups from this address; try again later")
+            raise TooManyAttempts(wait, "too many sign-ups from this address; try again later")
         check_email(command.email.strip())
         user_id, project_id = uuid4(), uuid4()
         actor = user_actor(user_id)

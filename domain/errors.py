@@ -24,10 +24,3 @@ class Forbidden(DomainError):
 class InvalidArgument(DomainError):
     """The command itself is malformed (answered 400)."""
 
-
-class TooManyRequests(DomainError):
-    """Too many commands of this kind from one source (answered 429 with ``Retry-After``)."""
-
-    def __init__(self, retry_after: int, message: str = "too many requests; try again later") -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

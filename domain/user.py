@@ -73,8 +73,7 @@ class User(Entity):
     def issued_before_password_change(self, issued_at: datetime) -> bool:
         """Whether a token issued at ``issued_at`` belongs to a session that began before the last password change:
         its refresh is refused, whether or not the change's revocations have reached it yet."""
-        changed_at = getattr(self, "password_changed_at", None)  # None: never changed (or a copy cached before)
-        return changed_at is not None and issued_at < changed_at
+        return self.password_changed_at is not None and issued_at < self.password_changed_at
 
     def disable(self, *, actor: str) -> None:
         """Disables the account: it can no longer log in or use its tokens."""

@@ -15,7 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from psycopg_pool import PoolTimeout
 
 from application.oauth.errors import OAuthError, TooManyAttempts
-from domain.errors import Conflict, DomainError, Forbidden, InvariantViolated, NotFound, TooManyRequests
+from domain.errors import Conflict, DomainError, Forbidden, InvariantViolated, NotFound
 from infrastructure.postgres import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -114,8 +114,6 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Respons
         return problem(403, str(exc), headers={"WWW-Authenticate": bearer_challenge("insufficient_scope", str(exc))})
     if isinstance(exc, Conflict | InvariantViolated):
         return problem(409, str(exc))
-    if isinstance(exc, TooManyRequests):  # RFC 6585 section 4
-        return problem(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
     return problem(400, str(exc))
 
 

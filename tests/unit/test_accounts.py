@@ -6,11 +6,11 @@ from uuid import uuid4
 import pytest
 
 from application.accounts import CreateClient, SignUp
-from application.oauth.errors import TemporarilyUnavailable
+from application.oauth.errors import TemporarilyUnavailable, TooManyAttempts
 from application.oauth.grants import TokenRequest
 from application.oauth.limits import AttemptLimits
 from domain.client import Client
-from domain.errors import Conflict, InvalidArgument, TooManyRequests
+from domain.errors import Conflict, InvalidArgument
 from domain.ids import email_index_id, user_actor
 from domain.project import Project
 from domain.scopes import DEFAULT_CLIENT_SCOPE, Role
@@ -141,7 +141,7 @@ def test_sign_ups_from_one_address_stop_at_the_limit_whether_they_succeed_or_not
         world.accounts.sign_up(SignUp(email="b@corp.example", password=PASSWORD, project_name="B",
                                       source="198.51.100.7"))
         before = world.position()
-        with pytest.raises(TooManyRequests) as refused:
+        with pytest.raises(TooManyAttempts) as refused:
             world.accounts.sign_up(SignUp(email="c@corp.example", password=PASSWORD, project_name="C",
                                           source="198.51.100.7"))
         assert refused.value.retry_after > 0 and world.position() == before
