@@ -75,6 +75,12 @@ class User(Entity):
         its refresh is refused, whether or not the change's revocations have reached it yet."""
         return self.password_changed_at is not None and issued_at < self.password_changed_at
 
+    def ended_session(self, issued_at: datetime) -> bool:
+        """Whether a refresh token issued to this person at ``issued_at`` can no longer be redeemed: the account is
+        disabled, or the session began before the last password change. The token endpoint refuses it and
+        introspection calls it inactive, whether or not the revocations that follow have reached it yet."""
+        return self.disabled or self.issued_before_password_change(issued_at)
+
     def disable(self, *, actor: str) -> None:
         """Disables the account: it can no longer log in or use its tokens."""
         self.check_not_disabled()

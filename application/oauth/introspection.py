@@ -13,6 +13,7 @@ from application.ports import Clock
 from domain.client import Client
 from domain.project import Project
 from domain.token import Token, TokenKind
+from domain.user import User
 
 INACTIVE: dict[str, Any] = {"active": False}
 
@@ -37,7 +38,18 @@ class IntrospectionEndpoint:
         found = self.finder.find(token)
         if found is None or not found.is_live(self.clock.now()) or not self.visible_to(client, found):
             return dict(INACTIVE)
+        if self.ended_session(found):
+            return dict(INACTIVE)
         return self.describe(found)
+
+    def ended_session(self, token: Token) -> bool:
+        """Whether ``token`` is a person's refresh token the token endpoint would refuse although its stream shows it
+        live: the account was disabled, or the password changed after the login, and the revocations that follow
+        have not reached it yet (or timed out). RFC 7662 section 2.2: ``active`` means the token can be used now."""
+        if token.kind != TokenKind.REFRESH or token.user_id is None:
+            return False
+        user = self.finder.app.find(token.user_id, User, copy=False)
+        return user is None or user.ended_session(token.issued_at)
 
     def visible_to(self, client: Client, token: Token) -> bool:
         """Whether ``client`` may learn about ``token``: a token of its project, or a current member's login

@@ -14,6 +14,7 @@ from domain.errors import NotFound
 from domain.token import Token
 from domain.user import User
 from tests.unit.conftest import PASSWORD, World
+from tests.unit.test_passwords import introspect
 from tests.unit.test_token_admin import SaveCounter, issue
 
 EMAIL = "ada@example.test"
@@ -122,3 +123,16 @@ def test_an_enabled_account_logs_in_again_and_its_revoked_tokens_stay_revoked(wo
     assert admin.enable_user(EnableUser(email=EMAIL)) is False  # not disabled: nothing recorded
     with pytest.raises(NotFound):
         admin.enable_user(EnableUser(email="nobody@example.test"))
+
+
+def test_introspection_calls_a_disabled_persons_refresh_token_inactive_before_its_revocation(world: World) -> None:
+    """Between ``UserDisabled`` and the passes that revoke the person's tokens (or if they time out), the token
+    endpoint refuses the refresh token, so introspection must not call it active (RFC 7662 section 2.2)."""
+    ada = world.sign_up(EMAIL)
+    issued = login(world)
+    assert introspect(world, ada.client.client, issued.refresh_token)["active"] is True
+    user = world.app.load(ada.user.id, User)
+    user.disable(actor="system")
+    world.app.save(user)  # the account's event alone: the passes have not run
+    assert not world.app.load(issued.aggregates[1].id, Token).revoked
+    assert introspect(world, ada.client.client, issued.refresh_token) == {"active": False}

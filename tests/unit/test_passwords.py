@@ -1,15 +1,19 @@
 """A person changing their own password (``application.passwords``), on the in-memory store: the current password
 checked within the login's limits, the new one recorded, and every session of theirs ended with it."""
 
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from application.oauth.errors import InvalidGrant, TooManyAttempts
 from application.oauth.grants import TokenRequest
+from application.oauth.introspection import IntrospectionEndpoint
 from application.oauth.limits import AttemptLimits
+from application.oauth.revocation import TokenFinder
 from application.oauth.tokens import IssuedTokens
 from application.passwords import PASSWORD_CHANGED, ChangePassword, PasswordChanger
+from domain.client import Client
 from domain.errors import InvalidArgument, NotFound
 from domain.token import Token
 from domain.user import User
@@ -134,3 +138,29 @@ def test_no_session_older_than_the_change_refreshes_even_before_its_revocation(w
     rotated = world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
                                                refresh_token=mine.refresh_token))
     assert rotated.access_token  # a session begun after the change refreshes as ever
+
+
+def introspect(world: World, client: Client, token: str) -> dict[str, Any]:
+    finder = TokenFinder(app=world.app, minter=world.minter, secrets=world.secrets, access_tokens=world.validator)
+    endpoint = IntrospectionEndpoint(finder=finder, clock=world.clock, issuer=world.settings.issuer,
+                                     audience=world.settings.audience)
+    return endpoint.handle(client, token)
+
+
+def test_introspection_calls_a_session_older_than_the_change_inactive_before_its_revocation(world: World) -> None:
+    """RFC 7662: ``active`` means usable now. While the passes lag, the older session's refresh token is refused by
+    the token endpoint, so a resource server introspecting it must hear inactive too; a newer session's is active."""
+    ada = world.sign_up(EMAIL)
+    theirs = login(world)
+    client = ada.client.client
+    assert introspect(world, client, theirs.refresh_token)["active"] is True
+    lagging = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
+                              revoker=LaggingRevoker(world), index=world.tokens.revoker.index)  # type: ignore[arg-type]
+    world.clock.advance(seconds=1)
+    with pytest.raises(TimeoutError):
+        lagging.change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+    assert not world.app.load(theirs.aggregates[1].id, Token).revoked  # the passes never reached it
+    assert introspect(world, client, theirs.refresh_token) == {"active": False}
+    world.clock.advance(seconds=1)
+    mine = login(world, NEW)
+    assert introspect(world, client, mine.refresh_token)["active"] is True
