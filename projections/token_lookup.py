@@ -17,7 +17,7 @@ live presented refresh token (a logout) waits only until the model holds that to
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -89,11 +89,13 @@ class TokenRow:
     ended_reason: str | None
     ended_by: str | None
 
-    def effective_status(self, now: datetime) -> str:
-        """``active`` turns into ``expired`` at the expiry instant, whether or not a sweep recorded it."""
+    def as_of(self, now: datetime) -> "TokenRow":
+        """The row as it stands at ``now``: an ``active`` row past its expiry instant is shown as the expiry sweep
+        records it (``token_expiry.move_expired``: ``expired``, ended at its expiry by ``system``), so a listing
+        shows the same fields whether or not a sweep has reached it yet."""
         if self.status == "active" and now >= self.expires_at:
-            return "expired"
-        return self.status
+            return replace(self, status="expired", ended_at=self.expires_at, ended_reason="expired", ended_by="system")
+        return self
 
 
 STATUS_FILTERS = {

@@ -37,9 +37,10 @@ def token_out(row: TokenRow, now: datetime) -> TokenOut:
     def text(value: object) -> str | None:
         return None if value is None else str(value)
 
+    row = row.as_of(now)
     return TokenOut(token_id=str(row.token_id), kind=row.kind, client_id=row.client_id, scope=row.scope,
                     grant_type=row.grant_type, issued_at=row.issued_at.isoformat(),
-                    expires_at=row.expires_at.isoformat(), status=row.effective_status(now),
+                    expires_at=row.expires_at.isoformat(), status=row.status,
                     project_id=text(row.project_id), user_id=text(row.user_id), family_id=text(row.family_id),
                     parent_id=text(row.parent_id), ended_at=row.ended_at.isoformat() if row.ended_at else None,
                     ended_reason=row.ended_reason, ended_by=row.ended_by)
