@@ -72,6 +72,7 @@ class Token(Entity):
         self.expired = False
         self.children: tuple[UUID, ...] = ()
         self.reuse_detected = False
+        self.family_ended = False
 
     def is_live(self, now: datetime) -> bool:
         """Whether the token may still be used at ``now`` (a used refresh token is not)."""
@@ -122,6 +123,28 @@ class Token(Entity):
     def _reuse(self, *, project_id: UUID | None, family_id: UUID | None, source: str | None, actor: str,
                client_id: str | None = None, user_id: UUID | None = None) -> None:
         self.reuse_detected = True
+
+    def family_over(self) -> bool:
+        """On a login's first refresh token: whether a reuse ended its family, detected on this token itself or on a
+        later one of the family (``end_family``)."""
+        return self.family_ended or self.reuse_detected
+
+    def end_family(self, *, actor: str) -> None:
+        """Records on a login's first refresh token (its id is the family's) that no token of the family may be
+        refreshed any more: a reuse was detected. The family's revocation can miss tokens its walk does not reach
+        (``Revoker.revoke_lineage``, bounded while the token lookup model lags); the refresh grant reads this mark
+        and refuses, and revokes, whatever of the family is still live."""
+        if self.kind != TokenKind.REFRESH or self.family_id != self.id:
+            raise InvariantViolated("only a login's first refresh token records its family's end")
+        if self.family_over():
+            raise InvariantViolated("the family has ended already")
+        self._end_family(project_id=self.project_id, client_id=self.client_id, user_id=self.user_id,
+                         family_id=self.family_id, actor=actor)
+
+    @event("RefreshFamilyEnded")
+    def _end_family(self, *, project_id: UUID | None, client_id: str, user_id: UUID | None, family_id: UUID,
+                    actor: str) -> None:
+        self.family_ended = True
 
     def revoke(self, *, reason: str, actor: str, revocation_id: UUID | None = None) -> None:
         """Revokes the token (RFC 7009); revoking twice is refused so the history stays exact.

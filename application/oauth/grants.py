@@ -64,6 +64,7 @@ SUPPORTED_GRANTS = frozenset({GrantType.PASSWORD, GrantType.CLIENT_CREDENTIALS, 
 KEY_RING_ATTEMPTS = 2
 
 T = TypeVar("T")
+REUSE_DETECTED = "refresh token reuse detected"  # the reason of the revocations a reuse detection records
 
 
 def key_ring_moving() -> TemporarilyUnavailable:
@@ -123,12 +124,11 @@ class TokenEndpoint:
     def handle(self, request: TokenRequest) -> IssuedTokens:
         """Answers a token request, saving the issued tokens (or the refusal) before returning or raising.
 
-        Tokens signed on a key ring that has moved since, or of a login or refresh whose account changed since
-        (disabled), are not saved (their guard conflicts): the request is decided again on the ring and the account
-        as they are now (``signed_on_stale_keys``), ``KEY_RING_ATTEMPTS`` times in all. Any
-        other conflict is raised (eventsourcing's ``IntegrityError``): a refresh token rotated first by another
-        request, or a client_credentials client changed between its decision and the save (the group committer
-        decides those again itself).
+        Tokens whose guard moved since the decision are not saved (the save conflicts): signed on a key ring that
+        has moved, of a login or refresh whose account changed (disabled), of a refresh whose family ended, of a
+        client that changed. The request is decided again on the streams as they are now (``signed_on_stale_keys``),
+        ``KEY_RING_ATTEMPTS`` times in all. A refresh token rotated first by another request is not: that conflict
+        is raised (eventsourcing's ``IntegrityError``).
         """
         for _ in range(KEY_RING_ATTEMPTS):
             issued = self._decided(request)
@@ -153,10 +153,11 @@ class TokenEndpoint:
 
     def signed_on_stale_keys(self, issued: IssuedTokens) -> bool:
         """Whether a save of ``issued`` that conflicted may be decided again: its access token was signed on a key
-        ring that has moved since (the signer then takes up the ring as it is), or the account of a login or refresh
-        changed since (disabled: deciding again refuses it), and the refresh token it rotated, if any, is still where
-        the decision found it. A rotation that lost to another request is not decided again: its token is used now,
-        and a second decision could take the loser for a replay and end the login.
+        ring that has moved since (the signer then takes up the ring as it is), or another stream it was guarded by
+        moved (an account disabled, a family ended, a client changed: deciding again refuses it or decides on the
+        stream as it is), and the refresh token it rotated, if any, is still where the decision found it. A rotation
+        that lost to another request is not decided again: its token is used now, and a second decision could take
+        the loser for a replay and end the login.
         """
         rotated = issued.rotated
         if rotated is not None and self.app.versions([rotated]).get(rotated) != issued.rotated_from:
@@ -164,8 +165,10 @@ class TokenEndpoint:
         if any(stream == keyring_id() and not self.mint.signer.is_current(version)
                for stream, version in issued.guards):
             return True
-        account = issued.account
-        return account is not None and self.app.versions([account]).get(account) != dict(issued.guards).get(account)
+        # The account or the family's first refresh token moved (disabled, password changed, family ended): deciding
+        # again refuses the request, and ends the family if that is what moved.
+        others = {stream: version for stream, version in issued.guards if stream != keyring_id()}
+        return bool(others) and self.app.versions(list(others)) != others
 
     def answered(self, issued: IssuedTokens) -> None:
         """Records, once ``issued`` is saved and before it is answered, when a rotation was answered: a presentation
@@ -361,7 +364,7 @@ class TokenEndpoint:
         # the save conflict, so no login decided before it issues a token after it.
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(access_agg, refresh_agg),  # access first: Revoker.revoke_family relies on it
-                            guards=(key_guard, (user.id, decided_on)), account=user.id)
+                            guards=(key_guard, (user.id, decided_on)))
 
     def refresh_grant(self, request: TokenRequest, client: Client | PublicClient) -> IssuedTokens:
         """RFC 6749 section 6 with rotation (RFC 9700 section 4.14.2).
@@ -380,17 +383,7 @@ class TokenEndpoint:
             raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN)
         context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
-        refusal = token.refusal(now)
-        if refusal == "reused" and in_flight(token, request.received_at, self.answers,
-                                             timedelta(seconds=self.lifetimes.refresh_reuse_leeway)):
-            raise InvalidGrant("the refresh token was already used",
-                               reason=why.REFRESH_TOKEN_CONFLICT).about(context)  # a concurrent loser, not a replay
-        if refusal == "reused" and not token.reuse_detected:
-            # Once per token: its family is revoked then and cannot grow again, so a later replay is refused like
-            # any other (and recorded within the abuse limits), not another event and family sweep for each one.
-            self.refuse_reuse(token, request.source)
-        if refusal is not None:
-            raise InvalidGrant(f"the refresh token is {refusal}", reason=f"refresh_token_{refusal}").about(context)
+        root = self.check_presented(token, request, now, context)
         try:
             scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
         except InvalidScope as error:
@@ -423,34 +416,80 @@ class TokenEndpoint:
         # pair applied first, any part it holds still shows this token live, whose stream names the pair; with this
         # token's event first, it could show the token used and the pair not yet issued, and the pair survived the
         # detection (``Revoker.revoke_family``).
+        # Guarded by the family's first refresh token too (when it is not this one): a reuse detected after this
+        # decision marks it (``Token.end_family``), so no rotation decided before that issues a pair after it.
+        family = () if root is token else ((root.id, root.version),)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
-                            aggregates=(child, access_agg, token), guards=(key_guard, *account), rotated=token.id,
-                            rotated_from=read, account=user.id if user is not None else None)
+                            aggregates=(child, access_agg, token), guards=(key_guard, *account, *family),
+                            rotated=token.id, rotated_from=read)
+
+    def check_presented(self, token: Token, request: TokenRequest, now: datetime, context: RefusalContext) -> Token:
+        """Refuses a presented refresh token that may not be used at ``now``, detecting a replay (see
+        ``refresh_grant``); returns the family's first refresh token, whose stream guards the rotation."""
+        refusal = token.refusal(now)
+        if refusal == "reused" and in_flight(token, request.received_at, self.answers,
+                                             timedelta(seconds=self.lifetimes.refresh_reuse_leeway)):
+            raise InvalidGrant("the refresh token was already used",
+                               reason=why.REFRESH_TOKEN_CONFLICT).about(context)  # a concurrent loser, not a replay
+        if refusal == "reused" and not token.reuse_detected:
+            # Once per token: its family is revoked then and cannot grow again, so a later replay is refused like
+            # any other (and recorded within the abuse limits), not another event and family sweep for each one.
+            self.refuse_reuse(token, request.source)
+        if refusal is not None:
+            raise InvalidGrant(f"the refresh token is {refusal}", reason=f"refresh_token_{refusal}").about(context)
+        root = self.family_root(token)
+        if root.family_over():  # a reuse was detected whose revocation did not reach this token: it does now
+            self.end_family(token, reason=REUSE_DETECTED)
+            raise InvalidGrant("the refresh token is revoked", reason=why.REFRESH_TOKEN_REVOKED).about(context)
+        return root
+
+    def family_root(self, token: Token) -> Token:
+        """The login's first refresh token of ``token``'s family (``token`` itself for the login's own): it records
+        the family's end (``Token.end_family``)."""
+        if token.family_id is None or token.family_id == token.id:
+            return token
+        root = self.app.find(token.family_id, Token)  # a private copy: its mark and version are read together
+        if root is None:  # every family begins with its login's refresh token, saved with the login
+            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN)
+        return root
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
-        """Records the reuse and revokes the token's whole family, in one transaction.
+        """Records the reuse, marks the family ended on its first refresh token, and revokes the family, in one
+        transaction (``end_family``)."""
 
-        The family is selected on the token lookup model once it has applied the store's head. If it lags past the
-        wait, the reuse is decided on the streams instead (``Revoker.revoke_lineage``): a replay answered 503 with
-        nothing recorded left the family live, and a client that gives up on an error never presents the token
-        again.
-        """
-
-        def reuse_event() -> list[Token]:
+        def reuse_events() -> list[Token]:
             fresh = self.app.load(token.id, Token)
             if fresh.reuse_detected:  # a replay racing this one recorded it first (this save's retry sees it)
                 return []
             fresh.detect_reuse(actor=SYSTEM_ACTOR, source=source)
-            return [fresh]
+            # The family's end is marked on its first refresh token as well: a walk on the streams while the model
+            # lags is bounded (``Revoker.revoke_lineage``), and the refresh grant refuses whatever it did not reach.
+            # (A replay of that token itself marks it so: ``Token.family_over``.)
+            assert fresh.family_id is not None
+            root = None if fresh.family_id == fresh.id else self.app.find(fresh.family_id, Token)
+            if root is None or root.family_over():
+                return [fresh]
+            root.end_family(actor=SYSTEM_ACTOR)
+            return [fresh, root]
 
+        self.end_family(token, reason=REUSE_DETECTED, extra=reuse_events)
+
+    def end_family(self, token: Token, *, reason: str, extra: Callable[[], Sequence[Token]] | None = None) -> None:
+        """Revokes ``token``'s whole family, saving ``extra()`` in the same transaction.
+
+        The family is selected on the token lookup model once it has applied what the selection needs
+        (``Revoker.revoke_family``). If it lags past the wait, the family is revoked on the streams instead
+        (``Revoker.revoke_lineage``): a replay answered 503 with nothing recorded left the family live, and a client
+        that gives up on an error never presents the token again.
+        """
         assert token.family_id is not None
-        reason = "refresh token reuse detected"
         try:
-            self.revoker.revoke_family(token.family_id, reason=reason, actor=SYSTEM_ACTOR, extra=reuse_event)
+            self.revoker.revoke_family(token.family_id, reason=reason, actor=SYSTEM_ACTOR, extra=extra,
+                                       presented=token)
         except IndexLagging as exc:
-            logger.warning("reuse detection: %s; the family is revoked on its streams", exc)
+            logger.warning("family revocation: %s; the family is revoked on its streams", exc)
             since = self.clock.now() - timedelta(seconds=self.lifetimes.dashboard_access_token_ttl)
-            self.revoker.revoke_lineage(token, reason=reason, actor=SYSTEM_ACTOR, since=since, extra=reuse_event)
+            self.revoker.revoke_lineage(token, reason=reason, actor=SYSTEM_ACTOR, since=since, extra=extra)
 
     def find_user(self, email: str) -> User | None:
         """Returns the user registered with ``email``, through the email index."""

@@ -43,12 +43,20 @@ class IntrospectionEndpoint:
         return self.describe(found)
 
     def ended_session(self, token: Token) -> bool:
-        """Whether ``token`` is a person's refresh token the token endpoint would refuse although its stream shows it
-        live: the account was disabled, or the password changed after the login, and the revocations that follow
-        have not reached it yet (or timed out). RFC 7662 section 2.2: ``active`` means the token can be used now."""
-        if token.kind != TokenKind.REFRESH or token.user_id is None:
+        """Whether ``token`` is a refresh token the token endpoint would refuse although its stream shows it live: its
+        family ended over a reuse (``Token.family_over``), or the person's account was disabled, or their password
+        changed after the login, and the revocations that follow have not reached it yet (or timed out, or a walk
+        on the streams stopped short). RFC 7662 section 2.2: ``active`` means the token can be used now."""
+        if token.kind != TokenKind.REFRESH:
             return False
-        user = self.finder.app.find(token.user_id, User, copy=False)
+        app = self.finder.app
+        if token.family_id is not None and token.family_id != token.id:
+            root = app.find(token.family_id, Token, copy=False)
+            if root is None or root.family_over():
+                return True
+        if token.user_id is None:
+            return False
+        user = app.find(token.user_id, User, copy=False)
         return user is None or user.ended_session(token.issued_at)
 
     def visible_to(self, client: Client, token: Token) -> bool:

@@ -43,16 +43,14 @@ class IssuedTokens:
     aggregates: tuple[Token, ...]  # saved in this order: their events take consecutive positions in it
     # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
     # the key ring the access token was signed on (``SignedAccessToken.key_guard``), the client a
-    # client_credentials token was decided on, so a client revoked meanwhile issues nothing, and the account of a
-    # login or refresh (``account``), so an account disabled meanwhile gets nothing.
+    # client_credentials token was decided on, so a client revoked meanwhile issues nothing, the account of a
+    # login or refresh, so an account disabled meanwhile gets nothing, and a rotation's family's first refresh token,
+    # so a family ended meanwhile (``Token.end_family``) gets nothing.
     guards: tuple[tuple[UUID, int], ...] = ()
     # The refresh token a refresh_token grant used up: its answer instant is recorded (application.oauth.in_flight).
     rotated: UUID | None = None
     # That token's version as the decision read it: a save that conflicted may be decided again only if it still is.
     rotated_from: int | None = None
-    # The account a login or a refresh was decided on: its stream is among ``guards`` (one of an account disabled
-    # meanwhile conflicts, and is decided again: refused).
-    account: UUID | None = None
 
     def response(self) -> dict[str, str | int]:
         """Returns the RFC 6749 section 5.1 JSON body."""

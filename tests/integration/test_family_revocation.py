@@ -18,8 +18,8 @@ from application.oauth.errors import InvalidGrant
 from application.oauth.family_revocation import FamilyRevocation, FamilyRevoker
 from application.oauth.grants import IssuedTokens, TokenRequest
 from application.oauth.revocation import RevocationRequest, Revoker
-from domain.client import DASHBOARD
-from domain.ids import DASHBOARD_CLIENT_ID, login_access_token_id
+from domain.client import DASHBOARD, Client
+from domain.ids import DASHBOARD_CLIENT_ID, client_aggregate_id, login_access_token_id
 from domain.token import Token
 from infrastructure.batching import GroupCommitter
 from infrastructure.bootstrap import Container
@@ -324,3 +324,45 @@ def test_reuse_detection_on_a_model_behind_walks_down_a_bounded_number_of_rotati
     assert [live(issued)[:2] for issued in chain[1:]] == [[False, False]] * 3 + [[False, True], [True, True]]
     replay(chain[3])  # two behind
     assert not any(any(live(issued)) for issued in chain[1:])
+
+
+def test_the_live_end_a_bounded_walk_did_not_reach_is_refused_and_revoked_when_presented(
+        quiet_container: Container) -> None:
+    """A reuse detected while the model lags walks a bounded number of rotations: a thief who rotated further meanwhile
+    holds a live end it did not reach. The detection marks the family ended on its first refresh token, so that end is
+    refused when presented, and its family revoked then, rather than living on until the family's lifetime ends."""
+    bounded = replace(quiet_container.tokens, revoker=replace(quiet_container.tokens.revoker, lineage_generations=3))
+    account = sign_up(quiet_container)
+    chain = rotations(quiet_container, login(quiet_container, account), 6)
+    with pytest.raises(InvalidGrant):  # a later token than the login's: its detection marks the login's token
+        bounded.handle(TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID,
+                                    refresh_token=chain[1].refresh_token))
+    now = quiet_container.clock.now()
+    end = tokens(quiet_container, ids(chain[-1])[:2])  # the last rotation's new pair
+    assert all(t.is_live(now) for t in end)  # the walk did not reach the family's live end
+    root = quiet_container.app.load(chain[0].aggregates[1].id, Token)
+    assert isinstance(list(quiet_container.app.events.get(root.id))[-1], Token.RefreshFamilyEnded)
+    client = quiet_container.app.load(client_aggregate_id(account.client.client.client_id), Client)
+    assert quiet_container.introspection.handle(client, chain[-1].refresh_token) == {"active": False}
+    with pytest.raises(InvalidGrant, match="revoked"):
+        rotate(quiet_container, chain[-1].refresh_token)
+    assert not any(t.is_live(now) for t in tokens(quiet_container, ids(*chain)))
+    assert all(t.revoked for t in tokens(quiet_container, ids(chain[-1])[:2]))
+
+
+def test_a_rotation_decided_before_its_family_ended_issues_nothing_after(quiet_container: Container) -> None:
+    """The rotation's save is guarded by the family's first refresh token: a reuse detected between the decision and
+    the save marks it (``Token.end_family``), the save conflicts, and the request decided again is refused."""
+    session = login(quiet_container, sign_up(quiet_container))
+    first = rotate(quiet_container, session.refresh_token)
+    request = TokenRequest(grant_type="refresh_token", client_id=DASHBOARD_CLIENT_ID, refresh_token=first.refresh_token)
+    decided = quiet_container.tokens.decide(request)
+    root = quiet_container.app.load(session.aggregates[1].id, Token)
+    root.end_family(actor="system")
+    quiet_container.app.save(root)
+    with pytest.raises(IntegrityError):
+        quiet_container.tokens.save(*decided.aggregates, guards=decided.guards)
+    assert quiet_container.tokens.signed_on_stale_keys(decided)  # decided again: refused, the live end revoked
+    with pytest.raises(InvalidGrant, match="revoked"):
+        quiet_container.tokens.handle(request)
+    assert all(t.revoked for t in tokens(quiet_container, ids(first)[:2]))

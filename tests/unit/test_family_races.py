@@ -17,6 +17,7 @@ import pytest
 from application.oauth.errors import InvalidGrant
 from application.oauth.grants import TokenRequest
 from application.oauth.tokens import IssuedTokens
+from domain.errors import InvariantViolated
 from domain.token import Token, TokenKind
 from tests.unit.conftest import PASSWORD, World
 
@@ -148,3 +149,15 @@ def test_only_a_lagging_index_sends_a_reuse_detection_to_the_streams(world: Worl
         endpoint.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
                                      refresh_token=session.refresh_token))
     assert len(saves) == 1
+
+
+def test_only_a_logins_first_refresh_token_records_its_familys_end(world: World) -> None:
+    world.sign_up(EMAIL)
+    session = login(world)
+    later = refresh(world, session.refresh_token)
+    with pytest.raises(InvariantViolated):
+        world.app.load(later.aggregates[0].id, Token).end_family(actor="system")
+    root = world.app.load(session.aggregates[1].id, Token)
+    root.end_family(actor="system")
+    with pytest.raises(InvariantViolated):
+        root.end_family(actor="system")
