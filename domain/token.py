@@ -22,6 +22,11 @@ class TokenKind(StrEnum):
     REFRESH = "refresh"
 
 
+# A refresh token's stream once rotated: its TokenIssued and its TokenRefreshed. A login's first refresh token stays
+# there while its family lives; a reuse detected on it or later in the family records more (``Token.end_family``).
+ROTATED_ONCE = 2
+
+
 class Token(Entity):
     """An issued credential's life. ``project_id`` is None for dashboard tokens, which are platform-wide."""
 

@@ -53,7 +53,7 @@ from domain.ids import (
 )
 from domain.policy import GrantType, LifetimePolicy
 from domain.scopes import parse_scope, unknown_scopes
-from domain.token import Token, TokenKind
+from domain.token import ROTATED_ONCE, Token, TokenKind
 from domain.user import EmailIndex, User
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,10 @@ class TokenRequest:
     user_agent: str | None = None
     # When the server received the request (before reading its body): tells a concurrent refresh from a replay.
     received_at: datetime | None = None
+    # Set when a decision of this request was not saved because a stream it was guarded by moved: deciding it again
+    # reads what the first decision took as it normally is (a rotation's family's first refresh token, see
+    # ``TokenEndpoint.family_guard``).
+    decided_before: bool = False
 
 
 def check_person(token: Token, user: User | None, context: RefusalContext) -> None:
@@ -137,6 +141,7 @@ class TokenEndpoint:
             except IntegrityError:
                 if not self.signed_on_stale_keys(issued):
                     raise
+                request = replace(request, decided_before=True)
                 continue
             self.answered(issued)
             return issued
@@ -383,7 +388,7 @@ class TokenEndpoint:
             raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN)
         context = RefusalContext(project_id=token.project_id, user_id=token.user_id, token_id=token.id)
         now = self.clock.now()
-        root = self.check_presented(token, request, now, context)
+        family = self.check_presented(token, request, now, context)
         try:
             scope = self.granted_scope(frozenset(token.scope.split()), request.scope)
         except InvalidScope as error:
@@ -416,16 +421,14 @@ class TokenEndpoint:
         # pair applied first, any part it holds still shows this token live, whose stream names the pair; with this
         # token's event first, it could show the token used and the pair not yet issued, and the pair survived the
         # detection (``Revoker.revoke_family``).
-        # Guarded by the family's first refresh token too (when it is not this one): a reuse detected after this
-        # decision marks it (``Token.end_family``), so no rotation decided before that issues a pair after it.
-        family = () if root is token else ((root.id, root.version),)
         return IssuedTokens(access_token=access, expires_in=ttl, scope=scope, refresh_token=refresh,
                             aggregates=(child, access_agg, token), guards=(key_guard, *account, *family),
                             rotated=token.id, rotated_from=read)
 
-    def check_presented(self, token: Token, request: TokenRequest, now: datetime, context: RefusalContext) -> Token:
+    def check_presented(self, token: Token, request: TokenRequest, now: datetime,
+                        context: RefusalContext) -> tuple[tuple[UUID, int], ...]:
         """Refuses a presented refresh token that may not be used at ``now``, detecting a replay (see
-        ``refresh_grant``); returns the family's first refresh token, whose stream guards the rotation."""
+        ``refresh_grant``); returns the rotation's guard on its family (``family_guard``)."""
         refusal = token.refusal(now)
         if refusal == "reused" and in_flight(token, request.received_at, self.answers,
                                              timedelta(seconds=self.lifetimes.refresh_reuse_leeway)):
@@ -437,21 +440,30 @@ class TokenEndpoint:
             self.refuse_reuse(token, request.source)
         if refusal is not None:
             raise InvalidGrant(f"the refresh token is {refusal}", reason=f"refresh_token_{refusal}").about(context)
-        root = self.family_root(token)
+        return self.family_guard(token, request, context)
+
+    def family_guard(self, token: Token, request: TokenRequest,
+                     context: RefusalContext) -> tuple[tuple[UUID, int], ...]:
+        """The rotation of ``token`` guarded by its family's first refresh token, which records the family's end
+        (``Token.end_family``): no rotation decided before a reuse was detected issues a pair after it.
+
+        While the family lives, that token's stream holds its issuance and its rotation (``ROTATED_ONCE``), so the
+        guard needs no read: a mark recorded since makes the save conflict, and the request decided again
+        (``decided_before``) reads the token, refuses a family that is over and revokes what of it is still live
+        (this one, the live end a bounded walk may have missed). None for the login's own refresh token, whose stream
+        is the one rotated.
+        """
+        if token.family_id is None or token.family_id == token.id:
+            return ()
+        if not request.decided_before:
+            return ((token.family_id, ROTATED_ONCE),)
+        root = self.app.find(token.family_id, Token)  # a private copy: its mark and version are read together
+        if root is None:  # every family begins with its login's refresh token, saved with the login
+            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN).about(context)
         if root.family_over():  # a reuse was detected whose revocation did not reach this token: it does now
             self.end_family(token, reason=REUSE_DETECTED)
             raise InvalidGrant("the refresh token is revoked", reason=why.REFRESH_TOKEN_REVOKED).about(context)
-        return root
-
-    def family_root(self, token: Token) -> Token:
-        """The login's first refresh token of ``token``'s family (``token`` itself for the login's own): it records
-        the family's end (``Token.end_family``)."""
-        if token.family_id is None or token.family_id == token.id:
-            return token
-        root = self.app.find(token.family_id, Token)  # a private copy: its mark and version are read together
-        if root is None:  # every family begins with its login's refresh token, saved with the login
-            raise InvalidGrant("the refresh token is invalid", reason=why.REFRESH_TOKEN_UNKNOWN)
-        return root
+        return ((root.id, root.version),)
 
     def refuse_reuse(self, token: Token, source: str | None) -> None:
         """Records the reuse, marks the family ended on its first refresh token, and revokes the family, in one

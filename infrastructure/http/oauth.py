@@ -1,5 +1,6 @@
 """OAuth endpoints: token (RFC 6749 section 3.2), revocation (RFC 7009), introspection (RFC 7662)."""
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -126,6 +127,7 @@ async def threaded_grant(container: Any, parsed: TokenRequest) -> IssuedTokens:
         except IntegrityError:
             if not await anyio.to_thread.run_sync(tokens.signed_on_stale_keys, issued):
                 raise
+            parsed = replace(parsed, decided_before=True)
             continue
         return issued
     raise key_ring_moving()
