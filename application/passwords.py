@@ -10,9 +10,10 @@ Then every live token of the person is revoked in passes, as ``application.users
 request's own session included: whoever learnt the old password may hold a session of their own, and the caller logs
 in again with the new one. A login decided with the old password before the change and saved after it is refused by
 its guard on the user's stream (``TokenEndpoint.login_tokens``) and decided again on the new hash. From the change on,
-a refresh token issued before it is refused (``User.issued_before_password_change``, checked by the refresh grant,
-whose save is guarded on the user's stream too), so no session older than the change can be extended, even before
-the passes reach its tokens.
+a refresh token of a session decided on the account's stream before the change is refused (each records the version
+it was decided on; ``User.predates_password_change``, checked by the refresh grant, whose save is guarded on the
+user's stream too), so no session older than the change can be extended, even before the passes reach its tokens:
+not even a login decided on the old password that was saved after ``changed_at`` was taken and before the change.
 
 If the passes cannot finish (the token lookup model lagging past its wait: the caller gets a 503), the password is
 changed and some access tokens may still be live until their expiry (their refresh is refused already). The same

@@ -53,12 +53,15 @@ class Token(Entity):
         actor: str,
         family_expires_at: datetime | None,
         value_hash: str | None = None,
+        account_version: int | None = None,
     ) -> None:
         """``value_hash`` is the keyed hash of the token's value where its holder has no secret to authenticate
         with (a login's access tokens, held by the public dashboard client): presenting a string with that hash
-        proves the string is the very token issued (``proves``). None for other tokens. Its default only serves
-        the replay of events recorded before it existed: eventsourcing requires every keyword-only argument of a
-        new aggregate, so creators pass it."""
+        proves the string is the very token issued (``proves``). None for other tokens. ``account_version``: the
+        version of the person's account stream the grant was decided on (a login's, a rotation's; None for a
+        client's token): a session is older than a password change by it (``User.predates_password_change``). Their
+        defaults only serve the replay of events recorded before they existed: eventsourcing requires every
+        keyword-only argument of a new aggregate, so creators pass them."""
         self.kind = TokenKind(kind)
         self.project_id = project_id
         self.client_id = client_id
@@ -71,6 +74,7 @@ class Token(Entity):
         self.parent_id = parent_id
         self.family_expires_at = family_expires_at
         self.value_hash = value_hash
+        self.account_version = account_version
         self.revoked = False
         self.used = False
         self.used_at: datetime | None = None

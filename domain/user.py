@@ -62,24 +62,36 @@ class User(Entity):
         self.password_hash = password_hash
         self.disabled = False
         self.password_changed_at: datetime | None = None
+        self.password_changed_version: int | None = None
 
     @event("PasswordChanged")
     def change_password(self, *, password_hash: str, changed_at: datetime, actor: str) -> None:
-        """Records a new argon2id password hash; refresh tokens issued before ``changed_at`` are refused from then on
-        (``issued_before_password_change``)."""
+        """Records a new argon2id password hash; the sessions begun before it are refused from then on
+        (``predates_password_change``)."""
         self.password_hash = password_hash
         self.password_changed_at = changed_at
+        self.password_changed_version = self.version + 1  # this event's (eventsourcing sets it once this returns)
 
-    def issued_before_password_change(self, issued_at: datetime) -> bool:
-        """Whether a token issued at ``issued_at`` belongs to a session that began before the last password change:
-        its refresh is refused, whether or not the change's revocations have reached it yet."""
+    def predates_password_change(self, *, issued_at: datetime, account_version: int | None) -> bool:
+        """Whether a token belongs to a session that began before the last password change: its refresh is refused,
+        whether or not the change's revocations have reached it yet.
+
+        ``account_version``: the version of this account's stream the token's grant was decided on (recorded on
+        refresh tokens). A login decided on the old password can commit after ``changed_at`` was taken and before
+        the change did: only the version tells it from a login with the new one. Tokens recorded before the version
+        was (None) are judged by their issuance time.
+        """
+        if self.password_changed_version is None:
+            return False
+        if account_version is not None:
+            return account_version < self.password_changed_version
         return self.password_changed_at is not None and issued_at < self.password_changed_at
 
-    def ended_session(self, issued_at: datetime) -> bool:
-        """Whether a refresh token issued to this person at ``issued_at`` can no longer be redeemed: the account is
-        disabled, or the session began before the last password change. The token endpoint refuses it and
-        introspection calls it inactive, whether or not the revocations that follow have reached it yet."""
-        return self.disabled or self.issued_before_password_change(issued_at)
+    def ended_session(self, *, issued_at: datetime, account_version: int | None) -> bool:
+        """Whether a refresh token issued to this person can no longer be redeemed: the account is disabled, or the
+        session began before the last password change (``predates_password_change``). The token endpoint refuses it
+        and introspection calls it inactive, whether or not the revocations that follow have reached it yet."""
+        return self.disabled or self.predates_password_change(issued_at=issued_at, account_version=account_version)
 
     def disable(self, *, actor: str) -> None:
         """Disables the account: it can no longer log in or use its tokens."""

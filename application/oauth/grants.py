@@ -100,7 +100,7 @@ def check_person(token: Token, user: User | None, context: RefusalContext) -> No
     not its revocations have reached it yet)."""
     if user is None or user.disabled:
         raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
-    if user.issued_before_password_change(token.issued_at):
+    if user.predates_password_change(issued_at=token.issued_at, account_version=token.account_version):
         raise InvalidGrant("the refresh token is revoked", reason=why.REFRESH_TOKEN_REVOKED).about(context)
 
 
@@ -359,7 +359,7 @@ class TokenEndpoint:
         ``decided_on`` (the save's guard). Also what the logout benchmark's seeding mints, without the argon2id."""
         now = self.clock.now()
         grant = Grant(grant_type=GrantType.PASSWORD, client_id=DASHBOARD_CLIENT_ID, project_id=None,
-                      user_id=user.id, scope=scope, actor=user_actor(user.id))
+                      user_id=user.id, scope=scope, actor=user_actor(user.id), account_version=decided_on)
         refresh, refresh_agg = self.mint.refresh_token(grant, now, self.lifetimes.refresh_token_ttl,
                                                        family_ttl=self.lifetimes.refresh_family_ttl)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, refresh_agg.family_expires_at)
@@ -396,7 +396,8 @@ class TokenEndpoint:
         user = self.app.find(token.user_id, User, copy=False) if token.user_id else None
         # As a login's (see ``password_grant``): the version this decision saw guards the save, so a refresh decided
         # before its account was disabled issues nothing after (``application.users``).
-        account = () if user is None else ((user.id, user.version),)
+        decided_on = None if user is None else user.version  # before the account is checked, as a login's
+        account = () if user is None else ((user.id, decided_on),)
         if token.user_id is not None:
             check_person(token, user, context)
         ttl = lifetime_within(self.lifetimes.dashboard_access_token_ttl, now, token.family_expires_at)
@@ -404,7 +405,7 @@ class TokenEndpoint:
             raise InvalidGrant("the refresh token is expired", reason=why.REFRESH_TOKEN_EXPIRED).about(context)
         grant = Grant(grant_type=GrantType.REFRESH_TOKEN, client_id=client.client_id, project_id=token.project_id,
                       user_id=token.user_id, scope=scope, actor=user_actor(token.user_id) if token.user_id
-                      else client_actor(client.client_id))
+                      else client_actor(client.client_id), account_version=decided_on)
         # RFC 6749 section 6: a narrower scope is for the new access token only; the refresh token keeps the scope
         # the resource owner originally granted, which a later refresh may ask for again (or gets by omitting it).
         refresh, child = self.mint.refresh_token(replace(grant, scope=token.scope), now,

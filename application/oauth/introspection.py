@@ -57,7 +57,7 @@ class IntrospectionEndpoint:
         if token.user_id is None:
             return False
         user = app.find(token.user_id, User, copy=False)
-        return user is None or user.ended_session(token.issued_at)
+        return user is None or user.ended_session(issued_at=token.issued_at, account_version=token.account_version)
 
     def visible_to(self, client: Client, token: Token) -> bool:
         """Whether ``client`` may learn about ``token``: a token of its project, or a current member's login

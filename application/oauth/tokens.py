@@ -20,6 +20,9 @@ class Grant:
     user_id: UUID | None
     scope: str
     actor: str
+    # The version of the person's account stream the grant was decided on (None for a client's grant): recorded on
+    # the tokens, it tells a session older than a password change (``User.predates_password_change``).
+    account_version: int | None = None
 
 
 class SignedAccessToken(NamedTuple):
@@ -103,7 +106,7 @@ class TokenMint:
         token = Token(token_id=jti, kind=TokenKind.ACCESS, project_id=grant.project_id, client_id=grant.client_id,
                       user_id=grant.user_id, scope=grant.scope, grant_type=grant.grant_type, issued_at=issued_at,
                       expires_at=expires_at, family_id=family_id, parent_id=parent_id, actor=grant.actor,
-                      family_expires_at=None, value_hash=value_hash)
+                      family_expires_at=None, value_hash=value_hash, account_version=grant.account_version)
         return SignedAccessToken(value, token, (keyring_id(), ring_version))
 
     def refresh_token(self, grant: Grant, now: datetime, ttl: int, *, family_ttl: int,
@@ -126,5 +129,5 @@ class TokenMint:
                       client_id=grant.client_id, user_id=grant.user_id, scope=grant.scope,
                       grant_type=grant.grant_type, issued_at=now, expires_at=expires_at,
                       family_id=family_id, parent_id=parent_id, actor=grant.actor, family_expires_at=family_end,
-                      value_hash=None)
+                      value_hash=None, account_version=grant.account_version)
         return value, token

@@ -47,7 +47,7 @@ def token(now: datetime, *, expires_in: timedelta, kind: TokenKind = TokenKind.A
           family_id: UUID | None = None) -> Token:
     return Token(token_id=uuid4(), kind=kind, project_id=PROJECT, client_id="client", user_id=None, scope="read",
                  grant_type="client_credentials", issued_at=now, expires_at=now + expires_in, family_id=family_id,
-                 parent_id=None, actor="client:client", family_expires_at=None, value_hash=None)
+                 parent_id=None, actor="client:client", family_expires_at=None, value_hash=None, account_version=None)
 
 
 def at(event: Any, when: datetime) -> Any:

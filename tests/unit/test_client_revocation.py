@@ -107,7 +107,7 @@ def test_a_dashboard_token_recorded_without_its_hash_is_left_to_the_general_path
     unproven = Token(token_id=uuid4(), kind=older.kind, project_id=None, client_id=older.client_id,
                      user_id=older.user_id, scope=older.scope, grant_type=older.grant_type, issued_at=older.issued_at,
                      expires_at=older.expires_at, family_id=older.family_id, parent_id=None, actor="user:u",
-                     family_expires_at=None, value_hash=None)
+                     family_expires_at=None, value_hash=None, account_version=None)
     world.app.save(unproven)
     [outcome] = decide(world, ClientTokenRevocation(client=DASHBOARD, token_id=unproven.id,
                                                     value_hash=world.secrets.hash(value)))

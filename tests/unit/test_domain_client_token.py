@@ -128,7 +128,7 @@ def new_token() -> Token:
     return Token(token_id=uuid4(), kind=TokenKind.ACCESS, project_id=uuid4(), client_id="klc_abc", user_id=None,
                  scope="project:read", grant_type="client_credentials", issued_at=T0,
                  expires_at=T0 + timedelta(hours=1), family_id=None, parent_id=None, actor="client:klc_abc",
-                 family_expires_at=None, value_hash=None)
+                 family_expires_at=None, value_hash=None, account_version=None)
 
 
 def test_token_is_live_until_it_expires() -> None:
@@ -175,7 +175,7 @@ def test_the_revocation_built_from_a_replayed_token_is_the_one_revoke_records() 
     token = Token(token_id=uuid4(), kind=TokenKind.REFRESH, project_id=None, client_id=DASHBOARD.client_id,
                   user_id=uuid4(), scope="openid", grant_type="password", issued_at=T0,
                   expires_at=T0 + timedelta(hours=1), family_id=uuid4(), parent_id=None, actor="user:u",
-                  family_expires_at=T0 + timedelta(days=90), value_hash=None)
+                  family_expires_at=T0 + timedelta(days=90), value_hash=None, account_version=None)
     token.refresh(refresh_id=uuid4(), access_id=uuid4(), now=T0, actor="user:u")  # version 2: used up
     revocation_id = uuid4()
     built = token.revocation(reason="revoked by client", actor="client:dashboard", revocation_id=revocation_id)
@@ -193,7 +193,7 @@ def test_a_refresh_token_recorded_expired_cannot_be_used_whatever_the_callers_cl
     token = Token(token_id=uuid4(), kind=TokenKind.REFRESH, project_id=None, client_id=DASHBOARD, user_id=uuid4(),
                   scope="openid", grant_type="password", issued_at=T0, expires_at=T0 + timedelta(hours=1),
                   family_id=uuid4(), parent_id=None, actor="user:u", family_expires_at=T0 + timedelta(days=90),
-                  value_hash=None)
+                  value_hash=None, account_version=None)
     token.expire(now=T0 + timedelta(hours=1, seconds=5), actor="system")
     before_expiry = T0 + timedelta(minutes=59, seconds=59)  # the refreshing host's clock, behind the sweep's
     assert token.refusal(before_expiry) == "expired"
@@ -206,13 +206,14 @@ def test_a_token_issued_with_its_value_hash_proves_that_value_and_an_older_issua
     token = Token(token_id=uuid4(), kind=TokenKind.ACCESS, project_id=None, client_id=DASHBOARD.client_id,
                   user_id=uuid4(), scope="openid", grant_type="password", issued_at=T0,
                   expires_at=T0 + timedelta(minutes=15), family_id=uuid4(), parent_id=None, actor="user:u",
-                  family_expires_at=None, value_hash=proof)
+                  family_expires_at=None, value_hash=proof, account_version=None)
     [issued] = token.collect_events()
     assert proves(issued, proof) and not proves(issued, "ab" * 31 + "ac") and not proves(issued, "")
-    # Stored before the field existed: the mapper rebuilds the event from its recorded state alone.
-    recorded = {name: value for name, value in vars(issued).items() if name != "value_hash"}
+    # Stored before the fields existed: the mapper rebuilds the event from its recorded state alone.
+    recorded = {name: value for name, value in vars(issued).items() if name not in {"value_hash", "account_version"}}
     older = object.__new__(Token.TokenIssued)
     older.__dict__.update(recorded)
     replayed = older.mutate(None)
     assert replayed is not None and replayed.value_hash is None and replayed.client_id == DASHBOARD.client_id
+    assert replayed.account_version is None  # judged by its issuance time (``User.predates_password_change``)
     assert not proves(older, proof)

@@ -92,11 +92,16 @@ def test_user_email_is_normalized_and_password_can_change() -> None:
     assert user.id == user_id
     assert user.email == "ada@example.com"
     changed_at = datetime(2026, 12, 7, 12, tzinfo=UTC)
-    assert not user.issued_before_password_change(changed_at - timedelta(days=1))  # never changed
+    assert not user.predates_password_change(issued_at=changed_at - timedelta(days=1), account_version=1)  # never
     user.change_password(password_hash="$argon2id$b", changed_at=changed_at, actor=f"user:{user_id}")
     assert user.password_hash == "$argon2id$b"
-    assert user.issued_before_password_change(changed_at - timedelta(microseconds=1))
-    assert not user.issued_before_password_change(changed_at)
+    assert user.password_changed_version == user.version == 2
+    # A token decided on the account's stream before the change predates it, whenever it was issued; one decided on
+    # the change or later does not; one recorded without the version is judged by its issuance time.
+    assert user.predates_password_change(issued_at=changed_at + timedelta(seconds=1), account_version=1)
+    assert not user.predates_password_change(issued_at=changed_at - timedelta(seconds=1), account_version=2)
+    assert user.predates_password_change(issued_at=changed_at - timedelta(microseconds=1), account_version=None)
+    assert not user.predates_password_change(issued_at=changed_at, account_version=None)
     assert [type(e).__name__ for e in user.collect_events()] == ["UserRegistered", "PasswordChanged"]
 
 

@@ -80,7 +80,7 @@ def test_revocations_and_expiries_built_without_the_event_decorator_are_stamped_
     issued = Token(token_id=uuid4(), kind=TokenKind.ACCESS, project_id=uuid4(), client_id="klc_a", user_id=None,
                    scope="tokens:read", grant_type="client_credentials", issued_at=DAY_ONE,
                    expires_at=DAY_ONE + timedelta(minutes=15), family_id=None, parent_id=None, actor="client:klc_a",
-                   family_expires_at=None, value_hash=None)
+                   family_expires_at=None, value_hash=None, account_version=None)
     [issuance] = issued.collect_events()
     stamping = stamp_with(at(DAY_TWO))
     try:

@@ -18,7 +18,7 @@ from domain.errors import InvalidArgument, NotFound
 from domain.token import Token
 from domain.user import User
 from projections.audit_entry import entry_of
-from tests.unit.conftest import PASSWORD, World, build_world
+from tests.unit.conftest import PASSWORD, FixedClock, World, build_world
 from tests.unit.test_token_admin import issue
 
 EMAIL = "ada@example.test"
@@ -164,3 +164,24 @@ def test_introspection_calls_a_session_older_than_the_change_inactive_before_its
     world.clock.advance(seconds=1)
     mine = login(world, NEW)
     assert introspect(world, client, mine.refresh_token)["active"] is True
+
+
+def test_a_login_with_the_old_password_saved_just_before_the_change_does_not_outlive_it(world: World) -> None:
+    """``changed_at`` is taken before the change commits: a login decided on the old password in between is issued
+    after that instant and saved before the change. Its session predates the change by the account version it was
+    decided on, so its refresh is refused while the passes lag (or after they time out), as any older session's."""
+    ada = world.sign_up(EMAIL)
+    lagging = LaggingRevoker(world)
+    lagging.clock = FixedClock(world.clock.now())  # the instant the change takes, before the login below
+    world.clock.advance(seconds=2)
+    racer = login(world)  # the old password, saved before the change
+    changer_ = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
+                               revoker=lagging, index=world.tokens.revoker.index)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        changer_.change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+    user = world.app.load(ada.user.id, User)
+    assert user.password_changed_at is not None and racer.aggregates[1].issued_at > user.password_changed_at
+    with pytest.raises(InvalidGrant, match="revoked"):
+        world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
+                                         refresh_token=racer.refresh_token))
+    assert introspect(world, ada.client.client, racer.refresh_token) == {"active": False}

@@ -78,7 +78,7 @@ def test_refresh_token_reuse_of_a_project_token_is_notified_and_a_dashboard_one_
         token = Token(token_id=uuid4(), kind=TokenKind.REFRESH, project_id=project_id, client_id="c", user_id=None,
                       scope="", grant_type="refresh_token", issued_at=acme.user.created_on,
                       expires_at=acme.user.created_on, family_id=uuid4(), parent_id=None, actor="system",
-                      family_expires_at=None, value_hash=None)
+                      family_expires_at=None, value_hash=None, account_version=None)
         token._refresh(refresh_id=uuid4(), access_id=uuid4(), project_id=project_id, actor="system",
                        client_id="c", user_id=None, family_id=token.family_id, used_at=None)
         token.detect_reuse(actor="system", source="203.0.113.9")
