@@ -96,7 +96,7 @@ def client_token(world: World, rng: random.Random, now: datetime) -> Any:
     token = Token(token_id=uuid4(), kind=TokenKind.ACCESS, project_id=project, client_id=client_id, user_id=None,
                   scope="project:read", grant_type="client_credentials", issued_at=now,
                   expires_at=now + timedelta(hours=1), family_id=None, parent_id=None, actor=f"client:{client_id}",
-                  family_expires_at=None, value_hash=None)
+                  family_expires_at=None, value_hash=None, account_version=None)
     world.recent.append(token)
     return token
 
@@ -116,7 +116,7 @@ def login(world: World, rng: random.Random, now: datetime) -> list[Any]:
                      scope="project:read", grant_type="refresh_token" if parent else "password", issued_at=now,
                      expires_at=now + ttl, family_id=family, parent_id=parent.id if parent else None,
                      actor=f"user:{user}", family_expires_at=now + timedelta(days=90) if kind == "refresh" else None,
-                     value_hash=None)
+                     value_hash=None, account_version=None)
 
     child, access = token(refresh_id, TokenKind.REFRESH, timedelta(days=30)), token(uuid4(), TokenKind.ACCESS,
                                                                                       timedelta(minutes=15))

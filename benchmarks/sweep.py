@@ -38,7 +38,8 @@ def seed(container: Container, count: int) -> None:
                                    client_id="klc_bench", user_id=None, scope="projects:read",
                                    grant_type="client_credentials", issued_at=now,
                                    expires_at=now + timedelta(minutes=1), family_id=None, parent_id=None,
-                                   actor="client:klc_bench", family_expires_at=None, value_hash=None)
+                                   actor="client:klc_bench", family_expires_at=None, value_hash=None,
+                                   account_version=None)
                              for _ in range(min(SAVE_CHUNK, count - start))))
 
 
