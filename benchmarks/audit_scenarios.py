@@ -63,7 +63,8 @@ async def audit_page(ctx: SetupContext) -> Plan:
     middle = start + (end - start) / 2
     issued = (await _items(ctx, path, headers, limit=50, type="TokenIssued", since=middle.isoformat()))["items"]
     members = (await _items(ctx, path, headers, limit=50, type="MemberAdded"))["items"]
-    deep = await _items(ctx, path, headers, limit=_PAGE, since=(start + (end - start) * 0.7).isoformat())
+    deep_since = (start + (end - start) * 0.7).isoformat()
+    deep = await _items(ctx, path, headers, limit=_PAGE, since=deep_since)
     if not issued or not members or not deep["next_cursor"]:
         raise SetupError("the seeded project lacks tokens or members")
     client = next(i["client_id"] for i in issued if i["client_id"] != "dashboard")
@@ -71,7 +72,8 @@ async def audit_page(ctx: SetupContext) -> Plan:
         {}, {"type": "TokenRevoked"}, {"type": ["TokenRequestRefused", "TokenRevoked"]}, {"client_id": client},
         {"user_id": members[-1]["user_id"]}, {"token_id": issued[0]["token_id"]},
         {"since": middle.isoformat(), "until": (middle + timedelta(days=1)).isoformat()},
-        {"cursor": deep["next_cursor"]}, {"type": "TokenIssued", "since": (end - timedelta(days=2)).isoformat()},
+        {"since": deep_since, "cursor": deep["next_cursor"]},  # a cursor is sent with the filters that gave it
+        {"type": "TokenIssued", "since": (end - timedelta(days=2)).isoformat()},
     ]
     requests = tuple(build_request(ctx.target, "GET", f"{path}?{urlencode({'limit': _PAGE, **q}, doseq=True)}",
                                    headers) for q in queries)

@@ -6,7 +6,7 @@ cursor, in position order. Either reflects every event acknowledged before the r
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -29,13 +29,13 @@ MAX_TYPES = 32
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 
-def decode_position_cursor(cursor: str) -> int:
-    """Reads an audit cursor (the last entry's time and position).
+def decode_position_cursor(cursor: str, *, listing: Sequence[object]) -> int:
+    """Reads an audit cursor (the last entry's time and position) made for ``listing``.
 
     Raises:
-        InvalidArgument: the cursor was not made by this server.
+        InvalidArgument: the cursor was not made by this server, or was made for another listing.
     """
-    _, key = decode_cursor(cursor)
+    _, key = decode_cursor(cursor, listing=listing)
     if not key.isdigit() or len(key) > 19:
         raise InvalidArgument("the cursor is invalid")
     return int(key)
@@ -101,9 +101,11 @@ def list_audit(
     """
     container = state.container
     authorize(container.app, caller, project_id, "audit:read")
+    checked = checked_types(types)
+    listing = ("audit", project_id, token_id, client_id, user_id, " ".join(checked), aware(since), aware(until))
     query = AuditQuery(project_id=project_id, limit=limit + 1, token_id=token_id, client_id=client_id,
-                       user_id=user_id, types=checked_types(types), since=aware(since), until=aware(until),
-                       after=decode_position_cursor(cursor) if cursor else None)
+                       user_id=user_id, types=checked, since=aware(since), until=aware(until),
+                       after=decode_position_cursor(cursor, listing=listing) if cursor else None)
     if query.since is not None and query.until is not None and query.since >= query.until:
         raise InvalidArgument("since must be before until")
     view = container.audit
@@ -115,5 +117,5 @@ def list_audit(
         return Stream(view.csv(query, as_tenant=True), media_type=f"{CSV}; charset=utf-8")
     rows = view.page(query)
     more, rows = len(rows) > limit, rows[:limit]
-    next_cursor = encode_cursor(rows[-1]["occurred_at"], str(rows[-1]["position"])) if more else None
+    next_cursor = encode_cursor(rows[-1]["occurred_at"], str(rows[-1]["position"]), listing=listing) if more else None
     return Response({"items": [entry_out(r) for r in rows], "next_cursor": next_cursor})

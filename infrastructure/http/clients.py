@@ -60,11 +60,12 @@ def list_clients(project_id: UUID, caller: Principal, state: State, *,
     view, head = container.clients_view, container.app.recorder.max_notification_id() or 0
     view.wait_for(head)
     container.lookup.wait_for(head)  # last_used_at comes from the token lookup model
-    rows = view.page(project_id, limit=limit + 1, after=decode_cursor(cursor) if cursor else None)
+    listing = ("clients", project_id)
+    rows = view.page(project_id, limit=limit + 1, after=decode_cursor(cursor, listing=listing) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
     lifetimes = container.settings.lifetimes
-    return ClientPage(items=[row_out(r, lifetimes) for r in rows],
-                      next_cursor=encode_cursor(rows[-1].created_at, rows[-1].client_id) if more else None)
+    return ClientPage(items=[row_out(r, lifetimes) for r in rows], next_cursor=encode_cursor(
+        rows[-1].created_at, rows[-1].client_id, listing=listing) if more else None)
 
 
 @post("/v1/projects/{project_id:uuid}/clients", sync_to_thread=True, status_code=201, dependencies=AUTH,

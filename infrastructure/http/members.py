@@ -56,10 +56,12 @@ def list_members(project_id: UUID, caller: Principal, state: State, *,
     authorize(container.app, caller, project_id, "members:read")
     view = container.members
     view.wait_for(container.app.recorder.max_notification_id() or 0)
-    rows = view.page(project_id, limit=limit + 1, after=decode_uuid_cursor(cursor) if cursor else None)
+    listing = ("members", project_id)
+    rows = view.page(project_id, limit=limit + 1,
+                     after=decode_uuid_cursor(cursor, listing=listing) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
-    return MemberPage(items=[member_out(r) for r in rows],
-                      next_cursor=encode_cursor(rows[-1].since, str(rows[-1].user_id)) if more else None)
+    return MemberPage(items=[member_out(r) for r in rows], next_cursor=encode_cursor(
+        rows[-1].since, str(rows[-1].user_id), listing=listing) if more else None)
 
 
 @post(MEMBERS, sync_to_thread=True, status_code=201, dependencies=AUTH, tags=["members"])

@@ -64,12 +64,13 @@ def list_tokens(
     container = state.container
     container.lookup.wait_for(container.app.recorder.max_notification_id() or 0)
     now = container.tokens.clock.now()
+    listing = ("tokens", project_id, status, client_id, user_id)
     query = TokenQuery(project_id=project_id, now=now, limit=limit + 1, status=status, client_id=client_id,
-                       user_id=user_id, after=decode_uuid_cursor(cursor) if cursor else None)
+                       user_id=user_id, after=decode_uuid_cursor(cursor, listing=listing) if cursor else None)
     rows = container.lookup.page(query)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].issued_at, str(rows[-1].token_id)) if more else None
+    next_cursor = encode_cursor(rows[-1].issued_at, str(rows[-1].token_id), listing=listing) if more else None
     return TokenPage(items=[token_out(r, now) for r in rows], next_cursor=next_cursor)
 
 

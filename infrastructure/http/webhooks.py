@@ -78,10 +78,12 @@ def list_webhooks(project_id: UUID, caller: Principal, state: State, *, cursor: 
     granted = authorize(state.container.app, caller, project_id, READ_PERMISSION)
     whole_url = MANAGE_PERMISSION in granted.permissions
     view = _caught_up(state)
-    rows = view.page(project_id, limit=limit + 1, after=decode_uuid_cursor(cursor) if cursor else None)
+    listing = ("webhooks", project_id)
+    rows = view.page(project_id, limit=limit + 1,
+                     after=decode_uuid_cursor(cursor, listing=listing) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
-    return WebhookPage(items=[webhook_out(r, whole_url=whole_url) for r in rows],
-                       next_cursor=encode_cursor(rows[-1].created_at, str(rows[-1].webhook_id)) if more else None)
+    return WebhookPage(items=[webhook_out(r, whole_url=whole_url) for r in rows], next_cursor=encode_cursor(
+        rows[-1].created_at, str(rows[-1].webhook_id), listing=listing) if more else None)
 
 
 @post(WEBHOOKS, sync_to_thread=True, status_code=201, dependencies=AUTH, tags=["webhooks"])
@@ -106,11 +108,12 @@ def list_deliveries(project_id: UUID, webhook_id: UUID, caller: Principal, state
     view = _caught_up(state)
     if not view.exists(project_id, webhook_id):
         raise NotFound("webhook")
+    listing = ("deliveries", project_id, webhook_id)
     rows = view.deliveries(project_id, webhook_id, limit=limit + 1,
-                           after=decode_uuid_cursor(cursor) if cursor else None)
+                           after=decode_uuid_cursor(cursor, listing=listing) if cursor else None)
     more, rows = len(rows) > limit, rows[:limit]
-    return DeliveryPage(items=[delivery_out(r) for r in rows],
-                        next_cursor=encode_cursor(rows[-1]["created_at"], str(rows[-1]["id"])) if more else None)
+    return DeliveryPage(items=[delivery_out(r) for r in rows], next_cursor=encode_cursor(
+        rows[-1]["created_at"], str(rows[-1]["id"]), listing=listing) if more else None)
 
 
 @delete(WEBHOOK, sync_to_thread=True, status_code=204, dependencies=AUTH, tags=["webhooks"])

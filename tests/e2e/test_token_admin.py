@@ -91,6 +91,26 @@ def test_bad_listing_parameters_are_400_problems(http: httpx.Client, params: dic
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_cursor_sent_with_another_project_or_other_filters_is_a_400_problem(http: httpx.Client) -> None:
+    """A cursor names a position in one listing: with another project or other filters it would start that listing
+    in the middle, silently skipping tokens; it is refused, and the listing it came from still pages on."""
+    acme, other = signup(http, "Acme"), signup(http, "Other")
+    client_tokens(http, acme, 3)
+    client_tokens(http, other, 3)
+    owner = owner_token(http, acme)
+    url = f"/v1/projects/{acme['project']['id']}/tokens"
+    cursor = http.get(url, params={"limit": 1}, headers=bearer(owner)).json()["next_cursor"]
+    assert cursor
+    other_url = f"/v1/projects/{other['project']['id']}/tokens"
+    for target, params, token in [(other_url, {}, owner_token(http, other)), (url, {"status": "active"}, owner),
+                                  (url, {"client_id": acme["client"]["client_id"]}, owner)]:
+        refused = http.get(target, params={"limit": 1, "cursor": cursor, **params}, headers=bearer(token))
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "another listing" in refused.json()["detail"]
+    assert http.get(url, params={"limit": 1, "cursor": cursor}, headers=bearer(owner)).status_code == 200
+
+
 def test_bulk_revocation_by_token_and_by_client_takes_effect_at_once(http: httpx.Client) -> None:
     acme = signup(http, "Acme")
     owner = owner_token(http, acme)
