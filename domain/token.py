@@ -141,8 +141,9 @@ class Token(Entity):
     def end_family(self, *, actor: str) -> None:
         """Records on a login's first refresh token (its id is the family's) that no token of the family may be
         refreshed any more: a reuse was detected. The family's revocation can miss tokens its walk does not reach
-        (``Revoker.revoke_lineage``, bounded while the token lookup model lags); the refresh grant reads this mark
-        and refuses, and revokes, whatever of the family is still live."""
+        (``Revoker.revoke_lineage``, bounded while the token lookup model lags); every rotation of a later token is
+        guarded by this stream (``TokenEndpoint.family_guard``), so one presenting what the walk missed conflicts, is
+        decided again on this mark, refused, and revokes whatever of the family is still live."""
         if self.kind != TokenKind.REFRESH or self.family_id != self.id:
             raise InvariantViolated("only a login's first refresh token records its family's end")
         if self.family_over():

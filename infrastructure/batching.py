@@ -269,6 +269,12 @@ class GroupCommitter:
         for item in live:
             # Collect the pending events once, so a failed batch can be retried caller by caller.
             item.events = [e for agg in item.aggregates for e in agg.collect_events()]
+        if _writes_a_guarded_stream(live):
+            # A guard is checked before the batch's inserts, so it would not see a write of its own batch (a reuse
+            # detection's RefreshFamilyEnded beside a rotation guarded on that stream): each caller alone, in order.
+            for item in live:
+                self._commit_one(item)
+            return
         try:
             recordings = self._save(*[e for item in live for e in item.events], **_guards_of(live))
         except IntegrityError:
@@ -350,6 +356,12 @@ class RequestRouter:
             if outcomes[i] is None:
                 outcomes[i] = TypeError(f"no decider for {type(request).__name__}")
         return outcomes
+
+
+def _writes_a_guarded_stream(items: Sequence[_Item]) -> bool:
+    """Whether one of the items' events is on a stream one of them is guarded by."""
+    guarded = {stream for item in items for stream, _ in item.guards}
+    return bool(guarded) and any(event.originator_id in guarded for item in items for event in item.events)
 
 
 def _guards_of(items: Sequence[_Item]) -> dict[str, Any]:

@@ -95,9 +95,9 @@ class TokenRequest:
 
 
 def check_person(token: Token, user: User | None, context: RefusalContext) -> None:
-    """Refuses a person's refresh token whose account is gone or disabled (``application.users``), or that was issued
-    before their last password change (``application.passwords``: the session is older than the change, whether or
-    not its revocations have reached it yet)."""
+    """Refuses a person's refresh token whose account is gone or disabled (``application.users``), or whose session
+    was decided before their last password change (``User.predates_password_change``; ``application.passwords``),
+    whether or not its revocations have reached it yet."""
     if user is None or user.disabled:
         raise InvalidGrant("the user can no longer log in", reason=why.USER_DISABLED).about(context)
     if user.predates_password_change(issued_at=token.issued_at, account_version=token.account_version):

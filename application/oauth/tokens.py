@@ -44,7 +44,7 @@ class IssuedTokens:
     scope: str
     refresh_token: str | None
     aggregates: tuple[Token, ...]  # saved in this order: their events take consecutive positions in it
-    # (stream id, version) pairs the decision read and that must not have changed when ``aggregates`` are saved:
+    # (stream id, version) pairs the decision relied on, which must not have changed when ``aggregates`` are saved:
     # the key ring the access token was signed on (``SignedAccessToken.key_guard``), the client a
     # client_credentials token was decided on, so a client revoked meanwhile issues nothing, the account of a
     # login or refresh, so an account disabled meanwhile gets nothing, and a rotation's family's first refresh token,

@@ -32,7 +32,8 @@ def conflict_refusal(grant_type: str) -> OAuthError:
     decided on keeps changing under it (``REDECISIONS`` times); a password login conflicts on a moved key ring or on
     its account disabled meanwhile (``application.users``), which ``threaded_grant`` decides anew (the second
     refuses the login). For those, nothing was issued and asking again is safe (503, not a refresh token's
-    ``invalid_grant``).
+    ``invalid_grant``). A rotation whose account or family moved is decided anew too (refused, if its account was
+    disabled or its family ended), and gets this only if it lost to another rotation.
     """
     if grant_type == GrantType.REFRESH_TOKEN:
         return InvalidGrant("the refresh token was already used", reason=REFRESH_TOKEN_CONFLICT)
@@ -115,8 +116,9 @@ async def token(request: Request[Any, Any, Any], state: State) -> Response[dict[
 async def threaded_grant(container: Any, parsed: TokenRequest) -> IssuedTokens:
     """Decides a password or refresh request in a worker thread and saves its tokens with the next group commit.
 
-    Tokens signed on a key ring that moved before they were saved (their key may have been revoked: an emergency
-    rotation) are not saved; the request is decided again on the ring as it is now, as ``TokenEndpoint.handle``
+    Tokens whose guard moved before they were saved are not saved: signed on a key ring that moved (their key may
+    have been revoked: an emergency rotation), of an account disabled meanwhile, of a family that ended meanwhile.
+    The request is decided again on the streams as they are now (``decided_before``), as ``TokenEndpoint.handle``
     does.
     """
     tokens = container.tokens

@@ -18,6 +18,7 @@ from application.oauth.tokens import IssuedTokens
 from domain.client import Client
 from domain.ids import client_aggregate_id, email_index_id
 from domain.project import Project
+from domain.scopes import Role
 from domain.token import Token, TokenKind
 from domain.user import EmailIndex
 from infrastructure.batching import REDECISIONS, CommitTimeout, GroupCommitter
@@ -418,3 +419,31 @@ def test_aggregates_saved_with_a_moved_guard_get_the_conflict_and_the_rest_of_th
         committer.close()
     assert container.app.recorder.select_events(stale.id) == []
     assert len(container.app.recorder.select_events(fine.id)) == 1
+
+
+def test_a_write_in_the_batch_to_a_stream_another_caller_is_guarded_by_is_seen_by_that_guard(
+        container: Container) -> None:
+    """A guard is checked before the batch's inserts: a caller guarded by a stream another caller of the same batch
+    writes (a rotation guarded by its family's first refresh token, beside the reuse detection that marks it) would
+    pass it. The callers are then saved one by one, in order, so the guard sees the write and conflicts."""
+    guard = new_project("Guard")
+    container.app.save(guard)
+    save = GatedSave(container.app.save)
+    committer = GroupCommitter(save)
+    try:
+        committer.submit(new_project("Gate"))
+        assert save.entered.wait(timeout=10)
+        moved = container.app.load(guard.id, Project)
+        moved.add_member(user_id=uuid.uuid4(), role=Role.DEVELOPER, actor="system")
+        writer = committer.submit(moved)
+        guarded_one = new_project("Guarded")
+        guarded = committer.submit(guarded_one, guards=[(guard.id, guard.version)])
+        save.gate.set()
+        assert writer.result(timeout=10) > 0
+        with pytest.raises(IntegrityError):
+            guarded.result(timeout=10)
+    finally:
+        save.gate.set()
+        committer.close()
+    assert container.app.recorder.select_events(guarded_one.id) == []
+    assert save.calls[1:] == [1, 1], "the two callers were not saved one by one"
