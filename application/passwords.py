@@ -2,9 +2,10 @@
 
 The current password is checked as a login checks it: counted against the account's and the address's attempt
 limits before argon2id verifies it (``application.oauth.limits``), so this is no way around the password grant's
-limits, and a success clears the account's counter as a login does. The new hash is recorded in ``PasswordChanged``
-on the user's stream, saved only if the stream is still at the version the check read (a change or a disabling at
-the same moment conflicts: 409, ask again).
+limits, and a success clears the account's counter as a login does; a wrong one is recorded for the audit
+(``PasswordChangeRefused``, in a stream of its own), as a refused login is. The new hash is recorded in
+``PasswordChanged`` on the user's stream, saved only if the stream is still at the version the check read (a change
+or a disabling at the same moment conflicts: 409, ask again).
 
 Then every live token of the person is revoked in passes, as ``application.users`` does for a disabled account, this
 request's own session included: whoever learnt the old password may hold a session of their own, and the caller logs
@@ -29,12 +30,15 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import IntegrityError
 
 from application.oauth.limits import account_keys, limited_attempt
+from application.oauth.refusals import user_agent
 from application.oauth.revocation import Revoker
 from application.ports import AttemptLimiter, PasswordHasher, TokenIndex
 from application.store import Keyledger
 from application.token_admin import BULK_WAIT
+from domain import refusal as why
 from domain.errors import Conflict, InvalidArgument, NotFound
 from domain.ids import user_actor
+from domain.refusal import PasswordChangeRefusal
 from domain.user import User
 
 PASSWORD_CHANGED = "password changed"  # noqa: S105 - the reason of the revocations a password change records
@@ -48,6 +52,7 @@ class ChangePassword:
     current_password: str
     new_password: str
     source: str | None = None
+    user_agent: str | None = None  # the request's, recorded with a refusal (``PasswordChangeRefused``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,5 +110,9 @@ class PasswordChanger:
         keys = account_keys(user.email, command.source)
         already = limited_attempt(self.limiter, keys, keys[0], verify)
         if already is None:
+            # Recorded for the audit as a refused login is (each guess counted first, so the limits bound how many).
+            self.app.save(PasswordChangeRefusal(refusal_id=uuid4(), user_id=user.id, reason=why.PASSWORD_WRONG,
+                                                source=command.source, user_agent=user_agent(command.user_agent),
+                                                actor=user_actor(user.id)))
             raise InvalidArgument("current_password is wrong")
         return already

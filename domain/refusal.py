@@ -60,3 +60,20 @@ class Refusal(Entity):
     ) -> None:
         self.project_id = project_id
         self.reason = reason
+
+
+class PasswordChangeRefusal(Entity):
+    """A refused password change (``POST /v1/me/password``) whose current password was wrong: whoever holds a
+    person's access token and guesses their password could take the account over, so each such guess is recorded,
+    as a refused login is (``TokenRequestRefused``), within the same attempt limits. Neither password is recorded."""
+
+    @staticmethod
+    def create_id(refusal_id: UUID) -> UUID:
+        """A fresh uuid4 per refusal, as ``Refusal``'s: recording it never contends with the person's stream."""
+        return refusal_id
+
+    @event("PasswordChangeRefused")
+    def __init__(self, *, refusal_id: UUID, user_id: UUID, reason: str, source: str | None, user_agent: str | None,
+                 actor: str) -> None:
+        self.user_id = user_id
+        self.reason = reason

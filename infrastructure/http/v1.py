@@ -55,7 +55,7 @@ def change_password(data: PasswordChangeBody, caller: Principal, state: State,
         raise Forbidden("requires a user's token, not a client's")
     revoked = state.container.passwords.change(ChangePassword(
         user_id=caller.user_id, current_password=data.current_password, new_password=data.new_password,
-        source=source_address(request)))
+        source=source_address(request), user_agent=request.headers.get("user-agent")))
     return Response(RevokedOut(revoked=revoked), headers=NO_STORE)
 
 

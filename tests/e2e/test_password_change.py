@@ -47,3 +47,26 @@ def test_refusals_are_problems_that_echo_no_password(http: httpx.Client) -> None
     problem(http.post("/v1/me/password", json={"current_password": account["password"], "new_password": NEW}), 401)
     assert http.get("/v1/me", headers=bearer(token)).status_code == 200  # nothing changed
     assert password_login(http, account).status_code == 200
+
+
+def test_a_wrong_current_password_is_in_the_persons_projects_audit_ledger_without_where_it_came_from(
+        http: httpx.Client) -> None:
+    """Whoever holds a person's access token and guesses their password could take the account over: each wrong
+    guess is recorded, as a refused login is. The project's copy names the person and the reason, not their address
+    or device (the platform's entry keeps those), and never a password."""
+    account, other = signup(http), signup(http, "Other")
+    token = password_login(http, account).json()["access_token"]
+    problem(change(http, token, "not the password at all"), 400)
+    url = f"/v1/projects/{account['project']['id']}/audit"
+    owner = password_login(http, account).json()["access_token"]
+    page = http.get(url, params={"type": "PasswordChangeRefused"}, headers=bearer(owner))
+    assert page.status_code == 200, page.text
+    [entry] = page.json()["items"]
+    assert entry["user_id"] == account["user"]["id"] and entry["data"]["reason"] == "password_wrong"
+    assert entry["actor"] == {"kind": "user", "id": account["user"]["id"]}
+    assert "source" not in entry["data"] and "user_agent" not in entry["data"]
+    assert "not the password at all" not in page.text and NEW not in page.text
+    other_url = f"/v1/projects/{other['project']['id']}/audit"
+    theirs = http.get(other_url, params={"type": "PasswordChangeRefused"},
+                      headers=bearer(password_login(http, other).json()["access_token"]))
+    assert theirs.status_code == 200 and theirs.json()["items"] == []

@@ -62,20 +62,29 @@ def test_a_new_password_ends_every_session_and_only_it_logs_in(world: World) -> 
     assert (entry.type, entry.user_id, set(entry.data)) == ("PasswordChanged", ada.user.id, {"changed_at"})
 
 
-def test_a_wrong_current_password_changes_nothing_and_counts_as_a_failed_login() -> None:
+def test_a_wrong_current_password_changes_nothing_is_recorded_and_counts_as_a_failed_login() -> None:
     world = build_world(limits=AttemptLimits(per_account=2))
     try:
         ada = world.sign_up(EMAIL)
         session = login(world)
         wrong = ChangePassword(user_id=ada.user.id, current_password="not my password", new_password=NEW,
-                               source="198.51.100.4")
+                               source="198.51.100.4", user_agent="curl/8\x00")
         before = world.position()
         for _ in range(2):
             with pytest.raises(InvalidArgument, match="current_password"):
                 changer(world).change(wrong)
-        assert world.position() == before
+        # Each guess is recorded for the audit, as a refused login is; neither password is.
+        refused = [n for n in world.app.recorder.select_notifications(start=before + 1, limit=10)]
+        assert [n.topic.rsplit(".", 1)[-1] for n in refused] == ["PasswordChangeRefused"] * 2
+        assert all(b"not my password" not in n.state and NEW.encode() not in n.state for n in refused)
+        event = world.app.mapper.to_domain_event(refused[0])
+        assert (event.user_id, event.reason, event.source, event.user_agent, event.actor) == (
+            ada.user.id, "password_wrong", "198.51.100.4", "curl/8?", f"user:{ada.user.id}")
+        assert world.app.load(ada.user.id, User).version == ada.user.version  # the person's stream is untouched
+        before = world.position()
         with pytest.raises(TooManyAttempts):  # the account is locked, for this as for a login
             changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+        assert world.position() == before  # a refusal before any verification is not recorded
         with pytest.raises(TooManyAttempts):
             login(world)
         assert not any(world.app.load(t.id, Token).revoked for t in session.aggregates)
