@@ -5,6 +5,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -394,12 +395,9 @@ def test_a_moved_guard_fails_only_its_own_request_in_a_mixed_batch(container: Co
         "domain.project:Project.ProjectCreated"]
 
 
-def test_aggregates_saved_with_a_moved_guard_get_the_conflict_and_the_rest_of_the_batch_is_saved(
-        container: Container) -> None:
-    """Aggregates handed in ready-made (a login decided in a worker thread) cannot be decided again by the
-    committer: a guard that moved fails their caller with the conflict (the caller decides again), nothing of
-    theirs is recorded, and the batch's other caller is saved. Without the rule the caller was told "saved" at
-    position 0 while nothing had been recorded."""
+@contextmanager
+def guard_and_gated_committer(container: Container) -> Iterator[tuple[Project, GroupCommitter, GatedSave]]:
+    """A saved project to guard on, and a committer (no decider) whose first transaction waits for the gate."""
     guard = new_project("Guard")
     container.app.save(guard)
     save = GatedSave(container.app.save)
@@ -407,6 +405,19 @@ def test_aggregates_saved_with_a_moved_guard_get_the_conflict_and_the_rest_of_th
     try:
         committer.submit(new_project("Gate"))
         assert save.entered.wait(timeout=10)
+        yield guard, committer, save
+    finally:
+        save.gate.set()
+        committer.close()
+
+
+def test_aggregates_saved_with_a_moved_guard_get_the_conflict_and_the_rest_of_the_batch_is_saved(
+        container: Container) -> None:
+    """Aggregates handed in ready-made (a login decided in a worker thread) cannot be decided again by the
+    committer: a guard that moved fails their caller with the conflict (the caller decides again), nothing of
+    theirs is recorded, and the batch's other caller is saved. Without the rule the caller was told "saved" at
+    position 0 while nothing had been recorded."""
+    with guard_and_gated_committer(container) as (guard, committer, save):
         stale, fine = new_project("Stale"), new_project("Fine")
         refused = committer.submit(stale, guards=[(guard.id, guard.version - 1)])
         saved = committer.submit(fine)
@@ -414,9 +425,6 @@ def test_aggregates_saved_with_a_moved_guard_get_the_conflict_and_the_rest_of_th
         with pytest.raises(IntegrityError):
             refused.result(timeout=10)
         assert saved.result(timeout=10) > 0
-    finally:
-        save.gate.set()
-        committer.close()
     assert container.app.recorder.select_events(stale.id) == []
     assert len(container.app.recorder.select_events(fine.id)) == 1
 
@@ -426,13 +434,7 @@ def test_a_write_in_the_batch_to_a_stream_another_caller_is_guarded_by_is_seen_b
     """A guard is checked before the batch's inserts: a caller guarded by a stream another caller of the same batch
     writes (a rotation guarded by its family's first refresh token, beside the reuse detection that marks it) would
     pass it. The callers are then saved one by one, in order, so the guard sees the write and conflicts."""
-    guard = new_project("Guard")
-    container.app.save(guard)
-    save = GatedSave(container.app.save)
-    committer = GroupCommitter(save)
-    try:
-        committer.submit(new_project("Gate"))
-        assert save.entered.wait(timeout=10)
+    with guard_and_gated_committer(container) as (guard, committer, save):
         moved = container.app.load(guard.id, Project)
         moved.add_member(user_id=uuid.uuid4(), role=Role.DEVELOPER, actor="system")
         writer = committer.submit(moved)
@@ -442,8 +444,5 @@ def test_a_write_in_the_batch_to_a_stream_another_caller_is_guarded_by_is_seen_b
         assert writer.result(timeout=10) > 0
         with pytest.raises(IntegrityError):
             guarded.result(timeout=10)
-    finally:
-        save.gate.set()
-        committer.close()
     assert container.app.recorder.select_events(guarded_one.id) == []
     assert save.calls[1:] == [1, 1], "the two callers were not saved one by one"

@@ -116,10 +116,8 @@ def test_the_same_request_again_finishes_a_change_whose_revocations_did_not(worl
     ada = world.sign_up(EMAIL)
     session = login(world)
     command = ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW, source="198.51.100.4")
-    lagging = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
-                              revoker=LaggingRevoker(world), index=world.tokens.revoker.index)  # type: ignore[arg-type]
     with pytest.raises(TimeoutError):
-        lagging.change(command)
+        lagging_changer(world).change(command)
     assert not any(world.app.load(t.id, Token).revoked for t in session.aggregates)
     version = world.app.load(ada.user.id, User).version
     assert changer(world).change(command) == 2
@@ -128,22 +126,34 @@ def test_the_same_request_again_finishes_a_change_whose_revocations_did_not(worl
     assert world.limiter.count(("account", EMAIL)) == 0  # a success, not a counted failure
 
 
-def test_no_session_older_than_the_change_refreshes_even_before_its_revocation(world: World) -> None:
+def lagging_changer(world: World, revoker: "LaggingRevoker | None" = None) -> PasswordChanger:
+    """A changer whose revocation passes cannot finish (a 503 after ``PasswordChanged`` is committed)."""
+    return PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
+                           revoker=revoker or LaggingRevoker(world),  # type: ignore[arg-type]
+                           index=world.tokens.revoker.index)
+
+
+def test_no_session_older_than_the_change_refreshes_or_introspects_active_even_before_its_revocation(
+        world: World) -> None:
     """While the passes lag (503), an attacker's session from before the change must not live on through refreshes:
-    its access token ends at its expiry, its refresh is refused now."""
+    its access token ends at its expiry, its refresh is refused now; and a resource server introspecting its refresh
+    token hears inactive (RFC 7662: ``active`` means usable now). A session begun after the change is unaffected."""
     ada = world.sign_up(EMAIL)
     theirs = login(world)
-    lagging = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
-                              revoker=LaggingRevoker(world), index=world.tokens.revoker.index)  # type: ignore[arg-type]
+    client = ada.client.client
+    assert introspect(world, client, theirs.refresh_token)["active"] is True
     world.clock.advance(seconds=1)
     with pytest.raises(TimeoutError):
-        lagging.change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+        lagging_changer(world).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD,
+                                                     new_password=NEW))
     assert not world.app.load(theirs.aggregates[1].id, Token).revoked  # the passes never reached it
+    assert introspect(world, client, theirs.refresh_token) == {"active": False}
     with pytest.raises(InvalidGrant, match="revoked"):
         world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
                                          refresh_token=theirs.refresh_token))
     world.clock.advance(seconds=1)
     mine = login(world, NEW)
+    assert introspect(world, client, mine.refresh_token)["active"] is True
     rotated = world.tokens.handle(TokenRequest(grant_type="refresh_token", client_id="dashboard",
                                                refresh_token=mine.refresh_token))
     assert rotated.access_token  # a session begun after the change refreshes as ever
@@ -156,25 +166,6 @@ def introspect(world: World, client: Client, token: str) -> dict[str, Any]:
     return endpoint.handle(client, token)
 
 
-def test_introspection_calls_a_session_older_than_the_change_inactive_before_its_revocation(world: World) -> None:
-    """RFC 7662: ``active`` means usable now. While the passes lag, the older session's refresh token is refused by
-    the token endpoint, so a resource server introspecting it must hear inactive too; a newer session's is active."""
-    ada = world.sign_up(EMAIL)
-    theirs = login(world)
-    client = ada.client.client
-    assert introspect(world, client, theirs.refresh_token)["active"] is True
-    lagging = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
-                              revoker=LaggingRevoker(world), index=world.tokens.revoker.index)  # type: ignore[arg-type]
-    world.clock.advance(seconds=1)
-    with pytest.raises(TimeoutError):
-        lagging.change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
-    assert not world.app.load(theirs.aggregates[1].id, Token).revoked  # the passes never reached it
-    assert introspect(world, client, theirs.refresh_token) == {"active": False}
-    world.clock.advance(seconds=1)
-    mine = login(world, NEW)
-    assert introspect(world, client, mine.refresh_token)["active"] is True
-
-
 def test_a_login_with_the_old_password_saved_just_before_the_change_does_not_outlive_it(world: World) -> None:
     """``changed_at`` is taken before the change commits: a login decided on the old password in between is issued
     after that instant and saved before the change. Its session predates the change by the account version it was
@@ -184,10 +175,9 @@ def test_a_login_with_the_old_password_saved_just_before_the_change_does_not_out
     lagging.clock = FixedClock(world.clock.now())  # the instant the change takes, before the login below
     world.clock.advance(seconds=2)
     racer = login(world)  # the old password, saved before the change
-    changer_ = PasswordChanger(app=world.app, passwords=world.passwords, limiter=world.limiter,
-                               revoker=lagging, index=world.tokens.revoker.index)  # type: ignore[arg-type]
     with pytest.raises(TimeoutError):
-        changer_.change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD, new_password=NEW))
+        lagging_changer(world, lagging).change(ChangePassword(user_id=ada.user.id, current_password=PASSWORD,
+                                                              new_password=NEW))
     user = world.app.load(ada.user.id, User)
     assert user.password_changed_at is not None and racer.aggregates[1].issued_at > user.password_changed_at
     with pytest.raises(InvalidGrant, match="revoked"):
