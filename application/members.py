@@ -15,6 +15,9 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from application.authz import Principal, access
+from application.oauth.errors import TooManyAttempts
+from application.oauth.limits import lookup_keys
+from application.ports import AttemptLimiter
 from application.store import Keyledger
 from domain.errors import Conflict, Forbidden, NotFound
 from domain.ids import email_index_id
@@ -83,27 +86,34 @@ class MemberChanged:
 
 @dataclass(frozen=True, slots=True)
 class Members:
-    """Handlers of the membership commands."""
+    """Handlers of the membership commands.
+
+    ``limiter``: counts the e-mails a caller names that no user registered (``AttemptLimits.per_lookup``); None, no
+    limit (tests of other rules).
+    """
 
     app: Keyledger
+    limiter: AttemptLimiter | None = None
 
     def add(self, command: AddMember) -> MemberChanged:
         """Adds the member.
 
         The caller's rights are checked before the email is looked up, so only a ``members:write`` holder (with
-        ``owners:manage`` to add an owner) learns whether an email is registered.
+        ``owners:manage`` to add an owner) learns whether an email is registered; and as anyone can sign up and own a
+        project, the e-mails it names that no user registered are limited per caller (``looked_up``).
 
         Raises:
             NotFound: the caller may not see the project.
             Forbidden: the caller lacks ``members:write``, or ``owners:manage`` to add an owner.
-            UnknownUser: no registered user has this email.
+            UnknownUser: no registered user has this email (counted).
+            TooManyAttempts: the caller named too many unknown e-mails lately (429 with ``Retry-After``).
             InvariantViolated: the user is already a member (409).
             Conflict: concurrent changes kept winning.
         """
 
         def decide(project: Project) -> UUID:
             require(project, command.caller, needed_to_change_member(None, command.role))
-            user_id = self.registered_user(command.email)
+            user_id = self.looked_up(command.email, command.caller.actor)
             project.add_member(user_id=user_id, role=command.role, actor=command.caller.actor)
             return user_id
 
@@ -165,6 +175,26 @@ class Members:
 
         _, position = self._decide(command.project_id, decide)
         return MemberChanged(user_id=command.user_id, role=None, position=position)
+
+    def looked_up(self, email: str, actor: str) -> UUID:
+        """``registered_user``, counted against ``actor``'s lookup limit before the index is read (so concurrent
+        lookups cannot all pass it), and uncounted when the e-mail is registered: only unknown e-mails add up, and a
+        known one clears nothing (naming one's own e-mail between guesses buys no more of them)."""
+        if self.limiter is None:
+            return self.registered_user(email)
+        keys = lookup_keys(actor)
+        wait = self.limiter.reserve(keys)
+        if wait is not None:
+            raise TooManyAttempts(wait, "too many e-mails no user registered; try again later")
+        try:
+            user_id = self.registered_user(email)
+        except UnknownUser:
+            raise
+        except BaseException:
+            self.limiter.release(keys)
+            raise
+        self.limiter.release(keys)
+        return user_id
 
     def registered_user(self, email: str) -> UUID:
         """The id of the enabled user registered with ``email``, found through the email index's stream.

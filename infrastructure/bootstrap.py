@@ -325,7 +325,7 @@ def _assemble(settings: Settings, *, app: Keyledger, keys: KeySet, views: dict[s
                      introspection=IntrospectionEndpoint(finder=finder, clock=clock, issuer=settings.issuer,
                                                          audience=settings.audience),
                      token_admin=TokenAdmin(app=app, revoker=revoker, index=lookup),
-                     members_admin=Members(app=app),
+                     members_admin=Members(app=app, limiter=limiter),
                      passwords=PasswordChanger(app=app, passwords=passwords, limiter=limiter, revoker=revoker,
                                                index=lookup),
                      clients=Clients(app=app, accounts=accounts, clock=clock, secrets=hasher, minter=minter,

@@ -80,6 +80,7 @@ def _attempt_limits(env: Mapping[str, str]) -> AttemptLimits:
         per_client=_int(env, "KEYLEDGER_MAX_FAILURES_PER_CLIENT", defaults.per_client),
         per_address=_int(env, "KEYLEDGER_MAX_FAILURES_PER_ADDRESS", defaults.per_address),
         per_signup=_int(env, "KEYLEDGER_MAX_SIGNUPS_PER_ADDRESS", defaults.per_signup),
+        per_lookup=_int(env, "KEYLEDGER_MAX_UNKNOWN_MEMBER_EMAILS", defaults.per_lookup),
         window=_int(env, "KEYLEDGER_FAILURE_WINDOW", defaults.window),
         lockout=_int(env, "KEYLEDGER_LOCKOUT", defaults.lockout),
     )

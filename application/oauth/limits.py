@@ -43,6 +43,9 @@ REFUSAL = "refusal"
 # Sign-ups from one source address (network), successful or not: each hashes a password with argon2id and tells
 # whether an e-mail is registered, so one address may try only so many per window.
 SIGNUP = "signup"
+# E-mails a caller named, adding a member, that no enabled user registered: anyone can sign up and own a project, so
+# without a limit any account could test which e-mails are registered at line rate.
+LOOKUP = "member lookup"
 
 AttemptKey = tuple[str, str]
 
@@ -58,6 +61,8 @@ class AttemptLimits:
         per_address: failed authentications of any kind from one source address before it is refused; also how many
             other refusals (bad scope, grant or refresh token...) one address has recorded per window.
         per_signup: sign-up attempts from one source address (network), successful or not, before it is refused.
+        per_lookup: e-mails one caller (a person or an API key) names adding members that no enabled user registered,
+            before its member additions are refused (``lookup_keys``).
         window: seconds from a key's first counted failure during which its failures add up.
         lockout: seconds a key stays locked after the failure that reached its limit.
     """
@@ -66,6 +71,7 @@ class AttemptLimits:
     per_client: int = 10
     per_address: int = 50
     per_signup: int = 20
+    per_lookup: int = 20
     window: int = 15 * 60
     lockout: int = 15 * 60
 
@@ -78,6 +84,8 @@ class AttemptLimits:
             return self.per_client
         if kind == SIGNUP:
             return self.per_signup
+        if kind == LOOKUP:
+            return self.per_lookup
         return self.per_address
 
 
@@ -126,6 +134,12 @@ def client_keys(client_id: str, source: str | None) -> tuple[AttemptKey, ...]:
 def signup_keys(source: str | None) -> tuple[AttemptKey, ...]:
     """The key a sign-up is counted against: its source address's network (none when the address is unknown)."""
     return ((SIGNUP, source_network(source)),) if source else ()
+
+
+def lookup_keys(actor: str) -> tuple[AttemptKey, ...]:
+    """The key an unknown e-mail named adding a member is counted against: the caller (``user:<id>``,
+    ``client:<client_id>``), whichever project it adds to."""
+    return ((LOOKUP, actor),)
 
 
 def _address(source: str | None) -> tuple[AttemptKey, ...]:

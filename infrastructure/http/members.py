@@ -69,8 +69,9 @@ def add_member(project_id: UUID, data: MemberBody, caller: Principal, state: Sta
     """Adds a registered user, named by email, with a role (``members:write``; only owners add owners).
 
     An email no enabled user registered answers 404 "no registered user with this email"; only a caller allowed to
-    add that member gets this far, so the answer tells nobody else whether an email is registered. A user who is
-    already a member answers 409.
+    add that member gets this far, so the answer tells nobody else whether an email is registered, and as anyone can
+    own a project, a caller may name only so many such emails (429 past ``KEYLEDGER_MAX_UNKNOWN_MEMBER_EMAILS``,
+    ``Members.looked_up``). A user who is already a member answers 409.
     """
     command = AddMember(project_id=project_id, email=data.email, role=Role(data.role), caller=caller)
     try:

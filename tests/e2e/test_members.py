@@ -210,3 +210,25 @@ def test_bad_member_requests_are_4xx_problems(http: httpx.Client, bad_team: Any,
     assert response.headers["content-type"].startswith("application/problem+json")
     assert bad_team.members() == {bad_team.owner["user"]["id"]: "owner", bad_team.member_id: "developer"}
 
+
+
+def test_a_caller_naming_unknown_emails_is_limited_and_another_caller_is_not(http: httpx.Client) -> None:
+    """Anyone can sign up and own a project, so adding members would let any account test which e-mails are
+    registered: past 20 unknown e-mails (``KEYLEDGER_MAX_UNKNOWN_MEMBER_EMAILS``) in the window, the caller's
+    additions are a 429 problem with ``Retry-After``, whatever e-mail they name; another caller's are not."""
+    team, other = make_team(http, "developer"), make_team(http, "developer")
+
+    def add(owner: str, url: str, email: str) -> httpx.Response:
+        return http.post(url, json={"email": email, "role": "developer"}, headers=bearer(owner))
+
+    members = team.url("/members")
+    for _ in range(20):
+        assert add(team.owner_token, members, f"nobody-{uuid.uuid4().hex[:12]}@example.test").status_code == 404
+    refused = add(team.owner_token, members, f"nobody-{uuid.uuid4().hex[:12]}@example.test")
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert int(refused.headers["retry-after"]) > 0 and "no user registered" in refused.json()["detail"]
+    registered = team.new_user()["user"]["email"]
+    assert add(team.owner_token, members, registered).status_code == 429  # locked, whatever the e-mail
+    assert add(other.owner_token, other.url("/members"), "nobody@example.test").status_code == 404
+    assert add(other.owner_token, other.url("/members"), registered).status_code == 201

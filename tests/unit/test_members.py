@@ -10,12 +10,14 @@ import pytest
 from application.accounts import SignedUp
 from application.authz import Principal
 from application.members import AddMember, ChangeMemberRole, MemberChanged, Members, RemoveMember, UnknownUser
+from application.oauth.errors import TooManyAttempts
+from application.oauth.limits import AttemptLimits
 from domain.errors import Conflict, Forbidden, InvariantViolated, NotFound
 from domain.ids import user_actor
 from domain.project import Project
 from domain.scopes import ALL_SCOPES, ROLE_PERMISSIONS, Role, needed_to_change_member, user_permissions
 from domain.user import User
-from tests.unit.conftest import World
+from tests.unit.conftest import MemoryLimiter, World
 
 
 def person(user_id: UUID, scopes: frozenset[str] = ALL_SCOPES) -> Principal:
@@ -84,6 +86,29 @@ def test_an_unknown_or_disabled_email_is_not_found(members: Members, team: Team)
         with pytest.raises(UnknownUser):
             members.add(AddMember(project_id=team.project_id, email=email, role=Role.ADMIN, caller=team.owner))
     assert team.project().members == {team.owner_id: Role.OWNER}
+
+
+def test_unknown_emails_a_caller_names_are_limited_and_known_ones_neither_count_nor_clear(
+        world: World, team: Team) -> None:
+    """Anyone can sign up and own a project: without a limit any account could test which e-mails are registered.
+    Each unknown e-mail is counted against the caller before the index is read; a registered one is uncounted and
+    clears nothing; past the limit the caller's additions are refused (429), another caller's are not."""
+    limited = Members(app=world.app, limiter=MemoryLimiter(world.clock, AttemptLimits(per_lookup=2)))
+
+    def add(email: str, caller: Principal | None = None) -> MemberChanged:
+        return limited.add(AddMember(project_id=team.project_id, email=email, role=Role.DEVELOPER,
+                                     caller=caller or team.owner))
+
+    with pytest.raises(UnknownUser):
+        add("nobody-1@example.test")
+    add(team.register().email)  # registered: not counted, and the count so far stays
+    with pytest.raises(UnknownUser):
+        add("nobody-2@example.test")
+    with pytest.raises(TooManyAttempts):  # locked now, whatever the e-mail
+        add(team.register().email)
+    admin = person(team.member(Role.ADMIN))
+    with pytest.raises(UnknownUser):  # another caller counts on its own
+        add("nobody-3@example.test", admin)
 
 
 def test_adding_a_member_again_is_refused(members: Members, team: Team) -> None:
