@@ -15,8 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from application.authz import Principal, access
-from application.oauth.errors import TooManyAttempts
-from application.oauth.limits import lookup_keys
+from application.oauth.limits import limited_attempt, lookup_keys
 from application.ports import AttemptLimiter
 from application.store import Keyledger
 from domain.errors import Conflict, Forbidden, NotFound
@@ -182,18 +181,17 @@ class Members:
         known one clears nothing (naming one's own e-mail between guesses buys no more of them)."""
         if self.limiter is None:
             return self.registered_user(email)
-        keys = lookup_keys(actor)
-        wait = self.limiter.reserve(keys)
-        if wait is not None:
-            raise TooManyAttempts(wait, "too many e-mails no user registered; try again later")
-        try:
-            user_id = self.registered_user(email)
-        except UnknownUser:
-            raise
-        except BaseException:
-            self.limiter.release(keys)
-            raise
-        self.limiter.release(keys)
+
+        def registered() -> UUID | None:
+            try:
+                return self.registered_user(email)
+            except UnknownUser:
+                return None  # stays counted
+
+        user_id = limited_attempt(self.limiter, lookup_keys(actor), None, registered,
+                                  refused="too many e-mails no user registered; try again later")
+        if user_id is None:
+            raise UnknownUser("no registered user with this email")
         return user_id
 
     def registered_user(self, email: str) -> UUID:

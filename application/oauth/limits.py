@@ -89,24 +89,25 @@ class AttemptLimits:
         return self.per_address
 
 
-def limited_attempt(limiter: "AttemptLimiter", keys: Sequence["AttemptKey"], reset: "AttemptKey",
-                    verify: Callable[[], T | None]) -> T | None:
+def limited_attempt(limiter: "AttemptLimiter", keys: Sequence["AttemptKey"], reset: "AttemptKey | None",
+                    verify: Callable[[], T | None], *, refused: str | None = None) -> T | None:
     """Runs ``verify`` as one attempt counted against ``keys`` before it runs, so that concurrent attempts cannot
-    all pass the limit check; refused with TooManyAttempts while a key is locked.
+    all pass the limit check; refused with TooManyAttempts while a key is locked (``refused``: its description, if
+    not the failed attempts' default).
 
     ``verify`` returns the authenticated party, or None for a failure (which stays counted). A success uncounts the
-    attempt and clears ``reset``'s counter; an unexpected error uncounts it (no verdict).
+    attempt and clears ``reset``'s counter (None: clears nothing); an unexpected error uncounts it (no verdict).
     """
     wait = limiter.reserve(keys)
     if wait is not None:
-        raise TooManyAttempts(wait)
+        raise TooManyAttempts(wait) if refused is None else TooManyAttempts(wait, refused)
     try:
         result = verify()
     except BaseException:
         limiter.release(keys)
         raise
     if result is not None:
-        limiter.release(keys, reset=(reset,))
+        limiter.release(keys, reset=() if reset is None else (reset,))
     return result
 
 
