@@ -3,13 +3,16 @@
 Deleting a client lives in ``application.token_admin`` because it is first of all a bulk revocation.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
 from application.accounts import Accounts, CreateClient, NewClient
+from application.authz import Authorization, Principal, authorize
 from application.ports import Clock, CredentialMinter, SecretHasher
 from application.store import Keyledger
 from domain.client import Client
@@ -19,6 +22,13 @@ from domain.policy import MAX_ACCESS_TOKEN_TTL, MIN_ACCESS_TOKEN_TTL, LifetimePo
 from domain.scopes import DEFAULT_CLIENT_SCOPE, parse_scope, unknown_scopes
 
 MAX_GRACE_PERIOD = 30 * 24 * 3600
+# Decisions tried before a client command that keeps losing to concurrent changes of its project or client is
+# answered 409.
+ATTEMPTS = 3
+# The permission creating a client or rotating its secret takes.
+WRITE = "clients:write"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,27 @@ class Clients:
                              actor=command.actor)
         self._save(client, command.project_id, command.decided_on)
         return RotatedSecret(client=client, client_secret=secret)
+
+    def on_fresh_rights(self, caller: Principal, project_id: UUID, command: Callable[[Authorization], T]) -> T:
+        """Runs ``command`` (``add`` or ``rotate``) with the caller's rights read on the project's current version,
+        and again on the fresh streams when its save lost to a concurrent change of the project or the client.
+
+        The save is guarded by the project's version the rights were read at, so any change of the project (a
+        colleague adding a member, a webhook configured) fails it, not only one of the caller's role. Deciding again
+        turns that into what it means: the command goes through if the caller's rights still hold, and a role
+        lowered meanwhile is refused as such (403) rather than as a conflict. A second rotation of the same client
+        at the same moment is decided on the first one's result, as if it had come after it.
+
+        Raises:
+            Conflict: the command lost ``ATTEMPTS`` times in a row.
+            NotFound, Forbidden: as ``authorize``, on the project's version of the last decision.
+        """
+        for _ in range(ATTEMPTS - 1):
+            try:
+                return command(authorize(self.app, caller, project_id, WRITE))
+            except Conflict:
+                continue
+        return command(authorize(self.app, caller, project_id, WRITE))
 
     def _save(self, client: Client, project_id: UUID, decided_on: int | None) -> None:
         """Saves ``client`` only if the project is still at ``decided_on`` (when given): the caller's permissions

@@ -1,8 +1,9 @@
 """The management API's client routes: a project's API keys.
 
-Creating and rotating decide on the client's own stream and show the new secret once. Listings come from the
-clients read model (brought up to the store's head first) and show only the secret's prefix and last four
-characters. Deleting a client is in ``tokens.py`` with the other revocations.
+Creating and rotating decide on the client's own stream and show the new secret once; a save that lost to a
+concurrent change of the project is decided again on the caller's fresh rights (``Clients.on_fresh_rights``).
+Listings come from the clients read model (brought up to the store's head first) and show only the secret's prefix
+and last four characters. Deleting a client is in ``tokens.py`` with the other revocations.
 """
 
 from datetime import datetime
@@ -13,8 +14,9 @@ from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.params import Parameter
 
-from application.authz import Principal, authorize
-from application.clients import AddClient, RotateSecret
+from application.accounts import NewClient
+from application.authz import Authorization, Principal, authorize
+from application.clients import AddClient, RotatedSecret, RotateSecret
 from domain.client import Client
 from domain.policy import LifetimePolicy
 from infrastructure.http.auth import AUTH
@@ -73,11 +75,14 @@ def list_clients(project_id: UUID, caller: Principal, state: State, *,
 def create_client(project_id: UUID, data: ClientBody, caller: Principal, state: State) -> Response[ClientOut]:
     """Creates an API key; its secret is in this answer and never again. Its scope may not exceed the caller's."""
     container = state.container
-    granted = authorize(container.app, caller, project_id, "clients:write")
-    new = container.clients.add(AddClient(project_id=project_id, name=data.name, actor=caller.actor,
-                                          creator_permissions=granted.permissions, scope=data.scope,
-                                          access_token_ttl=data.access_token_ttl, secret_ttl=data.secret_ttl,
-                                          decided_on=granted.version))
+
+    def add(granted: Authorization) -> NewClient:
+        return container.clients.add(AddClient(project_id=project_id, name=data.name, actor=caller.actor,
+                                              creator_permissions=granted.permissions, scope=data.scope,
+                                              access_token_ttl=data.access_token_ttl, secret_ttl=data.secret_ttl,
+                                              decided_on=granted.version))
+
+    new = container.clients.on_fresh_rights(caller, project_id, add)
     return Response(client_out(new.client, container.settings.lifetimes, new.client_secret), status_code=201,
                     headers=NO_STORE)
 
@@ -99,10 +104,13 @@ def rotate_secret(project_id: UUID, client_id: Annotated[ClientIdField, Paramete
     """Issues a new secret (shown once); the old one keeps working for ``grace_period`` seconds and never after. The
     client's scope may not exceed the caller's: its new secret would hand the caller that scope."""
     container = state.container
-    granted = authorize(container.app, caller, project_id, "clients:write")
-    rotated = container.clients.rotate(RotateSecret(project_id=project_id, client_id=client_id, actor=caller.actor,
-                                                    caller_permissions=granted.permissions,
-                                                    grace_period=data.grace_period if data else 0,
-                                                    decided_on=granted.version))
+
+    def rotate(granted: Authorization) -> RotatedSecret:
+        return container.clients.rotate(RotateSecret(project_id=project_id, client_id=client_id, actor=caller.actor,
+                                                     caller_permissions=granted.permissions,
+                                                     grace_period=data.grace_period if data else 0,
+                                                     decided_on=granted.version))
+
+    rotated = container.clients.on_fresh_rights(caller, project_id, rotate)
     return Response(client_out(rotated.client, container.settings.lifetimes, rotated.client_secret),
                     headers=NO_STORE)

@@ -10,10 +10,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
 from application.accounts import Accounts, SignedUp, SignUp
+from application.authz import Principal
 from application.keys import SigningKeys
 from application.oauth.errors import TemporarilyUnavailable
 from application.oauth.grants import TokenEndpoint
@@ -23,6 +25,7 @@ from application.oauth.tokens import TokenMint
 from application.ports import FamilySelection
 from application.store import Keyledger
 from domain.keyring import KeyRing
+from domain.scopes import ALL_SCOPES
 from domain.token import Token
 from infrastructure.adapters import OpaqueCredentials
 from infrastructure.bootstrap import direct_saver
@@ -35,6 +38,11 @@ SERVER_KEY = b"unit-test-server-key-" + b"x" * 32
 # Fixed for the session, a minute in the past: tokens minted "at T0" validate against the real time PyJWT uses.
 T0 = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=1)
 PASSWORD = "correct horse battery staple"
+
+
+def person(user_id: UUID, scopes: frozenset[str] = ALL_SCOPES) -> Principal:
+    """A person calling with a dashboard token of ``scopes``."""
+    return Principal(client_id="dashboard", user_id=user_id, project_id=None, scopes=scopes, token_id=uuid4())
 
 
 class FixedClock:

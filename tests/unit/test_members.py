@@ -17,11 +17,8 @@ from domain.ids import user_actor
 from domain.project import Project
 from domain.scopes import ALL_SCOPES, ROLE_PERMISSIONS, Role, needed_to_change_member, user_permissions
 from domain.user import User
-from tests.unit.conftest import MemoryLimiter, World
-
-
-def person(user_id: UUID, scopes: frozenset[str] = ALL_SCOPES) -> Principal:
-    return Principal(client_id="dashboard", user_id=user_id, project_id=None, scopes=scopes, token_id=uuid4())
+from tests.racer import Racer
+from tests.unit.conftest import MemoryLimiter, World, person
 
 
 def key(signed: SignedUp, scopes: frozenset[str]) -> Principal:
@@ -240,29 +237,22 @@ def test_giving_the_same_role_records_nothing(members: Members, team: Team) -> N
     assert team.project().version == version
 
 
-class Racer:
-    """Makes a competing change to the project just before each of the handler's saves, so that save loses."""
+def project_racer(team: Team, monkeypatch: pytest.MonkeyPatch, change: Callable[[Project], None], times: int) -> Racer:
+    """A competing change of the project just before each of the handler's first ``times`` saves."""
 
-    def __init__(self, team: Team, monkeypatch: pytest.MonkeyPatch, change: Callable[[Project], None],
-                 times: int) -> None:
-        self.saves, original = 0, team.world.app.save
+    def compete(save: Callable[..., Any]) -> None:
+        competing = team.project()
+        change(competing)
+        save(competing)
 
-        def racing(*aggregates: Any, **kwargs: Any) -> Any:
-            self.saves += 1
-            if self.saves <= times:
-                competing = team.project()
-                change(competing)
-                original(competing)
-            return original(*aggregates, **kwargs)
-
-        monkeypatch.setattr(team.world.app, "save", racing)
+    return Racer(team.world.app, monkeypatch, compete, times)
 
 
 def test_a_concurrent_change_is_decided_again_on_the_fresh_stream(members: Members, team: Team,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = team.member(Role.DEVELOPER), team.member(Role.DEVELOPER)
-    racer = Racer(team, monkeypatch, lambda p: p.change_member_role(user_id=second, role=Role.AUDITOR,
-                                                                    actor="user:other"), times=1)
+    racer = project_racer(team, monkeypatch, lambda p: p.change_member_role(user_id=second, role=Role.AUDITOR,
+                                                                            actor="user:other"), times=1)
     members.change_role(ChangeMemberRole(project_id=team.project_id, user_id=first, role=Role.ADMIN,
                                          caller=team.owner))
     assert racer.saves == 2
@@ -273,8 +263,8 @@ def test_the_retry_sees_the_callers_own_demotion(members: Members, team: Team,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     admin = team.member(Role.ADMIN)
     target = team.member(Role.DEVELOPER)
-    Racer(team, monkeypatch, lambda p: p.change_member_role(user_id=admin, role=Role.DEVELOPER, actor="user:o"),
-          times=1)
+    project_racer(team, monkeypatch,
+                  lambda p: p.change_member_role(user_id=admin, role=Role.DEVELOPER, actor="user:o"), times=1)
     with pytest.raises(Forbidden):
         members.remove(RemoveMember(project_id=team.project_id, user_id=target, caller=person(admin)))
     assert team.project().role_of(target) is Role.DEVELOPER
@@ -283,7 +273,8 @@ def test_the_retry_sees_the_callers_own_demotion(members: Members, team: Team,
 def test_two_owners_leaving_at_once_cannot_leave_the_project_ownerless(members: Members, team: Team,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     other_owner = team.member(Role.OWNER)
-    Racer(team, monkeypatch, lambda p: p.remove_member(user_id=other_owner, actor=user_actor(other_owner)), times=1)
+    project_racer(team, monkeypatch, lambda p: p.remove_member(user_id=other_owner, actor=user_actor(other_owner)),
+                  times=1)
     with pytest.raises(InvariantViolated):
         members.remove(RemoveMember(project_id=team.project_id, user_id=team.owner_id, caller=team.owner))
     assert team.project().members == {team.owner_id: Role.OWNER}
@@ -292,8 +283,8 @@ def test_two_owners_leaving_at_once_cannot_leave_the_project_ownerless(members: 
 def test_a_command_that_keeps_losing_is_a_conflict(members: Members, team: Team,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     target = team.member(Role.DEVELOPER)
-    racer = Racer(team, monkeypatch, lambda p: p.add_member(user_id=uuid4(), role=Role.AUDITOR, actor="user:o"),
-                  times=99)
+    racer = project_racer(team, monkeypatch,
+                          lambda p: p.add_member(user_id=uuid4(), role=Role.AUDITOR, actor="user:o"), times=99)
     with pytest.raises(Conflict):
         members.change_role(ChangeMemberRole(project_id=team.project_id, user_id=target, role=Role.ADMIN,
                                              caller=team.owner))
