@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from application.oauth.limits import AttemptLimits
-from domain.policy import MAX_REFRESH_REUSE_LEEWAY, LifetimePolicy
+from domain.policy import MAX_ACCESS_TOKEN_TTL, MAX_REFRESH_REUSE_LEEWAY, MIN_ACCESS_TOKEN_TTL, LifetimePolicy
 from domain.webhooks import EXPIRY_WARNINGS_DAYS
 from infrastructure.mailer import MailUrlError, parse_smtp_url
 
@@ -71,6 +71,35 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         except ValueError:
             raise SettingsError(f"{name} must list IP addresses or networks, got {item!r}") from None
     return items
+
+
+def _access_ttl(env: Mapping[str, str], name: str, default: int) -> int:
+    """An access-token lifetime, within the bounds a client's own ``access_token_ttl`` is held to (a server-wide
+    default outside them would hand out what no client may ask for)."""
+    value = _int(env, name, default)
+    if not MIN_ACCESS_TOKEN_TTL <= value <= MAX_ACCESS_TOKEN_TTL:
+        raise SettingsError(f"{name} must be between {MIN_ACCESS_TOKEN_TTL} and {MAX_ACCESS_TOKEN_TTL} seconds")
+    return value
+
+
+def _lifetimes(env: Mapping[str, str]) -> LifetimePolicy:
+    """The token and secret lifetimes; the default secret lifetime may not exceed the maximum (it would be cut to
+    it without a word)."""
+    defaults = LifetimePolicy()
+    lifetimes = LifetimePolicy(
+        dashboard_access_token_ttl=_access_ttl(env, "KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL",
+                                               defaults.dashboard_access_token_ttl),
+        client_access_token_ttl=_access_ttl(env, "KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL",
+                                            defaults.client_access_token_ttl),
+        refresh_token_ttl=_int(env, "KEYLEDGER_REFRESH_TOKEN_TTL", defaults.refresh_token_ttl),
+        refresh_family_ttl=_int(env, "KEYLEDGER_REFRESH_FAMILY_TTL", defaults.refresh_family_ttl),
+        client_secret_ttl=_int(env, "KEYLEDGER_CLIENT_SECRET_TTL", defaults.client_secret_ttl),
+        max_client_secret_ttl=_int(env, "KEYLEDGER_MAX_CLIENT_SECRET_TTL", defaults.max_client_secret_ttl),
+        refresh_reuse_leeway=_leeway(env),
+    )
+    if lifetimes.client_secret_ttl > lifetimes.max_client_secret_ttl:
+        raise SettingsError("KEYLEDGER_CLIENT_SECRET_TTL must not exceed KEYLEDGER_MAX_CLIENT_SECRET_TTL")
+    return lifetimes
 
 
 def _attempt_limits(env: Mapping[str, str]) -> AttemptLimits:
@@ -142,17 +171,6 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
         """Reads settings from ``env`` (usually ``os.environ``)."""
-        defaults = LifetimePolicy()
-        lifetimes = LifetimePolicy(
-            dashboard_access_token_ttl=_int(env, "KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL",
-                                            defaults.dashboard_access_token_ttl),
-            client_access_token_ttl=_int(env, "KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL", defaults.client_access_token_ttl),
-            refresh_token_ttl=_int(env, "KEYLEDGER_REFRESH_TOKEN_TTL", defaults.refresh_token_ttl),
-            refresh_family_ttl=_int(env, "KEYLEDGER_REFRESH_FAMILY_TTL", defaults.refresh_family_ttl),
-            client_secret_ttl=_int(env, "KEYLEDGER_CLIENT_SECRET_TTL", defaults.client_secret_ttl),
-            max_client_secret_ttl=_int(env, "KEYLEDGER_MAX_CLIENT_SECRET_TTL", defaults.max_client_secret_ttl),
-            refresh_reuse_leeway=_leeway(env),
-        )
         alg = env.get("KEYLEDGER_SIGNING_ALG", "ES256")
         if alg not in {"ES256", "EdDSA", "RS256"}:
             raise SettingsError("KEYLEDGER_SIGNING_ALG must be one of ES256, EdDSA, RS256")
@@ -163,7 +181,7 @@ class Settings:
             data_dir=Path(env.get("KEYLEDGER_DATA_DIR", ".keyledger")),
             secret_key=env.get("KEYLEDGER_SECRET_KEY") or None,
             signing_alg=alg,
-            lifetimes=lifetimes,
+            lifetimes=_lifetimes(env),
             max_body_bytes=_int(env, "KEYLEDGER_MAX_BODY_BYTES", 64 * 1024),
             pool_size=_int(env, "KEYLEDGER_DB_POOL_SIZE", 8),
             log_level=env.get("KEYLEDGER_LOG_LEVEL", "INFO").upper(),

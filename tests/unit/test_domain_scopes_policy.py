@@ -107,9 +107,30 @@ def test_requested_secret_ttl_never_exceeds_the_maximum(requested: int | None) -
 
 
 def test_default_secret_ttl_never_exceeds_the_maximum() -> None:
-    # Settings.from_env accepts any positive KEYLEDGER_CLIENT_SECRET_TTL, also one above the maximum.
+    # Settings.from_env refuses such a default (below); a policy built otherwise still never exceeds the maximum.
     policy = LifetimePolicy(client_secret_ttl=3 * 365 * 86_400, max_client_secret_ttl=365 * 86_400)
     assert policy.secret_ttl(None) <= policy.max_client_secret_ttl
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL": "4"}, "KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL"),
+    ({"KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL": "86401"}, "KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL"),
+    ({"KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL": "4"}, "KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL"),
+    ({"KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL": "86401"}, "KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL"),
+    ({"KEYLEDGER_CLIENT_SECRET_TTL": "63072001"}, "KEYLEDGER_CLIENT_SECRET_TTL"),
+    ({"KEYLEDGER_CLIENT_SECRET_TTL": "7200", "KEYLEDGER_MAX_CLIENT_SECRET_TTL": "3600"}, "KEYLEDGER_CLIENT_SECRET_TTL"),
+])
+def test_server_wide_lifetimes_outside_their_bounds_are_refused_at_start(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_server_wide_lifetimes_at_their_bounds_are_taken() -> None:
+    lifetimes = Settings.from_env({"KEYLEDGER_CLIENT_ACCESS_TOKEN_TTL": "5", "KEYLEDGER_DASHBOARD_ACCESS_TOKEN_TTL":
+                                   "86400", "KEYLEDGER_CLIENT_SECRET_TTL": "3600",
+                                   "KEYLEDGER_MAX_CLIENT_SECRET_TTL": "3600"}).lifetimes
+    assert (lifetimes.client_access_token_ttl, lifetimes.dashboard_access_token_ttl) == (5, 86400)
+    assert lifetimes.secret_ttl(None) == 3600
 
 
 def test_the_refresh_reuse_leeway_is_strict_by_default_and_bounded() -> None:
