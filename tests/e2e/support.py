@@ -14,6 +14,19 @@ def login(http: httpx.Client, account: dict[str, Any], **extra: str) -> str:
     return str(response.json()["access_token"])
 
 
+def short_lived_token(http: httpx.Client, account: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A client with 5-second access tokens, and one of its tokens."""
+    owner = login(http, account)
+    made = http.post(f"/v1/projects/{account['project']['id']}/clients", json={"name": "short", "access_token_ttl": 5},
+                     headers=bearer(owner))
+    assert made.status_code == 201, made.text
+    client = made.json()
+    issued = http.post("/oauth2/token", data={"grant_type": "client_credentials"},
+                       auth=(client["client_id"], client["client_secret"]))
+    assert issued.status_code == 200, issued.text
+    return issued.json()["access_token"], {**account, "client": client}
+
+
 @dataclass
 class Team:
     """A project with its owner and one member of some role, each logged in."""

@@ -13,7 +13,7 @@ import pytest
 from domain.token import Token
 from infrastructure.bootstrap import Container, Endpoints, build
 from tests.conftest import SECRET_KEY, bearer, eventually, introspect_token, signup
-from tests.e2e.support import login
+from tests.e2e.support import login, short_lived_token
 from workers.inprocess import in_process_workers
 from workers.runtime import enqueue
 
@@ -28,20 +28,6 @@ def server_container(server_database_url: str, redis_url: str) -> Iterator[Conta
     built = build(Settings(secret_key=SECRET_KEY), Endpoints(database_url=server_database_url, redis_url=redis_url))
     yield built
     built.close()
-
-
-def short_lived_token(http: httpx.Client, account: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A client with 5-second access tokens, and one of its tokens."""
-    owner = login(http, account)
-    made = http.post(f"/v1/projects/{account['project']['id']}/clients", json={"name": "short", "access_token_ttl": 5},
-                     headers=bearer(owner))
-    assert made.status_code == 201, made.text
-    client = made.json()
-    issued = http.post("/oauth2/token", data={"grant_type": "client_credentials"},
-                       auth=(client["client_id"], client["client_secret"]))
-    assert issued.status_code == 200, issued.text
-    return issued.json()["access_token"], {**account, "client": client}
-
 
 
 def listed(http: httpx.Client, account: dict[str, Any], token_id: str, **params: str) -> list[dict[str, Any]]:
