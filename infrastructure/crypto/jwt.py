@@ -27,6 +27,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from infrastructure.crypto.keys import ALLOWED_ALGORITHMS
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
+HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})  # exactly what ``JwtSigner`` writes
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")  # RFC 7515 section 2: base64url with no padding
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti", "client_id")
 # Seconds a token's ``iat`` or ``nbf`` may be ahead of this process's clock (RFC 7519 sections 4.1.5 and 4.1.6 allow
@@ -292,6 +293,11 @@ class JwtValidator:
 
     def _key_for(self, token: str, find: Callable[[str], PublishedKey | None]) -> PublishedKey:
         header = unverified_header(token)
+        if not header.keys() <= HEADER_MEMBERS:
+            # RFC 7515 4.1.11: a ``crit`` extension we do not implement must be refused; and ``jku``, ``jwk``,
+            # ``x5u``, ``x5c``, ``b64`` or anything else no token of ours carries are refused here too rather than
+            # left to the library's version of the day to ignore or honour.
+            raise InvalidToken("unexpected header member")
         alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise InvalidToken("algorithm not allowed")

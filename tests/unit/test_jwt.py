@@ -129,6 +129,16 @@ def test_missing_or_unknown_kid_is_refused(kid: Any, validator: JwtValidator, ma
         validator.validate(forge(material, kid=kid))
 
 
+@pytest.mark.parametrize("member", [{"crit": ["exp"], "exp": 1}, {"crit": ["b64"], "b64": True},
+                                    {"jku": "https://attacker.example/jwks"}, {"x5u": "https://attacker.example/c"},
+                                    {"jwk": {"kty": "oct", "k": "AA"}}, {"cty": "JWT"}, {"zip": "DEF"}, {"nonce": "1"}])
+def test_header_members_no_token_of_ours_carries_are_refused(member: dict[str, Any], validator: JwtValidator,
+                                                              material: Material) -> None:
+    """Signed by our own key, so only the extra member can be why it is refused (RFC 7515 4.1.11 for ``crit``)."""
+    with pytest.raises(InvalidToken, match="unexpected header member"):
+        validator.validate(forge(material, **member))
+
+
 def test_header_alg_must_be_the_keys_own(validator: JwtValidator, material: Material) -> None:
     # RS256 by the RSA private key, but naming the ES256 key's kid.
     with pytest.raises(InvalidToken):
