@@ -7,6 +7,8 @@ import httpx
 
 from tests.conftest import bearer, password_login, signup
 
+HOOK_URL = "https://hooks.example.com/keyledger"
+
 
 def login(http: httpx.Client, account: dict[str, Any], **extra: str) -> str:
     response = password_login(http, account, **extra)
@@ -67,6 +69,13 @@ class Team:
         made = self.http.post(self.url("/clients"), json=body, headers=bearer(self.owner_token))
         assert made.status_code == 201, made.text
         return dict(made.json())
+
+    def new_webhook(self) -> str:
+        """A webhook of the team's project, made by the owner; returns its id."""
+        made = self.http.post(self.url("/webhooks"), json={"url": HOOK_URL, "event_types": ["member.added"]},
+                              headers=bearer(self.owner_token))
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
 
     def client_token(self, scope: str) -> str:
         """A token of a new client of the project holding ``scope``."""

@@ -8,7 +8,7 @@ import pytest
 
 from domain.scopes import ALL_SCOPES, ROLE_PERMISSIONS, Role, needed_to_change_member, user_permissions
 from tests.conftest import client_login
-from tests.e2e.support import Team, bearer, login, make_team
+from tests.e2e.support import HOOK_URL, Team, bearer, login, make_team
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +31,15 @@ ENDPOINTS: dict[str, tuple[str, Call]] = {
         t.url(f"/clients/{t.new_client()['client_id']}/rotate-secret"), json={}, headers=bearer(tok))),
     "delete client": ("clients:write", lambda t, tok: t.http.delete(t.url(f"/clients/{t.new_client()['client_id']}"),
                                                                     headers=bearer(tok))),
+    "read client": ("clients:read", lambda t, tok: t.http.get(t.url(f"/clients/{t.new_client()['client_id']}"),
+                                                              headers=bearer(tok))),
+    "list webhooks": ("project:read", lambda t, tok: t.http.get(t.url("/webhooks"), headers=bearer(tok))),
+    "create webhook": ("project:write", lambda t, tok: t.http.post(
+        t.url("/webhooks"), json={"url": HOOK_URL, "event_types": ["client.revoked"]}, headers=bearer(tok))),
+    "delete webhook": ("project:write", lambda t, tok: t.http.delete(t.url(f"/webhooks/{t.new_webhook()}"),
+                                                                     headers=bearer(tok))),
+    "list deliveries": ("project:read", lambda t, tok: t.http.get(t.url(f"/webhooks/{t.new_webhook()}/deliveries"),
+                                                                  headers=bearer(tok))),
     "list tokens": ("tokens:read", lambda t, tok: t.http.get(t.url("/tokens"), headers=bearer(tok))),
     "revoke tokens": ("tokens:revoke", lambda t, tok: t.http.post(
         t.url("/tokens/revoke"), json={"client_id": t.owner["client"]["client_id"]}, headers=bearer(tok))),

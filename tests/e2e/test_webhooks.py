@@ -82,6 +82,7 @@ def test_another_project_sees_no_webhook_of_this_one(http: httpx.Client) -> None
     alpha, beta = make_team(http, "developer"), make_team(http, "developer")
     hook = create(alpha).json()["id"]
     beta_key = client_login(http, beta.owner).json()["access_token"]
+    alphas_before = http.get(alpha.url("/webhooks"), headers=bearer(alpha.owner_token)).json()["items"]
     for token in (beta.owner_token, beta_key):
         problem(http.get(alpha.url("/webhooks"), headers=bearer(token)), 404)
         problem(create(alpha, token), 404)
@@ -91,7 +92,9 @@ def test_another_project_sees_no_webhook_of_this_one(http: httpx.Client) -> None
     problem(http.delete(beta.url(f"/webhooks/{hook}"), headers=bearer(beta.owner_token)), 404)
     problem(http.get(beta.url(f"/webhooks/{hook}/deliveries"), headers=bearer(beta.owner_token)), 404)
     assert hook not in http.get(beta.url("/webhooks"), headers=bearer(beta.owner_token)).text
-    assert hook in http.get(alpha.url("/webhooks"), headers=bearer(alpha.owner_token)).text
+    # Nothing was written to alpha by the refused calls: the same one webhook, not deleted, none added.
+    assert http.get(alpha.url("/webhooks"), headers=bearer(alpha.owner_token)).json()["items"] == alphas_before
+    assert [w["id"] for w in alphas_before] == [hook]
 
 
 @pytest.mark.parametrize("body", [

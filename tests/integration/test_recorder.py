@@ -153,6 +153,7 @@ def test_select_events_answers_as_eventsourcings_without_composing_sql_per_call(
     for shape in shapes:
         assert recorder.select_events(project.id, **shape) == \
             PostgresAggregateRecorder.select_events(recorder, project.id, **shape), shape
+    # A tripwire, not a fake: PostgreSQL still answers every query; composing SQL on a call would raise.
     with patch.object(sql.Composed, "as_bytes", side_effect=AssertionError("composed per call")):
         for shape in shapes:
             recorder.select_events(project.id, **shape)
