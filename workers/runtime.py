@@ -6,15 +6,18 @@ connects at import. ``keyledger worker`` and ``keyledger scheduler`` call :func:
 
 Two schedulers at once do no harm: each periodic job runs at most once per time slot of its period, because
 enqueuing a slot first claims a Redis key for it with ``SET NX`` (whoever claims it enqueues, the other skips).
-Jobs are idempotent besides, so a duplicate delivery by Dramatiq changes nothing either.
+Jobs are idempotent besides, so a duplicate delivery by Dramatiq changes nothing either. A periodic job's run is
+skipped while another run of the same job is still in progress (``exclusive_run``).
 """
 
+import contextlib
 import importlib
 import logging
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -52,15 +55,54 @@ def log_line(**fields: Any) -> str:
     return msgspec.json.encode(fields).decode()
 
 
+# Deletes a run's lock only if it is still that run's (an expired lock may have been taken by another run since).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# Seconds a run's lock outlives the run's time limit: past it the run was interrupted, or its process died.
+LOCK_MARGIN = 30
+
+
+def run_lock_key(namespace: str, spec: Job) -> str:
+    """The Redis key a periodic job's run holds while it runs."""
+    return f"{namespace}:running:{spec.name}"
+
+
+@contextlib.contextmanager
+def exclusive_run(container: Any, spec: Job) -> Iterator[bool]:
+    """Yields whether this run of a periodic job may go on: not while another run of the same job holds its lock.
+
+    The scheduler enqueues a periodic job every period, and a sweep may run for minutes (a backlog after an
+    outage); runs that overlapped would go over the same rows from the oldest, clash, fall back to a write per row
+    and keep every worker thread busy, with deliveries waiting behind them on the same queue. The next period's run
+    continues where a run left off, so a run that finds the lock taken has nothing to add. The lock expires
+    ``LOCK_MARGIN`` seconds after the job's time limit, for a process that died holding it.
+    """
+    if spec.every is None:
+        yield True
+        return
+    key, token = run_lock_key(container.namespace, spec), uuid.uuid4().hex
+    if not container.redis.set(key, token, nx=True, px=spec.time_limit + LOCK_MARGIN * 1000):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        container.redis.eval(_RELEASE, 1, key, token)
+
+
 def _runner(container: Any, spec: Job) -> Callable[..., None]:
-    """Wraps a job: one structured log line per run with its outcome and duration."""
+    """Wraps a job: one structured log line per run with its outcome and duration; a periodic job's run is skipped
+    while another run of it is in progress (``exclusive_run``)."""
 
     def run(**kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
         started = time.perf_counter()
         outcome = "ok"
         try:
-            spec.fn(container, **kwargs)
+            with exclusive_run(container, spec) as alone:
+                if alone:
+                    spec.fn(container, **kwargs)
+                else:
+                    outcome = "skipped: another run is in progress"
         except BaseException as exc:  # Dramatiq's TimeLimitExceeded is no Exception: an interrupted run failed too
             outcome = f"failed: {type(exc).__name__}"
             raise

@@ -16,7 +16,7 @@ from infrastructure.bootstrap import Container
 from tests.conftest import SECRET_KEY, eventually
 from workers.jobs import Job
 from workers.maintenance import heartbeat_key
-from workers.runtime import _runner, claim_slot, enqueue, run_worker, schedule_due
+from workers.runtime import LOCK_MARGIN, _runner, claim_slot, enqueue, run_lock_key, run_worker, schedule_due
 
 
 def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
@@ -89,3 +89,51 @@ def test_a_job_that_outlives_its_time_limit_is_interrupted_and_logged_as_failed(
     assert seen == ["interrupted"]
     eventually(lambda: f'"job":"{spec.name}"' in caplog.text)
     assert '"outcome":"failed: TimeLimitExceeded"' in caplog.text  # not "ok": the run did not finish
+
+
+def test_a_periodic_jobs_run_is_skipped_while_another_run_of_it_is_in_progress(
+        container: Container, caplog: pytest.LogCaptureFixture) -> None:
+    """A sweep's runs must not pile up behind a long one (a backlog after an outage): a run that finds the job's
+    lock taken does nothing and says so; once the first run ends, the next one runs."""
+    caplog.set_level(logging.INFO, logger="keyledger.jobs")
+    entered, release, calls = threading.Event(), threading.Event(), []
+
+    def slow(_container: Any) -> None:
+        calls.append("run")
+        entered.set()
+        release.wait(30)
+
+    spec = Job(name=f"sweep-{time.time_ns()}", fn=slow, every=30.0, time_limit=60_000)
+    key = run_lock_key(container.namespace, spec)
+    first = threading.Thread(target=_runner(container, spec))
+    first.start()
+    try:
+        assert entered.wait(30)
+        _runner(container, spec)()  # while the first run holds the lock
+        assert calls == ["run"]
+        assert '"outcome":"skipped: another run is in progress"' in caplog.text
+        assert 60_000 < container.redis.pttl(key) <= 60_000 + LOCK_MARGIN * 1000  # a dead run's lock expires
+    finally:
+        release.set()
+        first.join(30)
+    assert not container.redis.exists(key)
+    _runner(container, spec)()
+    assert calls == ["run", "run"]
+
+
+def test_a_failed_run_releases_its_lock_and_a_late_run_leaves_a_successors_lock(container: Container) -> None:
+    def boom(_container: Any) -> None:
+        raise RuntimeError("boom")
+
+    failing = Job(name=f"failing-{time.time_ns()}", fn=boom, every=30.0)
+    with pytest.raises(RuntimeError):
+        _runner(container, failing)()
+    assert not container.redis.exists(run_lock_key(container.namespace, failing))
+
+    def outlived(_container: Any) -> None:  # this run's lock expired and another run took the job's lock meanwhile
+        container.redis.set(run_lock_key(container.namespace, late), "successor")
+
+    late = Job(name=f"late-{time.time_ns()}", fn=outlived, every=30.0)
+    _runner(container, late)()
+    assert container.redis.get(run_lock_key(container.namespace, late)) == b"successor"
+    container.redis.delete(run_lock_key(container.namespace, late))
