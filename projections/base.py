@@ -51,8 +51,8 @@ COMMITTING = "committing"
 
 @dataclass(frozen=True, slots=True)
 class RebuildProgress:
-    """Where a rebuild is: its phase and, while replaying, the position reached of the store's head as last read
-    (the head moves on while the rebuild runs, and the replay follows it)."""
+    """Where a rebuild is: its phase and, while replaying, the position reached of the store's head as read once the
+    model's lock was held (what is recorded later the live runners apply after the commit)."""
 
     phase: str
     position: int = 0
@@ -371,10 +371,16 @@ class ProjectionRunner:
             return self._model.decode(self._decoder, notifications)
 
     def pages(self) -> Iterator[tuple[list[Any], int, int]]:
-        """The model's events from the beginning up to the store's head (read again until reached), in batches:
-        ``(events, last_id, head)``, the head being the one that batch was read up to."""
-        position = 0
-        while (head := self._recorder.max_notification_id() or 0) > position:
+        """The model's events from the beginning up to the store's head as read when the first page is asked for, in
+        batches: ``(events, last_id, head)``.
+
+        The head is read once: a rebuild asks for its first page holding the model's lock, and reading the head
+        again after each page would chase the events a busy store keeps recording, so that a rebuild under steady
+        traffic never ended and held the live runners (and every read waiting on them) off for good. What is
+        recorded after that head the live runners apply once the rebuild has committed.
+        """
+        position, head = 0, self._recorder.max_notification_id() or 0
+        while head > position:
             notifications = self._recorder.select_notifications(start=position, limit=self._batch_size, stop=head,
                                                                 topics=sorted(self._model.topics),
                                                                 inclusive_of_start=False)
@@ -387,11 +393,21 @@ class ProjectionRunner:
         return self._model.rebuild(self.pages(), progress)
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
-        """Processes batches until the model is current; returns the number of notifications covered."""
+        """Processes batches until the model is current up to the store's head as read on entry; returns the number
+        of notifications covered.
+
+        The target is read once, as ``pages`` reads it: passes that stopped only when one found nothing new never
+        stopped under steady traffic (a pass with none of the model's events writes no position for up to a second,
+        so every pass in that second covered something again), and a job that catches a model up (the webhook
+        dispatcher, every second) spun until its time limit. A pass that another process's runner won does not
+        end it either: the model may still be short of the target.
+        """
+        target = self._recorder.max_notification_id() or 0
         total = 0
-        while (done := self.run_once()) > 0:
+        while self._model.seen < target:
+            done = self.run_once()
             total += done
-            if progress is not None:
+            if progress is not None and done:
                 progress(total)
         return total
 

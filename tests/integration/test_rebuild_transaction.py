@@ -1,12 +1,15 @@
 """A rebuild is one transaction, idle while the next page is read on another connection: on a large store a page
 of a model with few events of its own takes longer to find than the pool lets a transaction sit idle, and the
-rebuild must not be ended by that timeout."""
+rebuild must not be ended by that timeout. A rebuild and a catch-up end at the store's head as they found it, however
+busy the store is meanwhile."""
 
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from infrastructure.bootstrap import Container
+from projections.base import REPLAYING, RebuildProgress
+from tests.integration.support import head, sign_up
 
 
 def test_a_rebuild_outlasts_the_pools_idle_in_transaction_timeout(quiet_container: Container) -> None:
@@ -25,3 +28,41 @@ def test_a_rebuild_outlasts_the_pools_idle_in_transaction_timeout(quiet_containe
     assert view.rebuild(slow_pages()) == 2
     assert view.position() == 2
     quiet_container.runner(view.name).rebuild()  # back to the store's content for the module's other tests
+
+
+def test_a_rebuild_under_steady_traffic_ends_at_the_head_it_found(quiet_container: Container) -> None:
+    """Events recorded while a rebuild replays (here: a sign-up after every page, as a busy store records them) are
+    left to the live runners once it has committed; a rebuild that chased the head never ended under traffic."""
+    sign_up(quiet_container)
+    runner = quiet_container.runner("members")
+    found = head(quiet_container)
+    pages: list[int] = []
+
+    def busy_store(step: RebuildProgress) -> None:
+        if step.phase == REPLAYING and len(pages) < 20:  # bounded, so that a rebuild chasing the head still ends
+            pages.append(step.position)
+            sign_up(quiet_container)
+
+    assert runner.rebuild(busy_store) == found
+    assert pages == [found]
+    assert head(quiet_container) > found  # recorded meanwhile, applied by the runners from here
+    runner.catch_up()
+    assert runner.model.position() == head(quiet_container)
+
+
+def test_catching_up_under_steady_traffic_ends_at_the_head_it_found(quiet_container: Container) -> None:
+    """A job that catches a model up (the webhook dispatcher, every second) stops at the head it found on entry; one
+    that stopped only when a pass found nothing new spun under traffic until its time limit."""
+    runner = quiet_container.runner("members")
+    runner.catch_up()
+    sign_up(quiet_container)
+    passes: list[int] = []
+
+    def busy_store(total: int) -> None:
+        if len(passes) < 20:
+            passes.append(total)
+            sign_up(quiet_container)
+
+    runner.catch_up(busy_store)
+    assert len(passes) == 1
+    assert runner.model.seen < head(quiet_container)  # what was recorded meanwhile is the next catch-up's
