@@ -91,9 +91,11 @@ class KeyRotation:
         steps: list[RotationStep] = []
         pending = ring.pending()
         active = ring.keys[ring.active_kid] if ring.active_kid else None
-        created_at = active["created_at"] if active else None
-        if not pending and isinstance(created_at, datetime) and \
-                now >= created_at + timedelta(seconds=self.policy.rotation - self.policy.prepublish):
+        # The active key has signed since it took over (a successor's activation; the first key's creation), so its
+        # successor, published ``prepublish`` before it signs, takes over ``rotation`` after that.
+        signs_since = (active.get("activated_at") or active["created_at"]) if active else None
+        if not pending and isinstance(signs_since, datetime) and \
+                now >= signs_since + timedelta(seconds=self.policy.rotation - self.policy.prepublish):
             steps += self._create(ring, now, SYSTEM_ACTOR)
             pending = ring.pending()
         due = [kid for kid in pending if now >= ring.keys[kid]["created_at"] + timedelta(  # type: ignore[operator]

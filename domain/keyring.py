@@ -74,6 +74,8 @@ class KeyRing(Entity):
                     project_id: None, actor: str) -> None:
         self.keys[kid]["deactivated_at"] = deactivated_at
         self.keys[kid]["retire_after"] = retire_after
+        if successor_kid in self.keys:
+            self.keys[successor_kid]["activated_at"] = deactivated_at  # when the successor took over signing
 
     def revoke(self, *, kid: str, successor_kid: str, now: datetime, reason: str, actor: str) -> None:
         """Withdraws a compromised key at once: dropped from the JWKS, every token it signed refused."""

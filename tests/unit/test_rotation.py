@@ -58,6 +58,24 @@ def test_the_schedule_prepublishes_activates_and_retires(world: World) -> None:
     assert actions(rotator.run_schedule()) == ["created"]  # the next period starts from the new key
 
 
+def test_each_key_signs_for_the_whole_rotation_period(world: World) -> None:
+    """A successor's period counts from when it took over signing, not from when it was pre-published: counted from
+    its creation, every key after the first signed for ``rotation - prepublish`` (29 days of 30)."""
+    rotator = rotation(world)
+    world.clock.advance(days=29)
+    new = rotator.run_schedule()[0].kid
+    world.clock.advance(days=1)
+    assert actions(rotator.run_schedule()) == ["activated"]
+    world.clock.advance(days=28, hours=1)  # 29 days and an hour after the new key's creation
+    assert "created" not in actions(rotator.run_schedule())
+    world.clock.advance(hours=23)  # 29 days after it took over: its successor is published...
+    assert actions(rotator.run_schedule()) == ["created"]
+    world.clock.advance(days=1)  # ...and signs 30 days after it took over
+    assert actions(rotator.run_schedule()) == ["activated"]
+    assert ring(world).active_kid != new
+    assert ring(world).keys[new]["deactivated_at"] - ring(world).keys[new]["activated_at"] == timedelta(days=30)
+
+
 def test_rotation_events_carry_kid_successor_and_times(world: World) -> None:
     rotator, first = rotation(world), ring(world).active_kid
     new = rotator.rotate(emergency=False)[0].kid
