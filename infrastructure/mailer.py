@@ -1,8 +1,12 @@
 """E-mail through SMTP (``KEYLEDGER_SMTP_URL``): ``smtp://[user:password@]host[:port][?from=...&starttls=true]``, or
 ``smtps://`` for TLS from the start. Errors never carry the URL (its password stays out of logs and the database)."""
 
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -64,9 +68,34 @@ def send(server: MailServer, *, recipients: list[str], subject: str, body: str, 
     context = ssl.create_default_context()
     smtp_class = smtplib.SMTP_SSL if server.tls else smtplib.SMTP
     kwargs = {"context": context} if server.tls else {}
+    deadline = time.monotonic() + timeout
+    cut = threading.Event()
     with smtp_class(server.host, server.port, timeout=timeout, **kwargs) as smtp:
-        if server.starttls:
-            smtp.starttls(context=context)
-        if server.user is not None:
-            smtp.login(server.user, server.password or "")
-        smtp.send_message(message)
+        # ``timeout`` bounds each socket operation; a server answering a line at a time, each within it, would hold
+        # the worker past the e-mail's lease (another worker then sends it again) and past the job's time limit
+        # (the attempt then goes unrecorded, and so on for ever). The rest of the conversation is cut at the
+        # deadline by shutting the socket from a timer, and the attempt fails as any other.
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, args=(smtp, cut))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            if server.starttls:
+                smtp.starttls(context=context)
+            if server.user is not None:
+                smtp.login(server.user, server.password or "")
+            smtp.send_message(message)
+        except (smtplib.SMTPException, OSError):
+            if cut.is_set():
+                raise TimeoutError("the SMTP conversation outlasted its deadline") from None
+            raise
+        finally:
+            watchdog.cancel()
+
+
+def _abort(smtp: smtplib.SMTP, cut: threading.Event) -> None:
+    """Ends a conversation that outlasted its deadline: the blocked read or write fails at once."""
+    cut.set()
+    sock = smtp.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from application.members import AddMember
 from infrastructure.bootstrap import Container, Endpoints, build
-from infrastructure.mailer import MailUrlError, parse_smtp_url
+from infrastructure.mailer import MailUrlError, parse_smtp_url, send
 from infrastructure.settings import Settings
 from projections.email_outbox import EmailOutbox
 from tests.conftest import fresh_database
@@ -166,3 +166,39 @@ def test_a_late_worker_cannot_undo_a_delivery(mailing: Container, port: int) -> 
     outbox.record(late, "timed out")  # the first worker's failure arrives after the delivery
     [after] = [r for r in emails(mailing) if r["id"] == row["id"]]
     assert after["status"] == "delivered" and after["delivered_at"] is not None
+
+
+@contextlib.contextmanager
+def trickling_smtp_server(lines: int = 40, every: float = 0.25) -> Iterator[int]:
+    """An SMTP server that greets, then answers EHLO one continuation line at a time, each well within a socket
+    timeout of a second, and hangs up after ``lines`` of them without ever finishing its answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 slow ESMTP\r\n")
+            conn.recv(1024)  # EHLO
+            for _ in range(lines):
+                if stop.wait(every):
+                    return
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"250-still thinking\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(30)
+        listener.close()
+
+
+def test_a_server_answering_a_line_at_a_time_is_cut_at_the_deadline() -> None:
+    """Each line arrives within the socket timeout, so only a deadline on the whole conversation ends it: the
+    attempt fails as timed out (and is recorded as any failure), instead of running until the server gives up."""
+    with trickling_smtp_server() as port, pytest.raises(TimeoutError, match="outlasted its deadline"):
+        send(parse_smtp_url(f"smtp://127.0.0.1:{port}"), recipients=["owner@example.com"], subject="s", body="b",
+             message_id="<x@keyledger>", timeout=1)
