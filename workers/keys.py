@@ -36,6 +36,8 @@ def key_rotation(container: Any, clock: Clock | None = None) -> KeyRotation:
 def rotate_signing_keys(container: Any, **_: Any) -> None:
     """Takes the rotation steps that are due (create and pre-publish, activate, retire); usually none."""
     steps = key_rotation(container).run_schedule()
+    # Logged before this process's key set is reloaded: the steps are committed, and a failed reload (the database
+    # gone a moment) must not lose their only log line; the retry would find nothing left to do.
+    logger.info(log_line(job="rotate-signing-keys", steps=[f"{s.action} {s.kid}" for s in steps]))
     if steps:
         container.keys.reload()
-    logger.info(log_line(job="rotate-signing-keys", steps=[f"{s.action} {s.kid}" for s in steps]))

@@ -158,12 +158,19 @@ def run_worker(broker: dramatiq.Broker, stop: threading.Event, *, threads: int =
         logger.info(log_line(event="worker stopped"))
 
 
+# Seconds a claimed slot is remembered at least: a scheduler whose host clock runs behind another's by less than this
+# finds the slots it computes already claimed (remembered for two periods only, a one-second job's slots were claimed
+# again by a scheduler three seconds behind, and the job enqueued twice a second).
+SLOT_MEMORY = 300
+
+
 def claim_slot(redis: Any, namespace: str, spec: Job, now: float) -> bool:
-    """Claims the current time slot of a periodic job; only one scheduler per slot succeeds."""
+    """Claims the current time slot of a periodic job; only one scheduler per slot succeeds, also one whose host
+    clock runs behind by less than ``SLOT_MEMORY`` seconds."""
     assert spec.every is not None
     slot = int(now // spec.every)
     key = f"{namespace}:schedule:{spec.name}:{slot}"
-    return bool(redis.set(key, "1", nx=True, ex=max(int(spec.every * 2), 2)))
+    return bool(redis.set(key, "1", nx=True, ex=max(int(spec.every * 2), SLOT_MEMORY)))
 
 
 def schedule_due(broker: dramatiq.Broker, redis: Any, namespace: str, now: float) -> list[str]:

@@ -16,7 +16,16 @@ from infrastructure.bootstrap import Container
 from tests.conftest import SECRET_KEY, eventually
 from workers.jobs import Job
 from workers.maintenance import heartbeat_key
-from workers.runtime import LOCK_MARGIN, _runner, claim_slot, enqueue, run_lock_key, run_worker, schedule_due
+from workers.runtime import (
+    LOCK_MARGIN,
+    SLOT_MEMORY,
+    _runner,
+    claim_slot,
+    enqueue,
+    run_lock_key,
+    run_worker,
+    schedule_due,
+)
 
 
 def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
@@ -25,6 +34,17 @@ def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
     claims = [claim_slot(container.redis, container.namespace, spec, now) for _ in range(2)]
     assert claims == [True, False]
     assert claim_slot(container.redis, container.namespace, spec, now + 3600.0)
+
+
+def test_a_scheduler_whose_clock_runs_behind_does_not_claim_a_slot_again(container: Container) -> None:
+    """A one-second job: the scheduler with the right clock claims its slots; another, 3 s (or nearly five minutes)
+    behind, computes each slot after it was claimed and must find it still remembered."""
+    spec = Job(name=f"dispatch-{time.time_ns()}", fn=lambda _c: None, every=1.0)
+    now = time.time()
+    assert claim_slot(container.redis, container.namespace, spec, now)
+    slot_key = f"{container.namespace}:schedule:{spec.name}:{int(now)}"
+    assert container.redis.ttl(slot_key) > SLOT_MEMORY - 5  # still there when a lagging clock reaches the slot
+    assert not claim_slot(container.redis, container.namespace, spec, now)
 
 
 def test_a_worker_runs_a_scheduled_job(container: Container, broker: Any) -> None:
