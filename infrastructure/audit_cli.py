@@ -43,7 +43,8 @@ def register(sub: Any, runtime: Runtime) -> None:
     audit = sub.add_parser("audit", help="verify or export the audit ledger (the platform operator's view)")
     actions = audit.add_subparsers(dest="audit_action", required=True)
     check = actions.add_parser("verify", help="recompute the hash chains and compare the ledger with the event store")
-    check.add_argument("--project", type=project_arg, help="one project (default: every project and the platform)")
+    check.add_argument("--project", type=project_arg,
+                       help="a project id, or 'platform' for its own chain (default: every project and the platform)")
     export = actions.add_parser("export", help="write entries in position order to stdout")
     export.add_argument("--project", type=project_arg,
                         help="a project id, or 'platform' (default: every project and the platform)")
@@ -80,7 +81,7 @@ def run_verify(container: Container, args: argparse.Namespace) -> int:
     _catch_up(container)
     project = None if args.project in (None, PLATFORM) else UUID(args.project)
     report = verify(container.app.recorder, container.app.mapper, container.audit, project_id=project,
-                    progress=show_progress)
+                    platform=args.project == PLATFORM, progress=show_progress)
     print(file=sys.stderr)
     print_report(report, sys.stdout)
     return 0 if report.ok else 1

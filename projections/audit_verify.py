@@ -70,8 +70,10 @@ class Chained:
     reach: datetime
 
 
-def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, page: int = 2000) -> Iterator[Chained]:
-    """The entries the store implies up to ``stop`` (of ``project_id`` only, if given), chained."""
+def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, page: int = 2000, *,
+             platform: bool = False) -> Iterator[Chained]:
+    """The entries the store implies up to ``stop`` (of ``project_id`` only, if given; of the platform's own chain
+    only, with ``platform``), chained."""
     heads: dict[UUID, tuple[str, datetime]] = {}
     memberships = Memberships()
     start = 0
@@ -81,7 +83,8 @@ def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, pag
             return
         for notification in batch:
             for entry in memberships.entries(notification.id, mapper.to_domain_event(notification)):
-                if project_id is not None and entry.project_id != project_id:
+                if (project_id is not None and entry.project_id != project_id) or \
+                        (platform and entry.project_id is not None):
                     continue
                 canonical = entry.canonical_bytes()
                 previous, reach = heads.get(entry.chain, (GENESIS, entry.occurred_at))
@@ -90,10 +93,13 @@ def expected(recorder: Any, mapper: Any, stop: int, project_id: UUID | None, pag
         start = batch[-1].id
 
 
-def recorded(view: AuditView, project_id: UUID | None, batch: int = 2000) -> Iterator[Any]:
-    """The model's position, then the table's entries (of ``project_id`` only, if given) in position order, all
-    read in one snapshot: entries past the position cannot exist, and are reported as extra."""
+def recorded(view: AuditView, project_id: UUID | None, batch: int = 2000, *, platform: bool = False) -> Iterator[Any]:
+    """The model's position, then the table's entries (of ``project_id`` only, if given; of the platform's own chain
+    only, with ``platform``) in position order, all read in one snapshot: entries past the position cannot exist,
+    and are reported as extra."""
     where = SQL(" WHERE project_id = %(project_id)s") if project_id else SQL("")
+    if platform:
+        where = SQL(" WHERE project_id IS NULL")
     query = SQL("SELECT {} FROM {}").format(COLUMNS, view.table("audit")) + where + SQL(" ORDER BY position, chain")
     with view.datastore.transaction(commit=False) as curs, \
             curs.connection.cursor(name="audit_verify", row_factory=dict_row) as named:
@@ -149,13 +155,14 @@ def _key(want: Chained) -> tuple[int, UUID]:
     return want.entry.position, want.entry.chain
 
 
-def verify(recorder: Any, mapper: Any, view: AuditView, *, project_id: UUID | None = None,
+def verify(recorder: Any, mapper: Any, view: AuditView, *, project_id: UUID | None = None, platform: bool = False,
            progress: Callable[[int, int], None] | None = None) -> Report:
-    """Compares the ledger with the event store up to the model's position; see the module docstring."""
-    rows = recorded(view, project_id)
+    """Compares the ledger with the event store up to the model's position; see the module docstring. Every chain
+    by default, one project's with ``project_id``, the platform's own with ``platform``."""
+    rows = recorded(view, project_id, platform=platform)
     stop = next(rows)
     walk = _Walk(Report(up_to=stop))
-    wants = expected(recorder, mapper, stop, project_id)
+    wants = expected(recorder, mapper, stop, project_id, platform=platform)
     want, row = next(wants, None), next(rows, None)
     while want is not None or row is not None:
         if row is None or (want is not None and _key(want) < (row["position"], row["chain"])):

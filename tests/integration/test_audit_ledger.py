@@ -212,6 +212,12 @@ def test_verify_reports_altered_missing_and_extra_entries(server_url: str, redis
         assert f"missing position {deleted}:" in tampered.stdout
         assert f"extra position {positions[0] + 1000000}:" in tampered.stdout
         assert "1 missing, 1 extra, 1 altered" in tampered.stdout
+        # The tampering is all in the project's chain: the platform's own chain, verified alone, is intact.
+        platform_only = cli(url, redis_url, "audit", "verify", "--project", "platform")
+        platform_entries = sum(1 for r in table(url) if r["project_id"] is None)
+        assert platform_entries > 0
+        assert platform_only.returncode == 0, platform_only.stdout
+        assert f"OK: {platform_entries} entries" in platform_only.stdout
 
 
 def test_export_writes_a_projects_entries_as_ndjson_and_csv(ledger: tuple[Container, str], redis_url: str) -> None:
