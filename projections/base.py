@@ -409,6 +409,7 @@ class ProjectionRunner:
             total += done
             if progress is not None and done:
                 progress(total)
+        self.flush()  # a last pass with none of the model's events may have left the position seen but unwritten
         return total
 
     def start(self) -> None:

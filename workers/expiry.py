@@ -35,7 +35,7 @@ def secret_sweep(container: Any) -> SecretSweep:
     return SecretSweep(app=container.app, clock=container.tokens.clock, index=container.views["secret_expiry"])
 
 
-@job("expire-tokens", every=SWEEP_EVERY, max_retries=3, time_limit=300_000)
+@job("expire-tokens", every=SWEEP_EVERY, max_retries=3, time_limit=300_000, exclusive=True)
 def expire_tokens(container: Any, **_: Any) -> None:
     """Records ``TokenExpired`` for due tokens, at most ``max_batches`` batches per run (the next run continues:
     a backlog after downtime drains run by run without any run outliving its time limit)."""
@@ -43,7 +43,7 @@ def expire_tokens(container: Any, **_: Any) -> None:
     logger.info(log_line(job="expire-tokens", expired=result.expired, batches=result.batches, more=result.more))
 
 
-@job("expire-client-secrets", every=SWEEP_EVERY, max_retries=3)
+@job("expire-client-secrets", every=SWEEP_EVERY, max_retries=3, exclusive=True)
 def expire_client_secrets(container: Any, **_: Any) -> None:
     """Records ``ClientSecretExpired`` for due client secrets (current ones, and previous ones after their grace)."""
     result = secret_sweep(container).run()
@@ -59,7 +59,7 @@ def prune_revocation_list(container: Any, *, margin: timedelta = PRUNE_MARGIN, b
                  max_batches=max_batches)
 
 
-@job("prune-revocation-list", every=PRUNE_EVERY, max_retries=3, time_limit=300_000)
+@job("prune-revocation-list", every=PRUNE_EVERY, max_retries=3, time_limit=300_000, exclusive=True)
 def prune_revocations(container: Any, **_: Any) -> None:
     """Keeps the list every request reads small: a revoked token's entry goes once the token has expired (its
     ``exp`` refuses it from then on); its ``TokenRevoked`` and its lookup row stay (DESIGN.md invariant 1 holds)."""
@@ -75,7 +75,7 @@ def orphan_sweep(container: Any, *, batch_size: int = 1000, max_batches: int = 2
                        max_batches=max_batches)
 
 
-@job("revoke-orphaned-tokens", every=SWEEP_EVERY, max_retries=3, time_limit=300_000)
+@job("revoke-orphaned-tokens", every=SWEEP_EVERY, max_retries=3, time_limit=300_000, exclusive=True)
 def revoke_orphaned_tokens(container: Any, **_: Any) -> None:
     """Revokes live tokens of deleted clients: a deletion whose process died after its transaction, before its late
     passes, left the tokens issued while it ran; this finishes it within a period. Logs counts only."""

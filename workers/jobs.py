@@ -34,6 +34,10 @@ class Job:
         max_backoff: Largest retry delay in milliseconds.
         time_limit: Milliseconds after which a run is interrupted.
         every: Seconds between runs enqueued by the scheduler, or None for jobs only enqueued on demand.
+        exclusive: A periodic job whose run is skipped while another run of it is in progress
+            (``workers.runtime.exclusive_run``): for sweeps that may run for minutes. A job that must run within
+            seconds of a worker dying (the webhook dispatcher, the heartbeat) is not: a dead run's lock lasts until
+            its time limit has passed.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Job:
     max_backoff: int = 300_000
     time_limit: int = 600_000
     every: float | None = None
+    exclusive: bool = False
 
 
 JOBS: dict[str, Job] = {}

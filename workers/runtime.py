@@ -6,8 +6,8 @@ connects at import. ``keyledger worker`` and ``keyledger scheduler`` call :func:
 
 Two schedulers at once do no harm: each periodic job runs at most once per time slot of its period, because
 enqueuing a slot first claims a Redis key for it with ``SET NX`` (whoever claims it enqueues, the other skips).
-Jobs are idempotent besides, so a duplicate delivery by Dramatiq changes nothing either. A periodic job's run is
-skipped while another run of the same job is still in progress (``exclusive_run``).
+Jobs are idempotent besides, so a duplicate delivery by Dramatiq changes nothing either. A sweep's run (an exclusive
+job) is skipped while another run of the same job is still in progress (``exclusive_run``).
 """
 
 import contextlib
@@ -23,6 +23,7 @@ from typing import Any
 import dramatiq
 import msgspec
 from dramatiq.middleware import CurrentMessage
+from redis import RedisError
 
 from projections.failures import FailureStreak
 from workers.jobs import JOB_MODULES, JOBS, Job, periodic
@@ -68,7 +69,7 @@ def run_lock_key(namespace: str, spec: Job) -> str:
 
 @contextlib.contextmanager
 def exclusive_run(container: Any, spec: Job) -> Iterator[bool]:
-    """Yields whether this run of a periodic job may go on: not while another run of the same job holds its lock.
+    """Yields whether this run of an exclusive periodic job may go on: not while another run of it holds its lock.
 
     The scheduler enqueues a periodic job every period, and a sweep may run for minutes (a backlog after an
     outage); runs that overlapped would go over the same rows from the oldest, clash, fall back to a write per row
@@ -76,7 +77,7 @@ def exclusive_run(container: Any, spec: Job) -> Iterator[bool]:
     continues where a run left off, so a run that finds the lock taken has nothing to add. The lock expires
     ``LOCK_MARGIN`` seconds after the job's time limit, for a process that died holding it.
     """
-    if spec.every is None:
+    if not spec.exclusive:
         yield True
         return
     key, token = run_lock_key(container.namespace, spec), uuid.uuid4().hex
@@ -86,7 +87,10 @@ def exclusive_run(container: Any, spec: Job) -> Iterator[bool]:
     try:
         yield True
     finally:
-        container.redis.eval(_RELEASE, 1, key, token)
+        try:
+            container.redis.eval(_RELEASE, 1, key, token)
+        except RedisError as exc:  # the run's own outcome stands; the lock expires on its own
+            logger.warning(log_line(event="run lock not released", job=spec.name, error=type(exc).__name__))
 
 
 def _runner(container: Any, spec: Job) -> Callable[..., None]:

@@ -101,7 +101,7 @@ def prune_notifications(container: Any, *, batch_size: int = 5000, max_batches: 
     return notifications, emails, more or more_emails
 
 
-@job("webhooks.prune", every=NOTIFICATION_PRUNE_EVERY, max_retries=3, time_limit=300_000)
+@job("webhooks.prune", every=NOTIFICATION_PRUNE_EVERY, max_retries=3, time_limit=300_000, exclusive=True)
 def prune_job(container: Any, **_: Any) -> None:
     """Periodic: keeps the outboxes to the retention period (``KEYLEDGER_NOTIFICATION_RETENTION_DAYS``); the
     pruning horizon it records keeps a rebuild from sending pruned notifications again (``projections.outbox``)."""

@@ -22,6 +22,7 @@ from workers.runtime import (
     _runner,
     claim_slot,
     enqueue,
+    load_jobs,
     run_lock_key,
     run_worker,
     schedule_due,
@@ -123,7 +124,7 @@ def test_a_periodic_jobs_run_is_skipped_while_another_run_of_it_is_in_progress(
         entered.set()
         release.wait(30)
 
-    spec = Job(name=f"sweep-{time.time_ns()}", fn=slow, every=30.0, time_limit=60_000)
+    spec = Job(name=f"sweep-{time.time_ns()}", fn=slow, every=30.0, time_limit=60_000, exclusive=True)
     key = run_lock_key(container.namespace, spec)
     first = threading.Thread(target=_runner(container, spec))
     first.start()
@@ -145,7 +146,7 @@ def test_a_failed_run_releases_its_lock_and_a_late_run_leaves_a_successors_lock(
     def boom(_container: Any) -> None:
         raise RuntimeError("boom")
 
-    failing = Job(name=f"failing-{time.time_ns()}", fn=boom, every=30.0)
+    failing = Job(name=f"failing-{time.time_ns()}", fn=boom, every=30.0, exclusive=True)
     with pytest.raises(RuntimeError):
         _runner(container, failing)()
     assert not container.redis.exists(run_lock_key(container.namespace, failing))
@@ -153,7 +154,43 @@ def test_a_failed_run_releases_its_lock_and_a_late_run_leaves_a_successors_lock(
     def outlived(_container: Any) -> None:  # this run's lock expired and another run took the job's lock meanwhile
         container.redis.set(run_lock_key(container.namespace, late), "successor")
 
-    late = Job(name=f"late-{time.time_ns()}", fn=outlived, every=30.0)
+    late = Job(name=f"late-{time.time_ns()}", fn=outlived, every=30.0, exclusive=True)
     _runner(container, late)()
     assert container.redis.get(run_lock_key(container.namespace, late)) == b"successor"
     container.redis.delete(run_lock_key(container.namespace, late))
+
+
+def test_a_sweep_interrupted_by_its_time_limit_releases_its_lock(container: Container, broker: Any) -> None:
+    """Dramatiq's TimeLimitExceeded is raised inside the run: the lock goes with it, and the next run is not kept
+    waiting for the lock's own expiry."""
+    seen: list[str] = []
+
+    def endless(_container: Any) -> None:
+        try:
+            for _ in range(400):
+                time.sleep(0.05)
+        except TimeLimitExceeded:
+            seen.append("interrupted")
+            raise
+
+    spec = Job(name=f"endless-sweep-{time.time_ns()}", fn=endless, every=30.0, max_retries=0, time_limit=300,
+               exclusive=True)
+    actor = dramatiq.Actor(_runner(container, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue,
+                           priority=0, options={"max_retries": 0, "time_limit": spec.time_limit})
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
+    thread.start()
+    try:
+        actor.send()
+        eventually(lambda: bool(seen), timeout=15)
+        eventually(lambda: not container.redis.exists(run_lock_key(container.namespace, spec)), timeout=15)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert seen == ["interrupted"]
+
+
+def test_the_sweeps_run_alone_and_the_dispatcher_and_heartbeat_do_not_wait_for_a_dead_run() -> None:
+    jobs = load_jobs()
+    assert {name for name, spec in jobs.items() if spec.exclusive} == {
+        "expire-tokens", "expire-client-secrets", "prune-revocation-list", "revoke-orphaned-tokens", "webhooks.prune"}
