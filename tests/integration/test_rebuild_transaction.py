@@ -7,8 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from application.oauth.grants import TokenRequest
 from infrastructure.bootstrap import Container
-from projections.base import REPLAYING, RebuildProgress
+from projections.base import REPLAYING, ProjectionRunner, RebuildProgress
 from tests.integration.support import head, sign_up
 
 
@@ -66,3 +67,20 @@ def test_catching_up_under_steady_traffic_ends_at_the_head_it_found(quiet_contai
     runner.catch_up(busy_store)
     assert len(passes) == 1
     assert runner.model.seen < head(quiet_container)  # what was recorded meanwhile is the next catch-up's
+
+
+def test_a_catch_up_whose_last_pass_had_none_of_the_models_events_writes_its_position(
+        quiet_container: Container) -> None:
+    """A pass with none of the model's events only notes the head in memory when the position was written less than
+    its idle interval ago; a catch-up ends with it written, for what reads the position next (``audit verify``)."""
+    model = quiet_container.members
+    runner = ProjectionRunner(recorder=quiet_container.app.recorder, mapper=quiet_container.app.mapper, model=model,
+                              idle_write_interval=3600)
+    runner.catch_up()
+    account = sign_up(quiet_container)
+    runner.catch_up()  # the sign-up's member: written now
+    quiet_container.tokens.handle(TokenRequest(grant_type="client_credentials",  # no event of the members model
+                                               client_id=account.client.client.client_id,
+                                               client_secret=account.client.client_secret))
+    assert runner.catch_up() > 0
+    assert model.position() == head(quiet_container)
