@@ -6,7 +6,6 @@ import smtplib
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -68,28 +67,35 @@ def send(server: MailServer, *, recipients: list[str], subject: str, body: str, 
     context = ssl.create_default_context()
     smtp_class = smtplib.SMTP_SSL if server.tls else smtplib.SMTP
     kwargs = {"context": context} if server.tls else {}
-    deadline = time.monotonic() + timeout
+    # ``timeout`` bounds each socket operation; a server answering a line at a time, each within it, would hold the
+    # worker past the e-mail's lease (another worker then sends it again) and past the job's time limit (the attempt
+    # then goes unrecorded, and so on for ever). The whole conversation, from the greeting to QUIT, is cut at
+    # ``timeout`` by shutting the socket from a timer, and the attempt fails as any other.
+    smtp = smtp_class(timeout=timeout, **kwargs)  # no host: nothing is connected before the timer runs
+    smtp._host = server.host  # the name TLS checks the certificate against: ``connect`` leaves it as given here
     cut = threading.Event()
-    with smtp_class(server.host, server.port, timeout=timeout, **kwargs) as smtp:
-        # ``timeout`` bounds each socket operation; a server answering a line at a time, each within it, would hold
-        # the worker past the e-mail's lease (another worker then sends it again) and past the job's time limit
-        # (the attempt then goes unrecorded, and so on for ever). The rest of the conversation is cut at the
-        # deadline by shutting the socket from a timer, and the attempt fails as any other.
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, args=(smtp, cut))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            if server.starttls:
-                smtp.starttls(context=context)
-            if server.user is not None:
-                smtp.login(server.user, server.password or "")
-            smtp.send_message(message)
-        except (smtplib.SMTPException, OSError):
-            if cut.is_set():
-                raise TimeoutError("the SMTP conversation outlasted its deadline") from None
-            raise
-        finally:
-            watchdog.cancel()
+    watchdog = threading.Timer(timeout, _abort, args=(smtp, cut))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        smtp.connect(server.host, server.port)
+        if cut.is_set():  # the deadline passed while connecting, before there was a socket to shut
+            raise TimeoutError
+        if server.starttls:
+            smtp.starttls(context=context)
+        if server.user is not None:
+            smtp.login(server.user, server.password or "")
+        smtp.send_message(message)
+    except Exception:
+        if cut.is_set():  # whatever the cut made the blocked call raise (a TLS socket's may be no OSError)
+            raise TimeoutError("the SMTP conversation outlasted its deadline") from None
+        raise
+    else:
+        with contextlib.suppress(Exception):  # the message is accepted: a QUIT that fails (or is cut) changes nothing
+            smtp.quit()
+    finally:
+        watchdog.cancel()
+        smtp.close()
 
 
 def _abort(smtp: smtplib.SMTP, cut: threading.Event) -> None:
@@ -98,4 +104,6 @@ def _abort(smtp: smtplib.SMTP, cut: threading.Event) -> None:
     sock = smtp.sock
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown, also under TLS: ``SSLSocket.shutdown`` would unwrap the connection under
+            # the thread blocked in it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

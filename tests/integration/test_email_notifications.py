@@ -169,22 +169,24 @@ def test_a_late_worker_cannot_undo_a_delivery(mailing: Container, port: int) -> 
 
 
 @contextlib.contextmanager
-def trickling_smtp_server(lines: int = 40, every: float = 0.25) -> Iterator[int]:
-    """An SMTP server that greets, then answers EHLO one continuation line at a time, each well within a socket
-    timeout of a second, and hangs up after ``lines`` of them without ever finishing its answer."""
+def trickling_smtp_server(lines: int = 40, every: float = 0.25, *, greeting: bool = False) -> Iterator[int]:
+    """An SMTP server that greets (or, with ``greeting``, greets one line at a time), then answers EHLO one
+    continuation line at a time, each well within a socket timeout of a second, and hangs up after ``lines`` of them
+    without ever finishing its answer."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            conn.sendall(b"220 slow ESMTP\r\n")
-            conn.recv(1024)  # EHLO
+            if not greeting:
+                conn.sendall(b"220 slow ESMTP\r\n")
+                conn.recv(1024)  # EHLO
             for _ in range(lines):
                 if stop.wait(every):
                     return
                 with contextlib.suppress(OSError):
-                    conn.sendall(b"250-still thinking\r\n")
+                    conn.sendall(b"220-still greeting\r\n" if greeting else b"250-still thinking\r\n")
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -196,9 +198,11 @@ def trickling_smtp_server(lines: int = 40, every: float = 0.25) -> Iterator[int]
         listener.close()
 
 
-def test_a_server_answering_a_line_at_a_time_is_cut_at_the_deadline() -> None:
-    """Each line arrives within the socket timeout, so only a deadline on the whole conversation ends it: the
-    attempt fails as timed out (and is recorded as any failure), instead of running until the server gives up."""
-    with trickling_smtp_server() as port, pytest.raises(TimeoutError, match="outlasted its deadline"):
+@pytest.mark.parametrize("greeting", [False, True], ids=["ehlo", "greeting"])
+def test_a_server_answering_a_line_at_a_time_is_cut_at_the_deadline(greeting: bool) -> None:
+    """Each line arrives within the socket timeout, so only a deadline on the whole conversation, the greeting
+    included, ends it: the attempt fails as timed out (and is recorded as any failure), instead of running until the
+    server gives up."""
+    with trickling_smtp_server(greeting=greeting) as port, pytest.raises(TimeoutError, match="outlasted"):
         send(parse_smtp_url(f"smtp://127.0.0.1:{port}"), recipients=["owner@example.com"], subject="s", body="b",
              message_id="<x@keyledger>", timeout=1)
