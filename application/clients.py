@@ -19,6 +19,7 @@ from domain.client import Client
 from domain.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from domain.ids import client_aggregate_id
 from domain.policy import MAX_ACCESS_TOKEN_TTL, MIN_ACCESS_TOKEN_TTL, LifetimePolicy
+from domain.project import Project
 from domain.scopes import DEFAULT_CLIENT_SCOPE, parse_scope, unknown_scopes
 
 MAX_GRACE_PERIOD = 30 * 24 * 3600
@@ -124,19 +125,28 @@ class Clients:
         The save is guarded by the project's version the rights were read at, so any change of the project (a
         colleague adding a member, a webhook configured) fails it, not only one of the caller's role. Deciding again
         turns that into what it means: the command goes through if the caller's rights still hold, and a role
-        lowered meanwhile is refused as such (403) rather than as a conflict. A second rotation of the same client
-        at the same moment is decided on the first one's result, as if it had come after it.
+        lowered meanwhile is refused as such (403) rather than as a conflict. A save that lost to a change of the
+        client itself (another rotation at the same moment) is not decided again: on top of the other rotation it
+        would cut the secret that one just handed out to the other caller's grace period (none by default), so
+        it is a 409 and the caller asks again knowing of it.
 
         Raises:
-            Conflict: the command lost ``ATTEMPTS`` times in a row.
+            Conflict: the client changed meanwhile, or the project kept changing (``ATTEMPTS`` decisions).
             NotFound, Forbidden: as ``authorize``, on the project's version of the last decision.
         """
         for _ in range(ATTEMPTS - 1):
+            granted = authorize(self.app, caller, project_id, WRITE)
             try:
-                return command(authorize(self.app, caller, project_id, WRITE))
+                return command(granted)
             except Conflict:
-                continue
+                if not self._project_moved(project_id, granted.version):
+                    raise
         return command(authorize(self.app, caller, project_id, WRITE))
+
+    def _project_moved(self, project_id: UUID, version: int) -> bool:
+        """Whether the project's stream is past ``version`` (a lost save's guard), as opposed to the client's."""
+        project = self.app.find(project_id, Project, copy=False)
+        return project is None or project.version != version
 
     def _save(self, client: Client, project_id: UUID, decided_on: int | None) -> None:
         """Saves ``client`` only if the project is still at ``decided_on`` (when given): the caller's permissions

@@ -98,8 +98,10 @@ def test_a_role_lowered_meanwhile_is_refused_as_such_when_decided_again(containe
     assert head(container) == before + 1  # the demotion alone: no client
 
 
-def test_two_rotations_at_once_are_both_decided_the_second_on_the_first(container: Container,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotation_that_lost_to_another_rotation_is_a_conflict_not_a_cut_secret(
+        container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decided again on top of the other rotation, it would make the secret just handed to the other caller the
+    previous one, dead at once without a grace period: it answers 409 instead, and the other caller's secret stands."""
     acme = sign_up(container)
     client_id, theirs = acme.client.client.client_id, []
 
@@ -113,14 +115,14 @@ def test_two_rotations_at_once_are_both_decided_the_second_on_the_first(containe
         save(client)
 
     racer = Racer(container.app, monkeypatch, rotate_first, times=1)
-    rotated = container.clients.on_fresh_rights(owner(acme), acme.project.id, lambda granted: container.clients.rotate(
-        RotateSecret(project_id=acme.project.id, client_id=client_id, actor="system",
-                     caller_permissions=granted.permissions, grace_period=60, decided_on=granted.version)))
-    assert racer.saves == 2
+    with pytest.raises(Conflict):
+        container.clients.on_fresh_rights(owner(acme), acme.project.id, lambda granted: container.clients.rotate(
+            RotateSecret(project_id=acme.project.id, client_id=client_id, actor="system",
+                         caller_permissions=granted.permissions, decided_on=granted.version)))
+    assert racer.saves == 1
     client = container.app.load(acme.client.client.id, Client)
-    assert client.version == acme.client.client.version + 2  # both rotations, the caller's on the racer's
-    assert client.secret_hash == container.clients.secrets.hash(rotated.client_secret)
-    assert client.previous_secret_hash == container.clients.secrets.hash(theirs[0])  # kept for the caller's grace
+    assert client.version == acme.client.client.version + 1  # the other rotation alone
+    assert client.secret_hash == container.clients.secrets.hash(theirs[0])
 
 
 def test_a_client_command_that_keeps_losing_is_a_conflict(container: Container,
