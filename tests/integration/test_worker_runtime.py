@@ -1,11 +1,13 @@
 """The job runtime against a real Redis broker: scheduling slots, actors, the worker loop and ``keyledger worker``."""
 
+import dataclasses
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -27,6 +29,37 @@ from workers.runtime import (
     run_worker,
     schedule_due,
 )
+
+
+def run_until_interrupted(broker: Any, container: Container | None, spec: Job,
+                          done: Callable[[], bool] = lambda: True) -> list[str]:
+    """Runs ``spec`` (its function replaced by one that outlives any time limit) on a one-thread worker until its
+    time limit interrupts it and ``done()`` holds; returns what the run saw ("interrupted" or "finished")."""
+    seen: list[str] = []
+
+    def endless(_container: Any) -> None:
+        try:
+            for _ in range(400):  # 20 s in all, in short sleeps: the interruption lands between two of them
+                time.sleep(0.05)
+            seen.append("finished")
+        except TimeLimitExceeded:
+            seen.append("interrupted")
+            raise
+
+    spec = dataclasses.replace(spec, fn=endless)
+    actor = dramatiq.Actor(_runner(container, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue,
+                           priority=0, options={"max_retries": 0, "time_limit": spec.time_limit})
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
+    thread.start()
+    try:
+        actor.send()
+        eventually(lambda: bool(seen), timeout=15)
+        eventually(done, timeout=15)
+    finally:
+        stop.set()
+        thread.join(30)
+    return seen
 
 
 def test_two_schedulers_claim_each_slot_once(container: Container) -> None:
@@ -84,29 +117,8 @@ def test_a_job_that_outlives_its_time_limit_is_interrupted_and_logged_as_failed(
     # Dramatiq's TimeLimit middleware starts its watchdog on the process_boot signal, which only Dramatiq's own
     # command sent: every job's time_limit went unenforced.
     caplog.set_level(logging.INFO, logger="keyledger.jobs")
-    seen: list[str] = []
-
-    def endless() -> None:
-        try:
-            for _ in range(400):  # 20 s in all, in short sleeps: the interruption lands between two of them
-                time.sleep(0.05)
-            seen.append("finished")
-        except TimeLimitExceeded:
-            seen.append("interrupted")
-            raise
-
-    spec = Job(name=f"endless-{time.time_ns()}", fn=lambda _container: endless(), max_retries=0, time_limit=300)
-    actor = dramatiq.Actor(_runner(None, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue,
-                           priority=0, options={"max_retries": 0, "time_limit": spec.time_limit})
-    stop = threading.Event()
-    thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
-    thread.start()
-    try:
-        actor.send()
-        eventually(lambda: bool(seen), timeout=15)
-    finally:
-        stop.set()
-        thread.join(30)
+    spec = Job(name=f"endless-{time.time_ns()}", fn=lambda _container: None, max_retries=0, time_limit=300)
+    seen = run_until_interrupted(broker, None, spec)
     assert seen == ["interrupted"]
     eventually(lambda: f'"job":"{spec.name}"' in caplog.text)
     assert '"outcome":"failed: TimeLimitExceeded"' in caplog.text  # not "ok": the run did not finish
@@ -163,31 +175,11 @@ def test_a_failed_run_releases_its_lock_and_a_late_run_leaves_a_successors_lock(
 def test_a_sweep_interrupted_by_its_time_limit_releases_its_lock(container: Container, broker: Any) -> None:
     """Dramatiq's TimeLimitExceeded is raised inside the run: the lock goes with it, and the next run is not kept
     waiting for the lock's own expiry."""
-    seen: list[str] = []
-
-    def endless(_container: Any) -> None:
-        try:
-            for _ in range(400):
-                time.sleep(0.05)
-        except TimeLimitExceeded:
-            seen.append("interrupted")
-            raise
-
-    spec = Job(name=f"endless-sweep-{time.time_ns()}", fn=endless, every=30.0, max_retries=0, time_limit=300,
-               exclusive=True)
-    actor = dramatiq.Actor(_runner(container, spec), broker=broker, actor_name=spec.name, queue_name=spec.queue,
-                           priority=0, options={"max_retries": 0, "time_limit": spec.time_limit})
-    stop = threading.Event()
-    thread = threading.Thread(target=run_worker, args=(broker, stop), kwargs={"threads": 1})
-    thread.start()
-    try:
-        actor.send()
-        eventually(lambda: bool(seen), timeout=15)
-        eventually(lambda: not container.redis.exists(run_lock_key(container.namespace, spec)), timeout=15)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert seen == ["interrupted"]
+    spec = Job(name=f"endless-sweep-{time.time_ns()}", fn=lambda _container: None, every=30.0, max_retries=0,
+               time_limit=300, exclusive=True)
+    lock = run_lock_key(container.namespace, spec)
+    assert run_until_interrupted(broker, container, spec, done=lambda: not container.redis.exists(lock)) == [
+        "interrupted"]
 
 
 def test_the_sweeps_run_alone_and_the_dispatcher_and_heartbeat_do_not_wait_for_a_dead_run() -> None:
