@@ -63,7 +63,7 @@ LOCK_MARGIN = 30
 
 
 def run_lock_key(namespace: str, spec: Job) -> str:
-    """The Redis key a periodic job's run holds while it runs."""
+    """The Redis key an exclusive job's run holds while it runs."""
     return f"{namespace}:running:{spec.name}"
 
 
@@ -94,8 +94,8 @@ def exclusive_run(container: Any, spec: Job) -> Iterator[bool]:
 
 
 def _runner(container: Any, spec: Job) -> Callable[..., None]:
-    """Wraps a job: one structured log line per run with its outcome and duration; a periodic job's run is skipped
-    while another run of it is in progress (``exclusive_run``)."""
+    """Wraps a job: one structured log line per run with its outcome and duration; an exclusive job's run (a sweep's)
+    is skipped while another run of it is in progress (``exclusive_run``)."""
 
     def run(**kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
