@@ -269,7 +269,6 @@ def build(settings: Settings, endpoints: Endpoints, *, migrate: bool = False) ->
             opened.append(app)
             hand_out_recent_first(app.recorder.datastore.pool)
             views = {cls.name: build_view(cls, app, migrate=migrate) for cls in READ_MODELS}
-            views[WebhooksView.name].email_enabled = settings.smtp_url is not None  # type: ignore[attr-defined]
             session = functools.partial(database_clock, app)  # bound now: a test may swap the module's name later
             clock.calibrate(session)  # before the first key's dates are taken from it
             stamping = stamp_with(clock.now)  # events too are stamped by the database's clock (``domain.entity``)

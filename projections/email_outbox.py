@@ -1,11 +1,16 @@
 """The e-mail side of the outbox: notifications of a project mailed to its owners and admins.
 
-Rows are added by the webhooks model (in the transaction of its tracking position) only when the process has an
-SMTP server configured, with deterministic ids (the notification's key and the e-mail channel), so deriving twice
-adds nothing. Delivery state and retries work as for webhooks (``projections.outbox``): kept in PostgreSQL, leased
-while sending, retried on the same schedule, then marked failed.
+Rows are added by the webhooks model (in the transaction of its tracking position) for every project notification,
+whatever the applying process's SMTP setting, with deterministic ids (the notification's key and the e-mail
+channel), so deriving twice adds nothing and which process applies a batch changes nothing. Whether they are sent
+is the workers' decision (``workers.email``): without an SMTP server, the dispatcher settles due e-mails as
+``skipped``, so configuring one later never mails the past. An e-mail derived more than ``STALE_AFTER`` after its
+event (a rebuild, or a model that was stopped for long) is added ``skipped`` too: people are not mailed old news.
+Delivery state and retries work as for webhooks (``projections.outbox``): kept in PostgreSQL, leased while sending,
+retried on the same schedule, then marked failed.
 """
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -19,6 +24,8 @@ from projections.outbox import MAX_ERROR, mark_due, retry_delay
 
 EMAIL_CHANNEL = uuid5(NS_NOTIFICATION, "email")
 EMAIL_TABLE = "email_notification"
+STALE_AFTER = timedelta(days=1)  # how old an event may be when its e-mail is derived and still be mailed
+NO_SMTP = "no SMTP server configured"
 
 
 def email_statements(table: Composable) -> list[Composable]:
@@ -36,14 +43,18 @@ def email_statements(table: Composable) -> list[Composable]:
 
 
 def add_email(curs: Cursor[DictRow], table: Composable, derived: Derived) -> int:
-    """Adds the e-mail of a project notification (platform-wide types are not mailed); returns rows added."""
+    """Adds the e-mail of a project notification (platform-wide types are not mailed), due now, or ``skipped`` when
+    its event is older than ``STALE_AFTER`` by the database's clock; returns rows added."""
     if derived.project_id is None or derived.type in PLATFORM_TYPES:
         return 0
     payload = msgspec.json.encode({"type": derived.type, "timestamp": derived.timestamp,
                                    "data": {**derived.data, "project_id": str(derived.project_id)}}).decode()
-    curs.execute(SQL("INSERT INTO {} (id, project_id, type, payload, created_at, next_attempt_at) "
-                     "VALUES (%s, %s, %s, %s, now(), now()) ON CONFLICT DO NOTHING").format(table),
-                 (notification_id(derived.key, EMAIL_CHANNEL), derived.project_id, derived.type, payload))
+    curs.execute(SQL("INSERT INTO {} (id, project_id, type, payload, created_at, next_attempt_at, status, last_error) "
+                     "SELECT %s, %s, %s, %s, now(), now(), CASE WHEN stale THEN 'skipped' ELSE 'pending' END, "
+                     "CASE WHEN stale THEN 'derived too late to be news' END FROM (SELECT %s::timestamptz < now() - "
+                     "%s AS stale) s ON CONFLICT DO NOTHING").format(table),
+                 (notification_id(derived.key, EMAIL_CHANNEL), derived.project_id, derived.type, payload,
+                  derived.timestamp, STALE_AFTER))
     return curs.rowcount
 
 
@@ -58,6 +69,17 @@ class EmailOutbox:
     def due(self, *, lease: float, limit: int = 500) -> list[UUID]:
         """Marks up to ``limit`` due e-mails dispatched for ``lease`` seconds and returns their ids."""
         return mark_due(self._view, self._table, lease=lease, limit=limit)
+
+    def skip_due(self, *, limit: int = 500) -> int:
+        """Settles up to ``limit`` due e-mails (pending, due, not leased) as ``skipped``: no SMTP server is
+        configured, and one configured later must not mail them. Returns how many."""
+        query = SQL("UPDATE {t} SET status = 'skipped', last_error = %s, dispatched_until = NULL WHERE id IN (SELECT "
+                    "id FROM {t} WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR "
+                    "lease_until <= now()) ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                    ).format(t=self._table)
+        with self._view.datastore.transaction(commit=True) as curs:
+            curs.execute(query, (NO_SMTP, limit))
+            return curs.rowcount
 
     def claim(self, email_id: UUID, *, lease: float) -> dict[str, Any] | None:
         """Leases a due e-mail; returns its row and ``recipients`` (the project's owners and admins now)."""

@@ -130,7 +130,7 @@ class Outbox:
         """Adds ``client.secret.expiring`` notifications for live secrets within a warning threshold.
 
         Reads the clients read model; one notification per client, expiry, threshold and subscribed webhook (and
-        one e-mail when mailing is on), so running this again, or twice at once, adds nothing. Returns how many it
+        one e-mail), so running this again, or twice at once, adds nothing. Returns how many it
         added.
         """
         now = now or datetime.now(tz=UTC)
@@ -166,8 +166,8 @@ def horizon_statements(table: Composable) -> list[Composable]:
 
 
 def prune_settled(view: Any, table: Composable, *, days: int, limit: int, attempts: Composable | None = None) -> int:
-    """Deletes up to ``limit`` settled rows (delivered, failed or cancelled) of an outbox ``table`` created more than
-    ``days`` days ago by the database's clock, with their ``attempts`` rows; returns how many went.
+    """Deletes up to ``limit`` settled rows (delivered, failed, cancelled or skipped) of an outbox ``table`` created
+    more than ``days`` days ago by the database's clock, with their ``attempts`` rows; returns how many went.
 
     The same statement moves the pruning horizon up to that instant, so the webhooks model (``derivable``) never
     derives again, in a rebuild, an event whose notifications may be gone, whatever retention another process or a

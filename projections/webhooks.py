@@ -59,9 +59,6 @@ class WebhooksView(ReadModel):
     topics = frozenset({get_topic(Project.WebhookConfigured), get_topic(Project.WebhookRemoved),
                         get_topic(Client.ClientCreated), *NOTIFIABLE_TOPICS})
 
-    # Whether notifications are also mailed (an SMTP server is configured): set by the composition root.
-    email_enabled = False
-
     def create_statements(self) -> list[Composable]:
         """The tables and the indexes of the listing, dispatch and delivery queries."""
         hooks, clients = self.table("webhook_view"), self.table("outbox_client")
@@ -113,11 +110,10 @@ class WebhooksView(ReadModel):
                 self.notify(curs, derived)
 
     def notify(self, curs: Cursor[DictRow], derived: Derived) -> int:
-        """Adds a notification for every webhook subscribed to it, and its e-mail when mailing is on."""
+        """Adds a notification for every webhook subscribed to it, and its e-mail (whatever this process's SMTP
+        setting: the e-mail's worker decides whether it is sent, ``workers.email``)."""
         added = self.add(curs, derived, self.subscribers(curs, derived.type, derived.project_id))
-        if self.email_enabled:
-            added += add_email(curs, self.table(EMAIL_TABLE), derived)
-        return added
+        return added + add_email(curs, self.table(EMAIL_TABLE), derived)
 
     def _client_id(self, curs: Cursor[DictRow], event: Any) -> str | None:
         if not isinstance(event, Client.Event):

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from infrastructure.mailer import parse_smtp_url, send
-from projections.email_outbox import EmailOutbox
+from projections.email_outbox import NO_SMTP, EmailOutbox
 from workers.jobs import job
 from workers.runtime import enqueue, log_line
 
@@ -14,10 +14,18 @@ logger = logging.getLogger("keyledger.jobs")
 
 
 def dispatch_email(container: Any, broker: Any, limit: int) -> int:
-    """Enqueues a mailing for every due e-mail (nothing without an SMTP server); returns how many."""
+    """Enqueues a mailing for every due e-mail; returns how many.
+
+    Without an SMTP server, due e-mails are settled as ``skipped`` instead (and pruned with the settled ones), so an
+    SMTP server configured later mails only what falls due from then on.
+    """
+    outbox = EmailOutbox(container.webhooks_view)
     if container.settings.smtp_url is None:
+        skipped = outbox.skip_due(limit=limit)
+        if skipped:
+            logger.info(log_line(event="e-mails skipped", reason=NO_SMTP, count=skipped))
         return 0
-    due = EmailOutbox(container.webhooks_view).due(lease=container.settings.webhook_lease, limit=limit)
+    due = outbox.due(lease=container.settings.webhook_lease, limit=limit)
     for email_id in due:
         enqueue(broker, "notifications.email", email_id=str(email_id))
     return len(due)

@@ -31,7 +31,7 @@ def _outbox(container: Any) -> Outbox:
 
 def dispatch(container: Any, broker: Any) -> int:
     """Brings the outbox up to the event store, then enqueues a delivery for every due notification (and a
-    mailing for every due e-mail when an SMTP server is configured).
+    mailing for every due e-mail when an SMTP server is configured; without one, due e-mails are settled skipped).
 
     Returns how many it enqueued.
     """

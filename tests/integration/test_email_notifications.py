@@ -5,9 +5,11 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -17,10 +19,11 @@ from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.mailer import MailUrlError, parse_smtp_url, send
 from infrastructure.settings import Settings
 from projections.email_outbox import EmailOutbox
+from projections.notifications import Derived
 from tests.conftest import fresh_database
 from tests.integration.support import fresh_email, sign_up
 from tests.integration.webhook_support import make_due, owner, webhook_settings
-from workers.email import mail
+from workers.email import dispatch_email, mail
 
 pytestmark = pytest.mark.integration
 
@@ -128,16 +131,69 @@ def make_due_emails(container: Container) -> None:
                      "WHERE status = 'pending'")
 
 
-def test_without_an_smtp_server_nothing_is_mailed(server_url: str, redis_url: str, settings: Settings) -> None:
+def test_without_an_smtp_server_due_emails_are_skipped_for_good(server_url: str, redis_url: str,
+                                                                settings: Settings, port: int) -> None:
+    """The rows do not depend on the applying process's setting; a worker without SMTP settles them ``skipped``, so
+    one with SMTP configured later mails nothing of the past."""
     with fresh_database(server_url) as url:
-        built = build(webhook_settings(settings), Endpoints(database_url=url, redis_url=redis_url), migrate=True)
+        endpoints = Endpoints(database_url=url, redis_url=redis_url)
+        quiet = build(webhook_settings(settings), endpoints, migrate=True)
+        loud = build(webhook_settings(settings, smtp_url=f"smtp://127.0.0.1:{port}"), endpoints)
         try:
-            signed = sign_up(built)
-            add(built, signed, "admin")
-            built.runner("webhooks").catch_up()
-            assert emails(built) == []
+            signed = sign_up(quiet)
+            add(quiet, signed, "admin")
+            quiet.runner("webhooks").catch_up()
+            [row] = emails(quiet)
+            assert (row["type"], row["status"]) == ("member.added", "pending")
+            assert dispatch_email(quiet, None, 10) == 0
+            [after] = emails(quiet)
+            assert (after["status"], after["last_error"]) == ("skipped", "no SMTP server configured")
+            with smtp_server(port) as inbox:
+                assert dispatch_email(loud, None, 10) == 0  # nothing due: no broker needed
+                assert mail(loud, str(row["id"])) is None
+            assert inbox.messages == []
         finally:
-            built.close()
+            loud.close()
+            quiet.close()
+
+
+def test_a_process_without_smtp_derives_the_emails_a_worker_with_smtp_sends(server_url: str, redis_url: str,
+                                                                            settings: Settings, port: int) -> None:
+    """Whichever process applies the batch (here an API process without ``KEYLEDGER_SMTP_URL``), the e-mail is
+    there for the worker that has it."""
+    with fresh_database(server_url) as url:
+        endpoints = Endpoints(database_url=url, redis_url=redis_url)
+        api = build(webhook_settings(settings), endpoints, migrate=True)
+        worker = build(webhook_settings(settings, smtp_url=f"smtp://127.0.0.1:{port}"), endpoints)
+        try:
+            signed = sign_up(api)
+            admin = add(api, signed, "admin")
+            api.runner("webhooks").catch_up()
+            [row] = emails(worker)
+            assert EmailOutbox(worker.webhooks_view).due(lease=30) == [row["id"]]
+            with smtp_server(port) as inbox:
+                assert mail(worker, str(row["id"])) == "delivered"
+            [(recipients, _)] = inbox.messages
+            assert sorted(recipients) == sorted([signed.user.email, admin])
+        finally:
+            worker.close()
+            api.close()
+
+
+@pytest.mark.parametrize(("age", "status"), [(timedelta(hours=2), "pending"), (timedelta(days=3), "skipped")])
+def test_an_email_derived_long_after_its_event_is_not_sent(mailing: Container, age: timedelta, status: str) -> None:
+    """A rebuild (or a model stopped for long) derives old events' e-mails settled: people are not mailed old news."""
+    signed = sign_up(mailing)
+    when = datetime.now(tz=UTC) - age
+    derived = Derived(key=f"test:{uuid4()}", type="member.added", project_id=signed.project.id,
+                      timestamp=when.isoformat(), data={"user_id": str(uuid4()), "actor": "system"})
+    view = mailing.webhooks_view
+    with view.datastore.transaction(commit=True) as curs:
+        assert view.notify(curs, derived) == 1
+        assert view.notify(curs, derived) == 0  # deterministic id: deriving again adds nothing
+    [row] = [r for r in emails(mailing) if r["project_id"] == signed.project.id]
+    assert row["status"] == status
+    assert (row["id"] in EmailOutbox(view).due(lease=0)) is (status == "pending")
 
 
 @pytest.mark.parametrize("url", ["http://mail.example.com", "smtp://", "smtp://host:notaport"])

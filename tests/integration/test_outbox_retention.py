@@ -74,15 +74,15 @@ def test_settled_notifications_past_the_retention_go_with_their_attempts(hooks: 
     for aged in (old_delivered, old_failed, old_cancelled, old_pending):
         age(hooks, "webhook_notification", aged)
     emails = {(status, aged): email_row(hooks, status, aged=aged) for status, aged in (
-        ("delivered", True), ("failed", True), ("pending", True), ("failed", False))}
+        ("delivered", True), ("failed", True), ("skipped", True), ("pending", True), ("failed", False))}
 
     assert prune_notifications(hooks, batch_size=1, max_batches=1) == (1, 1, True)  # a batch each, more left
-    assert prune_notifications(hooks, batch_size=1) == (2, 1, False)
+    assert prune_notifications(hooks, batch_size=1) == (2, 2, False)
 
     assert {row["id"] for row in outbox_rows(hooks, hook.webhook_id)} == {recent, old_pending}
     assert attempts_of(hooks, old_delivered) == 0 and attempts_of(hooks, recent) == 1
     left = {row["id"] for row in execute(hooks, "SELECT id FROM {schema}.email_notification")}
-    assert left == {emails["pending", True], emails["failed", False]}
+    assert left & set(emails.values()) == {emails["pending", True], emails["failed", False]}
     add_member(hooks, signed)  # the horizon the pruning recorded (90 days back) leaves new events notifying
     hooks.runner("webhooks").catch_up()
     assert len(outbox_rows(hooks, hook.webhook_id)) == 3

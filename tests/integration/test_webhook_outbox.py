@@ -204,9 +204,10 @@ def test_expiry_warnings_are_sent_once_per_threshold(hooks: Container, receiver:
     catch_up(hooks)
     outbox = Outbox(hooks.webhooks_view)
     now = datetime.now(tz=UTC)
-    assert outbox.warn_expiring(now) == 1  # the 7-day warning only (the 1-year first client is not due)
+    # Each warning is the webhook's notification and the owners' e-mail.
+    assert outbox.warn_expiring(now) == 2  # the 7-day warning only (the 1-year first client is not due)
     assert outbox.warn_expiring(now) == 0
-    assert outbox.warn_expiring(now + timedelta(days=4, hours=12)) == 1  # the 1-day warning
+    assert outbox.warn_expiring(now + timedelta(days=4, hours=12)) == 2  # the 1-day warning
     assert outbox.warn_expiring(now + timedelta(days=6)) == 0  # expired: no warning
     payloads = [json.loads(r["payload"]) for r in outbox_rows(hooks, hook.webhook_id)]
     assert sorted(p["data"]["days"] for p in payloads) == [1, 7]
