@@ -17,8 +17,8 @@ from infrastructure.serving import freeze_startup_heap, quiet_upgrade_requests, 
 from infrastructure.settings import Settings, SettingsError
 from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
-from projections.base import REPLAYING, RebuildProgress
 from projections.outbox import outbox_status
+from projections.rebuild import REPLAYING, RebuildProgress
 from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")

@@ -13,7 +13,6 @@ import time
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -25,6 +24,7 @@ from psycopg.sql import SQL, Composable, Identifier, Literal
 
 from projections.ddl import repeatable
 from projections.failures import FailureStreak
+from projections.rebuild import Pages, RebuildProgress, rebuild_beside
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +42,6 @@ _CREATE_TENANT_ROLE = SQL(
 ).format(name=Literal(TENANT_ROLE), role=Identifier(TENANT_ROLE))
 
 
-REBUILD_IDLE_LIMIT = "10min"  # as the audit ledger's exports (``AuditView._confine``)
-LOCKING = "waiting for the model's lock (its runners' batch in progress)"
-EMPTYING = "emptying the model's tables"
-REPLAYING = "replaying"
-COMMITTING = "committing"
-
-
-@dataclass(frozen=True, slots=True)
-class RebuildProgress:
-    """Where a rebuild is: its phase and, while replaying, the position reached of the store's head as read once the
-    model's lock was held (what is recorded later the live runners apply after the commit)."""
-
-    phase: str
-    position: int = 0
-    head: int = 0
-
-
 class ReadModel(PostgresTrackingRecorder):
     """Base of read models: declares tables and topics, applies events, answers queries."""
 
@@ -73,6 +56,10 @@ class ReadModel(PostgresTrackingRecorder):
     # life, and one planned while a table was small scans it whole, every batch, however large it has grown since;
     # only new statistics of the table (autovacuum's ANALYZE or VACUUM, when it runs) make PostgreSQL plan it again.
     keyed_writes: ClassVar[bool] = False
+    # Set on a rebuild's private copies of the model (``projections.rebuild``): the schema its rebuilt tables live
+    # in until they are swapped in, and whether every table the model names is there (the copy that creates them).
+    shadow_schema: str | None = None
+    shadow_everything: bool = False
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -104,9 +91,9 @@ class ReadModel(PostgresTrackingRecorder):
         """Row-level security on the tenant tables, and the tenant role's read access to them."""
         if not self.tenant_tables:
             return []
-        schema = Identifier(self.datastore.schema)
-        statements: list[Composable] = [_CREATE_TENANT_ROLE,
-                                        SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, Identifier(TENANT_ROLE))]
+        schemas = sorted({self.schema_of(name) for name in self.tenant_tables})
+        statements: list[Composable] = [_CREATE_TENANT_ROLE, *(SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+            Identifier(schema), Identifier(TENANT_ROLE)) for schema in schemas)]
         for name in self.tenant_tables:
             table, policy = self.table(name), Identifier(f"{name}_tenant")
             statements += [
@@ -115,7 +102,7 @@ class ReadModel(PostgresTrackingRecorder):
                 SQL("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = {s} AND tablename = {t} "
                     "AND policyname = {p}) THEN CREATE POLICY {policy} ON {table} FOR SELECT TO {role} USING "
                     "(project_id = NULLIF(current_setting({setting}, true), '')::uuid); END IF; END $$").format(
-                    s=Literal(self.datastore.schema), t=Literal(name), p=Literal(f"{name}_tenant"), policy=policy,
+                    s=Literal(self.schema_of(name)), t=Literal(name), p=Literal(f"{name}_tenant"), policy=policy,
                     table=table, role=Identifier(TENANT_ROLE), setting=Literal(TENANT_SETTING)),
             ]
         return statements
@@ -140,9 +127,15 @@ class ReadModel(PostgresTrackingRecorder):
     def apply(self, curs: Cursor[DictRow], event: Any) -> None:
         """Applies one domain event to the model's tables."""
 
+    def schema_of(self, name: str) -> str:
+        """The schema a table of the model is in: the datastore's, or a rebuild's for the tables it rebuilds."""
+        if self.shadow_schema is not None and (self.shadow_everything or name in self.tables):
+            return self.shadow_schema
+        return str(self.datastore.schema)
+
     def table(self, name: str) -> Composable:
         """Returns the schema-qualified identifier of one of the model's tables."""
-        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+        return SQL("{}.{}").format(Identifier(self.schema_of(name)), Identifier(name))
 
     def position(self) -> int:
         """The notification id up to which the model is current."""
@@ -198,44 +191,25 @@ class ReadModel(PostgresTrackingRecorder):
             self._insert_tracking(curs, Tracking(APPLICATION_NAME, last_id))
         return True
 
-    def rebuild(self, pages: Iterable[tuple[Sequence[Any], int, int]],
+    def rebuild(self, pages: Pages | Iterable[tuple[Sequence[Any], int, int]],
                 progress: Callable[[RebuildProgress], None] | None = None) -> int:
-        """Replaces the model's content by replaying ``pages`` of ``(events, last_id, head)``, in ONE transaction.
+        """Replaces the model's content by replaying the store beside it and swapping the result in, in one
+        transaction (``projections.rebuild``); returns the new position.
 
-        Readers keep seeing the previous, complete content (MVCC) until the commit swaps in the rebuilt one, so a
-        revoked token is never taken for live during a rebuild; the model's lock holds the live runners off, so
-        a revocation made meanwhile waits (and answers 503 if the rebuild outlasts its wait) rather than being
-        acknowledged early. Returns the new position.
-
-        The transaction idles while the next page is read on another connection, and on a large store a page of a
-        model with few events of its own (one topic among millions of token events) takes longer to find than the
-        pool's 10 s idle-in-transaction limit, which would end the rebuild: its limit is ``REBUILD_IDLE_LIMIT``
-        instead, still bounded, so a rebuilding process that stops (suspended, its output blocked) does not hold the
-        model's lock, and the runners and revocations waiting on it, for ever.
-        ``progress`` hears each phase: the wait for the model's lock, the emptying of its tables, each page
-        replayed (up to which position, of which head), the commit.
+        ``pages(start, stop)`` gives the model's events after ``start`` up to ``stop`` (None: the store's head as
+        then read) as ``(events, last_id, head)`` pages; a plain iterable of pages is replayed as it comes.
         """
-        report = progress or (lambda _: None)
-        last = 0
-        with self.datastore.transaction(commit=True) as curs:
-            report(RebuildProgress(LOCKING))
-            self.lock(curs)
-            curs.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = {}").format(Literal(REBUILD_IDLE_LIMIT)))
-            report(RebuildProgress(EMPTYING))
-            for name in self.tables:
-                curs.execute(SQL("DELETE FROM {}").format(self.table(name)))
-            curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
-                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)), (APPLICATION_NAME,))
-            for events, last_id, head in pages:
-                self.apply_events(curs, events)
-                last = last_id
-                report(RebuildProgress(REPLAYING, position=last, head=max(head, last)))
-            if last:
-                self._insert_tracking(curs, Tracking(APPLICATION_NAME, last))
-            report(RebuildProgress(COMMITTING, position=last, head=last))
+        last = rebuild_beside(self, pages, progress)
         with self._changed:
             self._seen = last
         return last
+
+    def tracking_reset(self, curs: Cursor[DictRow], position: int) -> None:
+        """Sets the model's position to ``position`` (0: none), whatever it was, inside the caller's transaction."""
+        curs.execute(SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
+            Identifier(self.datastore.schema), Identifier(self.tracking_table_name)), (APPLICATION_NAME,))
+        if position:
+            self._insert_tracking(curs, Tracking(APPLICATION_NAME, position))
 
     def release_waiters(self) -> None:
         """Wakes every waiter so it re-checks (used when the runner stops: they then read the position)."""
@@ -370,16 +344,17 @@ class ProjectionRunner:
         with self._decoder.batch():
             return self._model.decode(self._decoder, notifications)
 
-    def pages(self) -> Iterator[tuple[list[Any], int, int]]:
-        """The model's events from the beginning up to the store's head as read when the first page is asked for, in
-        batches: ``(events, last_id, head)``.
+    def pages(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[list[Any], int, int]]:
+        """The model's events after ``start`` up to ``stop`` (None: the store's head as read when the first page is
+        asked for), in batches: ``(events, last_id, head)``.
 
-        The head is read once: a rebuild asks for its first page holding the model's lock, and reading the head
+        The head is read once: a rebuild's last pages are read holding the model's lock, and reading the head
         again after each page would chase the events a busy store keeps recording, so that a rebuild under steady
         traffic never ended and held the live runners (and every read waiting on them) off for good. What is
         recorded after that head the live runners apply once the rebuild has committed.
         """
-        position, head = 0, self._recorder.max_notification_id() or 0
+        position = start
+        head = (self._recorder.max_notification_id() or 0) if stop is None else stop
         while head > position:
             notifications = self._recorder.select_notifications(start=position, limit=self._batch_size, stop=head,
                                                                 topics=sorted(self._model.topics),
@@ -390,7 +365,7 @@ class ProjectionRunner:
 
     def rebuild(self, progress: Callable[[RebuildProgress], None] | None = None) -> int:
         """Rebuilds the model from the whole event store in one transaction; returns the new position."""
-        return self._model.rebuild(self.pages(), progress)
+        return self._model.rebuild(self.pages, progress)
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Processes batches until the model is current up to the store's head as read on entry; returns the number

@@ -3,13 +3,15 @@ of a model with few events of its own takes longer to find than the pool lets a 
 rebuild must not be ended by that timeout. A rebuild and a catch-up end at the store's head as they found it, however
 busy the store is meanwhile."""
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from application.oauth.grants import TokenRequest
 from infrastructure.bootstrap import Container
-from projections.base import REPLAYING, ProjectionRunner, RebuildProgress
+from projections.base import ProjectionRunner
+from projections.rebuild import LOCKING, REPLAYING, RebuildProgress
 from tests.integration.support import head, sign_up
 
 
@@ -31,24 +33,67 @@ def test_a_rebuild_outlasts_the_pools_idle_in_transaction_timeout(quiet_containe
     quiet_container.runner(view.name).rebuild()  # back to the store's content for the module's other tests
 
 
-def test_a_rebuild_under_steady_traffic_ends_at_the_head_it_found(quiet_container: Container) -> None:
-    """Events recorded while a rebuild replays (here: a sign-up after every page, as a busy store records them) are
-    left to the live runners once it has committed; a rebuild that chased the head never ended under traffic."""
+def test_a_rebuild_under_steady_traffic_ends_at_the_head_it_found_under_the_lock(quiet_container: Container) -> None:
+    """Events recorded while a rebuild replays its last stretch (here: a sign-up after every page, as a busy store
+    records them) are left to the live runners once it has committed; a rebuild that chased the head never ended
+    under traffic."""
     sign_up(quiet_container)
     runner = quiet_container.runner("members")
-    found = head(quiet_container)
+    found: list[int] = []
     pages: list[int] = []
 
     def busy_store(step: RebuildProgress) -> None:
-        if step.phase == REPLAYING and len(pages) < 20:  # bounded, so that a rebuild chasing the head still ends
+        if step.phase == LOCKING:
+            found.append(head(quiet_container))
+        elif step.phase == REPLAYING and found and len(pages) < 20:  # bounded: a rebuild chasing the head ends
             pages.append(step.position)
             sign_up(quiet_container)
 
-    assert runner.rebuild(busy_store) == found
-    assert pages == [found]
-    assert head(quiet_container) > found  # recorded meanwhile, applied by the runners from here
+    assert runner.rebuild(busy_store) == found[0]
+    assert pages == [found[0]]
+    assert head(quiet_container) > found[0]  # recorded meanwhile, applied by the runners from here
     runner.catch_up()
     assert runner.model.position() == head(quiet_container)
+
+
+def test_the_live_runners_keep_applying_while_a_rebuild_replays(quiet_container: Container) -> None:
+    """The replay runs beside the live tables without the model's lock: a runner applies what is recorded meanwhile
+    (and reads waiting on it are answered), where it used to wait for the whole rebuild; the swap then keeps it."""
+    runner = quiet_container.runner("members")
+    runner.catch_up()
+    replaying, resume = threading.Event(), threading.Event()
+
+    def slow_pages(start: int, stop: int | None) -> Iterator[tuple[list[Any], int, int]]:
+        for page in runner.pages(start, stop):
+            yield page
+            replaying.set()
+            assert resume.wait(30)
+
+    rebuilt: list[int] = []
+    rebuilding = threading.Thread(target=lambda: rebuilt.append(runner.model.rebuild(slow_pages)))
+    rebuilding.start()
+    try:
+        assert replaying.wait(30)
+        account = sign_up(quiet_container)
+        applying = threading.Thread(target=runner.catch_up)
+        applying.start()
+        applying.join(10)
+        assert not applying.is_alive(), "the live runner waited on the rebuild"
+        assert runner.model.position() == head(quiet_container)
+        assert [m["project_id"] for m in runner.model.memberships(account.user.id)] == [str(account.project.id)]
+    finally:
+        resume.set()
+        rebuilding.join(60)
+    assert rebuilt == [head(quiet_container)]
+    assert [m["project_id"] for m in runner.model.memberships(account.user.id)] == [str(account.project.id)]
+    assert runner.run_once() == 0  # exactly once: nothing left to apply
+    # The swapped-in table came with its row-level security policy: the tenant role still sees its project's rows.
+    assert [row.user_id for row in runner.model.page(account.project.id, limit=10)] == [account.user.id]
+    runner.rebuild()  # and again: each rebuild creates the policy anew, whatever the live table had
+    assert [row.user_id for row in runner.model.page(account.project.id, limit=10)] == [account.user.id]
+    with runner.model.datastore.get_connection() as conn:
+        left = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kl_rebuild_%'").fetchall()
+    assert left == []  # nothing of the rebuild's own is left behind
 
 
 def test_catching_up_under_steady_traffic_ends_at_the_head_it_found(quiet_container: Container) -> None:

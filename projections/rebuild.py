@@ -1,0 +1,160 @@
+"""Rebuilding a read model beside the live one, then swapping it in.
+
+A rebuild replays the whole store (``keyledger projections rebuild NAME``), minutes on a large one. It used to empty
+the live tables and replay into them holding the model's lock throughout: readers kept the old content (MVCC), but
+the live runners waited on the lock, so every read that waits for the model to catch up (read-your-writes: a
+listing after a write, a bulk or family revocation selecting on the token lookup) answered 503 for the whole
+rebuild. Now, in ONE transaction (a crash or an error leaves the live model as it was, and nothing behind):
+
+1. the model's rebuilt tables are created in a schema of the rebuild's own (``kl_rebuild_...``), with their indexes,
+   row-level security policies and grants, by a private copy of the model whose ``table`` names them there;
+2. the store is replayed into them without the model's lock, up to the position the live runners had committed,
+   then again up to where they got meanwhile, until few events are left (or ``CATCH_UP_ROUNDS`` passes); the live
+   runners keep applying to the live tables meanwhile, and reads keep answering from them;
+3. holding the model's lock (the runners wait, for the last short stretch only), the rest up to the store's head as
+   then read is replayed, each live table is dropped and its rebuilt one moved into its place, and the position set.
+
+Tables a model writes but does not rebuild (the webhook outbox's delivery history, its pruning horizon) stay where
+they are, and the copy writes them there: deterministic ids make that idempotent. Replaying without the lock only up
+to positions the live runners had committed means their rows are already there, so the rebuild never waits on a
+row a live runner is inserting (which, holding the lock, would wait on the rebuild: a deadlock).
+"""
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier, Literal
+
+if TYPE_CHECKING:  # the model's module imports this one
+    from projections.base import ReadModel
+
+Page = tuple[Sequence[Any], int, int]
+Pages = Callable[[int, int | None], Iterable[Page]]
+
+REBUILD_IDLE_LIMIT = "10min"  # as the audit ledger's exports (``AuditView._confine``)
+CATCH_UP_ROUNDS = 5  # unlocked passes after the first, at most, to close on the live runners
+CLOSE_ENOUGH = 1000  # notifications left to the locked stretch, at most, that end the unlocked passes
+PREPARING = "creating the rebuilt tables beside the live ones"
+LOCKING = "waiting for the model's lock (its runners' batch in progress)"
+SWAPPING = "swapping the rebuilt tables in"
+REPLAYING = "replaying"
+COMMITTING = "committing"
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildProgress:
+    """Where a rebuild is: its phase and, while replaying, the position reached of the head that pass replays to."""
+
+    phase: str
+    position: int = 0
+    head: int = 0
+
+
+def shadow_copy(model: "ReadModel", schema: str, *, everything: bool) -> "ReadModel":
+    """A private copy of ``model`` whose rebuilt tables (``everything``: all the tables it names) are in ``schema``.
+
+    Set before ``__init__`` runs: models render their statements there.
+    """
+    copy = object.__new__(type(model))
+    copy.shadow_schema, copy.shadow_everything = schema, everything
+    type(model).__init__(copy, model.datastore, tracking_table_name=model.tracking_table_name)
+    return copy
+
+
+def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
+                   progress: Callable[[RebuildProgress], None] | None = None) -> int:
+    """Rebuilds ``model`` as the module docstring says; returns its new position.
+
+    ``pages(start, stop)``: the model's pages after ``start`` up to ``stop`` (None: the store's head, read once).
+    A plain iterable of pages (tests, or emptying the model) is replayed as it comes, then swapped in.
+    """
+    report = progress or (lambda _: None)
+    schema = f"kl_rebuild_{secrets.token_hex(6)}_{model.name}"[:63]
+    with model.datastore.transaction(commit=True) as curs:
+        # The transaction idles while the next page is read on another connection; on a large store a page of a
+        # model with few events of its own takes longer to find than the pool's 10 s limit. Still bounded, so a
+        # rebuilding process that stops (suspended, its output blocked) does not hold the model's lock for ever.
+        curs.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = {}").format(Literal(REBUILD_IDLE_LIMIT)))
+        if model.keyed_writes:  # as ``ReadModel.lock`` sets for the live runners: the new tables have no statistics
+            curs.execute("SELECT set_config('enable_seqscan', 'off', true)")
+        report(RebuildProgress(PREPARING))
+        replay = _Replay(_prepare(model, curs, schema), curs, report)
+        if callable(pages):
+            last = replay.close_on(model, pages, replay.pages(pages(0, model.position())))
+        else:
+            last = replay.pages(pages)
+        replay.analyze(model.tables)
+        report(RebuildProgress(LOCKING))
+        model.lock(curs)
+        if callable(pages):
+            last = replay.pages(pages(last, None), last)
+        report(RebuildProgress(SWAPPING))
+        _swap(model, curs, schema)
+        model.tracking_reset(curs, last)
+        report(RebuildProgress(COMMITTING, position=last, head=last))
+    return last
+
+
+def _prepare(model: "ReadModel", curs: Cursor[DictRow], schema: str) -> "ReadModel":
+    """Creates the rebuild's schema and the model's tables in it; returns the copy that replays into them.
+
+    Every table the model creates is created there (those it does not rebuild go with the schema), so nothing of
+    the live model is touched, let alone locked, before the swap.
+    """
+    curs.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
+    creator = shadow_copy(model, schema, everything=True)
+    for statement in [*creator.create_statements(), *creator.security_statements()]:
+        curs.execute(statement)
+    return shadow_copy(model, schema, everything=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """Replays pages into the rebuild's copy of the model, inside the rebuild's transaction."""
+
+    shadow: "ReadModel"
+    curs: Cursor[DictRow]
+    report: Callable[[RebuildProgress], None]
+
+    def pages(self, pages: Iterable[Page], last: int = 0) -> int:
+        """Applies ``pages``; returns the position reached (``last`` if there were none)."""
+        for events, last_id, head in pages:
+            self.shadow.apply_events(self.curs, events)
+            last = last_id
+            self.report(RebuildProgress(REPLAYING, position=last, head=max(head, last)))
+        return last
+
+    def analyze(self, tables: Iterable[str]) -> None:
+        """Statistics for the planner, before readers and runners use the tables: for those with rows only. An
+        empty table left unanalyzed is planned as a new one (a few pages assumed); analyzed, as empty for good, and a
+        plan a connection keeps from then on would read it whole once it has grown (``ReadModel.keyed_writes``)."""
+        for name in tables:
+            table = self.shadow.table(name)
+            self.curs.execute(SQL("SELECT EXISTS (SELECT FROM {}) AS rows").format(table))
+            row = self.curs.fetchone()
+            if row is not None and row["rows"]:
+                self.curs.execute(SQL("ANALYZE {}").format(table))
+
+    def close_on(self, model: "ReadModel", pages: Pages, last: int) -> int:
+        """Replays, without the lock, up to where the live runners got while the previous pass ran, until few events
+        are left for the locked stretch."""
+        for _ in range(CATCH_UP_ROUNDS):
+            live = model.position()
+            if live - last <= CLOSE_ENOUGH:
+                break
+            last = self.pages(pages(last, live), last)
+        return last
+
+
+def _swap(model: "ReadModel", curs: Cursor[DictRow], schema: str) -> None:
+    """Drops each live table the model rebuilds and moves its rebuilt one (indexes, policies and grants with it)
+    into its place, then drops the rebuild's schema and what is left in it."""
+    live = Identifier(str(model.datastore.schema))
+    for name in model.tables:
+        curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(live, Identifier(name)))
+        curs.execute(SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(Identifier(schema), Identifier(name), live))
+    curs.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(schema)))
