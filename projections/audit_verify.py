@@ -105,6 +105,10 @@ def recorded(view: AuditView, project_id: UUID | None, batch: int = 2000, *, pla
             curs.connection.cursor(name="audit_verify", row_factory=dict_row) as named:
         curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         curs.execute("SET LOCAL idle_in_transaction_session_timeout = '10min'")  # idles while the store is read
+        # Before the snapshot: a rebuild swaps in a new table (``projections.rebuild``), whose rows a snapshot taken
+        # before its commit cannot see; read after such a swap, the whole ledger would look missing. Held, the table
+        # stays the one the snapshot knows: the swap waits for this read.
+        curs.execute(SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(view.table("audit")))
         yield view._max_tracking_id(APPLICATION_NAME, curs) or 0
         named.itersize = batch
         named.execute(query, {"project_id": project_id})

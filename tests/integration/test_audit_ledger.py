@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
 from projections.audit_entry import GENESIS, PLATFORM_CHAIN
 from projections.audit_query import AuditQuery
-from projections.audit_verify import row_entry, verify
+from projections.audit_verify import recorded, row_entry, verify
 from projections.base import TENANT_ROLE
 from tests.conftest import SECRET_KEY, fresh_database
 from tests.integration.support import PASSWORD, SignedUp, head, sign_up
@@ -174,6 +175,25 @@ def test_verify_passes_on_an_intact_ledger(ledger: tuple[Container, str]) -> Non
     report = verify(container.app.recorder, container.app.mapper, container.audit)
     assert report.ok, report.problems
     assert (report.checked, report.up_to) == (len(table(url)), container.audit.position())
+
+
+def test_verify_reads_the_table_it_found_while_a_rebuild_swaps_in_another(ledger: tuple[Container, str]) -> None:
+    """``audit verify`` reads the position and the entries in one snapshot. A rebuild swapping its table in between
+    would show it a table whose rows that snapshot cannot see: the whole ledger reported missing. The table is held
+    from the start instead, so the swap waits for the read."""
+    container, url = ledger
+    container.audit.wait_for(head(container))
+    entries = len(table(url))
+    rows = recorded(container.audit, None)
+    assert next(rows) == container.audit.position()
+    rebuilding = threading.Thread(target=container.runner("audit").rebuild)
+    rebuilding.start()
+    rebuilding.join(5)  # long enough for this small ledger's rebuild to swap, were the table not held
+    read = list(rows)
+    rebuilding.join(60)
+    assert not rebuilding.is_alive()
+    assert len(read) == entries
+    assert verify(container.app.recorder, container.app.mapper, container.audit).ok
 
 
 def cli(url: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
