@@ -14,6 +14,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import PoolTimeout
 
+from projections.ddl import MIGRATION_LOCK_KEY
+
 # The database URL as given, for ``KeyledgerPostgresFactory``: an unprefixed name, read as it is (eventsourcing's
 # ``Environment.get`` would look for ``KEYLEDGER_``-prefixed names in the process environment first).
 STORE_CONNINFO = "POSTGRES_CONNINFO"
@@ -177,7 +179,6 @@ def ensure_database(database_url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(dbname))))
 
 
-MIGRATION_LOCK_KEY = 0x6B6C6467  # "kldg": one advisory lock for keyledger's schema changes
 
 
 @contextlib.contextmanager

@@ -141,6 +141,16 @@ class ReadModel(PostgresTrackingRecorder):
         """The notification id up to which the model is current."""
         return self.max_tracking_id(APPLICATION_NAME) or 0
 
+    def lock_rebuilds(self, curs: Cursor[DictRow], *, exclusive: bool) -> bool:
+        """Takes the model's rebuild lock for the transaction: shared by a rebuild for its whole length (it writes the
+        tables it does not rebuild without the model's lock, ``projections.rebuild``), exclusive, without waiting,
+        by what else writes those tables (the outbox's pruning); returns whether it is held."""
+        digest = hashlib.blake2b(f"keyledger read model {self.name} rebuild".encode(), digest_size=8).digest()
+        function = "pg_try_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        curs.execute(f"SELECT {function}(%s) AS held", (int.from_bytes(digest, "big", signed=True),))
+        row = curs.fetchone()
+        return not exclusive or bool(row and row["held"])
+
     def lock(self, curs: Cursor[DictRow], *, wait: bool = True) -> bool:
         """Takes the model's transaction-scoped advisory lock: one writer at a time (runners of several processes,
         a rebuild), so no two apply the same events or race on the tracking position. With ``wait=False``, returns

@@ -29,7 +29,9 @@ _ROW_SECURITY = re.compile(rf"\s*ALTER\s+TABLE\s+({_QUALIFIED})\s+ENABLE\s+ROW\s
 _ADD_COLUMN = re.compile(rf"\s*ALTER\s+TABLE\s+({_QUALIFIED})\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+({_NAME})\s",
                          re.IGNORECASE)
 _DROP_INDEX = re.compile(rf"\s*DROP\s+INDEX\s+IF\s+EXISTS\s+{_QUALIFIED}\s*;?\s*$", re.IGNORECASE)
+_GRANT = re.compile(rf"\s*GRANT\s+SELECT\s+ON\s+({_QUALIFIED})\s+TO\s+({_NAME})\s*;?\s*$", re.IGNORECASE)
 _TAG = "$keyledger_ddl$"
+MIGRATION_LOCK_KEY = 0x6B6C6467  # "kldg": one advisory lock for keyledger's schema changes (and rebuilds' swaps)
 
 
 def lock_timeout(seconds: float) -> Composable:
@@ -81,6 +83,10 @@ def _condition(text: str) -> Composable | None:
     if match := _ROW_SECURITY.match(text):
         return SQL("NOT coalesce((SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass({})), false)").format(
             Literal(match.group(1)))
+    if match := _GRANT.match(text):  # a grant writes the table's catalogue row: a swap's drop would fail on it
+        table, role = match.groups()
+        return SQL("NOT coalesce(has_table_privilege({}, to_regclass({}), 'SELECT'), false)").format(
+            Literal(_unquoted(role)), Literal(table))
     if match := _ADD_COLUMN.match(text):
         table, column = match.groups()
         return SQL("NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass({}) AND attname = {} "

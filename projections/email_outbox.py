@@ -71,12 +71,13 @@ class EmailOutbox:
         return mark_due(self._view, self._table, lease=lease, limit=limit)
 
     def skip_due(self, *, limit: int = 500) -> int:
-        """Settles up to ``limit`` due e-mails (pending, due, not leased) as ``skipped``: no SMTP server is
-        configured, and one configured later must not mail them. Returns how many."""
+        """Settles up to ``limit`` due e-mails as ``skipped``: no SMTP server is configured, and one configured
+        later must not mail them. Not those another worker (which has one) has enqueued or is sending: they are its.
+        Returns how many."""
         query = SQL("UPDATE {t} SET status = 'skipped', last_error = %s, dispatched_until = NULL WHERE id IN (SELECT "
-                    "id FROM {t} WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR "
-                    "lease_until <= now()) ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-                    ).format(t=self._table)
+                    "id FROM {t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL "
+                    "OR dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
+                    "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)").format(t=self._table)
         with self._view.datastore.transaction(commit=True) as curs:
             curs.execute(query, (NO_SMTP, limit))
             return curs.rowcount

@@ -171,9 +171,10 @@ def prune_settled(view: Any, table: Composable, *, days: int, limit: int, attemp
 
     The same statement moves the pruning horizon up to that instant, so the webhooks model (``derivable``) never
     derives again, in a rebuild, an event whose notifications may be gone, whatever retention another process or a
-    later configuration uses. It runs under the model's lock: a rebuild that read the horizon before this moved it
-    would otherwise wait on a deleted row's insert conflict, then insert it again, due. Pending rows stay: they are
-    due or leased, and settle within the retry schedule.
+    later configuration uses. It runs under the model's lock and its rebuild lock, and not at all while a rebuild
+    holds that (it then returns 0): a rebuild that read the horizon before this moved it would otherwise wait on a
+    deleted row's insert conflict, then insert it again, due. Pending rows stay: they are due or leased, and settle
+    within the retry schedule.
     """
     cutoff = SQL("now() - make_interval(hours => 24 * %s)")  # a fixed length of time, whatever the time zone does
     ctes = [SQL("victims AS MATERIALIZED (SELECT id FROM {t} WHERE status <> 'pending' AND created_at < (SELECT at "
@@ -187,6 +188,8 @@ def prune_settled(view: Any, table: Composable, *, days: int, limit: int, attemp
                     "GREATEST({h}.pruned_before, EXCLUDED.pruned_before)), {ctes} SELECT count(*) AS n FROM gone"
                     ).format(cutoff=cutoff, h=view.table(HORIZON_TABLE), ctes=SQL(", ").join(ctes))
     with view.datastore.transaction(commit=True) as curs:
+        if not view.lock_rebuilds(curs, exclusive=True):
+            return 0  # a rebuild is deriving into the outbox without the model's lock: the next run prunes
         view.lock(curs)
         curs.execute(statement, (days, limit))
         row = curs.fetchone()

@@ -12,22 +12,37 @@ rebuild. Now, in ONE transaction (a crash or an error leaves the live model as i
    then again up to where they got meanwhile, until few events are left (or ``CATCH_UP_ROUNDS`` passes); the live
    runners keep applying to the live tables meanwhile, and reads keep answering from them;
 3. holding the model's lock (the runners wait, for the last short stretch only), the rest up to the store's head as
-   then read is replayed, each live table is dropped and its rebuilt one moved into its place, and the position set.
+   then read is replayed; then the live tables are locked, each dropped and its rebuilt one moved into its place,
+   and the position set. Readers queue behind that lock, so it is waited for ``SWAP_LOCK_WAIT`` at most: if another
+   transaction holds a live table longer (an audit export, ``pg_dump``), the attempt is rolled back to before the
+   model's lock, the runners go on, and after a pause the rebuild closes on them again and tries anew, up to
+   ``SWAP_ATTEMPTS`` times, then gives up (``TablesInUse``) with the live model as it was. The swap also takes the
+   migration lock (``projections.ddl.MIGRATION_LOCK_KEY``), so a process starting meanwhile does not run its
+   migration's statements on a table being swapped.
 
 Tables a model writes but does not rebuild (the webhook outbox's delivery history, its pruning horizon) stay where
 they are, and the copy writes them there: deterministic ids make that idempotent. Replaying without the lock only up
 to positions the live runners had committed means their rows are already there, so the rebuild never waits on a
-row a live runner is inserting (which, holding the lock, would wait on the rebuild: a deadlock).
+row a live runner is inserting (which, holding the lock, would wait on the rebuild: a deadlock). What else writes
+those tables outside the runners (the outbox's pruning) holds the model's rebuild lock (``ReadModel.lock_rebuilds``)
+exclusively, and skips its run while a rebuild holds it shared.
+
+The rebuild's role needs to create a schema in the database and to own the model's tables (the role that ran the
+migrations does). The swapped-in tables have what the model's statements give them; settings or indexes added by
+hand to the live tables are not carried over.
 """
 
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from psycopg import Cursor
+from psycopg import Cursor, errors
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
+
+from projections.ddl import MIGRATION_LOCK_KEY
 
 if TYPE_CHECKING:  # the model's module imports this one
     from projections.base import ReadModel
@@ -38,11 +53,18 @@ Pages = Callable[[int, int | None], Iterable[Page]]
 REBUILD_IDLE_LIMIT = "10min"  # as the audit ledger's exports (``AuditView._confine``)
 CATCH_UP_ROUNDS = 5  # unlocked passes after the first, at most, to close on the live runners
 CLOSE_ENOUGH = 1000  # notifications left to the locked stretch, at most, that end the unlocked passes
+SWAP_LOCK_WAIT = "250ms"  # each attempt's wait for the live tables: readers queue behind it that long at most
+SWAP_ATTEMPTS = 40
+SWAP_PAUSE = (0.1, 2.0)  # seconds between attempts: doubling from the first, up to the second
 PREPARING = "creating the rebuilt tables beside the live ones"
 LOCKING = "waiting for the model's lock (its runners' batch in progress)"
 SWAPPING = "swapping the rebuilt tables in"
 REPLAYING = "replaying"
 COMMITTING = "committing"
+
+
+class TablesInUse(RuntimeError):
+    """The live tables stayed in use by other transactions through every attempt to swap: nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +82,10 @@ def shadow_copy(model: "ReadModel", schema: str, *, everything: bool) -> "ReadMo
     Set before ``__init__`` runs: models render their statements there.
     """
     copy = object.__new__(type(model))
+    # Class-level settings the live model overrides (a batch limit, say) apply to the copy too.
+    for name, value in vars(model).items():
+        if not name.startswith("_") and hasattr(type(model), name):
+            setattr(copy, name, value)
     copy.shadow_schema, copy.shadow_everything = schema, everything
     type(model).__init__(copy, model.datastore, tracking_table_name=model.tracking_table_name)
     return copy
@@ -81,6 +107,7 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
         curs.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = {}").format(Literal(REBUILD_IDLE_LIMIT)))
         if model.keyed_writes:  # as ``ReadModel.lock`` sets for the live runners: the new tables have no statistics
             curs.execute("SELECT set_config('enable_seqscan', 'off', true)")
+        model.lock_rebuilds(curs, exclusive=False)
         report(RebuildProgress(PREPARING))
         replay = _Replay(_prepare(model, curs, schema), curs, report)
         if callable(pages):
@@ -88,14 +115,42 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
         else:
             last = replay.pages(pages)
         replay.analyze(model.tables)
-        report(RebuildProgress(LOCKING))
-        model.lock(curs)
-        if callable(pages):
-            last = replay.pages(pages(last, None), last)
-        report(RebuildProgress(SWAPPING))
-        _swap(model, curs, schema)
-        model.tracking_reset(curs, last)
-        report(RebuildProgress(COMMITTING, position=last, head=last))
+        for attempt in range(SWAP_ATTEMPTS):
+            swapped = _swap_attempt(model, replay, pages, last, schema)
+            if swapped is not None:
+                return swapped
+            time.sleep(min(SWAP_PAUSE[1], SWAP_PAUSE[0] * 2 ** attempt))
+            if callable(pages):
+                last = replay.close_on(model, pages, last)
+        raise TablesInUse(f"read model {model.name}: its tables stayed in use by other transactions through "
+                          f"{SWAP_ATTEMPTS} attempts to swap the rebuilt ones in; nothing was changed")
+
+
+def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable[Page], last: int,
+                  schema: str) -> int | None:
+    """Under the model's lock: the rest of the store, then the swap; returns the new position, or None (rolled back
+    to before the lock, which lets the runners go on) when a live table or the migration lock was not had within
+    ``SWAP_LOCK_WAIT``."""
+    curs = replay.curs
+    curs.execute("SAVEPOINT keyledger_swap")
+    replay.report(RebuildProgress(LOCKING))
+    model.lock(curs)
+    if callable(pages):
+        last = replay.pages(pages(last, None), last)
+    replay.report(RebuildProgress(SWAPPING))
+    curs.execute(SQL("SET LOCAL lock_timeout = {}").format(Literal(SWAP_LOCK_WAIT)))
+    live = SQL(", ").join(SQL("{}.{}").format(Identifier(str(model.datastore.schema)), Identifier(name))
+                          for name in model.tables)
+    try:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        curs.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(live))
+    except errors.LockNotAvailable:
+        curs.execute("ROLLBACK TO SAVEPOINT keyledger_swap")
+        return None
+    curs.execute("SET LOCAL lock_timeout = 0")
+    _swap(model, curs, schema)
+    model.tracking_reset(curs, last)
+    replay.report(RebuildProgress(COMMITTING, position=last, head=last))
     return last
 
 

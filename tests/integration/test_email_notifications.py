@@ -171,6 +171,8 @@ def test_a_process_without_smtp_derives_the_emails_a_worker_with_smtp_sends(serv
             api.runner("webhooks").catch_up()
             [row] = emails(worker)
             assert EmailOutbox(worker.webhooks_view).due(lease=30) == [row["id"]]
+            assert dispatch_email(api, None, 10) == 0  # a process without SMTP leaves what the worker enqueued
+            assert [r["status"] for r in emails(api)] == ["pending"]
             with smtp_server(port) as inbox:
                 assert mail(worker, str(row["id"])) == "delivered"
             [(recipients, _)] = inbox.messages

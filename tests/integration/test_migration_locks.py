@@ -107,6 +107,28 @@ def test_each_locking_statement_runs_once_then_is_skipped(quiet_container: Conta
         conn.execute("DROP TABLE t")
 
 
+def test_a_grant_already_given_does_not_write_the_tables_catalogue_row(quiet_container: Container) -> None:
+    """Every start grants the tenant role its read access again. Given, the grant is skipped: it would write the
+    table's ``pg_class`` row, and wait on (then fail against) a transaction that changed that row, such as a
+    rebuild's swap dropping the table (here an uncommitted storage setting stands for it)."""
+    from projections.ddl import if_missing  # noqa: PLC0415
+
+    url = database_url(quiet_container)
+    grant = SQL('GRANT SELECT ON "public"."t" TO "keyledger_tenant"')
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t (a int)")
+        conn.execute(if_missing(grant))  # type: ignore[arg-type]
+        try:
+            with psycopg.connect(url) as other:
+                other.execute("ALTER TABLE t SET (fillfactor = 80)")  # the catalogue row, changed and uncommitted
+                conn.execute("SET lock_timeout = '1s'")
+                conn.execute(if_missing(grant))  # type: ignore[arg-type]  # would time out if it wrote the row
+                other.rollback()
+        finally:
+            conn.execute("RESET lock_timeout")
+            conn.execute("DROP TABLE t")
+
+
 def test_a_superseded_index_is_dropped_once_no_reader_holds_its_table(quiet_container: Container) -> None:
     """The audit ledger's filtered indexes used to hold platform entries too; an older release's index is dropped
     by the next start, unless an export is reading the ledger: then it stays until a later start."""

@@ -8,8 +8,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
+import pytest
+
 from application.oauth.grants import TokenRequest
 from infrastructure.bootstrap import Container
+from infrastructure.postgres import STORE_CONNINFO
+from projections import rebuild
 from projections.base import ProjectionRunner
 from projections.rebuild import LOCKING, REPLAYING, RebuildProgress
 from tests.integration.support import head, sign_up
@@ -129,3 +134,36 @@ def test_a_catch_up_whose_last_pass_had_none_of_the_models_events_writes_its_pos
                                                client_secret=account.client.client_secret))
     assert runner.catch_up() > 0
     assert model.position() == head(quiet_container)
+
+
+def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
+        quiet_container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers queue behind a swap waiting for a live table, so a transaction holding one (a long export,
+    ``pg_dump``) is waited for briefly: the attempt is rolled back, letting runners and readers go on, and tried
+    again; past its attempts the rebuild gives up, leaving the live model and nothing else behind."""
+    monkeypatch.setattr(rebuild, "SWAP_ATTEMPTS", 3)
+    monkeypatch.setattr(rebuild, "SWAP_PAUSE", (0.05, 0.05))
+    runner = quiet_container.runner("members")
+    runner.catch_up()
+    url = str(quiet_container.app.env[STORE_CONNINFO])
+    outcome: list[BaseException | int] = []
+
+    def rebuild_it() -> None:
+        try:
+            outcome.append(runner.rebuild())
+        except Exception as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(url) as reader:
+        reader.execute("SELECT count(*) FROM member_view")  # held until this transaction ends
+        rebuilding = threading.Thread(target=rebuild_it)
+        rebuilding.start()
+        rebuilding.join(30)
+        gave_up = not rebuilding.is_alive()
+    rebuilding.join(60)
+    assert gave_up, "the swap waited for the reader"
+    assert len(outcome) == 1 and isinstance(outcome[0], rebuild.TablesInUse)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kl_rebuild_%'").fetchall() == []
+    assert runner.model.position() == head(quiet_container)
+    assert runner.rebuild() == head(quiet_container)  # once the reader is gone
