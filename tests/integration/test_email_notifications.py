@@ -131,55 +131,54 @@ def make_due_emails(container: Container) -> None:
                      "WHERE status = 'pending'")
 
 
-def test_without_an_smtp_server_due_emails_are_skipped_for_good(server_url: str, redis_url: str,
-                                                                settings: Settings, port: int) -> None:
-    """The rows do not depend on the applying process's setting; a worker without SMTP settles them ``skipped``, so
-    one with SMTP configured later mails nothing of the past."""
+@pytest.fixture
+def pair(server_url: str, redis_url: str, settings: Settings, port: int) -> Iterator[tuple[Container, Container]]:
+    """Two processes on one fresh database: one without an SMTP server, one with."""
     with fresh_database(server_url) as url:
         endpoints = Endpoints(database_url=url, redis_url=redis_url)
         quiet = build(webhook_settings(settings), endpoints, migrate=True)
         loud = build(webhook_settings(settings, smtp_url=f"smtp://127.0.0.1:{port}"), endpoints)
         try:
-            signed = sign_up(quiet)
-            add(quiet, signed, "admin")
-            quiet.runner("webhooks").catch_up()
-            [row] = emails(quiet)
-            assert (row["type"], row["status"]) == ("member.added", "pending")
-            assert dispatch_email(quiet, None, 10) == 0
-            [after] = emails(quiet)
-            assert (after["status"], after["last_error"]) == ("skipped", "no SMTP server configured")
-            with smtp_server(port) as inbox:
-                assert dispatch_email(loud, None, 10) == 0  # nothing due: no broker needed
-                assert mail(loud, str(row["id"])) is None
-            assert inbox.messages == []
+            yield quiet, loud
         finally:
             loud.close()
             quiet.close()
 
 
-def test_a_process_without_smtp_derives_the_emails_a_worker_with_smtp_sends(server_url: str, redis_url: str,
-                                                                            settings: Settings, port: int) -> None:
+def test_without_an_smtp_server_due_emails_are_skipped_for_good(pair: tuple[Container, Container], port: int) -> None:
+    """The rows do not depend on the applying process's setting; a worker without SMTP settles them ``skipped``, so
+    one with SMTP configured later mails nothing of the past."""
+    quiet, loud = pair
+    signed = sign_up(quiet)
+    add(quiet, signed, "admin")
+    quiet.runner("webhooks").catch_up()
+    [row] = emails(quiet)
+    assert (row["type"], row["status"]) == ("member.added", "pending")
+    assert dispatch_email(quiet, None, 10) == 0
+    [after] = emails(quiet)
+    assert (after["status"], after["last_error"]) == ("skipped", "no SMTP server configured")
+    with smtp_server(port) as inbox:
+        assert dispatch_email(loud, None, 10) == 0  # nothing due: no broker needed
+        assert mail(loud, str(row["id"])) is None
+    assert inbox.messages == []
+
+
+def test_a_process_without_smtp_derives_the_emails_a_worker_with_smtp_sends(pair: tuple[Container, Container],
+                                                                            port: int) -> None:
     """Whichever process applies the batch (here an API process without ``KEYLEDGER_SMTP_URL``), the e-mail is
     there for the worker that has it."""
-    with fresh_database(server_url) as url:
-        endpoints = Endpoints(database_url=url, redis_url=redis_url)
-        api = build(webhook_settings(settings), endpoints, migrate=True)
-        worker = build(webhook_settings(settings, smtp_url=f"smtp://127.0.0.1:{port}"), endpoints)
-        try:
-            signed = sign_up(api)
-            admin = add(api, signed, "admin")
-            api.runner("webhooks").catch_up()
-            [row] = emails(worker)
-            assert EmailOutbox(worker.webhooks_view).due(lease=30) == [row["id"]]
-            assert dispatch_email(api, None, 10) == 0  # a process without SMTP leaves what the worker enqueued
-            assert [r["status"] for r in emails(api)] == ["pending"]
-            with smtp_server(port) as inbox:
-                assert mail(worker, str(row["id"])) == "delivered"
-            [(recipients, _)] = inbox.messages
-            assert sorted(recipients) == sorted([signed.user.email, admin])
-        finally:
-            worker.close()
-            api.close()
+    api, worker = pair
+    signed = sign_up(api)
+    admin = add(api, signed, "admin")
+    api.runner("webhooks").catch_up()
+    [row] = emails(worker)
+    assert EmailOutbox(worker.webhooks_view).due(lease=30) == [row["id"]]
+    assert dispatch_email(api, None, 10) == 0  # a process without SMTP leaves what the worker enqueued
+    assert [r["status"] for r in emails(api)] == ["pending"]
+    with smtp_server(port) as inbox:
+        assert mail(worker, str(row["id"])) == "delivered"
+    [(recipients, _)] = inbox.messages
+    assert sorted(recipients) == sorted([signed.user.email, admin])
 
 
 @pytest.mark.parametrize(("age", "status"), [(timedelta(hours=2), "pending"), (timedelta(days=3), "skipped")])
