@@ -18,7 +18,7 @@ from infrastructure.settings import Settings, SettingsError
 from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 from projections.outbox import outbox_status
-from projections.rebuild import REPLAYING, RebuildProgress
+from projections.rebuild import REPLAYING, RebuildProgress, TablesInUse
 from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")
@@ -129,7 +129,11 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
         try:
             if args.action == "rebuild":
                 # One transaction: API processes keep answering from the previous content until the commit.
-                position = container.runner(args.name).rebuild(_progress(args.name))
+                try:
+                    position = container.runner(args.name).rebuild(_progress(args.name))
+                except TablesInUse as exc:
+                    print(f"\nkeyledger projections rebuild: {exc}; try again later", file=sys.stderr)
+                    return 1
                 print(f"{args.name}: rebuilt up to position {position}")
                 return 0
             # The positions first, the head after: a model may move on between the reads, never past that head.

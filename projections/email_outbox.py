@@ -44,15 +44,16 @@ def email_statements(table: Composable) -> list[Composable]:
 
 def add_email(curs: Cursor[DictRow], table: Composable, derived: Derived) -> int:
     """Adds the e-mail of a project notification (platform-wide types are not mailed), due now, or ``skipped`` when
-    its event is older than ``STALE_AFTER`` by the database's clock; returns rows added."""
+    its event is older than ``STALE_AFTER`` by the database's clock now (not the transaction's start: a rebuild's
+    transaction lasts); returns rows added."""
     if derived.project_id is None or derived.type in PLATFORM_TYPES:
         return 0
     payload = msgspec.json.encode({"type": derived.type, "timestamp": derived.timestamp,
                                    "data": {**derived.data, "project_id": str(derived.project_id)}}).decode()
     curs.execute(SQL("INSERT INTO {} (id, project_id, type, payload, created_at, next_attempt_at, status, last_error) "
                      "SELECT %s, %s, %s, %s, now(), now(), CASE WHEN stale THEN 'skipped' ELSE 'pending' END, "
-                     "CASE WHEN stale THEN 'derived too late to be news' END FROM (SELECT %s::timestamptz < now() - "
-                     "%s AS stale) s ON CONFLICT DO NOTHING").format(table),
+                     "CASE WHEN stale THEN 'derived too late to be news' END FROM (SELECT %s::timestamptz < "
+                     "clock_timestamp() - %s AS stale) s ON CONFLICT DO NOTHING").format(table),
                  (notification_id(derived.key, EMAIL_CHANNEL), derived.project_id, derived.type, payload,
                   derived.timestamp, STALE_AFTER))
     return curs.rowcount

@@ -13,12 +13,15 @@ rebuild. Now, in ONE transaction (a crash or an error leaves the live model as i
    runners keep applying to the live tables meanwhile, and reads keep answering from them;
 3. holding the model's lock (the runners wait, for the last short stretch only), the rest up to the store's head as
    then read is replayed; then the live tables are locked, each dropped and its rebuilt one moved into its place,
-   and the position set. Readers queue behind that lock, so it is waited for ``SWAP_LOCK_WAIT`` at most: if another
-   transaction holds a live table longer (an audit export, ``pg_dump``), the attempt is rolled back to before the
-   model's lock, the runners go on, and after a pause the rebuild closes on them again and tries anew, up to
-   ``SWAP_ATTEMPTS`` times, then gives up (``TablesInUse``) with the live model as it was. The swap also takes the
-   migration lock (``projections.ddl.MIGRATION_LOCK_KEY``), so a process starting meanwhile does not run its
-   migration's statements on a table being swapped.
+   and the position set. Readers queue behind that lock, so it is waited for ``SWAP_LOCK_WAIT_MS`` at most (the
+   busiest table locked last): if another transaction holds a live table longer, the attempt is rolled back to
+   before the model's lock, the runners go on, and after a pause the rebuild closes on them again and tries anew,
+   up to ``SWAP_ATTEMPTS`` times, then gives up (``TablesInUse``) with the live model as it was. An attempt is not
+   even begun (its last stretch replayed for nothing) while a transaction that has run for over a second holds a
+   live table (an audit export, ``pg_dump``); one that an autovacuum holds waits past ``deadlock_timeout``, which
+   is what makes PostgreSQL cancel the autovacuum. The swap also takes the migration lock
+   (``projections.ddl.MIGRATION_LOCK_KEY``), so a process starting meanwhile does not run its migration's
+   statements on a table being swapped. Nothing is reported (no output that could block) while the tables are held.
 
 Tables a model writes but does not rebuild (the webhook outbox's delivery history, its pruning horizon) stay where
 they are, and the copy writes them there: deterministic ids make that idempotent. Replaying without the lock only up
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import Cursor, errors
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Composable, Identifier, Literal
 
 from projections.ddl import MIGRATION_LOCK_KEY
 
@@ -53,14 +56,18 @@ Pages = Callable[[int, int | None], Iterable[Page]]
 REBUILD_IDLE_LIMIT = "10min"  # as the audit ledger's exports (``AuditView._confine``)
 CATCH_UP_ROUNDS = 5  # unlocked passes after the first, at most, to close on the live runners
 CLOSE_ENOUGH = 1000  # notifications left to the locked stretch, at most, that end the unlocked passes
-SWAP_LOCK_WAIT = "250ms"  # each attempt's wait for the live tables: readers queue behind it that long at most
-SWAP_ATTEMPTS = 40
+SWAP_LOCK_WAIT_MS = 250  # each attempt's wait for the live tables: readers queue behind it that long at most
+AUTOVACUUM_MARGIN_MS = 500  # waited beyond ``deadlock_timeout`` when an autovacuum holds a live table
+SWAP_ATTEMPTS = 30  # about a minute of pauses in all
 SWAP_PAUSE = (0.1, 2.0)  # seconds between attempts: doubling from the first, up to the second
+SWAPPED_IDLE_LIMIT = "5s"  # how long the transaction may idle once it holds the live tables
 PREPARING = "creating the rebuilt tables beside the live ones"
 LOCKING = "waiting for the model's lock (its runners' batch in progress)"
 SWAPPING = "swapping the rebuilt tables in"
+RETRYING = "the live tables were in use: trying again after a pause"
 REPLAYING = "replaying"
-COMMITTING = "committing"
+COMMITTED = "committed"
+_RELEASED = (errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected)
 
 
 class TablesInUse(RuntimeError):
@@ -116,21 +123,46 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
             last = replay.pages(pages)
         replay.analyze(model.tables)
         for attempt in range(SWAP_ATTEMPTS):
-            swapped = _swap_attempt(model, replay, pages, last, schema)
+            if attempt:
+                report(RebuildProgress(RETRYING))
+                time.sleep(min(SWAP_PAUSE[1], SWAP_PAUSE[0] * 2 ** (attempt - 1)))
+                last = replay.close_on(model, pages, last) if callable(pages) else last
+            wait_ms = _lock_wait(curs, model)
+            swapped = None if wait_ms is None else _swap_attempt(model, replay, pages, last=last, schema=schema,
+                                                                  wait_ms=wait_ms)
             if swapped is not None:
-                return swapped
-            time.sleep(min(SWAP_PAUSE[1], SWAP_PAUSE[0] * 2 ** attempt))
-            if callable(pages):
-                last = replay.close_on(model, pages, last)
-        raise TablesInUse(f"read model {model.name}: its tables stayed in use by other transactions through "
-                          f"{SWAP_ATTEMPTS} attempts to swap the rebuilt ones in; nothing was changed")
+                break
+        else:
+            raise TablesInUse(f"read model {model.name}: its tables stayed in use by other transactions through "
+                              f"{SWAP_ATTEMPTS} attempts to swap the rebuilt ones in; nothing was changed")
+    report(RebuildProgress(COMMITTED, position=swapped, head=swapped))
+    return swapped
 
 
-def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable[Page], last: int,
-                  schema: str) -> int | None:
+def _lock_wait(curs: Cursor[DictRow], model: "ReadModel") -> int | None:
+    """Milliseconds the next attempt may wait for the live tables, or None to skip it while a transaction that has
+    run for over a second holds one (its last stretch would be replayed, then rolled back, for nothing). An
+    autovacuum holding one is cancelled by PostgreSQL only for a lock waited on past ``deadlock_timeout``."""
+    curs.execute("SELECT coalesce(bool_or(a.backend_type = 'autovacuum worker'), false) AS autovacuum, "
+                 "coalesce(bool_or(a.backend_type IS DISTINCT FROM 'autovacuum worker' "
+                 "AND a.xact_start < clock_timestamp() - interval '1 second'), false) AS long, "
+                 "(SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout') AS deadlock_ms "
+                 "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
+                 "AND l.pid <> pg_backend_pid() AND l.relation IN (SELECT to_regclass(t) FROM unnest(%s::text[]) t)",
+                 ([_live(model, name).as_string(None) for name in model.tables],))
+    row = curs.fetchone()
+    if row is None:  # an aggregate always has its row
+        return SWAP_LOCK_WAIT_MS
+    if row["long"]:
+        return None
+    return int(row["deadlock_ms"]) + AUTOVACUUM_MARGIN_MS if row["autovacuum"] else SWAP_LOCK_WAIT_MS
+
+
+def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable[Page], *, last: int, schema: str,
+                  wait_ms: int) -> int | None:
     """Under the model's lock: the rest of the store, then the swap; returns the new position, or None (rolled back
-    to before the lock, which lets the runners go on) when a live table or the migration lock was not had within
-    ``SWAP_LOCK_WAIT``."""
+    to before the lock, which lets the runners go on) when the live tables or the migration lock were not had
+    within ``wait_ms``."""
     curs = replay.curs
     curs.execute("SAVEPOINT keyledger_swap")
     replay.report(RebuildProgress(LOCKING))
@@ -138,20 +170,26 @@ def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable
     if callable(pages):
         last = replay.pages(pages(last, None), last)
     replay.report(RebuildProgress(SWAPPING))
-    curs.execute(SQL("SET LOCAL lock_timeout = {}").format(Literal(SWAP_LOCK_WAIT)))
-    live = SQL(", ").join(SQL("{}.{}").format(Identifier(str(model.datastore.schema)), Identifier(name))
-                          for name in model.tables)
+    for setting in ("lock_timeout", "statement_timeout"):  # the statement's: a lock timeout is per table
+        curs.execute(SQL("SET LOCAL {} = {}").format(Identifier(setting), Literal(f"{wait_ms}ms")))
+    tables = SQL(", ").join(_live(model, name) for name in reversed(model.tables))  # the busiest last
     try:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        curs.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(live))
-    except errors.LockNotAvailable:
+        curs.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
+    except _RELEASED:
         curs.execute("ROLLBACK TO SAVEPOINT keyledger_swap")
+        curs.execute("RELEASE SAVEPOINT keyledger_swap")
         return None
-    curs.execute("SET LOCAL lock_timeout = 0")
+    curs.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = {}").format(Literal(SWAPPED_IDLE_LIMIT)))
+    curs.execute("SET LOCAL lock_timeout TO DEFAULT")
+    curs.execute("SET LOCAL statement_timeout TO DEFAULT")
     _swap(model, curs, schema)
     model.tracking_reset(curs, last)
-    replay.report(RebuildProgress(COMMITTING, position=last, head=last))
     return last
+
+
+def _live(model: "ReadModel", name: str) -> Composable:
+    return SQL("{}.{}").format(Identifier(str(model.datastore.schema)), Identifier(name))
 
 
 def _prepare(model: "ReadModel", curs: Cursor[DictRow], schema: str) -> "ReadModel":
@@ -210,6 +248,6 @@ def _swap(model: "ReadModel", curs: Cursor[DictRow], schema: str) -> None:
     into its place, then drops the rebuild's schema and what is left in it."""
     live = Identifier(str(model.datastore.schema))
     for name in model.tables:
-        curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(live, Identifier(name)))
+        curs.execute(SQL("DROP TABLE IF EXISTS {}").format(_live(model, name)))
         curs.execute(SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(Identifier(schema), Identifier(name), live))
     curs.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(schema)))

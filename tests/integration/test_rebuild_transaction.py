@@ -167,3 +167,33 @@ def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
         assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kl_rebuild_%'").fetchall() == []
     assert runner.model.position() == head(quiet_container)
     assert runner.rebuild() == head(quiet_container)  # once the reader is gone
+
+
+def test_a_rebuild_tries_again_once_a_reader_lets_go_of_a_live_table(quiet_container: Container) -> None:
+    """An attempt that could not have the live tables is rolled back and tried again after a pause, and reported;
+    once the reader is gone the swap goes through."""
+    runner = quiet_container.runner("members")
+    runner.catch_up()
+    phases: list[str] = []
+    reading, release = threading.Event(), threading.Event()
+
+    def read_for_a_while() -> None:
+        with psycopg.connect(str(quiet_container.app.env[STORE_CONNINFO])) as reader:
+            reader.execute("SELECT count(*) FROM member_view")  # held until this transaction ends
+            reading.set()
+            release.wait(30)
+
+    def let_go_on_a_retry(step: RebuildProgress) -> None:
+        phases.append(step.phase)
+        if step.phase == rebuild.RETRYING:
+            release.set()
+
+    reader = threading.Thread(target=read_for_a_while)
+    reader.start()
+    try:
+        assert reading.wait(30)
+        assert runner.rebuild(let_go_on_a_retry) == head(quiet_container)
+    finally:
+        release.set()
+        reader.join(30)
+    assert rebuild.RETRYING in phases and phases[-1] == rebuild.COMMITTED

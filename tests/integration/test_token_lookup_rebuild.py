@@ -26,7 +26,7 @@ from domain.client import DASHBOARD
 from domain.ids import DASHBOARD_CLIENT_ID
 from infrastructure.bootstrap import Container, Endpoints, build
 from infrastructure.settings import Settings
-from projections.rebuild import COMMITTING, LOCKING, PREPARING, SWAPPING
+from projections.rebuild import COMMITTED, LOCKING, PREPARING, SWAPPING
 from tests.conftest import (
     SECRET_KEY,
     bearer,
@@ -168,7 +168,7 @@ def test_cli_rebuild_gives_the_same_table_and_status_shows_the_lag(live: tuple[C
     assert max(percents) <= 100 and percents[-1] == 100, done.stderr  # of the head the replay last read
     phases = [line.removeprefix("token_lookup: ") for line in done.stderr.replace("\r", "\n").splitlines()
               if line.startswith("token_lookup: ") and "replayed up to" not in line]
-    assert phases == [PREPARING, LOCKING, SWAPPING, COMMITTING], done.stderr  # no silent phase
+    assert phases == [PREPARING, LOCKING, SWAPPING, COMMITTED], done.stderr  # no silent phase
     assert f"token_lookup: rebuilt up to position {now_at}" in done.stdout
 
     assert table(url) == snapshot
