@@ -151,12 +151,16 @@ class ReadModel(PostgresTrackingRecorder):
         row = curs.fetchone()
         return not exclusive or bool(row and row["held"])
 
+    def lock_key(self) -> int:
+        """The key of the model's advisory lock (``lock``)."""
+        digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
     def lock(self, curs: Cursor[DictRow], *, wait: bool = True) -> bool:
         """Takes the model's transaction-scoped advisory lock: one writer at a time (runners of several processes,
         a rebuild), so no two apply the same events or race on the tracking position. With ``wait=False``, returns
         False at once when another writer holds it."""
-        digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
-        key = int.from_bytes(digest, "big", signed=True)
+        key = self.lock_key()
         function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
         if self.keyed_writes:  # in the same round trip (see ``keyed_writes``)
             curs.execute(f"SELECT {function}(%s) AS held, set_config('enable_seqscan', 'off', true)", (key,))

@@ -35,10 +35,11 @@ migrations does). The swapped-in tables have what the model's statements give th
 hand to the live tables are not carried over.
 """
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from psycopg import Cursor, errors
@@ -68,6 +69,16 @@ RETRYING = "the live tables were in use: trying again after a pause"
 REPLAYING = "replaying"
 COMMITTED = "committed"
 _RELEASED = (errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected)
+# Who holds a lock on the model's live tables in this database, besides this session and the model's runners.
+_HOLDERS = (
+    "SELECT coalesce(bool_or(a.usesysid IS NULL AND l.mode = 'ShareUpdateExclusiveLock'), false) AS autovacuum, "
+    "coalesce(bool_or(a.usesysid IS NOT NULL AND a.xact_start < clock_timestamp() - interval '1 second'), false) "
+    "AS long, (SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout') AS deadlock_ms "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.locktype = 'relation' "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.pid <> pg_backend_pid() AND l.relation IN (SELECT to_regclass(t) FROM unnest(%(tables)s::text[]) t) "
+    "AND l.pid NOT IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %(hi)s::oid "
+    "AND objid = %(lo)s::oid AND objsubid = 1)")
 
 
 class TablesInUse(RuntimeError):
@@ -122,34 +133,43 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
         else:
             last = replay.pages(pages)
         replay.analyze(model.tables)
+        held: list[RebuildProgress] = []  # what happens holding the model's lock is told after the commit
         for attempt in range(SWAP_ATTEMPTS):
             if attempt:
                 report(RebuildProgress(RETRYING))
                 time.sleep(min(SWAP_PAUSE[1], SWAP_PAUSE[0] * 2 ** (attempt - 1)))
                 last = replay.close_on(model, pages, last) if callable(pages) else last
             wait_ms = _lock_wait(curs, model)
-            swapped = None if wait_ms is None else _swap_attempt(model, replay, pages, last=last, schema=schema,
-                                                                  wait_ms=wait_ms)
+            if wait_ms is None:
+                continue
+            report(RebuildProgress(LOCKING))
+            held.clear()
+            swapped = _swap_attempt(model, replace(replay, report=held.append), pages, last=last, schema=schema,
+                                    wait_ms=wait_ms)
             if swapped is not None:
                 break
         else:
             raise TablesInUse(f"read model {model.name}: its tables stayed in use by other transactions through "
                               f"{SWAP_ATTEMPTS} attempts to swap the rebuilt ones in; nothing was changed")
-    report(RebuildProgress(COMMITTED, position=swapped, head=swapped))
+    with contextlib.suppress(OSError):  # committed: a closed output must not make it look failed
+        for step in [*held, RebuildProgress(COMMITTED, position=swapped, head=swapped)]:
+            report(step)
     return swapped
 
 
 def _lock_wait(curs: Cursor[DictRow], model: "ReadModel") -> int | None:
     """Milliseconds the next attempt may wait for the live tables, or None to skip it while a transaction that has
     run for over a second holds one (its last stretch would be replayed, then rolled back, for nothing). An
-    autovacuum holding one is cancelled by PostgreSQL only for a lock waited on past ``deadlock_timeout``."""
-    curs.execute("SELECT coalesce(bool_or(a.backend_type = 'autovacuum worker'), false) AS autovacuum, "
-                 "coalesce(bool_or(a.backend_type IS DISTINCT FROM 'autovacuum worker' "
-                 "AND a.xact_start < clock_timestamp() - interval '1 second'), false) AS long, "
-                 "(SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout') AS deadlock_ms "
-                 "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
-                 "AND l.pid <> pg_backend_pid() AND l.relation IN (SELECT to_regclass(t) FROM unnest(%s::text[]) t)",
-                 ([_live(model, name).as_string(None) for name in model.tables],))
+    autovacuum holding one is cancelled by PostgreSQL only for a lock waited on past ``deadlock_timeout``.
+
+    The model's own runners (holding or awaiting its lock) do not count: the attempt's lock waits them out. Other
+    roles' sessions show their transaction's start only to a role with ``pg_read_all_stats`` (or a superuser): for
+    the rebuild's own role they are not seen as long, and their attempts simply fail. An autovacuum (a process of
+    no role holding the lock a vacuum takes) is recognised whatever the role.
+    """
+    key = model.lock_key() & 0xFFFF_FFFF_FFFF_FFFF  # as pg_locks shows an advisory lock's bigint key
+    curs.execute(_HOLDERS, {"tables": [_live(model, name).as_string(None) for name in model.tables],
+                            "hi": key >> 32, "lo": key & 0xFFFF_FFFF})
     row = curs.fetchone()
     if row is None:  # an aggregate always has its row
         return SWAP_LOCK_WAIT_MS
@@ -165,7 +185,6 @@ def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable
     within ``wait_ms``."""
     curs = replay.curs
     curs.execute("SAVEPOINT keyledger_swap")
-    replay.report(RebuildProgress(LOCKING))
     model.lock(curs)
     if callable(pages):
         last = replay.pages(pages(last, None), last)
@@ -176,7 +195,9 @@ def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable
     try:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         curs.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
-    except _RELEASED:
+    except _RELEASED as exc:
+        if isinstance(exc, errors.QueryCanceled) and "statement timeout" not in (exc.diag.message_primary or ""):
+            raise  # cancelled by an operator, not by the attempt's own limit
         curs.execute("ROLLBACK TO SAVEPOINT keyledger_swap")
         curs.execute("RELEASE SAVEPOINT keyledger_swap")
         return None

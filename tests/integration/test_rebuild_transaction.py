@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from application.oauth.grants import TokenRequest
 from infrastructure.bootstrap import Container
@@ -197,3 +198,20 @@ def test_a_rebuild_tries_again_once_a_reader_lets_go_of_a_live_table(quiet_conta
         release.set()
         reader.join(30)
     assert rebuild.RETRYING in phases and phases[-1] == rebuild.COMMITTED
+
+
+def test_only_a_long_transaction_other_than_the_models_runners_holds_the_swap_off(quiet_container: Container) -> None:
+    """A runner's batch (holding the model's lock) is what an attempt's own lock waits out, however long it has run;
+    another transaction that has held a live table for over a second makes the rebuild skip the attempt."""
+    model = quiet_container.members
+    url = str(quiet_container.app.env[STORE_CONNINFO])
+    with psycopg.connect(url, row_factory=dict_row) as batch, psycopg.connect(url) as export:
+        model.lock(batch.cursor())  # a runner's batch: the model's lock, then its table
+        batch.execute("SELECT count(*) FROM member_view")
+        time.sleep(1.2)  # both transactions are now over a second old
+        with model.datastore.transaction(commit=False) as curs:
+            assert rebuild._lock_wait(curs, model) == rebuild.SWAP_LOCK_WAIT_MS
+        export.execute("SELECT count(*) FROM member_view")
+        export.execute("SELECT pg_sleep(1.1)")
+        with model.datastore.transaction(commit=False) as curs:
+            assert rebuild._lock_wait(curs, model) is None
