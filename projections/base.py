@@ -145,15 +145,14 @@ class ReadModel(PostgresTrackingRecorder):
         """Takes the model's rebuild lock for the transaction: shared by a rebuild for its whole length (it writes the
         tables it does not rebuild without the model's lock, ``projections.rebuild``), exclusive, without waiting,
         by what else writes those tables (the outbox's pruning); returns whether it is held."""
-        digest = hashlib.blake2b(f"keyledger read model {self.name} rebuild".encode(), digest_size=8).digest()
         function = "pg_try_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        curs.execute(f"SELECT {function}(%s) AS held", (int.from_bytes(digest, "big", signed=True),))
+        curs.execute(f"SELECT {function}(%s) AS held", (self.lock_key(" rebuild"),))
         row = curs.fetchone()
         return not exclusive or bool(row and row["held"])
 
-    def lock_key(self) -> int:
-        """The key of the model's advisory lock (``lock``)."""
-        digest = hashlib.blake2b(f"keyledger read model {self.name}".encode(), digest_size=8).digest()
+    def lock_key(self, purpose: str = "") -> int:
+        """The key of one of the model's advisory locks: its writers' (``lock``), or another ``purpose``'s."""
+        digest = hashlib.blake2b(f"keyledger read model {self.name}{purpose}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big", signed=True)
 
     def lock(self, curs: Cursor[DictRow], *, wait: bool = True) -> bool:

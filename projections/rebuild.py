@@ -21,7 +21,7 @@ rebuild. Now, in ONE transaction (a crash or an error leaves the live model as i
    live table (an audit export, ``pg_dump``); one that an autovacuum holds waits past ``deadlock_timeout``, which
    is what makes PostgreSQL cancel the autovacuum. The swap also takes the migration lock
    (``projections.ddl.MIGRATION_LOCK_KEY``), so a process starting meanwhile does not run its migration's
-   statements on a table being swapped. Nothing is reported (no output that could block) while the tables are held.
+   statements on a table being swapped. Nothing is reported (no output that could block) under the model's lock.
 
 Tables a model writes but does not rebuild (the webhook outbox's delivery history, its pruning horizon) stay where
 they are, and the copy writes them there: deterministic ids make that idempotent. Replaying without the lock only up
