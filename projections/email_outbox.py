@@ -20,7 +20,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable
 
 from projections.notifications import NS_NOTIFICATION, PLATFORM_TYPES, Derived, notification_id
-from projections.outbox import MAX_ERROR, mark_due, retry_delay
+from projections.outbox import MAX_ERROR, due_rows, mark_due, retry_delay
 
 EMAIL_CHANNEL = uuid5(NS_NOTIFICATION, "email")
 EMAIL_TABLE = "email_notification"
@@ -75,10 +75,8 @@ class EmailOutbox:
         """Settles up to ``limit`` due e-mails as ``skipped``: no SMTP server is configured, and one configured
         later must not mail them. Not those another worker (which has one) has enqueued or is sending: they are its.
         Returns how many."""
-        query = SQL("UPDATE {t} SET status = 'skipped', last_error = %s, dispatched_until = NULL WHERE id IN (SELECT "
-                    "id FROM {t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL "
-                    "OR dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
-                    "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)").format(t=self._table)
+        query = SQL("UPDATE {t} SET status = 'skipped', last_error = %s, dispatched_until = NULL WHERE id IN ({due})"
+                    ).format(t=self._table, due=due_rows(self._table))
         with self._view.datastore.transaction(commit=True) as curs:
             curs.execute(query, (NO_SMTP, limit))
             return curs.rowcount

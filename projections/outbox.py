@@ -207,10 +207,16 @@ def derivable(curs: Cursor[DictRow], horizon: Composable, event: Any) -> bool:
 def mark_due(view: Any, table: Composable, *, lease: float, limit: int) -> list[UUID]:
     """Marks up to ``limit`` due rows of an outbox ``table`` (pending, due, neither dispatched nor leased) as
     dispatched for ``lease`` seconds and returns their ids; shared by the webhook and the e-mail outboxes."""
-    query = SQL("UPDATE {t} SET dispatched_until = now() + make_interval(secs => %s) WHERE id IN (SELECT id FROM "
-                "{t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS NULL OR "
-                "dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
-                "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id").format(t=table)
+    query = SQL("UPDATE {t} SET dispatched_until = now() + make_interval(secs => %s) WHERE id IN ({due}) "
+                "RETURNING id").format(t=table, due=due_rows(table))
     with view.datastore.transaction(commit=True) as curs:
         curs.execute(query, (lease, limit))
         return [row["id"] for row in curs.fetchall()]
+
+
+def due_rows(table: Composable) -> Composable:
+    """The ids of up to ``%s`` due rows of an outbox ``table`` (pending, due, neither dispatched nor leased), oldest
+    due first, locked for the caller's update (rows another transaction holds are passed over)."""
+    return SQL("SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= now() AND (dispatched_until IS "
+               "NULL OR dispatched_until <= now()) AND (lease_until IS NULL OR lease_until <= now()) "
+               "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED").format(t=table)
