@@ -18,7 +18,7 @@ from infrastructure.settings import Settings, SettingsError
 from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 from projections.outbox import outbox_status
-from projections.rebuild import REPLAYING, RebuildProgress, TablesInUse
+from projections.rebuild import REPLAYING, SWAP_ATTEMPTS, RebuildProgress, TablesInUse
 from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")
@@ -130,7 +130,7 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
             if args.action == "rebuild":
                 # One transaction: API processes keep answering from the previous content until the commit.
                 try:
-                    position = container.runner(args.name).rebuild(_progress(args.name))
+                    position = container.runner(args.name).rebuild(_progress(args.name), attempts=args.attempts)
                 except TablesInUse as exc:
                     print(f"\nkeyledger projections rebuild: {exc}; try again later", file=sys.stderr)
                     return 1
@@ -151,6 +151,13 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
             container.close()
 
 
+def _at_least_one(text: str) -> int:
+    """A count of 1 or more (argparse refuses anything else with exit status 2)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="keyledger", description="Event-sourced OAuth2 authorization backend.")
@@ -164,6 +171,9 @@ def parser() -> argparse.ArgumentParser:
     proj = sub.add_parser("projections", help="read-model status and rebuilds")
     proj.add_argument("action", choices=["status", "rebuild"])
     proj.add_argument("name", nargs="?", help="the projection to rebuild: " + ", ".join(m.name for m in READ_MODELS))
+    proj.add_argument("--attempts", type=_at_least_one, default=None, metavar="N",
+                      help=f"rebuild: times the swap is tried while other transactions hold the live tables, before "
+                           f"giving up with exit status 1 (default {SWAP_ATTEMPTS}, about a minute of pauses)")
     proj.set_defaults(func=projections)
     add_worker_parsers(sub)
     add_key_parsers(sub)

@@ -205,14 +205,15 @@ class ReadModel(PostgresTrackingRecorder):
         return True
 
     def rebuild(self, pages: Pages | Iterable[tuple[Sequence[Any], int, int]],
-                progress: Callable[[RebuildProgress], None] | None = None) -> int:
+                progress: Callable[[RebuildProgress], None] | None = None, *, attempts: int | None = None) -> int:
         """Replaces the model's content by replaying the store beside it and swapping the result in, in one
         transaction (``projections.rebuild``); returns the new position.
 
         ``pages(start, stop)`` gives the model's events after ``start`` up to ``stop`` (None: the store's head as
         then read) as ``(events, last_id, head)`` pages; a plain iterable of pages is replayed as it comes.
+        ``attempts``: the swap's, before ``TablesInUse`` (None: ``projections.rebuild.SWAP_ATTEMPTS``).
         """
-        last = rebuild_beside(self, pages, progress)
+        last = rebuild_beside(self, pages, progress, attempts=attempts)
         with self._changed:
             self._seen = last
         return last
@@ -376,9 +377,10 @@ class ProjectionRunner:
             yield self._decode(notifications), last, head
             position = last
 
-    def rebuild(self, progress: Callable[[RebuildProgress], None] | None = None) -> int:
+    def rebuild(self, progress: Callable[[RebuildProgress], None] | None = None, *, attempts: int | None = None
+                ) -> int:
         """Rebuilds the model from the whole event store in one transaction; returns the new position."""
-        return self._model.rebuild(self.pages, progress)
+        return self._model.rebuild(self.pages, progress, attempts=attempts)
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Processes batches until the model is current up to the store's head as read on entry; returns the number

@@ -110,12 +110,17 @@ def shadow_copy(model: "ReadModel", schema: str, *, everything: bool) -> "ReadMo
 
 
 def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
-                   progress: Callable[[RebuildProgress], None] | None = None) -> int:
+                   progress: Callable[[RebuildProgress], None] | None = None, *, attempts: int | None = None) -> int:
     """Rebuilds ``model`` as the module docstring says; returns its new position.
+
+    ``attempts``: how many times the swap is tried before ``TablesInUse`` (None: ``SWAP_ATTEMPTS``); an operator
+    who would rather try later than wait about a minute for a long reader asks for fewer.
 
     ``pages(start, stop)``: the model's pages after ``start`` up to ``stop`` (None: the store's head, read once).
     A plain iterable of pages (tests, or emptying the model) is replayed as it comes, then swapped in.
     """
+    if attempts is not None and attempts < 1:
+        raise ValueError(f"a rebuild needs at least one attempt to swap, not {attempts}")
     report = progress or (lambda _: None)
     schema = f"kl_rebuild_{secrets.token_hex(6)}_{model.name}"[:63]
     with model.datastore.transaction(commit=True) as curs:
@@ -134,7 +139,8 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
             last = replay.pages(pages)
         replay.analyze(model.tables)
         held: list[RebuildProgress] = []  # what happens holding the model's lock is told after the commit
-        for attempt in range(SWAP_ATTEMPTS):
+        tries = SWAP_ATTEMPTS if attempts is None else attempts
+        for attempt in range(tries):
             if attempt:
                 report(RebuildProgress(RETRYING))
                 time.sleep(min(SWAP_PAUSE[1], SWAP_PAUSE[0] * 2 ** (attempt - 1)))
@@ -150,7 +156,7 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
                 break
         else:
             raise TablesInUse(f"read model {model.name}: its tables stayed in use by other transactions through "
-                              f"{SWAP_ATTEMPTS} attempts to swap the rebuilt ones in; nothing was changed")
+                              f"{tries} attempt(s) to swap the rebuilt ones in; nothing was changed")
     with contextlib.suppress(OSError):  # committed: a closed output must not make it look failed
         for step in [*held, RebuildProgress(COMMITTED, position=swapped, head=swapped)]:
             report(step)

@@ -142,7 +142,6 @@ def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
     """Readers queue behind a swap waiting for a live table, so a transaction holding one (a long export,
     ``pg_dump``) is waited for briefly: the attempt is rolled back, letting runners and readers go on, and tried
     again; past its attempts the rebuild gives up, leaving the live model and nothing else behind."""
-    monkeypatch.setattr(rebuild, "SWAP_ATTEMPTS", 3)
     monkeypatch.setattr(rebuild, "SWAP_PAUSE", (0.05, 0.05))
     runner = quiet_container.runner("members")
     runner.catch_up()
@@ -151,7 +150,7 @@ def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
 
     def rebuild_it() -> None:
         try:
-            outcome.append(runner.rebuild())
+            outcome.append(runner.rebuild(attempts=3))
         except Exception as exc:
             outcome.append(exc)
 

@@ -188,6 +188,25 @@ def test_cli_rebuild_of_an_unknown_projection_fails_clearly(live: tuple[Containe
     assert table(url) == before
 
 
+def test_cli_rebuild_gives_up_with_exit_1_while_a_reader_holds_the_table(live: tuple[Container, str, str]) -> None:
+    """A reader holding ``token_lookup`` through the rebuild's one attempt (``--attempts 1``): exit status 1, "try
+    again later", the live table as it was and no rebuild schema left; with the reader gone, one attempt swaps."""
+    _, url, redis_url = live
+    before = table(url)
+    with psycopg.connect(url) as reader:
+        reader.execute("SELECT count(*) FROM token_lookup")  # held until this transaction ends
+        done = cli(url, redis_url, "rebuild", "token_lookup", "--attempts", "1")
+    assert done.returncode == 1, done.stderr
+    assert "stayed in use by other transactions through 1 attempt(s)" in done.stderr
+    assert "try again later" in done.stderr and "rebuilt up to" not in done.stdout
+    assert table(url) == before
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kl_rebuild_%'").fetchall() == []
+    again = cli(url, redis_url, "rebuild", "token_lookup", "--attempts", "1")
+    assert again.returncode == 0, again.stderr
+    assert table(url) == before
+
+
 @pytest.fixture(scope="module")
 def served(server_url: str, redis_url: str, settings: Settings) -> Iterator[tuple[Container, str, str]]:
     """A running ``keyledger serve`` and, on its database, an in-process container whose projections do not run

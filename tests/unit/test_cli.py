@@ -12,3 +12,16 @@ def test_a_rebuild_must_name_a_known_projection(argv: list[str], capsys: pytest.
     assert projections(parser().parse_args(argv), Settings(database_url="postgresql://nobody@127.0.0.1:1/none")) == 2
     error = capsys.readouterr().err
     assert "token_lookup" in error and "audit" in error
+
+
+@pytest.mark.parametrize("attempts", ["0", "-1", "two", "1.5"])
+def test_a_rebuild_refuses_an_attempt_count_below_one(attempts: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["projections", "rebuild", "audit", "--attempts", attempts])
+    assert exited.value.code == 2
+    assert "--attempts" in capsys.readouterr().err
+
+
+def test_a_rebuild_takes_an_attempt_count() -> None:
+    assert parser().parse_args(["projections", "rebuild", "audit", "--attempts", "2"]).attempts == 2
+    assert parser().parse_args(["projections", "rebuild", "audit"]).attempts is None  # SWAP_ATTEMPTS
