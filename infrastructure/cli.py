@@ -120,6 +120,9 @@ def _progress(name: str) -> Callable[[RebuildProgress], None]:
 def projections(args: argparse.Namespace, settings: Settings) -> int:
     """``keyledger projections status|rebuild NAME``."""
     known = [model.name for model in READ_MODELS]
+    if args.action == "status" and args.attempts is not None:
+        print("keyledger projections status: --attempts applies to a rebuild only", file=sys.stderr)
+        return 2
     if args.action == "rebuild" and args.name not in known:  # a rebuild replays the whole store: name it
         given = "no projection named" if args.name is None else f"unknown projection {args.name!r}"
         print(f"keyledger projections rebuild: {given}; known: {', '.join(known)}", file=sys.stderr)

@@ -25,3 +25,9 @@ def test_a_rebuild_refuses_an_attempt_count_below_one(attempts: str, capsys: pyt
 def test_a_rebuild_takes_an_attempt_count() -> None:
     assert parser().parse_args(["projections", "rebuild", "audit", "--attempts", "2"]).attempts == 2
     assert parser().parse_args(["projections", "rebuild", "audit"]).attempts is None  # SWAP_ATTEMPTS
+
+
+def test_an_attempt_count_is_refused_for_status(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["projections", "status", "--attempts", "2"])
+    assert projections(args, Settings(database_url="postgresql://nobody@127.0.0.1:1/none")) == 2
+    assert "--attempts applies to a rebuild only" in capsys.readouterr().err
