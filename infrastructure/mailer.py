@@ -65,22 +65,17 @@ def send(server: MailServer, *, recipients: list[str], subject: str, body: str, 
     message["Message-ID"] = message_id
     message.set_content(body)
     context = ssl.create_default_context()
-    smtp_class = smtplib.SMTP_SSL if server.tls else smtplib.SMTP
-    kwargs = {"context": context} if server.tls else {}
     # ``timeout`` bounds each socket operation; a server answering a line at a time, each within it, would hold the
     # worker past the e-mail's lease (another worker then sends it again) and past the job's time limit (the attempt
-    # then goes unrecorded, and so on for ever). The whole conversation, from the greeting to QUIT, is cut at
-    # ``timeout`` by shutting the socket from a timer, and the attempt fails as any other.
-    smtp = smtp_class(timeout=timeout, **kwargs)  # no host: nothing is connected before the timer runs
-    smtp._host = server.host  # the name TLS checks the certificate against: ``connect`` leaves it as given here
+    # then goes unrecorded, and so on for ever). The whole conversation, from the TLS handshake and the greeting to
+    # QUIT, is cut at ``timeout`` by shutting the socket from a timer, and the attempt fails as any other.
     cut = threading.Event()
+    smtp = _Conversation(server, context=context, cut=cut, timeout=timeout)
     watchdog = threading.Timer(timeout, _abort, args=(smtp, cut))
     watchdog.daemon = True
     watchdog.start()
     try:
         smtp.connect(server.host, server.port)
-        if cut.is_set():  # the deadline passed while connecting, before there was a socket to shut
-            raise TimeoutError
         if server.starttls:
             smtp.starttls(context=context)
         if server.user is not None:
@@ -96,6 +91,32 @@ def send(server: MailServer, *, recipients: list[str], subject: str, body: str, 
     finally:
         watchdog.cancel()
         smtp.close()
+
+
+class _Conversation(smtplib.SMTP):
+    """An SMTP client whose socket the deadline's timer can shut from the moment it is connected: during an
+    ``smtps`` TLS handshake and the greeting, which ``connect`` runs before handing the socket over."""
+
+    def __init__(self, server: MailServer, *, context: ssl.SSLContext, cut: threading.Event, timeout: float) -> None:
+        super().__init__(timeout=timeout)  # no host: nothing is connected before the timer runs
+        self._host = server.host  # the name TLS checks the certificate against (``starttls`` reads it too)
+        self._tls_context = context if server.tls else None
+        self._cut = cut
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        """The connected socket, published to ``_abort`` before each step that may block (see ``_published``)."""
+        sock = self._published(super()._get_socket(host, port, timeout))
+        if self._tls_context is None:
+            return sock
+        return self._published(self._tls_context.wrap_socket(sock, server_hostname=host))
+
+    def _published(self, sock: socket.socket) -> socket.socket:
+        """``sock`` where ``_abort`` shuts it, then a check of the deadline: ``_abort`` marks the cut before it reads
+        the socket, so either it shuts this one or the cut is seen here."""
+        self.sock = sock
+        if self._cut.is_set():
+            raise TimeoutError("the SMTP conversation outlasted its deadline")
+        return sock
 
 
 def _abort(smtp: smtplib.SMTP, cut: threading.Event) -> None:

@@ -4,7 +4,9 @@ who gets them, the same Message-ID on every attempt, retries kept in PostgreSQL 
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
@@ -225,41 +227,78 @@ def test_a_late_worker_cannot_undo_a_delivery(mailing: Container, port: int) -> 
     assert after["status"] == "delivered" and after["delivered_at"] is not None
 
 
+TRICKLES = {  # what the server sends first, then one line at a time
+    "ehlo": (b"220 slow ESMTP\r\n", b"250-still thinking\r\n"),  # a greeting, then an EHLO answer without end
+    "greeting": (b"", b"220-still greeting\r\n"),
+}
+
+
+@dataclass
+class Trickle:
+    """The trickling server's port, and whether the client hung up while the server still had lines to send."""
+
+    port: int
+    client_hung_up: bool = False
+
+
 @contextlib.contextmanager
-def trickling_smtp_server(lines: int = 40, every: float = 0.25, *, greeting: bool = False) -> Iterator[int]:
-    """An SMTP server that greets (or, with ``greeting``, greets one line at a time), then answers EHLO one
-    continuation line at a time, each well within a socket timeout of a second, and hangs up after ``lines`` of them
-    without ever finishing its answer."""
+def trickling_smtp_server(kind: str, lines: int = 40, every: float = 0.25) -> Iterator[Trickle]:
+    """A server that answers one line at a time (``TRICKLES``), each well within a socket timeout of a second, and
+    hangs up after ``lines`` of them without ever finishing its answer."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    first, line = TRICKLES[kind]
+    trickle = Trickle(port=listener.getsockname()[1])
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            if not greeting:
-                conn.sendall(b"220 slow ESMTP\r\n")
+            conn.sendall(first)
+            if kind == "ehlo":
                 conn.recv(1024)  # EHLO
             for _ in range(lines):
                 if stop.wait(every):
                     return
-                with contextlib.suppress(OSError):
-                    conn.sendall(b"220-still greeting\r\n" if greeting else b"250-still thinking\r\n")
+                try:
+                    conn.sendall(line)
+                except OSError:  # the client shut its socket: the deadline, not this server, ended it
+                    trickle.client_hung_up = True
+                    return
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1]
+        yield trickle
     finally:
+        thread.join(30)
         stop.set()
         thread.join(30)
         listener.close()
 
 
-@pytest.mark.parametrize("greeting", [False, True], ids=["ehlo", "greeting"])
-def test_a_server_answering_a_line_at_a_time_is_cut_at_the_deadline(greeting: bool) -> None:
-    """Each line arrives within the socket timeout, so only a deadline on the whole conversation, the greeting
-    included, ends it: the attempt fails as timed out (and is recorded as any failure), instead of running until the
-    server gives up."""
-    with trickling_smtp_server(greeting=greeting) as port, pytest.raises(TimeoutError, match="outlasted"):
-        send(parse_smtp_url(f"smtp://127.0.0.1:{port}"), recipients=["owner@example.com"], subject="s", body="b",
-             message_id="<x@keyledger>", timeout=1)
+@pytest.mark.parametrize("kind", ["ehlo", "greeting"])
+def test_a_server_answering_a_line_at_a_time_is_cut_at_the_deadline(kind: str) -> None:
+    """Each line arrives within the socket timeout, so only a deadline on the whole conversation (the greeting
+    included) ends it: the attempt fails as timed out (and is recorded as any failure), and the client hangs up
+    while the server still trickles, instead of waiting until the server gives up."""
+    with trickling_smtp_server(kind) as trickle, pytest.raises(TimeoutError, match="outlasted"):
+        send(parse_smtp_url(f"smtp://127.0.0.1:{trickle.port}"), recipients=["owner@example.com"], subject="s",
+             body="b", message_id="<x@keyledger>", timeout=1)
+    assert trickle.client_hung_up
+
+
+def test_a_deadline_that_passes_while_connecting_ends_the_conversation_before_the_greeting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow name lookup or connect uses up the deadline before there is a socket for the timer to shut; the
+    greeting that follows is then not waited for, however slowly it trickles."""
+    connect = socket.create_connection
+
+    def slow_connect(*args: Any, **kwargs: Any) -> socket.socket:
+        time.sleep(1.2)  # past the deadline: as a resolver or a first address that answers late would
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)
+    with trickling_smtp_server("greeting") as trickle, pytest.raises(TimeoutError, match="outlasted"):
+        send(parse_smtp_url(f"smtp://127.0.0.1:{trickle.port}"), recipients=["owner@example.com"], subject="s",
+             body="b", message_id="<x@keyledger>", timeout=1)
+    assert trickle.client_hung_up
