@@ -32,6 +32,10 @@ WRITE = "clients:write"
 T = TypeVar("T")
 
 
+class ClientChanged(Conflict):
+    """The client's own stream moved between the command's decision and its save: never decided again on top."""
+
+
 @dataclass(frozen=True, slots=True)
 class AddClient:
     """Create a client in a project, with at most the scope its creator holds there."""
@@ -138,6 +142,8 @@ class Clients:
             granted = authorize(self.app, caller, project_id, WRITE)
             try:
                 return command(granted)
+            except ClientChanged:
+                raise  # whatever else moved too: deciding again would act on top of the other caller's change
             except Conflict:
                 if not self._project_moved(project_id, granted.version):
                     raise
@@ -153,13 +159,18 @@ class Clients:
         were read there, and a role changed or a member removed meanwhile must not let the command through.
 
         Raises:
-            Conflict: the project or the client changed meanwhile (asking again decides on the new state).
+            ClientChanged: the client changed meanwhile (another rotation, say).
+            Conflict: the project changed meanwhile (asking again decides on the new state).
         """
         guards = ((project_id, decided_on),) if decided_on is not None else ()
+        loaded = client.version - len(client.pending_events)  # the client's version the command decided on
         try:
             self.app.save(client, guards=guards)
         except IntegrityError:
-            raise Conflict("the project or the client changed meanwhile; try again") from None
+            stored = self.app.find(client.id, Client, copy=False)
+            if stored is not None and stored.version != loaded:
+                raise ClientChanged("the client changed meanwhile; try again") from None
+            raise Conflict("the project changed meanwhile; try again") from None
 
     def live_client(self, project_id: UUID, client_id: str) -> Client:
         """The project's live client (see ``live_client``)."""

@@ -125,6 +125,36 @@ def test_a_rotation_that_lost_to_another_rotation_is_a_conflict_not_a_cut_secret
     assert client.secret_hash == container.clients.secrets.hash(theirs[0])
 
 
+def test_a_rotation_that_lost_to_another_rotation_and_a_project_change_is_still_a_conflict(
+        container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project moved too (a colleague added meanwhile): deciding again would still act on top of the other
+    rotation and cut its secret, so the client's own change decides: 409, and the other caller's secret stands."""
+    acme = sign_up(container)
+    theirs: list[str] = []
+    add_colleague = project_change(container, acme, lambda p: p.add_member(user_id=uuid4(), role=Role.AUDITOR,
+                                                                          actor="system"))
+
+    def rotate_first_and_change_the_project(save: Callable[..., Any]) -> None:
+        client = container.app.load(acme.client.client.id, Client)
+        theirs.append(container.clients.minter.client_secret())
+        client.rotate_secret(secret_hash=container.clients.secrets.hash(theirs[0]),
+                             secret_hint=container.clients.minter.hint(theirs[0]),
+                             secret_expires_at=datetime.now(tz=UTC) + timedelta(days=90),
+                             previous_secret_expires_at=datetime.now(tz=UTC), actor="system")
+        save(client)
+        add_colleague(save)
+
+    racer = Racer(container.app, monkeypatch, rotate_first_and_change_the_project, times=1)
+    with pytest.raises(Conflict, match="the client changed"):
+        container.clients.on_fresh_rights(owner(acme), acme.project.id, lambda granted: container.clients.rotate(
+            RotateSecret(project_id=acme.project.id, client_id=acme.client.client.client_id, actor="system",
+                         caller_permissions=granted.permissions, decided_on=granted.version)))
+    assert racer.saves == 1
+    client = container.app.load(acme.client.client.id, Client)
+    assert client.version == acme.client.client.version + 1  # the other rotation alone
+    assert client.secret_hash == container.clients.secrets.hash(theirs[0])
+
+
 def test_a_client_command_that_keeps_losing_is_a_conflict(container: Container,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     acme = sign_up(container)
