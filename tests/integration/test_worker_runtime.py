@@ -32,12 +32,16 @@ from workers.runtime import (
 
 
 def run_until_interrupted(broker: Any, container: Container | None, spec: Job,
-                          done: Callable[[], bool] = lambda: True) -> list[str]:
+                          done: Callable[[], bool] = lambda: True,
+                          looking: Callable[[], str] | None = None) -> list[str]:
     """Runs ``spec`` (its function replaced by one that outlives any time limit) on a one-thread worker until its
-    time limit interrupts it and ``done()`` holds; returns what the run saw ("interrupted" or "finished")."""
+    time limit interrupts it and ``done()`` holds; returns what the run saw: what ``looking()`` said as it began,
+    if given, then "interrupted" or "finished"."""
     seen: list[str] = []
 
     def endless(_container: Any) -> None:
+        if looking is not None:
+            seen.append(looking())
         try:
             for _ in range(400):  # 20 s in all, in short sleeps: the interruption lands between two of them
                 time.sleep(0.05)
@@ -178,8 +182,12 @@ def test_a_sweep_interrupted_by_its_time_limit_releases_its_lock(container: Cont
     spec = Job(name=f"endless-sweep-{time.time_ns()}", fn=lambda _container: None, every=30.0, max_retries=0,
                time_limit=300, exclusive=True)
     lock = run_lock_key(container.namespace, spec)
-    assert run_until_interrupted(broker, container, spec, done=lambda: not container.redis.exists(lock)) == [
-        "interrupted"]
+
+    def held() -> str:  # while the run is in progress: the lock is really taken
+        return "locked" if container.redis.exists(lock) else "unlocked"
+
+    assert run_until_interrupted(broker, container, spec, done=lambda: not container.redis.exists(lock),
+                                 looking=held) == ["locked", "interrupted"]
 
 
 def test_the_sweeps_run_alone_and_the_dispatcher_and_heartbeat_do_not_wait_for_a_dead_run() -> None:
