@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import Cursor, errors
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier, Literal
+from psycopg.sql import SQL, Identifier, Literal
 
 from projections.ddl import MIGRATION_LOCK_KEY
 
@@ -174,11 +174,10 @@ def _lock_wait(curs: Cursor[DictRow], model: "ReadModel") -> int | None:
     no role holding the lock a vacuum takes) is recognised whatever the role.
     """
     key = model.lock_key() & 0xFFFF_FFFF_FFFF_FFFF  # as pg_locks shows an advisory lock's bigint key
-    curs.execute(_HOLDERS, {"tables": [_live(model, name).as_string(None) for name in model.tables],
+    curs.execute(_HOLDERS, {"tables": [model.table(name).as_string(None) for name in model.tables],
                             "hi": key >> 32, "lo": key & 0xFFFF_FFFF})
     row = curs.fetchone()
-    if row is None:  # an aggregate always has its row
-        return SWAP_LOCK_WAIT_MS
+    assert row is not None  # an aggregate always has its row
     if row["long"]:
         return None
     return int(row["deadlock_ms"]) + AUTOVACUUM_MARGIN_MS if row["autovacuum"] else SWAP_LOCK_WAIT_MS
@@ -197,13 +196,17 @@ def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable
     replay.report(RebuildProgress(SWAPPING))
     for setting in ("lock_timeout", "statement_timeout"):  # the statement's: a lock timeout is per table
         curs.execute(SQL("SET LOCAL {} = {}").format(Identifier(setting), Literal(f"{wait_ms}ms")))
-    tables = SQL(", ").join(_live(model, name) for name in reversed(model.tables))  # the busiest last
+    tables = SQL(", ").join(model.table(name) for name in reversed(model.tables))  # the busiest last
+    started = time.monotonic()
     try:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        started = time.monotonic()
         curs.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
     except _RELEASED as exc:
-        if isinstance(exc, errors.QueryCanceled) and "statement timeout" not in (exc.diag.message_primary or ""):
-            raise  # cancelled by an operator, not by the attempt's own limit
+        # A statement cancelled before its limit ran out was cancelled by an operator (``pg_cancel_backend``): the
+        # rebuild stops. Judged by the time waited, not the message, which the server may send in any language.
+        if isinstance(exc, errors.QueryCanceled) and time.monotonic() - started < wait_ms / 1000:
+            raise
         curs.execute("ROLLBACK TO SAVEPOINT keyledger_swap")
         curs.execute("RELEASE SAVEPOINT keyledger_swap")
         return None
@@ -213,10 +216,6 @@ def _swap_attempt(model: "ReadModel", replay: "_Replay", pages: Pages | Iterable
     _swap(model, curs, schema)
     model.tracking_reset(curs, last)
     return last
-
-
-def _live(model: "ReadModel", name: str) -> Composable:
-    return SQL("{}.{}").format(Identifier(str(model.datastore.schema)), Identifier(name))
 
 
 def _prepare(model: "ReadModel", curs: Cursor[DictRow], schema: str) -> "ReadModel":
@@ -275,6 +274,6 @@ def _swap(model: "ReadModel", curs: Cursor[DictRow], schema: str) -> None:
     into its place, then drops the rebuild's schema and what is left in it."""
     live = Identifier(str(model.datastore.schema))
     for name in model.tables:
-        curs.execute(SQL("DROP TABLE IF EXISTS {}").format(_live(model, name)))
+        curs.execute(SQL("DROP TABLE IF EXISTS {}").format(model.table(name)))
         curs.execute(SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(Identifier(schema), Identifier(name), live))
     curs.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(schema)))

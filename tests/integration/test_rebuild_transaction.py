@@ -169,6 +169,44 @@ def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
     assert runner.rebuild() == head(quiet_container)  # once the reader is gone
 
 
+def test_a_rebuild_cancelled_by_an_operator_while_it_waits_for_the_tables_stops(
+        quiet_container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pg_cancel_backend`` on a rebuild waiting for the live tables stops it with the cancellation, rather than
+    passing for the attempt's own time limit (which is judged by the time waited, whatever the message's language)
+    and being tried again; nothing is changed."""
+    monkeypatch.setattr(rebuild, "SWAP_LOCK_WAIT_MS", 20_000)  # ample time to find the wait and cancel it
+    runner = quiet_container.runner("members")
+    runner.catch_up()
+    url = str(quiet_container.app.env[STORE_CONNINFO])
+    outcome: list[BaseException | int] = []
+
+    def rebuild_it() -> None:
+        try:
+            outcome.append(runner.rebuild(attempts=3))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(url) as reader, psycopg.connect(url, autocommit=True) as operator:
+        reader.execute("SELECT count(*) FROM member_view")  # a fresh transaction: the attempt is begun
+        rebuilding = threading.Thread(target=rebuild_it)
+        rebuilding.start()
+        waiting: list[tuple[int]] = []
+        deadline = time.monotonic() + 15
+        while not waiting and time.monotonic() < deadline:
+            waiting = operator.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE 'LOCK TABLE%%member_view%%'").fetchall()
+            time.sleep(0.01)
+        assert waiting, "the rebuild never waited for the live table"
+        operator.execute("SELECT pg_cancel_backend(%s)", (waiting[0][0],))
+        rebuilding.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Exception)
+    assert not isinstance(outcome[0], rebuild.TablesInUse)
+    assert isinstance(outcome[0].__cause__ or outcome[0], psycopg.errors.QueryCanceled)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kl_rebuild_%'").fetchall() == []
+    assert runner.model.position() == head(quiet_container)
+
+
 def test_a_rebuild_tries_again_once_a_reader_lets_go_of_a_live_table(quiet_container: Container) -> None:
     """An attempt that could not have the live tables is rolled back and tried again after a pause, and reported;
     once the reader is gone the swap goes through."""
