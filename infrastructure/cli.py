@@ -18,7 +18,7 @@ from infrastructure.settings import Settings, SettingsError
 from infrastructure.users_cli import add_parsers as add_user_parsers
 from infrastructure.workers_cli import add_parsers as add_worker_parsers
 from projections.outbox import outbox_status
-from projections.rebuild import REPLAYING, SWAP_ATTEMPTS, RebuildProgress, TablesInUse
+from projections.rebuild import REPLAYING, SWAP_ATTEMPTS, RebuildProgress, RebuildRunning, TablesInUse
 from workers.inprocess import in_process_workers
 
 logger = logging.getLogger("keyledger")
@@ -134,7 +134,7 @@ def projections(args: argparse.Namespace, settings: Settings) -> int:
                 # One transaction: API processes keep answering from the previous content until the commit.
                 try:
                     position = container.runner(args.name).rebuild(_progress(args.name), attempts=args.attempts)
-                except TablesInUse as exc:
+                except (TablesInUse, RebuildRunning) as exc:
                     print(f"\nkeyledger projections rebuild: {exc}; try again later", file=sys.stderr)
                     return 1
                 print(f"{args.name}: rebuilt up to position {position}")

@@ -28,7 +28,9 @@ they are, and the copy writes them there: deterministic ids make that idempotent
 to positions the live runners had committed means their rows are already there, so the rebuild never waits on a
 row a live runner is inserting (which, holding the lock, would wait on the rebuild: a deadlock). What else writes
 those tables outside the runners (the outbox's pruning) holds the model's rebuild lock (``ReadModel.lock_rebuilds``)
-exclusively, and skips its run while a rebuild holds it shared.
+exclusively, and skips its run while a rebuild holds it shared. One rebuild of a model runs at a time: a second
+is refused at once (``RebuildRunning``), rather than replaying the whole store to replace the first one's result and,
+writing the same rows of those tables, deadlock with it.
 
 The rebuild's role needs to create a schema in the database and to own the model's tables (the role that ran the
 migrations does). The swapped-in tables have what the model's statements give them; settings or indexes added by
@@ -85,6 +87,10 @@ class TablesInUse(RuntimeError):
     """The live tables stayed in use by other transactions through every attempt to swap: nothing changed."""
 
 
+class RebuildRunning(RuntimeError):
+    """Another rebuild of the model is in progress: nothing changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class RebuildProgress:
     """Where a rebuild is: its phase and, while replaying, the position reached of the head that pass replays to."""
@@ -131,6 +137,9 @@ def rebuild_beside(model: "ReadModel", pages: Pages | Iterable[Page],
         if model.keyed_writes:  # as ``ReadModel.lock`` sets for the live runners: the new tables have no statistics
             curs.execute("SELECT set_config('enable_seqscan', 'off', true)")
         model.lock_rebuilds(curs, exclusive=False)
+        curs.execute("SELECT pg_try_advisory_xact_lock(%s) AS alone", (model.lock_key(" rebuilding"),))
+        if not (row := curs.fetchone()) or not row["alone"]:
+            raise RebuildRunning(f"read model {model.name}: another rebuild of it is in progress; nothing was changed")
         report(RebuildProgress(PREPARING))
         replay = _Replay(_prepare(model, curs, schema), curs, report)
         if callable(pages):

@@ -207,6 +207,20 @@ def test_a_rebuild_cancelled_by_an_operator_while_it_waits_for_the_tables_stops(
     assert runner.model.position() == head(quiet_container)
 
 
+def test_a_second_rebuild_of_a_model_is_refused_while_one_runs(quiet_container: Container) -> None:
+    """Another rebuild of the model in progress (here, its key held by another session): refused at once, nothing
+    created or changed; once it is done, a rebuild goes through."""
+    runner = quiet_container.runner("members")
+    runner.catch_up()
+    url = str(quiet_container.app.env[STORE_CONNINFO])
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (runner.model.lock_key(" rebuilding"),))
+        with pytest.raises(rebuild.RebuildRunning, match="another rebuild"):
+            runner.rebuild()
+        assert other.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kl_rebuild_%'").fetchall() == []
+    assert runner.rebuild() == head(quiet_container)
+
+
 def test_a_rebuild_tries_again_once_a_reader_lets_go_of_a_live_table(quiet_container: Container) -> None:
     """An attempt that could not have the live tables is rolled back and tried again after a pause, and reported;
     once the reader is gone the swap goes through."""
