@@ -179,8 +179,6 @@ def ensure_database(database_url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(dbname))))
 
 
-
-
 @contextlib.contextmanager
 def migration_lock(database_url: str) -> Iterator[None]:
     """Serialises schema creation across processes.

@@ -28,6 +28,7 @@ from projections.audit_entry import GENESIS, PLATFORM_CHAIN
 from projections.audit_query import AuditQuery
 from projections.audit_verify import recorded, row_entry, verify
 from projections.base import TENANT_ROLE
+from projections.rebuild import COMMITTED, RETRYING, RebuildProgress
 from tests.conftest import SECRET_KEY, fresh_database
 from tests.integration.support import PASSWORD, SignedUp, head, sign_up
 
@@ -186,9 +187,15 @@ def test_verify_reads_the_table_it_found_while_a_rebuild_swaps_in_another(ledger
     entries = len(table(url))
     rows = recorded(container.audit, None)
     assert next(rows) == container.audit.position()
-    rebuilding = threading.Thread(target=container.runner("audit").rebuild)
+    tried = threading.Event()  # the rebuild tried to swap: it retries (the table held) or has committed (not held)
+
+    def note(step: RebuildProgress) -> None:
+        if step.phase in (RETRYING, COMMITTED):
+            tried.set()
+
+    rebuilding = threading.Thread(target=container.runner("audit").rebuild, args=(note,))
     rebuilding.start()
-    rebuilding.join(5)  # long enough for this small ledger's rebuild to swap, were the table not held
+    assert tried.wait(60)
     read = list(rows)
     rebuilding.join(60)
     assert not rebuilding.is_alive()

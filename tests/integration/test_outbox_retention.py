@@ -94,7 +94,7 @@ def test_settled_notifications_past_the_retention_go_with_their_attempts(hooks: 
     assert len(outbox_rows(hooks, hook.webhook_id)) == 3
 
 
-def test_pruning_waits_for_a_rebuild_in_progress(hooks: Container) -> None:
+def test_pruning_skips_its_run_while_a_rebuild_is_in_progress(hooks: Container) -> None:
     """A rebuild derives into the outbox without the model's lock (``projections.rebuild``) and holds the model's
     rebuild lock meanwhile; a prune run then deletes nothing (a row it deleted could be derived again, due)."""
     aged = email_row(hooks, "delivered", aged=True)
