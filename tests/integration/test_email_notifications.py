@@ -302,3 +302,37 @@ def test_a_deadline_that_passes_while_connecting_ends_the_conversation_before_th
         send(parse_smtp_url(f"smtp://127.0.0.1:{trickle.port}"), recipients=["owner@example.com"], subject="s",
              body="b", message_id="<x@keyledger>", timeout=1)
     assert trickle.client_hung_up
+
+
+def test_a_server_that_hangs_up_on_quit_has_still_accepted_the_message() -> None:
+    """The message is accepted once the server answers its data with 250: a QUIT it then drops (or that the deadline
+    cuts) changes nothing, so the attempt is not failed and the e-mail not sent again."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    commands: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 scripted ESMTP\r\n")
+            for line in lines:
+                verb = line.split(b" ", 1)[0].strip().upper()
+                commands.append(verb)
+                if verb == b"QUIT":
+                    return  # hung up without an answer
+                if verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    for body_line in lines:
+                        if body_line == b".\r\n":
+                            break
+                    commands.append(b"<message>")
+                conn.sendall(b"250 accepted\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        send(parse_smtp_url(f"smtp://127.0.0.1:{listener.getsockname()[1]}"), recipients=["owner@example.com"],
+             subject="s", body="b", message_id="<x@keyledger>", timeout=5)
+    finally:
+        thread.join(30)
+        listener.close()
+    assert commands[-2:] == [b"<message>", b"QUIT"]
