@@ -65,6 +65,21 @@ def project_change(container: Container, acme: SignedUp, change: Callable[[Proje
     return compete
 
 
+def other_rotation(container: Container, acme: SignedUp, theirs: list[str]) -> Callable[..., None]:
+    """Another caller's rotation of acme's client, recorded with the store's own save; its secret goes in ``theirs``."""
+
+    def rotate(save: Callable[..., Any]) -> None:
+        client = container.app.load(acme.client.client.id, Client)
+        theirs.append(container.clients.minter.client_secret())
+        client.rotate_secret(secret_hash=container.clients.secrets.hash(theirs[-1]),
+                             secret_hint=container.clients.minter.hint(theirs[-1]),
+                             secret_expires_at=datetime.now(tz=UTC) + timedelta(days=90),
+                             previous_secret_expires_at=datetime.now(tz=UTC), actor="system")
+        save(client)
+
+    return rotate
+
+
 def adding(container: Container, acme: SignedUp, caller: Principal) -> Callable[[Authorization], NewClient]:
     """What the HTTP route runs for each decision: a client made with the rights just read."""
     return lambda granted: container.clients.add(AddClient(
@@ -105,14 +120,7 @@ def test_a_rotation_that_lost_to_another_rotation_is_a_conflict_not_a_cut_secret
     acme = sign_up(container)
     client_id, theirs = acme.client.client.client_id, []
 
-    def rotate_first(save: Callable[..., Any]) -> None:
-        client = container.app.load(acme.client.client.id, Client)
-        theirs.append(container.clients.minter.client_secret())
-        client.rotate_secret(secret_hash=container.clients.secrets.hash(theirs[0]),
-                             secret_hint=container.clients.minter.hint(theirs[0]),
-                             secret_expires_at=datetime.now(tz=UTC) + timedelta(days=90),
-                             previous_secret_expires_at=datetime.now(tz=UTC), actor="system")
-        save(client)
+    rotate_first = other_rotation(container, acme, theirs)
 
     racer = Racer(container.app, monkeypatch, rotate_first, times=1)
     with pytest.raises(Conflict):
@@ -134,14 +142,10 @@ def test_a_rotation_that_lost_to_another_rotation_and_a_project_change_is_still_
     add_colleague = project_change(container, acme, lambda p: p.add_member(user_id=uuid4(), role=Role.AUDITOR,
                                                                           actor="system"))
 
+    rotate_first = other_rotation(container, acme, theirs)
+
     def rotate_first_and_change_the_project(save: Callable[..., Any]) -> None:
-        client = container.app.load(acme.client.client.id, Client)
-        theirs.append(container.clients.minter.client_secret())
-        client.rotate_secret(secret_hash=container.clients.secrets.hash(theirs[0]),
-                             secret_hint=container.clients.minter.hint(theirs[0]),
-                             secret_expires_at=datetime.now(tz=UTC) + timedelta(days=90),
-                             previous_secret_expires_at=datetime.now(tz=UTC), actor="system")
-        save(client)
+        rotate_first(save)
         add_colleague(save)
 
     racer = Racer(container.app, monkeypatch, rotate_first_and_change_the_project, times=1)

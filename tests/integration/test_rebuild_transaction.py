@@ -137,6 +137,19 @@ def test_a_catch_up_whose_last_pass_had_none_of_the_models_events_writes_its_pos
     assert model.position() == head(quiet_container)
 
 
+def rebuild_in_thread(runner: ProjectionRunner, *, attempts: int) -> tuple[threading.Thread, list[Any]]:
+    """A thread (not started) that rebuilds ``runner``'s model, and where it puts the position or the exception."""
+    outcome: list[Any] = []
+
+    def rebuild_it() -> None:
+        try:
+            outcome.append(runner.rebuild(attempts=attempts))
+        except Exception as exc:
+            outcome.append(exc)
+
+    return threading.Thread(target=rebuild_it), outcome
+
+
 def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
         quiet_container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
     """Readers queue behind a swap waiting for a live table, so a transaction holding one (a long export,
@@ -146,17 +159,9 @@ def test_a_rebuild_gives_up_rather_than_queue_readers_behind_a_long_transaction(
     runner = quiet_container.runner("members")
     runner.catch_up()
     url = str(quiet_container.app.env[STORE_CONNINFO])
-    outcome: list[BaseException | int] = []
-
-    def rebuild_it() -> None:
-        try:
-            outcome.append(runner.rebuild(attempts=3))
-        except Exception as exc:
-            outcome.append(exc)
-
+    rebuilding, outcome = rebuild_in_thread(runner, attempts=3)
     with psycopg.connect(url) as reader:
         reader.execute("SELECT count(*) FROM member_view")  # held until this transaction ends
-        rebuilding = threading.Thread(target=rebuild_it)
         rebuilding.start()
         rebuilding.join(30)
         gave_up = not rebuilding.is_alive()
@@ -178,17 +183,9 @@ def test_a_rebuild_cancelled_by_an_operator_while_it_waits_for_the_tables_stops(
     runner = quiet_container.runner("members")
     runner.catch_up()
     url = str(quiet_container.app.env[STORE_CONNINFO])
-    outcome: list[BaseException | int] = []
-
-    def rebuild_it() -> None:
-        try:
-            outcome.append(runner.rebuild(attempts=3))
-        except Exception as exc:
-            outcome.append(exc)
-
+    rebuilding, outcome = rebuild_in_thread(runner, attempts=3)
     with psycopg.connect(url) as reader, psycopg.connect(url, autocommit=True) as operator:
         reader.execute("SELECT count(*) FROM member_view")  # a fresh transaction: the attempt is begun
-        rebuilding = threading.Thread(target=rebuild_it)
         rebuilding.start()
         waiting: list[tuple[int]] = []
         deadline = time.monotonic() + 15
