@@ -48,7 +48,9 @@ def decode_cursor(cursor: str, *, listing: Sequence[object]) -> tuple[datetime, 
         parsed = datetime.fromisoformat(at)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument(_INVALID) from None
-    if parsed.tzinfo is None or not key:
+    # The digest is not secret, so anyone can build a cursor: a key this server never writes (a NUL, which the
+    # database refuses, or a non-ASCII digit such as "²", which ``int`` refuses) is refused here, as a 400.
+    if parsed.tzinfo is None or not key or not (key.isascii() and key.isprintable()):
         raise InvalidArgument(_INVALID)
     if not hmac.compare_digest(digest.encode(), listing_digest(listing).encode()):
         raise InvalidArgument(_OTHER_LISTING)
