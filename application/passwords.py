@@ -95,20 +95,21 @@ class PasswordChanger:
 
     def _changed_already(self, user: User, command: ChangePassword) -> bool:
         """Verifies the current password (False), or else the new one (True: a repeated request whose change was
-        recorded, see the module), as one attempt counted before it runs, as a login is; a failure stays counted.
+        recorded, see the module), each an attempt counted before it runs, as a login is; a failure stays counted.
+        Each candidate is its own attempt: one request must not test two passwords for the price of one guess.
 
         Raises:
             TooManyAttempts: the account or the address is locked (429 with ``Retry-After``).
             InvalidArgument: neither verifies.
         """
 
-        def verify() -> bool | None:
-            if self.passwords.verify(user.password_hash, command.current_password):
-                return False
-            return True if self.passwords.verify(user.password_hash, command.new_password) else None
+        def verifies(password: str, verdict: bool) -> bool | None:
+            return verdict if self.passwords.verify(user.password_hash, password) else None
 
         keys = account_keys(user.email, command.source)
-        already = limited_attempt(self.limiter, keys, keys[0], verify)
+        already = limited_attempt(self.limiter, keys, keys[0], lambda: verifies(command.current_password, False))
+        if already is None:
+            already = limited_attempt(self.limiter, keys, keys[0], lambda: verifies(command.new_password, True))
         if already is None:
             # Recorded for the audit as a refused login is (each guess counted first, so the limits bound how many).
             self.app.save(PasswordChangeRefusal(refusal_id=uuid4(), user_id=user.id, reason=why.PASSWORD_WRONG,

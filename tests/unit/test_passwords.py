@@ -63,16 +63,18 @@ def test_a_new_password_ends_every_session_and_only_it_logs_in(world: World) -> 
 
 
 def test_a_wrong_current_password_changes_nothing_is_recorded_and_counts_as_a_failed_login() -> None:
-    world = build_world(limits=AttemptLimits(per_account=2))
+    world = build_world(limits=AttemptLimits(per_account=4))
     try:
         ada = world.sign_up(EMAIL)
         session = login(world)
         wrong = ChangePassword(user_id=ada.user.id, current_password="not my password", new_password=NEW,
                                source="198.51.100.4", user_agent="curl/8\x00")
         before = world.position()
-        for _ in range(2):
+        for guesses in (2, 4):
             with pytest.raises(InvalidArgument, match="current_password"):
                 changer(world).change(wrong)
+            # Two candidates tested (the current password, then the new one): two failures counted, not one.
+            assert world.limiter.count(("account", EMAIL)) == guesses
         # Each guess is recorded for the audit, as a refused login is; neither password is.
         refused = [n for n in world.app.recorder.select_notifications(start=before + 1, limit=10)]
         assert [n.topic.rsplit(".", 1)[-1] for n in refused] == ["PasswordChangeRefused"] * 2
