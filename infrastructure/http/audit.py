@@ -36,7 +36,7 @@ def decode_position_cursor(cursor: str, *, listing: Sequence[object]) -> int:
         InvalidArgument: the cursor was not made by this server, or was made for another listing.
     """
     _, key = decode_cursor(cursor, listing=listing)
-    if not (key.isascii() and key.isdigit()) or len(key) > 19:
+    if not key.isdigit() or len(key) > 19:
         raise InvalidArgument("the cursor is invalid")
     return int(key)
 
